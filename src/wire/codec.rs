@@ -1,0 +1,312 @@
+//! Buffer codecs: the compression policy a sender chooses, and the zstd (+ shuffle) transforms
+//! in both directions. zstd contexts and scratch buffers are kept per thread and reused.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+
+use super::buffer::AlignedBuf;
+use super::error::{DecodeError, EncodeError};
+use super::header::{ArrayMeta, Codec, Filter};
+use super::shuffle::{shuffle, unshuffle};
+
+/// How a sender encodes array buffers.
+///
+/// ```
+/// use ndbridge::wire::Compression;
+///
+/// // Keep zstd output only when it is at most 90% of the raw size.
+/// let auto = Compression::auto();
+/// assert_eq!(auto, Compression::Auto { level: 1, shuffle: true, max_ratio: 0.9 });
+/// let strong = Compression::zstd(3).with_shuffle(true);
+/// assert_eq!(strong, Compression::Zstd { level: 3, shuffle: true });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Compression {
+    /// Send the bytes as they are (no copy for owned arrays).
+    Raw,
+    /// Always compress with zstd at `level`, after a byte shuffle when `shuffle` is set.
+    Zstd {
+        /// zstd level (1 is fast, 3 is zstd's default, up to 22).
+        level: i32,
+        /// Byte-shuffle before compressing (helps smooth numeric fields a lot).
+        shuffle: bool,
+    },
+    /// Compress like `Zstd`, but send raw whenever the compressed frame is larger than
+    /// `max_ratio` times the raw size: the data decides.
+    Auto {
+        /// zstd level.
+        level: i32,
+        /// Byte-shuffle before compressing.
+        shuffle: bool,
+        /// Largest compressed/raw size ratio worth keeping, e.g. 0.9.
+        max_ratio: f64,
+    },
+}
+
+impl Default for Compression {
+    /// [`Compression::auto`]: compressed when that pays, raw otherwise.
+    fn default() -> Self {
+        Compression::auto()
+    }
+}
+
+impl Compression {
+    /// zstd at `level`, no shuffle.
+    pub fn zstd(level: i32) -> Compression {
+        Compression::Zstd {
+            level,
+            shuffle: false,
+        }
+    }
+
+    /// Automatic: shuffle + zstd level 1, kept when it saves at least 10%.
+    pub fn auto() -> Compression {
+        Compression::Auto {
+            level: 1,
+            shuffle: true,
+            max_ratio: 0.9,
+        }
+    }
+
+    /// The same policy with the byte shuffle switched on or off (no effect on `Raw`).
+    pub fn with_shuffle(self, on: bool) -> Compression {
+        match self {
+            Compression::Raw => Compression::Raw,
+            Compression::Zstd { level, .. } => Compression::Zstd { level, shuffle: on },
+            Compression::Auto {
+                level, max_ratio, ..
+            } => Compression::Auto {
+                level,
+                shuffle: on,
+                max_ratio,
+            },
+        }
+    }
+
+    /// Checks the zstd level against the range of the linked zstd.
+    pub fn validate(&self) -> Result<(), EncodeError> {
+        let level = match *self {
+            Compression::Raw => return Ok(()),
+            Compression::Zstd { level, .. } | Compression::Auto { level, .. } => level,
+        };
+        let range = zstd::compression_level_range();
+        if range.contains(&level) {
+            Ok(())
+        } else {
+            Err(EncodeError::ZstdLevel {
+                level,
+                min: *range.start(),
+                max: *range.end(),
+            })
+        }
+    }
+}
+
+/// One buffer frame as encoded, with how it was encoded.
+#[derive(Debug, Clone)]
+pub struct EncodedBuffer {
+    /// The codec applied.
+    pub codec: Codec,
+    /// Filters applied before the codec.
+    pub filters: Vec<Filter>,
+    /// The frame's bytes.
+    pub frame: Bytes,
+}
+
+/// Scratch buffers above this size are released after use rather than kept per thread.
+const SCRATCH_KEEP: usize = 64 << 20;
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer resized to `len`, releasing it afterwards if large.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        scratch.resize(len, 0);
+        let result = f(&mut scratch[..len]);
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
+        result
+    })
+}
+
+fn compress(src: &[u8], level: i32) -> Result<Vec<u8>, EncodeError> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let needs_new = !matches!(&*slot, Some((l, _)) if *l == level);
+        if needs_new {
+            let c = zstd::bulk::Compressor::new(level).map_err(zstd_encode_error)?;
+            *slot = Some((level, c));
+        }
+        let (_, compressor) = slot.as_mut().expect("compressor was just set");
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(src.len()));
+        compressor
+            .compress_to_buffer(src, &mut out)
+            .map_err(zstd_encode_error)?;
+        Ok(out)
+    })
+}
+
+fn zstd_encode_error(e: std::io::Error) -> EncodeError {
+    EncodeError::Zstd {
+        reason: e.to_string(),
+    }
+}
+
+/// Encodes one decoded buffer (`data`, elements of `itemsize` bytes) under `policy`.
+///
+/// `Raw`, and `Auto` when compression does not pay, return `data` itself (no copy).
+pub fn encode_buffer(
+    data: &Bytes,
+    itemsize: usize,
+    policy: Compression,
+) -> Result<EncodedBuffer, EncodeError> {
+    let (level, want_shuffle, max_ratio) = match policy {
+        Compression::Raw => return Ok(raw(data)),
+        Compression::Zstd { level, shuffle } => (level, shuffle, None),
+        Compression::Auto {
+            level,
+            shuffle,
+            max_ratio,
+        } => (level, shuffle, Some(max_ratio)),
+    };
+    let shuffled = want_shuffle && itemsize > 1;
+    let compressed = if shuffled {
+        with_scratch(data.len(), |scratch| {
+            shuffle(data, scratch, itemsize);
+            compress(scratch, level)
+        })?
+    } else {
+        compress(data, level)?
+    };
+    if let Some(max_ratio) = max_ratio {
+        if compressed.len() as f64 > max_ratio * data.len() as f64 {
+            return Ok(raw(data));
+        }
+    }
+    Ok(EncodedBuffer {
+        codec: Codec::Zstd,
+        filters: if shuffled {
+            vec![Filter::Shuffle]
+        } else {
+            Vec::new()
+        },
+        frame: Bytes::from(compressed),
+    })
+}
+
+fn raw(data: &Bytes) -> EncodedBuffer {
+    EncodedBuffer {
+        codec: Codec::Raw,
+        filters: Vec::new(),
+        frame: data.clone(),
+    }
+}
+
+/// Decodes one buffer frame described by `meta` into its `nbytes` decoded bytes.
+///
+/// A raw, unfiltered frame is returned as is (no copy). A zstd frame must declare a content
+/// size equal to `nbytes` and be a single frame filling the buffer; it is decompressed straight
+/// into a new buffer aligned for every element type, so nothing larger than `nbytes` (already
+/// checked against the limits) is ever allocated.
+pub fn decode_buffer(meta: &ArrayMeta, frame: &Bytes) -> Result<Bytes, DecodeError> {
+    let nbytes = meta.nbytes;
+    match meta.codec {
+        Codec::Raw => {
+            if frame.len() as u64 != nbytes {
+                return Err(DecodeError::BufferLength {
+                    array: meta.name.clone(),
+                    expected: nbytes,
+                    found: frame.len() as u64,
+                });
+            }
+            if meta.is_shuffled() {
+                let mut out = AlignedBuf::zeroed(frame.len());
+                unshuffle(frame, out.as_mut_slice(), meta.dtype.itemsize());
+                Ok(out.into_bytes())
+            } else {
+                Ok(frame.clone())
+            }
+        }
+        Codec::Zstd => {
+            check_zstd_frame(meta, frame)?;
+            let len = nbytes as usize;
+            let mut out = AlignedBuf::zeroed(len);
+            if meta.is_shuffled() && meta.dtype.itemsize() > 1 {
+                with_scratch(len, |scratch| {
+                    decompress_exact(meta, frame, scratch)?;
+                    unshuffle(scratch, out.as_mut_slice(), meta.dtype.itemsize());
+                    Ok::<_, DecodeError>(())
+                })?;
+            } else {
+                decompress_exact(meta, frame, out.as_mut_slice())?;
+            }
+            Ok(out.into_bytes())
+        }
+    }
+}
+
+fn check_zstd_frame(meta: &ArrayMeta, frame: &[u8]) -> Result<(), DecodeError> {
+    let zstd_error = |reason: String| DecodeError::Zstd {
+        array: meta.name.clone(),
+        reason,
+    };
+    let declared = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return Err(DecodeError::ZstdContentSize {
+                array: meta.name.clone(),
+                expected: meta.nbytes,
+                found: "not declared".to_owned(),
+            })
+        }
+        Err(_) => return Err(zstd_error("not a zstd frame".to_owned())),
+    };
+    if declared != meta.nbytes {
+        return Err(DecodeError::ZstdContentSize {
+            array: meta.name.clone(),
+            expected: meta.nbytes,
+            found: declared.to_string(),
+        });
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(frame) {
+        Ok(size) if size == frame.len() => Ok(()),
+        Ok(size) => Err(zstd_error(format!(
+            "frame ends at byte {size} but the buffer holds {} bytes",
+            frame.len()
+        ))),
+        Err(code) => Err(zstd_error(zstd::zstd_safe::get_error_name(code).to_owned())),
+    }
+}
+
+fn decompress_exact(meta: &ArrayMeta, frame: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    let written = DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let decompressor = slot.as_mut().expect("decompressor was just set");
+        decompressor
+            .decompress_to_buffer(frame, out)
+            .map_err(|e| e.to_string())
+    });
+    match written {
+        Ok(n) if n == out.len() => Ok(()),
+        Ok(n) => Err(DecodeError::Zstd {
+            array: meta.name.clone(),
+            reason: format!("decompressed to {n} bytes, expected {}", out.len()),
+        }),
+        Err(reason) => Err(DecodeError::Zstd {
+            array: meta.name.clone(),
+            reason,
+        }),
+    }
+}

@@ -1,0 +1,401 @@
+//! The header frame: a UTF-8 JSON object describing the record and each buffer frame that
+//! follows it. Parsing checks every field and names the one that is wrong.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::dtype::DType;
+use super::error::{DecodeError, EncodeError};
+use super::limits::Limits;
+
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Longest record or array name, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// The element order of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Order {
+    /// Row-major: the last index varies fastest.
+    C,
+    /// Column-major: the first index varies fastest.
+    F,
+}
+
+/// How a buffer frame is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// The decoded bytes as they are.
+    Raw,
+    /// One zstd frame with its content size set.
+    Zstd,
+}
+
+impl Codec {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+/// A reversible transform applied before the codec and undone after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    /// Byte shuffle: byte 0 of every element, then byte 1 of every element, and so on.
+    Shuffle,
+}
+
+/// One entry of the header's `arrays` list: how to read one buffer frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArrayMeta {
+    /// The array's name within the record.
+    pub name: String,
+    /// Element type, byte order included.
+    #[serde(serialize_with = "serialize_display")]
+    pub dtype: DType,
+    /// Length of each axis; empty for a 0-d array.
+    pub shape: Vec<usize>,
+    /// Element order of the decoded buffer.
+    pub order: Order,
+    /// How the frame is encoded.
+    pub codec: Codec,
+    /// Filters applied before the codec, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+    /// Decoded length in bytes: `product(shape) * itemsize`.
+    pub nbytes: u64,
+}
+
+impl ArrayMeta {
+    /// Number of elements: the product of the shape (1 for a 0-d array).
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the byte shuffle filter was applied.
+    pub fn is_shuffled(&self) -> bool {
+        self.filters.contains(&Filter::Shuffle)
+    }
+}
+
+fn serialize_display<S: serde::Serializer>(t: &DType, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
+}
+
+/// The decoded header of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// The record's name (also the PUB/SUB topic).
+    pub name: String,
+    /// The publisher's id.
+    pub source: String,
+    /// A random id chosen when the publisher started.
+    pub session: String,
+    /// Position of this message in its publisher session: 0, 1, 2, ...
+    pub seq: u64,
+    /// Publisher clock, seconds since the Unix epoch.
+    pub time: f64,
+    /// One entry per buffer frame, in frame order.
+    pub arrays: Vec<ArrayMeta>,
+    /// The user's JSON object, passed through untouched.
+    pub attrs: Option<Map<String, Value>>,
+}
+
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    v: u64,
+    name: &'a str,
+    source: &'a str,
+    session: &'a str,
+    seq: u64,
+    time: f64,
+    arrays: &'a [ArrayMeta],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attrs: Option<&'a Map<String, Value>>,
+}
+
+impl Header {
+    /// Serializes the header as the JSON bytes of frame 0.
+    pub fn to_json(&self) -> Vec<u8> {
+        let out = HeaderOut {
+            v: FORMAT_VERSION,
+            name: &self.name,
+            source: &self.source,
+            session: &self.session,
+            seq: self.seq,
+            time: self.time,
+            arrays: &self.arrays,
+            attrs: self.attrs.as_ref(),
+        };
+        // Serializing plain strings, numbers and a JSON map cannot fail.
+        serde_json::to_vec(&out).expect("header serialization is infallible")
+    }
+
+    /// Parses and validates a header frame.
+    ///
+    /// Every field is checked against the format: `nbytes` must equal `product(shape) *
+    /// itemsize`, and the sizes it claims must be within `limits`. Unknown fields are ignored.
+    ///
+    /// ```
+    /// use ndbridge::wire::{Codec, Header, Limits};
+    ///
+    /// let json = br#"{"v": 1, "name": "u", "source": "w1", "session": "ab", "seq": 7,
+    ///   "time": 1.5, "arrays": [{"name": "u", "dtype": "<f8", "shape": [2, 3],
+    ///   "order": "C", "codec": "raw", "nbytes": 48}]}"#;
+    /// let header = Header::parse(json, &Limits::default())?;
+    /// assert_eq!((header.seq, header.arrays[0].codec), (7, Codec::Raw));
+    /// # Ok::<(), ndbridge::wire::DecodeError>(())
+    /// ```
+    pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeError> {
+        if bytes.len() > limits.max_header_bytes {
+            return Err(DecodeError::HeaderTooLarge {
+                size: bytes.len(),
+                limit: limits.max_header_bytes,
+            });
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson {
+            reason: e.to_string(),
+        })?;
+        let Value::Object(mut obj) = value else {
+            return Err(DecodeError::NotAnObject {
+                found: json_type(&value),
+            });
+        };
+        let version = get_u64(&obj, "v", "v")?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let name = get_name(&obj, "name", "name")?;
+        let source = get_str(&obj, "source", "source")?.to_owned();
+        let session = get_str(&obj, "session", "session")?.to_owned();
+        let seq = get_u64(&obj, "seq", "seq")?;
+        let time = match require(&obj, "time", "time")? {
+            Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+            other => return Err(invalid("time", "a number", other)),
+        };
+        let attrs = match obj.remove("attrs") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(other) => return Err(invalid("attrs", "a JSON object", &other)),
+        };
+        let list = match require(&obj, "arrays", "arrays")? {
+            Value::Array(list) => list,
+            other => return Err(invalid("arrays", "a list", other)),
+        };
+        if list.len() > limits.max_arrays {
+            return Err(DecodeError::TooManyArrays {
+                count: list.len(),
+                limit: limits.max_arrays,
+            });
+        }
+        let arrays = list
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| parse_array(i, entry, limits))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Header {
+            name,
+            source,
+            session,
+            seq,
+            time,
+            arrays,
+            attrs,
+        })
+    }
+}
+
+fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta, DecodeError> {
+    let path = |field: &str| format!("arrays[{index}].{field}");
+    let Value::Object(obj) = entry else {
+        return Err(invalid(&format!("arrays[{index}]"), "a JSON object", entry));
+    };
+    let name = get_name(obj, "name", &path("name"))?;
+    let dtype_str = get_str(obj, "dtype", &path("dtype"))?;
+    let dtype: DType = dtype_str.parse().map_err(|source| DecodeError::BadDType {
+        field: path("dtype"),
+        source,
+    })?;
+    let shape_value = match require(obj, "shape", &path("shape"))? {
+        Value::Array(list) => list,
+        other => return Err(invalid(&path("shape"), "a list of integers", other)),
+    };
+    if shape_value.len() > limits.max_ndim {
+        return Err(DecodeError::InvalidField {
+            field: path("shape"),
+            expected: "at most the ndim limit of dimensions",
+            found: format!("{} dimensions", shape_value.len()),
+        });
+    }
+    let mut shape = Vec::with_capacity(shape_value.len());
+    for (axis, dim) in shape_value.iter().enumerate() {
+        let n = dim
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                invalid(
+                    &format!("arrays[{index}].shape[{axis}]"),
+                    "a non-negative integer",
+                    dim,
+                )
+            })?;
+        shape.push(n);
+    }
+    let order = match get_str(obj, "order", &path("order"))? {
+        "C" => Order::C,
+        "F" => Order::F,
+        other => return Err(invalid_str(&path("order"), "\"C\" or \"F\"", other)),
+    };
+    let codec = match get_str(obj, "codec", &path("codec"))? {
+        "raw" => Codec::Raw,
+        "zstd" => Codec::Zstd,
+        other => return Err(invalid_str(&path("codec"), "\"raw\" or \"zstd\"", other)),
+    };
+    let filters = match obj.get("filters") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(k, f)| match f.as_str() {
+                Some("shuffle") => Ok(Filter::Shuffle),
+                _ => Err(invalid(
+                    &format!("arrays[{index}].filters[{k}]"),
+                    "\"shuffle\"",
+                    f,
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => return Err(invalid(&path("filters"), "a list of filter names", other)),
+    };
+    let nbytes = get_u64(obj, "nbytes", &path("nbytes"))?;
+    let computed = shape
+        .iter()
+        .try_fold(dtype.itemsize() as u64, |acc, &n| acc.checked_mul(n as u64))
+        .unwrap_or(u64::MAX);
+    if computed != nbytes {
+        return Err(DecodeError::NbytesMismatch {
+            array: name,
+            declared: nbytes,
+            computed,
+        });
+    }
+    if nbytes > limits.max_array_bytes || usize::try_from(nbytes).is_err() {
+        return Err(DecodeError::ArrayTooLarge {
+            array: name,
+            nbytes,
+            limit: limits.max_array_bytes,
+        });
+    }
+    Ok(ArrayMeta {
+        name,
+        dtype,
+        shape,
+        order,
+        codec,
+        filters,
+        nbytes,
+    })
+}
+
+/// Checks a record or array name: non-empty, at most [`MAX_NAME_BYTES`] bytes, no NUL.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("must not be empty")
+    } else if name.len() > MAX_NAME_BYTES {
+        Err("is longer than 256 bytes")
+    } else if name.contains('\0') {
+        Err("must not contain NUL")
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn check_name_for_encode(name: &str) -> Result<(), EncodeError> {
+    check_name(name).map_err(|reason| EncodeError::InvalidName {
+        name: shorten(name),
+        reason,
+    })
+}
+
+fn require<'v>(
+    obj: &'v Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'v Value, DecodeError> {
+    obj.get(key).ok_or_else(|| DecodeError::MissingField {
+        field: path.to_owned(),
+    })
+}
+
+fn get_str<'v>(obj: &'v Map<String, Value>, key: &str, path: &str) -> Result<&'v str, DecodeError> {
+    match require(obj, key, path)? {
+        Value::String(s) => Ok(s),
+        other => Err(invalid(path, "a string", other)),
+    }
+}
+
+fn get_u64(obj: &Map<String, Value>, key: &str, path: &str) -> Result<u64, DecodeError> {
+    let value = require(obj, key, path)?;
+    value
+        .as_u64()
+        .ok_or_else(|| invalid(path, "a non-negative integer", value))
+}
+
+fn get_name(obj: &Map<String, Value>, key: &str, path: &str) -> Result<String, DecodeError> {
+    let name = get_str(obj, key, path)?;
+    check_name(name).map_err(|reason| DecodeError::InvalidField {
+        field: path.to_owned(),
+        expected: "a non-empty name of at most 256 bytes without NUL",
+        found: format!("{:?} ({reason})", shorten(name)),
+    })?;
+    Ok(name.to_owned())
+}
+
+fn invalid(path: &str, expected: &'static str, found: &Value) -> DecodeError {
+    let mut text = found.to_string();
+    if text.len() > 64 {
+        text = format!("{}...", shorten(&text));
+    }
+    DecodeError::InvalidField {
+        field: path.to_owned(),
+        expected,
+        found: format!("{} {}", json_type(found), text),
+    }
+}
+
+fn invalid_str(path: &str, expected: &'static str, found: &str) -> DecodeError {
+    DecodeError::InvalidField {
+        field: path.to_owned(),
+        expected,
+        found: format!("{:?}", shorten(found)),
+    }
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "object",
+    }
+}

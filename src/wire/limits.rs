@@ -1,0 +1,61 @@
+//! Decoder limits: the most a message may claim before anything is allocated for it.
+
+/// Bounds a decoder enforces on every message, before it allocates anything a header claims.
+///
+/// The defaults suit arrays of simulation fields on one machine; raise them for larger arrays.
+///
+/// ```
+/// use ndbridge::wire::Limits;
+///
+/// let limits = Limits::default().max_array_bytes(16 << 30);
+/// assert_eq!(limits.max_header_bytes, 1 << 20);
+/// assert_eq!(limits.max_array_bytes, 16 << 30);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest header frame, in bytes. Default 1 MiB.
+    pub max_header_bytes: usize,
+    /// Most arrays in one message. Default 4096.
+    pub max_arrays: usize,
+    /// Largest decoded array (`nbytes`), in bytes. Default 4 GiB.
+    pub max_array_bytes: u64,
+    /// Most dimensions of one array. Default 64 (numpy's own limit).
+    pub max_ndim: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 1 << 20,
+            max_arrays: 4096,
+            max_array_bytes: 4 << 30,
+            max_ndim: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest header frame, in bytes.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// Sets the most arrays per message.
+    pub fn max_arrays(mut self, count: usize) -> Self {
+        self.max_arrays = count;
+        self
+    }
+
+    /// Sets the largest decoded array, in bytes.
+    pub fn max_array_bytes(mut self, bytes: u64) -> Self {
+        self.max_array_bytes = bytes;
+        self
+    }
+
+    /// Sets the most dimensions per array.
+    pub fn max_ndim(mut self, ndim: usize) -> Self {
+        self.max_ndim = ndim;
+        self
+    }
+}

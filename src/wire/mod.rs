@@ -1,0 +1,31 @@
+//! The wire format, as pure code over bytes: no sockets, no threads, no files, no logging.
+//!
+//! A message is `[header, buf_0, ..., buf_{n-1}]` (on PUB/SUB sockets a topic frame comes
+//! first). The header is a JSON object ([`Header`]) with one entry per buffer frame
+//! ([`ArrayMeta`]); each buffer is raw or zstd, optionally byte-shuffled ([`Compression`]).
+//! `docs/wire-format.md` is the full contract.
+//!
+//! - [`dtype`]: type strings and the [`Element`] trait
+//! - [`header`]: the JSON header, parsed with field-level errors
+//! - [`codec`], [`shuffle()`]: buffer transforms
+//! - [`encode()`] / [`decode()`]: whole messages
+//! - [`Limits`]: what a decoder accepts before allocating
+
+pub mod buffer;
+pub mod codec;
+pub mod decode;
+pub mod dtype;
+pub mod encode;
+pub mod error;
+pub mod header;
+pub mod limits;
+pub mod shuffle;
+
+pub use codec::Compression;
+pub use decode::{decode, DecodedArray, DynArray, Record};
+pub use dtype::{ByteOrder, DType, Element, Kind};
+pub use encode::{encode, ArrayBuffer, EncodedMessage, Envelope};
+pub use error::{DTypeError, DecodeError, EncodeError, ViewError};
+pub use header::{ArrayMeta, Codec, Filter, Header, Order, FORMAT_VERSION, MAX_NAME_BYTES};
+pub use limits::Limits;
+pub use shuffle::{shuffle, unshuffle};
