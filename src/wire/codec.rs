@@ -143,7 +143,9 @@ fn compress(src: &[u8], level: i32) -> Result<Vec<u8>, EncodeError> {
         let mut slot = cell.borrow_mut();
         let needs_new = !matches!(&*slot, Some((l, _)) if *l == level);
         if needs_new {
-            let c = zstd::bulk::Compressor::new(level).map_err(zstd_encode_error)?;
+            let mut c = zstd::bulk::Compressor::new(level).map_err(zstd_encode_error)?;
+            // A 4-byte xxhash of the content lets every reader detect a corrupted frame.
+            c.include_checksum(true).map_err(zstd_encode_error)?;
             *slot = Some((level, c));
         }
         let (_, compressor) = slot.as_mut().expect("compressor was just set");

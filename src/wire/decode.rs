@@ -40,11 +40,24 @@ impl Record {
 
 /// One decoded array: its header entry and its decoded bytes, in the byte order and element
 /// order the header names.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DecodedArray {
     meta: ArrayMeta,
     data: Bytes,
     wire_len: usize,
+}
+
+impl std::fmt::Debug for DecodedArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedArray")
+            .field("meta", &self.meta)
+            .field(
+                "data",
+                &format_args!("<{} bytes at {:p}>", self.data.len(), self.data.as_ptr()),
+            )
+            .field("wire_len", &self.wire_len)
+            .finish()
+    }
 }
 
 /// Decodes a message `[header, buf_0, ..., buf_{n-1}]` (without a topic frame).
