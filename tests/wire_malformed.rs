@@ -400,3 +400,23 @@ fn wrong_type_view_and_invalid_bool_are_view_errors() {
         }
     );
 }
+
+#[test]
+fn repeated_array_name_or_filter() {
+    let (mut h, b) = valid(Compression::Raw);
+    let entry = h["arrays"][0].clone();
+    h["arrays"] = json!([entry.clone(), entry]);
+    match decode_err(&frames(&h, &[b.clone(), b.clone()])) {
+        DecodeError::InvalidField { field, .. } => assert_eq!(field, "arrays[1].name"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let (mut h, b) = valid(Compression::Raw);
+    h["arrays"][0]["filters"] = json!(["shuffle", "shuffle"]);
+    match decode_err(&frames(&h, &[b])) {
+        DecodeError::InvalidField { field, expected, .. } => {
+            assert_eq!(field, "arrays[0].filters[1]");
+            assert_eq!(expected, "each filter at most once");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -207,6 +207,15 @@ impl Header {
             .enumerate()
             .map(|(i, entry)| parse_array(i, entry, limits))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, meta) in arrays.iter().enumerate() {
+            if arrays[..i].iter().any(|other| other.name == meta.name) {
+                return Err(DecodeError::InvalidField {
+                    field: format!("arrays[{i}].name"),
+                    expected: "a name not used by another array of the record",
+                    found: format!("{:?} again", shorten(&meta.name)),
+                });
+            }
+        }
         Ok(Header {
             name,
             source,
@@ -267,18 +276,30 @@ fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta
     };
     let filters = match obj.get("filters") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .enumerate()
-            .map(|(k, f)| match f.as_str() {
-                Some("shuffle") => Ok(Filter::Shuffle),
-                _ => Err(invalid(
-                    &format!("arrays[{index}].filters[{k}]"),
-                    "\"shuffle\"",
-                    f,
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(list)) => {
+            let mut filters = Vec::with_capacity(list.len());
+            for (k, f) in list.iter().enumerate() {
+                let filter = match f.as_str() {
+                    Some("shuffle") => Filter::Shuffle,
+                    _ => {
+                        return Err(invalid(
+                            &format!("arrays[{index}].filters[{k}]"),
+                            "\"shuffle\"",
+                            f,
+                        ))
+                    }
+                };
+                if filters.contains(&filter) {
+                    return Err(invalid(
+                        &format!("arrays[{index}].filters[{k}]"),
+                        "each filter at most once",
+                        f,
+                    ));
+                }
+                filters.push(filter);
+            }
+            filters
+        }
         Some(other) => return Err(invalid(&path("filters"), "a list of filter names", other)),
     };
     let nbytes = get_u64(obj, "nbytes", &path("nbytes"))?;

@@ -30,8 +30,8 @@ pub fn shuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
     match itemsize {
         1 => dst.copy_from_slice(src),
         2 => shuffle_fixed::<2>(src, dst),
-        4 => shuffle_fixed::<4>(src, dst),
-        8 => shuffle_fixed::<8>(src, dst),
+        4 => shuffle4(src, dst),
+        8 => shuffle8(src, dst),
         16 => shuffle_fixed::<16>(src, dst),
         _ => shuffle_any(src, dst, itemsize),
     }
@@ -58,11 +58,157 @@ pub fn unshuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
     match itemsize {
         1 => dst.copy_from_slice(src),
         2 => unshuffle_fixed::<2>(src, dst),
-        4 => unshuffle_fixed::<4>(src, dst),
-        8 => unshuffle_fixed::<8>(src, dst),
+        4 => unshuffle4(src, dst),
+        8 => unshuffle8(src, dst),
         16 => unshuffle_fixed::<16>(src, dst),
         _ => unshuffle_any(src, dst, itemsize),
     }
+}
+
+/// Transposes the 8x8 byte matrix whose rows are the little-endian bytes of `w[0..8]`: afterwards
+/// byte `i` of `w[j]` is what byte `j` of `w[i]` was. Three rounds of block swaps (1, 2 and 4
+/// bytes) on whole words; the transpose is its own inverse.
+#[inline(always)]
+fn transpose8x8(w: &mut [u64; 8]) {
+    const MASKS: [(u32, u64); 3] = [
+        (8, 0x00ff_00ff_00ff_00ff),
+        (16, 0x0000_ffff_0000_ffff),
+        (32, 0x0000_0000_ffff_ffff),
+    ];
+    for (round, (shift, mask)) in MASKS.into_iter().enumerate() {
+        let distance = 1 << round;
+        for i in 0..8 {
+            if i & distance == 0 {
+                let t = ((w[i] >> shift) ^ w[i + distance]) & mask;
+                w[i + distance] ^= t;
+                w[i] ^= t << shift;
+            }
+        }
+    }
+}
+
+/// The 4x4 version of [`transpose8x8`] on 32-bit words.
+#[inline(always)]
+fn transpose4x4(w: &mut [u32; 4]) {
+    const MASKS: [(u32, u32); 2] = [(8, 0x00ff_00ff), (16, 0x0000_ffff)];
+    for (round, (shift, mask)) in MASKS.into_iter().enumerate() {
+        let distance = 1 << round;
+        for i in 0..4 {
+            if i & distance == 0 {
+                let t = ((w[i] >> shift) ^ w[i + distance]) & mask;
+                w[i + distance] ^= t;
+                w[i] ^= t << shift;
+            }
+        }
+    }
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Shuffle of 8-byte elements, eight elements (one 8x8 byte transpose) at a time.
+fn shuffle8(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 8;
+    let groups = n / 8;
+    for g in 0..groups {
+        let base = g * 64;
+        let mut w = [0u64; 8];
+        for (i, word) in w.iter_mut().enumerate() {
+            *word = read_u64(src, base + i * 8);
+        }
+        transpose8x8(&mut w);
+        for (j, word) in w.iter().enumerate() {
+            dst[j * n + g * 8..j * n + g * 8 + 8].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    shuffle_tail(src, dst, 8, groups * 8);
+}
+
+fn unshuffle8(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 8;
+    let groups = n / 8;
+    for g in 0..groups {
+        let mut w = [0u64; 8];
+        for (j, word) in w.iter_mut().enumerate() {
+            *word = read_u64(src, j * n + g * 8);
+        }
+        transpose8x8(&mut w);
+        let base = g * 64;
+        for (i, word) in w.iter().enumerate() {
+            dst[base + i * 8..base + i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    unshuffle_tail(src, dst, 8, groups * 8);
+}
+
+/// Shuffle of 4-byte elements, eight elements (two 4x4 byte transposes) at a time.
+fn shuffle4(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 4;
+    let groups = n / 8;
+    for g in 0..groups {
+        let base = g * 32;
+        let mut lo = [0u32; 4];
+        let mut hi = [0u32; 4];
+        for i in 0..4 {
+            lo[i] = read_u32(src, base + i * 4);
+            hi[i] = read_u32(src, base + 16 + i * 4);
+        }
+        transpose4x4(&mut lo);
+        transpose4x4(&mut hi);
+        for j in 0..4 {
+            let word = lo[j] as u64 | (hi[j] as u64) << 32;
+            dst[j * n + g * 8..j * n + g * 8 + 8].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    shuffle_tail(src, dst, 4, groups * 8);
+}
+
+fn unshuffle4(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 4;
+    let groups = n / 8;
+    for g in 0..groups {
+        let mut lo = [0u32; 4];
+        let mut hi = [0u32; 4];
+        for j in 0..4 {
+            let word = read_u64(src, j * n + g * 8);
+            lo[j] = word as u32;
+            hi[j] = (word >> 32) as u32;
+        }
+        transpose4x4(&mut lo);
+        transpose4x4(&mut hi);
+        let base = g * 32;
+        for i in 0..4 {
+            dst[base + i * 4..base + i * 4 + 4].copy_from_slice(&lo[i].to_le_bytes());
+            dst[base + 16 + i * 4..base + 16 + i * 4 + 4].copy_from_slice(&hi[i].to_le_bytes());
+        }
+    }
+    unshuffle_tail(src, dst, 4, groups * 8);
+}
+
+/// Shuffles elements `from..n` one byte at a time, and copies the trailing partial element.
+fn shuffle_tail(src: &[u8], dst: &mut [u8], size: usize, from: usize) {
+    let n = src.len() / size;
+    for i in from..n {
+        for j in 0..size {
+            dst[j * n + i] = src[i * size + j];
+        }
+    }
+    dst[n * size..].copy_from_slice(&src[n * size..]);
+}
+
+fn unshuffle_tail(src: &[u8], dst: &mut [u8], size: usize, from: usize) {
+    let n = src.len() / size;
+    for i in from..n {
+        for j in 0..size {
+            dst[i * size + j] = src[j * n + i];
+        }
+    }
+    dst[n * size..].copy_from_slice(&src[n * size..]);
 }
 
 fn shuffle_fixed<const S: usize>(src: &[u8], dst: &mut [u8]) {

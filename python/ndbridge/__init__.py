@@ -1,0 +1,60 @@
+"""ndbridge for Python: send and receive numpy arrays over ZeroMQ in the ndbridge wire format.
+
+A message is ``[header, buf_0, ..., buf_{n-1}]`` (with the record name as a topic frame first on
+PUB/SUB): a JSON header describing each array, then one frame per array, raw or zstd-compressed
+(optionally byte-shuffled). ``docs/wire-format.md`` in the repository is the contract.
+
+Receive::
+
+    import ndbridge
+    for rec in ndbridge.Subscriber("tcp://127.0.0.1:5556", names=["u"], timeout_ms=5000):
+        print(rec.name, rec.seq, rec["u"].shape)
+
+Send::
+
+    with ndbridge.Publisher("tcp://127.0.0.1:5555") as pub:
+        pub.send("u", u, attrs={"step": 41})
+
+Layout
+------
+- :mod:`ndbridge.errors`: :class:`WireError` and its subclasses, one per kind of fault.
+- :mod:`ndbridge.limits`: :class:`Limits`, the bounds checked before anything is allocated.
+- :mod:`ndbridge.dtypes`: the wire's type strings and their numpy dtypes.
+- :mod:`ndbridge.header`: parsing and checking the JSON header.
+- :mod:`ndbridge.codec`: byte shuffle and zstd for one buffer.
+- :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames. Pure: these
+  five modules never touch a socket.
+- :mod:`ndbridge.net`: :func:`send`, :func:`recv`, :class:`Publisher`, :class:`Subscriber`.
+
+Data flow: ``arrays -> encode -> frames -> send => zmq => recv -> frames -> decode -> Record``.
+"""
+
+from .errors import CodecError, FrameError, HeaderError, LimitError, VersionError, WireError
+from .header import FORMAT_VERSION
+from .limits import DEFAULT_LIMITS, Limits
+from .net import Publisher, Subscriber, recv, send
+from .wire import Record, decode, default_source, encode, new_session, strip_topic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "DEFAULT_LIMITS",
+    "Limits",
+    "Record",
+    "decode",
+    "encode",
+    "strip_topic",
+    "default_source",
+    "new_session",
+    "send",
+    "recv",
+    "Publisher",
+    "Subscriber",
+    "WireError",
+    "HeaderError",
+    "VersionError",
+    "FrameError",
+    "CodecError",
+    "LimitError",
+]

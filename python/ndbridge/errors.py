@@ -1,0 +1,107 @@
+"""The errors a received message can raise: :class:`WireError` and one subclass per kind of fault.
+
+A :class:`WireError` always means the peer sent something that does not follow the wire format
+(or exceeds this reader's limits). Mistakes in the caller's own arguments (an unsupported dtype
+passed to ``encode``, an empty record name) raise ``TypeError`` or ``ValueError`` instead, so the
+two are never confused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+__all__ = [
+    "WireError",
+    "HeaderError",
+    "VersionError",
+    "FrameError",
+    "CodecError",
+    "LimitError",
+    "describe",
+]
+
+
+class WireError(ValueError):
+    """A message that does not follow the ndbridge wire format.
+
+    ``str(err)`` reads ``"<field>: <what was expected and what was found>"``, for example
+    ``"arrays[0].nbytes: 80000 declared, shape and dtype give 79992"``.
+
+    Attributes:
+        field: Where the fault is: a header path such as ``"arrays[0].nbytes"``, or ``"header"``,
+            ``"frames"``, ``"topic"``.
+        detail: The message without the field prefix.
+    """
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+class HeaderError(WireError):
+    """The header frame is not valid JSON, not an object, or a field is missing or wrong."""
+
+
+class VersionError(HeaderError):
+    """The header's format version ``v`` is not one this reader understands.
+
+    Attributes:
+        version: The version the header declared.
+    """
+
+    def __init__(self, field: str, detail: str, version: object) -> None:
+        super().__init__(field, detail)
+        self.version = version
+
+
+class FrameError(WireError):
+    """The frames do not match the header: wrong frame count or wrong buffer length."""
+
+
+class CodecError(WireError):
+    """A buffer frame cannot be decoded: not a zstd frame, wrong content size, corrupt data."""
+
+
+class LimitError(WireError):
+    """The message claims more than this reader's :class:`~ndbridge.Limits` allow.
+
+    Attributes:
+        limit: The name of the limit, e.g. ``"max_array_bytes"``.
+        value: What the message claimed.
+        maximum: The limit's value.
+    """
+
+    def __init__(self, field: str, limit: str, value: int, maximum: int,
+                 what: Optional[str] = None) -> None:
+        what = what or "value"
+        super().__init__(field, f"{what} {value} exceeds the limit {limit}={maximum}")
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
+def describe(value: object) -> str:
+    """A parsed JSON value for an error message: its JSON type, then the value, shortened."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        kind = "boolean"
+    elif isinstance(value, (int, float)):
+        kind = "number"
+    elif isinstance(value, str):
+        kind = "string"
+    elif isinstance(value, list):
+        kind = "list"
+    elif isinstance(value, dict):
+        kind = "object"
+    else:
+        kind = type(value).__name__
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > 64:
+        text = text[:61] + "..."
+    return f"{kind} {text}"
