@@ -332,7 +332,7 @@ fn decompression_bomb_is_rejected_before_allocating() {
 #[test]
 fn limits_are_enforced() {
     let (h, b) = valid(Compression::Raw);
-    let f = frames(&h, &[b.clone()]);
+    let f = frames(&h, std::slice::from_ref(&b));
     let tight = Limits::default().max_header_bytes(64);
     assert_eq!(decode(&f, &tight).unwrap_err().kind(), "header_too_large");
     let tight = Limits::default().max_array_bytes(79_999);

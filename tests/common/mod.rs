@@ -23,7 +23,7 @@ pub fn read_frames(path: &Path) -> Vec<Bytes> {
 
 /// The array's elements in C order, little-endian: the layout of the golden `.bin` files.
 pub fn c_order_le_bytes(array: &DecodedArray) -> Vec<u8> {
-    assert!(cfg!(target_endian = "little"));
+    const { assert!(cfg!(target_endian = "little")) };
     macro_rules! dump {
         ($a:expr) => {
             $a.iter().flat_map(|x| bytemuck::bytes_of(x).to_vec()).collect()
