@@ -4,14 +4,33 @@
 //!
 //! # Layout
 //! - [`wire`]: the format as pure code over bytes: header, dtypes, codecs, encode and decode.
+//!   No sockets, threads, files or logging.
+//! - [`transport`]: every ZeroMQ socket ndbridge opens, and zero-copy frame send/receive.
+//! - [`publisher`]: the handle simulation threads share; one thread owns the socket.
+//! - [`collector`]: receiver thread, decode workers, sinks (disk, forward, yours), statistics.
 //! - [`synth`]: smooth synthetic fields for demos and benchmarks.
+//! - `src/bin/ndbridge.rs`: the command line (`collect`, `send`, `tail`, `demo`).
 //!
 //! # Data flow
-//! `ndarray -> wire::encode -> frames => wire::decode -> typed views (borrowed when aligned)`
+//! ```text
+//! ndarray -> Publisher -> wire::encode -> zmq => receiver thread -> bounded channel
+//!   -> decode workers (wire::decode) -> sinks (disk | forward PUB | yours)
+//!   => Python: recv_multipart -> np.frombuffer
+//! ```
 #![deny(missing_docs)]
 
+pub mod collector;
+pub mod error;
+pub mod publisher;
 pub mod synth;
+pub mod transport;
 pub mod wire;
+
+pub use collector::{Collector, CollectorBuilder, Shutdown, Sink};
+pub use error::Error;
+pub use publisher::{FullPolicy, Publisher, PublisherBuilder, PublisherStats};
+pub use transport::SocketKind;
+pub use wire::{ArrayBuffer, Compression, Limits};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,0 +1,389 @@
+//! The collector: its topology and lifecycle. One receiver thread owns the input socket and
+//! feeds a bounded channel; N decode workers decode and pass records to the sinks; a shutdown
+//! value stops the receiver, after which the workers drain the channel and the sinks finish.
+//!
+//! ```text
+//! socket => receiver --(bounded channel, in-flight byte cap)--> decode workers --> sinks
+//! ```
+
+mod budget;
+mod pool;
+mod receiver;
+pub mod sink;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
+use crate::wire::Limits;
+use budget::Budget;
+use pool::{Pool, RateLimitedLog};
+
+pub use sink::{npy, DiskSink, ForwardSink, Received, Sink, SinkError};
+pub use stats::{SeqTracker, SourceStats, Stats, StatsSnapshot};
+
+/// A shared stop flag: trigger it (from a signal handler, another thread, a test) and the
+/// collector stops reading, drains and finishes.
+///
+/// ```
+/// let shutdown = ndbridge::collector::Shutdown::new();
+/// let for_signal = shutdown.clone();
+/// for_signal.trigger();
+/// assert!(shutdown.is_triggered());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// A flag not yet triggered.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Asks the collector to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The flag itself, for `signal_hook::flag::register`.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// Builds and starts a [`Collector`].
+///
+/// ```
+/// use ndbridge::collector::{Collector, DiskSink};
+///
+/// let out = tempfile::tempdir()?;
+/// let collector = Collector::builder()
+///     .bind("tcp://127.0.0.1:*")
+///     .workers(2)
+///     .sink(DiskSink::new(out.path())?)
+///     .start()?;
+/// assert!(collector.endpoint().starts_with("tcp://127.0.0.1:"));
+/// let summary = collector.stop();
+/// assert_eq!(summary.stats.stored, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CollectorBuilder {
+    endpoints: Vec<Endpoint>,
+    kind: SocketKind,
+    workers: usize,
+    inflight_bytes: u64,
+    limits: Limits,
+    sinks: Vec<Arc<dyn Sink>>,
+    options: SocketOptions,
+    report_every: Option<Duration>,
+    context: Option<zmq::Context>,
+    shutdown: Shutdown,
+}
+
+impl Default for CollectorBuilder {
+    fn default() -> Self {
+        CollectorBuilder {
+            endpoints: Vec::new(),
+            kind: SocketKind::Pull,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            inflight_bytes: 1 << 30,
+            limits: Limits::default(),
+            sinks: Vec::new(),
+            options: SocketOptions::default(),
+            report_every: None,
+            context: None,
+            shutdown: Shutdown::new(),
+        }
+    }
+}
+
+impl CollectorBuilder {
+    /// Listens on `addr` (publishers connect); may be called several times.
+    pub fn bind(mut self, addr: impl Into<String>) -> Self {
+        self.endpoints.push(Endpoint::bind(addr));
+        self
+    }
+
+    /// Connects to `addr` (for example a publisher that binds a PUB socket).
+    pub fn connect(mut self, addr: impl Into<String>) -> Self {
+        self.endpoints.push(Endpoint::connect(addr));
+        self
+    }
+
+    /// The input socket kind: [`SocketKind::Pull`] (default) or [`SocketKind::Sub`] to tap
+    /// PUB publishers.
+    pub fn kind(mut self, kind: SocketKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Decode worker threads. Default: the number of cores.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Cap on bytes received but not yet through the sinks. Default: 1 GiB.
+    pub fn max_inflight_bytes(mut self, bytes: u64) -> Self {
+        self.inflight_bytes = bytes.max(1);
+        self
+    }
+
+    /// Decoder limits. Default: [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Adds a sink; records go to every sink, in the order added.
+    pub fn sink(self, sink: impl Sink + 'static) -> Self {
+        self.shared_sink(Arc::new(sink))
+    }
+
+    /// Adds a sink the caller keeps a handle on.
+    pub fn shared_sink(mut self, sink: Arc<dyn Sink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Input socket options (receive high-water mark, ...).
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Logs one stats line (`tracing` at info level) at this interval while running.
+    pub fn report_every(mut self, interval: Duration) -> Self {
+        self.report_every = Some(interval);
+        self
+    }
+
+    /// Shares a ZeroMQ context (needed for `inproc://` endpoints).
+    pub fn context(mut self, context: zmq::Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Uses this shutdown flag (for example one registered with signal handlers).
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Opens the input socket and starts the receiver, the workers and the reporter.
+    pub fn start(self) -> Result<Collector, Error> {
+        if !matches!(self.kind, SocketKind::Pull | SocketKind::Sub) {
+            return Err(Error::Socket(transport::SocketError {
+                action: "collect on",
+                address: format!("a {:?} socket (use Pull or Sub)", self.kind),
+                source: zmq::Error::EINVAL,
+            }));
+        }
+        let context = self.context.unwrap_or_default();
+        let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
+        let endpoints = bound_endpoints(&context, &socket, &self.endpoints);
+        let stats = Arc::new(Stats::new(self.inflight_bytes));
+        let budget = Arc::new(Budget::new(self.inflight_bytes));
+        let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
+        let pool = Arc::new(Pool {
+            limits: self.limits,
+            has_topic: self.kind.has_topic(),
+            sinks: self.sinks.clone(),
+            stats: Arc::clone(&stats),
+            budget: Arc::clone(&budget),
+            log: RateLimitedLog::new(),
+        });
+        let mut workers = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let pool = Arc::clone(&pool);
+            let rx = rx.clone();
+            workers.push(spawn(format!("ndbridge-decode-{i}"), move || {
+                pool.decode_loop(rx)
+            })?);
+        }
+        drop(rx);
+        let receiver = {
+            let (budget, stats, shutdown) =
+                (Arc::clone(&budget), Arc::clone(&stats), self.shutdown.clone());
+            spawn("ndbridge-receiver".into(), move || {
+                receiver::receive_loop(socket, tx, budget, stats, shutdown)
+            })?
+        };
+        let reporter = match self.report_every {
+            Some(interval) => {
+                let (stats, shutdown) = (Arc::clone(&stats), self.shutdown.clone());
+                Some(spawn("ndbridge-stats".into(), move || {
+                    report_loop(&stats, &shutdown, interval)
+                })?)
+            }
+            None => None,
+        };
+        Ok(Collector {
+            endpoints,
+            stats,
+            sinks: self.sinks,
+            shutdown: self.shutdown,
+            receiver: Some(receiver),
+            workers,
+            reporter,
+            _context: context,
+        })
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|source| Error::Thread { name, source })
+}
+
+/// The addresses the input socket listens on, ports resolved; connect endpoints as given.
+fn bound_endpoints(
+    _context: &zmq::Context,
+    socket: &zmq::Socket,
+    endpoints: &[Endpoint],
+) -> Vec<String> {
+    // ZeroMQ reports only the last bound address; a `*` port can only be resolved for it.
+    let last = transport::last_endpoint(socket);
+    let last_bind = endpoints.iter().rposition(|e| matches!(e, Endpoint::Bind(_)));
+    endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match (Some(i) == last_bind, &last) {
+            (true, Some(resolved)) if !resolved.is_empty() => resolved.clone(),
+            _ => e.addr().to_owned(),
+        })
+        .collect()
+}
+
+fn report_loop(stats: &Stats, shutdown: &Shutdown, interval: Duration) {
+    let mut previous: Option<StatsSnapshot> = None;
+    let step = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    while !shutdown.is_triggered() {
+        std::thread::sleep(step);
+        waited += step;
+        if waited >= interval {
+            waited = Duration::ZERO;
+            let snap = stats.snapshot();
+            tracing::info!("{}", snap.line(previous.as_ref()));
+            previous = Some(snap);
+        }
+    }
+}
+
+/// What a collector did, returned when it stops.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The final counters.
+    pub stats: StatsSnapshot,
+    /// Each sink's own report, by sink name.
+    pub sinks: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A running collector. Stop it with [`Collector::stop`], or trigger its [`Shutdown`] and call
+/// [`Collector::wait`].
+pub struct Collector {
+    endpoints: Vec<String>,
+    stats: Arc<Stats>,
+    sinks: Vec<Arc<dyn Sink>>,
+    shutdown: Shutdown,
+    receiver: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    reporter: Option<JoinHandle<()>>,
+    _context: zmq::Context,
+}
+
+impl Collector {
+    /// A builder with the defaults: PULL, one worker per core, 1 GiB in flight, no sinks.
+    pub fn builder() -> CollectorBuilder {
+        CollectorBuilder::default()
+    }
+
+    /// The first input endpoint, with a `*` port resolved.
+    pub fn endpoint(&self) -> &str {
+        self.endpoints.first().map_or("", String::as_str)
+    }
+
+    /// Every input endpoint.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The collector's shutdown flag.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Stops reading, drains every message already read through the sinks, finishes the sinks
+    /// and returns the summary.
+    pub fn stop(self) -> Summary {
+        self.shutdown.trigger();
+        self.wait()
+    }
+
+    /// Waits until the shutdown flag is triggered (by a signal handler, say), then drains and
+    /// finishes like [`Collector::stop`].
+    pub fn wait(mut self) -> Summary {
+        if let Some(receiver) = self.receiver.take() {
+            if receiver.join().is_err() {
+                tracing::error!("the receiver thread panicked");
+            }
+        }
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                tracing::error!("a decode worker panicked");
+            }
+        }
+        if let Some(reporter) = self.reporter.take() {
+            let _ = reporter.join();
+        }
+        let mut sinks = BTreeMap::new();
+        for sink in &self.sinks {
+            if let Err(e) = sink.finish() {
+                tracing::error!("sink {}: cannot finish: {e}", sink.name());
+                self.stats.on_sink_error(sink.name());
+            }
+            sinks.insert(sink.name().to_owned(), sink.report());
+        }
+        Summary {
+            stats: self.stats.snapshot(),
+            sinks,
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if self.receiver.is_some() {
+            self.shutdown.trigger();
+            if let Some(receiver) = self.receiver.take() {
+                let _ = receiver.join();
+            }
+            for worker in self.workers.drain(..) {
+                let _ = worker.join();
+            }
+            if let Some(reporter) = self.reporter.take() {
+                let _ = reporter.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The decode workers: turn received frames into records with the wire core (no copy of raw
+//! buffers), pass each record to every sink, and count what happened.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+
+use super::budget::Budget;
+use super::receiver::Incoming;
+use super::sink::{Received, Sink};
+use super::stats::Stats;
+use crate::transport;
+use crate::wire::{decode, Limits};
+
+/// Everything a decode worker needs, shared by all of them.
+pub(crate) struct Pool {
+    pub limits: Limits,
+    pub has_topic: bool,
+    pub sinks: Vec<Arc<dyn Sink>>,
+    pub stats: Arc<Stats>,
+    pub budget: Arc<Budget>,
+    pub log: RateLimitedLog,
+}
+
+impl Pool {
+    pub(crate) fn decode_loop(&self, rx: Receiver<Incoming>) {
+        for incoming in rx.iter() {
+            let bytes = incoming.bytes;
+            self.handle(incoming);
+            let in_use = self.budget.release(bytes);
+            self.stats.set_inflight(in_use);
+        }
+    }
+
+    fn handle(&self, incoming: Incoming) {
+        let mut frames: Vec<Bytes> = incoming
+            .frames
+            .into_iter()
+            .map(transport::frame_bytes)
+            .collect();
+        if self.has_topic && !frames.is_empty() {
+            frames.remove(0);
+        }
+        let record = match decode(&frames, &self.limits) {
+            Ok(record) => record,
+            Err(e) => {
+                let source = peek_source(&frames, &self.limits);
+                self.stats.on_rejected(source.as_deref(), e.kind());
+                self.log.warn(|| {
+                    format!(
+                        "rejected a message from {}: {e}",
+                        source.as_deref().unwrap_or("an unknown source")
+                    )
+                });
+                return;
+            }
+        };
+        let header = &record.header;
+        self.stats.on_decoded(
+            &header.source,
+            &header.session,
+            header.seq,
+            record.wire_bytes(),
+            record.raw_bytes(),
+        );
+        let received = Received {
+            record,
+            frames,
+            received_at: incoming.received_at,
+        };
+        let mut all_ok = true;
+        for sink in &self.sinks {
+            if let Err(e) = sink.write(&received) {
+                all_ok = false;
+                self.stats.on_sink_error(sink.name());
+                self.log
+                    .warn(|| format!("sink {}: cannot take a record: {e}", sink.name()));
+            }
+        }
+        if all_ok {
+            self.stats.on_stored();
+        }
+    }
+}
+
+/// The `source` of a header that failed to decode, when the header is JSON enough to say.
+fn peek_source(frames: &[Bytes], limits: &Limits) -> Option<String> {
+    let header = frames.first()?;
+    if header.len() > limits.max_header_bytes {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let source = value.get("source")?.as_str()?;
+    Some(source.chars().take(256).collect())
+}
+
+/// Logs at most a burst of warnings per second and counts the rest, so a flood of bad input
+/// cannot flood the log.
+pub(crate) struct RateLimitedLog {
+    window: Mutex<(Instant, u32)>,
+    suppressed: AtomicU64,
+}
+
+const BURST: u32 = 10;
+
+impl RateLimitedLog {
+    pub(crate) fn new() -> Self {
+        RateLimitedLog {
+            window: Mutex::new((Instant::now(), 0)),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn warn(&self, message: impl FnOnce() -> String) {
+        let mut window = self.window.lock().expect("log lock");
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            if suppressed > 0 {
+                tracing::warn!("{suppressed} similar warnings suppressed");
+            }
+            *window = (Instant::now(), 0);
+        }
+        if window.1 < BURST {
+            window.1 += 1;
+            drop(window);
+            tracing::warn!("{}", message());
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

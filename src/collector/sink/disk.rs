@@ -1,0 +1,230 @@
+//! The disk sink: each record becomes `<out>/<source>/<name>/<seq>.npy` (one array) or `.npz`
+//! (several), written under a temporary name and renamed when complete, plus one JSON line per
+//! record in `<out>/manifest.jsonl`. Names from the network are escaped so that no name can
+//! reach outside `<out>`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use super::npy::{write_npy, write_npz};
+use super::{Received, Sink, SinkError};
+
+/// Longest path component written, in bytes; longer names are cut and given a hash suffix.
+const MAX_COMPONENT: usize = 120;
+
+/// Turns a name from the network into one safe path component.
+///
+/// Letters, digits and `_ - . : + = @ ,` are kept; every other byte (`/`, `\`, NUL, spaces,
+/// non-ASCII, ...) becomes `%XX`, as does a leading `.` (so `.`, `..` and hidden names cannot
+/// occur). Names longer than 120 bytes are cut and suffixed with a hash of the whole name.
+/// Returns the component and whether anything was changed.
+///
+/// ```
+/// use ndbridge::collector::sink::disk::path_component;
+///
+/// assert_eq!(path_component("temperature"), ("temperature".to_owned(), false));
+/// assert_eq!(path_component("../etc/passwd").0, "%2E.%2Fetc%2Fpasswd");
+/// assert_eq!(path_component("/abs").0, "%2Fabs");
+/// assert!(path_component(&"x".repeat(1000)).0.len() <= 120);
+/// ```
+pub fn path_component(name: &str) -> (String, bool) {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b"_-.:+=@,".contains(&b);
+        if keep && !(i == 0 && b == b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    if out.len() > MAX_COMPONENT {
+        let hash = fnv1a(name.as_bytes());
+        out.truncate(MAX_COMPONENT - 17);
+        out.push_str(&format!("~{hash:016x}"));
+    }
+    let changed = out != name;
+    (out, changed)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Writes every record under one output directory.
+pub struct DiskSink {
+    out: PathBuf,
+    manifest: Mutex<File>,
+    escaped_names: AtomicU64,
+    files: AtomicU64,
+    bytes: AtomicU64,
+    temp_counter: AtomicU64,
+}
+
+impl DiskSink {
+    /// Creates `out` if needed and opens `out/manifest.jsonl` for appending.
+    pub fn new(out: impl Into<PathBuf>) -> Result<DiskSink, SinkError> {
+        let out = out.into();
+        fs::create_dir_all(&out).map_err(io_error(&out))?;
+        let manifest_path = out.join("manifest.jsonl");
+        let manifest = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&manifest_path)
+            .map_err(io_error(&manifest_path))?;
+        Ok(DiskSink {
+            out,
+            manifest: Mutex::new(manifest),
+            escaped_names: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The output directory.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// Names that had to be escaped so far.
+    pub fn escaped_names(&self) -> u64 {
+        self.escaped_names.load(Ordering::Relaxed)
+    }
+
+    fn component(&self, name: &str) -> String {
+        let (component, changed) = path_component(name);
+        if changed {
+            self.escaped_names.fetch_add(1, Ordering::Relaxed);
+        }
+        component
+    }
+
+    /// Picks the final file name: `<seq>.<ext>`, or `<seq>.<session>.<ext>` when another
+    /// session already wrote that sequence number.
+    fn final_path(&self, dir: &Path, seq: u64, session: &str, ext: &str) -> PathBuf {
+        let plain = dir.join(format!("{seq}.{ext}"));
+        if plain.exists() {
+            let (session, _) = path_component(session);
+            dir.join(format!("{seq}.{session}.{ext}"))
+        } else {
+            plain
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Sink for DiskSink {
+    fn name(&self) -> &str {
+        "disk"
+    }
+
+    fn write(&self, message: &Received) -> Result<(), SinkError> {
+        let header = &message.record.header;
+        let dir = self
+            .out
+            .join(self.component(&header.source))
+            .join(self.component(&header.name));
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let arrays = &message.record.arrays;
+        let single = arrays.len() == 1;
+        let ext = if single { "npy" } else { "npz" };
+        let temp = dir.join(format!(
+            ".{}.{ext}.tmp-{}-{}",
+            header.seq,
+            std::process::id(),
+            self.temp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| -> std::io::Result<()> {
+            let file = File::create(&temp)?;
+            if single {
+                let mut w = BufWriter::with_capacity(1 << 16, file);
+                write_npy(&mut w, &arrays[0])?;
+                w.into_inner().map_err(|e| e.into_error())?;
+            } else {
+                let escaped = &self.escaped_names;
+                write_npz(BufWriter::with_capacity(1 << 16, file), arrays, |name| {
+                    let (member, changed) = path_component(name);
+                    if changed {
+                        escaped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    member
+                })?
+                .into_inner()
+                .map_err(|e| e.into_error())?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error(&temp)(e));
+        }
+        let path = self.final_path(&dir, header.seq, &header.session, ext);
+        fs::rename(&temp, &path).map_err(io_error(&path))?;
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(message.record.raw_bytes(), Ordering::Relaxed);
+
+        let relative = path.strip_prefix(&self.out).unwrap_or(&path);
+        let line = json!({
+            "source": header.source,
+            "session": header.session,
+            "seq": header.seq,
+            "name": header.name,
+            "time": header.time,
+            "arrays": arrays.iter().map(|a| {
+                let m = a.meta();
+                json!({
+                    "name": m.name, "dtype": m.dtype.to_string(), "shape": m.shape,
+                    "order": if m.order == crate::wire::Order::C { "C" } else { "F" },
+                    "codec": m.codec.as_str(), "shuffle": m.is_shuffled(),
+                    "wire_bytes": a.wire_len(), "raw_bytes": m.nbytes,
+                })
+            }).collect::<Vec<_>>(),
+            "attrs": header.attrs.clone().map(Value::Object).unwrap_or(Value::Null),
+            "path": relative.to_string_lossy(),
+        });
+        let mut text = serde_json::to_vec(&line).expect("JSON values serialize");
+        text.push(b'\n');
+        let manifest_path = self.out.join("manifest.jsonl");
+        self.manifest
+            .lock()
+            .expect("manifest lock")
+            .write_all(&text)
+            .map_err(io_error(&manifest_path))?;
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), SinkError> {
+        let manifest_path = self.out.join("manifest.jsonl");
+        self.manifest
+            .lock()
+            .expect("manifest lock")
+            .sync_data()
+            .map_err(io_error(&manifest_path))
+    }
+
+    fn report(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("out".into(), json!(self.out.to_string_lossy()));
+        m.insert("files".into(), json!(self.files.load(Ordering::Relaxed)));
+        m.insert("bytes".into(), json!(self.bytes.load(Ordering::Relaxed)));
+        m.insert("escaped_names".into(), json!(self.escaped_names()));
+        m
+    }
+}

@@ -1,0 +1,326 @@
+//! Collector statistics: per-source counters, decode errors by kind, and sequence tracking that
+//! tells lost messages (gaps) from late and duplicate ones, even when decode workers finish out
+//! of order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Most missing sequence numbers remembered per session; past this, gaps are still counted but
+/// a late arrival can no longer cancel one.
+const MAX_TRACKED_MISSING: usize = 1 << 16;
+
+/// Follows one publisher session's `seq` numbers.
+#[derive(Debug, Default, Clone)]
+pub struct SeqTracker {
+    first: Option<u64>,
+    next: u64,
+    missing: BTreeSet<u64>,
+    untracked_gaps: u64,
+    duplicates: u64,
+}
+
+impl SeqTracker {
+    /// Records the arrival of `seq`.
+    ///
+    /// ```
+    /// use ndbridge::collector::SeqTracker;
+    ///
+    /// let mut t = SeqTracker::default();
+    /// for seq in [0, 1, 3, 5, 4, 4] {
+    ///     t.observe(seq);
+    /// }
+    /// assert_eq!((t.gaps(), t.duplicates()), (1, 1)); // 2 never came; the second 4 is a repeat
+    /// ```
+    pub fn observe(&mut self, seq: u64) {
+        let Some(first) = self.first else {
+            self.first = Some(seq);
+            self.next = seq.saturating_add(1);
+            return;
+        };
+        if seq >= self.next {
+            self.mark_missing(self.next, seq);
+            self.next = seq.saturating_add(1);
+        } else if seq < first {
+            // An earlier message than the first one seen arrived late: the session started
+            // before it, so everything between is missing until it comes.
+            self.mark_missing(seq + 1, first);
+            self.first = Some(seq);
+        } else if !self.missing.remove(&seq) {
+            self.duplicates += 1;
+        }
+    }
+
+    fn mark_missing(&mut self, from: u64, to: u64) {
+        for s in from..to {
+            if self.missing.len() < MAX_TRACKED_MISSING {
+                self.missing.insert(s);
+            } else {
+                self.untracked_gaps += to - s;
+                break;
+            }
+        }
+    }
+
+    /// Messages not (yet) received between the first and the last seen.
+    pub fn gaps(&self) -> u64 {
+        self.missing.len() as u64 + self.untracked_gaps
+    }
+
+    /// Messages received more than once.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+}
+
+/// Counters of one source.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SourceStats {
+    /// Messages decoded and passed to the sinks.
+    pub messages: u64,
+    /// Bytes of those messages' frames as received.
+    pub wire_bytes: u64,
+    /// Decoded bytes of their arrays.
+    pub raw_bytes: u64,
+    /// Messages rejected, by error kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Messages lost in transit, over all sessions.
+    pub gaps: u64,
+    /// Messages received twice.
+    pub duplicates: u64,
+    /// Sessions seen (publisher restarts start new ones).
+    pub sessions: u64,
+    #[serde(skip)]
+    trackers: HashMap<String, SeqTracker>,
+}
+
+impl SourceStats {
+    /// `wire_bytes / raw_bytes`.
+    pub fn compression_ratio(&self) -> f64 {
+        if self.raw_bytes == 0 {
+            1.0
+        } else {
+            self.wire_bytes as f64 / self.raw_bytes as f64
+        }
+    }
+}
+
+/// A point-in-time copy of the collector's statistics.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Seconds since the collector started.
+    pub elapsed_seconds: f64,
+    /// Messages read from the input socket.
+    pub received: u64,
+    /// Messages decoded and written by every sink.
+    pub stored: u64,
+    /// Messages rejected as malformed.
+    pub rejected: u64,
+    /// Sink failures, by sink name.
+    pub sink_errors: BTreeMap<String, u64>,
+    /// Bytes of received messages not yet through the sinks.
+    pub inflight_bytes: u64,
+    /// The in-flight cap.
+    pub inflight_cap: u64,
+    /// Totals over all sources.
+    pub wire_bytes: u64,
+    /// Decoded bytes over all sources.
+    pub raw_bytes: u64,
+    /// Gaps over all sources.
+    pub gaps: u64,
+    /// Duplicates over all sources.
+    pub duplicates: u64,
+    /// Decode errors by kind over all sources.
+    pub errors: BTreeMap<String, u64>,
+    /// Per source (`"?"` collects messages whose header named none).
+    pub sources: BTreeMap<String, SourceStats>,
+}
+
+/// The collector's live statistics, shared by its threads.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    received: AtomicU64,
+    inflight: AtomicU64,
+    inflight_cap: u64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    stored: u64,
+    rejected: u64,
+    sink_errors: BTreeMap<String, u64>,
+    sources: BTreeMap<String, SourceStats>,
+}
+
+impl Stats {
+    pub(crate) fn new(inflight_cap: u64) -> Stats {
+        Stats {
+            started: Instant::now(),
+            received: AtomicU64::new(0),
+            inflight: AtomicU64::new(0),
+            inflight_cap,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub(crate) fn on_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_inflight(&self, bytes: u64) {
+        self.inflight.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Records a decoded message; returns nothing, sink results are recorded separately.
+    pub(crate) fn on_decoded(
+        &self,
+        source: &str,
+        session: &str,
+        seq: u64,
+        wire: u64,
+        raw: u64,
+    ) {
+        let mut inner = self.inner.lock().expect("stats lock");
+        let s = inner.sources.entry(source.to_owned()).or_default();
+        s.messages += 1;
+        s.wire_bytes += wire;
+        s.raw_bytes += raw;
+        if !s.trackers.contains_key(session) {
+            s.sessions += 1;
+        }
+        let tracker = s.trackers.entry(session.to_owned()).or_default();
+        let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
+        tracker.observe(seq);
+        let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
+        s.gaps = s.gaps + gaps2 - gaps;
+        s.duplicates += dups2 - dups;
+    }
+
+    pub(crate) fn on_stored(&self) {
+        self.inner.lock().expect("stats lock").stored += 1;
+    }
+
+    pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {
+        let mut inner = self.inner.lock().expect("stats lock");
+        inner.rejected += 1;
+        let s = inner
+            .sources
+            .entry(source.unwrap_or("?").to_owned())
+            .or_default();
+        *s.errors.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn on_sink_error(&self, sink: &str) {
+        let mut inner = self.inner.lock().expect("stats lock");
+        *inner.sink_errors.entry(sink.to_owned()).or_default() += 1;
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let inner = self.inner.lock().expect("stats lock");
+        let mut snap = StatsSnapshot {
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            received: self.received.load(Ordering::Relaxed),
+            stored: inner.stored,
+            rejected: inner.rejected,
+            sink_errors: inner.sink_errors.clone(),
+            inflight_bytes: self.inflight.load(Ordering::Relaxed),
+            inflight_cap: self.inflight_cap,
+            sources: inner.sources.clone(),
+            ..StatsSnapshot::default()
+        };
+        for s in snap.sources.values() {
+            snap.wire_bytes += s.wire_bytes;
+            snap.raw_bytes += s.raw_bytes;
+            snap.gaps += s.gaps;
+            snap.duplicates += s.duplicates;
+            for (kind, n) in &s.errors {
+                *snap.errors.entry(kind.clone()).or_default() += n;
+            }
+        }
+        snap
+    }
+}
+
+impl StatsSnapshot {
+    /// One human line: totals and rates since `previous` (or since the start).
+    pub fn line(&self, previous: Option<&StatsSnapshot>) -> String {
+        let (dt, dmsg, dbytes) = match previous {
+            Some(p) => (
+                self.elapsed_seconds - p.elapsed_seconds,
+                self.stored - p.stored,
+                self.raw_bytes - p.raw_bytes,
+            ),
+            None => (self.elapsed_seconds, self.stored, self.raw_bytes),
+        };
+        let dt = dt.max(1e-9);
+        format!(
+            "{} stored ({:.0} msg/s, {:.3} GB/s decoded), {:.3} GB total, ratio {:.2}, \
+             {} rejected, {} gaps, {} dups, in flight {:.1}/{:.0} MB",
+            self.stored,
+            dmsg as f64 / dt,
+            dbytes as f64 / dt / 1e9,
+            self.raw_bytes as f64 / 1e9,
+            if self.raw_bytes == 0 {
+                1.0
+            } else {
+                self.wire_bytes as f64 / self.raw_bytes as f64
+            },
+            self.rejected,
+            self.gaps,
+            self.duplicates,
+            self.inflight_bytes as f64 / 1e6,
+            self.inflight_cap as f64 / 1e6,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_stream_has_no_gaps() {
+        let mut t = SeqTracker::default();
+        (0..100).for_each(|s| t.observe(s));
+        assert_eq!((t.gaps(), t.duplicates()), (0, 0));
+    }
+
+    #[test]
+    fn reordered_stream_settles_to_no_gaps() {
+        let mut t = SeqTracker::default();
+        for s in [3, 1, 2, 0, 6, 5, 4, 7] {
+            t.observe(s);
+        }
+        assert_eq!((t.gaps(), t.duplicates()), (0, 0));
+    }
+
+    #[test]
+    fn lost_messages_are_gaps_and_repeats_are_duplicates() {
+        let mut t = SeqTracker::default();
+        for s in [10, 11, 14, 11, 15] {
+            t.observe(s);
+        }
+        assert_eq!((t.gaps(), t.duplicates()), (2, 1));
+    }
+
+    #[test]
+    fn stats_count_per_source_and_session() {
+        let stats = Stats::new(100);
+        stats.on_decoded("a", "s1", 0, 10, 20);
+        stats.on_decoded("a", "s1", 2, 10, 20);
+        stats.on_decoded("a", "s2", 0, 10, 20);
+        stats.on_rejected(None, "not_json");
+        let snap = stats.snapshot();
+        let a = &snap.sources["a"];
+        assert_eq!((a.messages, a.gaps, a.sessions), (3, 1, 2));
+        assert_eq!(snap.errors["not_json"], 1);
+        assert_eq!(snap.sources["?"].errors["not_json"], 1);
+        assert_eq!((snap.wire_bytes, snap.raw_bytes, snap.gaps), (30, 60, 1));
+    }
+}

@@ -1,0 +1,64 @@
+//! The crate's public error: everything a publisher, collector or sink can report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::transport::SocketError;
+use crate::wire::{DecodeError, EncodeError};
+
+/// An ndbridge error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller asked for a message that cannot be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A peer sent a message that does not follow the wire format.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A socket could not be opened or attached.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// ZeroMQ failed while sending or receiving.
+    #[error("ZeroMQ: {0}")]
+    Zmq(#[from] zmq::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The publisher's queue stayed full for the whole send timeout.
+    #[error("send queue full: {queued} bytes queued, limit {limit}, waited {waited:?}")]
+    QueueFull {
+        /// Bytes queued.
+        queued: usize,
+        /// The queue limit in bytes.
+        limit: usize,
+        /// How long `send` waited.
+        waited: Duration,
+    },
+    /// `flush` or `close` ran out of time before every queued message was handed to ZeroMQ.
+    #[error("timed out after {waited:?} with {pending} messages not yet handed to ZeroMQ")]
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+        /// Messages still queued.
+        pending: usize,
+    },
+    /// The publisher or collector has been closed.
+    #[error("closed")]
+    Closed,
+    /// A thread could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,554 @@
+//! The publisher: a handle that simulation threads share to queue named arrays, and one thread
+//! that owns the socket, encodes (compresses) each message and hands it to ZeroMQ.
+//!
+//! `send` returns once the array is queued: an owned array is moved, a view is copied once.
+//! The queue is bounded in bytes; a [`FullPolicy`] decides what `send` does when it is full.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use ndarray::{Array, ArrayBase, Data, Dimension};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
+use crate::wire::header::check_name;
+use crate::wire::{encode, ArrayBuffer, Compression, Element, EncodeError, Envelope};
+
+/// What `send` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// Wait until there is room: nothing is lost, the simulation slows to the network's pace.
+    #[default]
+    Block,
+    /// Wait at most this long, then return [`Error::QueueFull`].
+    Timeout(Duration),
+    /// Drop the message at once and count it in [`PublisherStats::dropped`].
+    Drop,
+}
+
+/// Counters of a publisher, readable at any time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PublisherStats {
+    /// Messages handed to ZeroMQ.
+    pub sent: u64,
+    /// Messages dropped: by [`FullPolicy::Drop`], or still queued when `close` timed out.
+    pub dropped: u64,
+    /// Messages that failed to encode (see the log) and were not sent.
+    pub failed: u64,
+    /// Messages queued and not yet handed to ZeroMQ.
+    pub queued: u64,
+    /// Decoded bytes of the arrays sent.
+    pub raw_bytes: u64,
+    /// Bytes of the frames sent (after compression, headers included).
+    pub wire_bytes: u64,
+}
+
+impl PublisherStats {
+    /// `wire_bytes / raw_bytes`: below 1 when compression saved space.
+    pub fn compression_ratio(&self) -> f64 {
+        if self.raw_bytes == 0 {
+            1.0
+        } else {
+            self.wire_bytes as f64 / self.raw_bytes as f64
+        }
+    }
+}
+
+/// Builds a [`Publisher`].
+///
+/// ```no_run
+/// use ndbridge::{Compression, FullPolicy, Publisher};
+///
+/// let publisher = Publisher::builder()
+///     .connect("tcp://127.0.0.1:5555")
+///     .source("node17")
+///     .compression(Compression::auto())
+///     .on_full(FullPolicy::Block)
+///     .build()?;
+/// publisher.send_owned("temperature", ndarray::Array2::<f64>::zeros((512, 512)))?;
+/// publisher.close(std::time::Duration::from_secs(10))?;
+/// # Ok::<(), ndbridge::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct PublisherBuilder {
+    endpoints: Vec<Endpoint>,
+    kind: SocketKind,
+    source: Option<String>,
+    compression: Compression,
+    queue_bytes: usize,
+    on_full: FullPolicy,
+    options: SocketOptions,
+    context: Option<zmq::Context>,
+}
+
+impl Default for PublisherBuilder {
+    fn default() -> Self {
+        PublisherBuilder {
+            endpoints: Vec::new(),
+            kind: SocketKind::Push,
+            source: None,
+            compression: Compression::auto(),
+            queue_bytes: 256 << 20,
+            on_full: FullPolicy::Block,
+            options: SocketOptions::default(),
+            context: None,
+        }
+    }
+}
+
+impl PublisherBuilder {
+    /// Connects to a collector (or any receiver) at `addr`; may be called several times.
+    pub fn connect(mut self, addr: impl Into<String>) -> Self {
+        self.endpoints.push(Endpoint::connect(addr));
+        self
+    }
+
+    /// Binds `addr` so receivers connect to the publisher instead.
+    pub fn bind(mut self, addr: impl Into<String>) -> Self {
+        self.endpoints.push(Endpoint::bind(addr));
+        self
+    }
+
+    /// The socket kind: [`SocketKind::Push`] (default) or [`SocketKind::Pub`].
+    pub fn kind(mut self, kind: SocketKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The `source` id in every header. Default: `<host name>:<process id>`.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The codec policy. Default: [`Compression::auto`].
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The queue limit in bytes of queued arrays. Default: 256 MiB. A single message larger
+    /// than the limit is still accepted when the queue is empty.
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
+        self
+    }
+
+    /// What `send` does when the queue is full. Default: [`FullPolicy::Block`].
+    pub fn on_full(mut self, policy: FullPolicy) -> Self {
+        self.on_full = policy;
+        self
+    }
+
+    /// ZeroMQ socket options (high-water marks, linger).
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Shares a ZeroMQ context (needed for `inproc://` endpoints). Default: a new context.
+    pub fn context(mut self, context: zmq::Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Opens the socket and starts the publisher thread.
+    pub fn build(self) -> Result<Publisher, Error> {
+        if !matches!(self.kind, SocketKind::Push | SocketKind::Pub) {
+            return Err(Error::Socket(transport::SocketError {
+                action: "publish on",
+                address: format!("a {:?} socket (use Push or Pub)", self.kind),
+                source: zmq::Error::EINVAL,
+            }));
+        }
+        self.compression.validate()?;
+        let context = self.context.unwrap_or_default();
+        let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(QueueState {
+                bytes: 0,
+                messages: 0,
+            }),
+            room: Condvar::new(),
+            limit: self.queue_bytes,
+            on_full: self.on_full,
+            counters: Counters::default(),
+            close_deadline: Mutex::new(None),
+        });
+        let (jobs, rx) = crossbeam_channel::unbounded();
+        let worker = SendLoop {
+            socket,
+            kind: self.kind,
+            source: self.source.unwrap_or_else(default_source),
+            session: new_session_id(),
+            seq: 0,
+            compression: self.compression,
+            linger: self.options.linger,
+            shared: Arc::clone(&shared),
+        };
+        let thread = std::thread::Builder::new()
+            .name("ndbridge-publisher".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|source| Error::Thread {
+                name: "ndbridge-publisher".into(),
+                source,
+            })?;
+        Ok(Publisher {
+            shared,
+            jobs: Mutex::new(Some(jobs)),
+            thread: Mutex::new(Some(thread)),
+            _context: context,
+        })
+    }
+}
+
+/// Queues named arrays for sending; `Send + Sync`, so simulation threads can share it (wrap in
+/// an `Arc`).
+///
+/// Sending, compression and socket I/O happen on the publisher's own thread. Dropping the
+/// publisher closes it with the socket's linger time as the timeout.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    jobs: Mutex<Option<Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    _context: zmq::Context,
+}
+
+struct Shared {
+    queue: Mutex<QueueState>,
+    room: Condvar,
+    limit: usize,
+    on_full: FullPolicy,
+    counters: Counters,
+    close_deadline: Mutex<Option<Instant>>,
+}
+
+struct QueueState {
+    bytes: usize,
+    messages: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    raw_bytes: AtomicU64,
+    wire_bytes: AtomicU64,
+}
+
+enum Job {
+    Send(Box<Queued>),
+    Flush(Sender<()>),
+}
+
+struct Queued {
+    name: String,
+    arrays: Vec<(String, ArrayBuffer)>,
+    attrs: Option<Map<String, Value>>,
+    bytes: usize,
+}
+
+impl Publisher {
+    /// A builder with the defaults: PUSH, auto compression, 256 MiB queue, blocking when full.
+    pub fn builder() -> PublisherBuilder {
+        PublisherBuilder::default()
+    }
+
+    /// Queues `array` under `name`, copying it once (use [`Publisher::send_owned`] to move an
+    /// owned array instead).
+    pub fn send<S, D, T>(&self, name: &str, array: &ArrayBase<S, D>) -> Result<(), Error>
+    where
+        S: Data<Elem = T>,
+        D: Dimension,
+        T: Element,
+    {
+        self.send_record(name, [(name, ArrayBuffer::from_array(array))], None)
+    }
+
+    /// Queues an owned array under `name`; its buffer becomes the frame without a copy when it
+    /// is C- or F-contiguous.
+    pub fn send_owned<T: Element, D: Dimension>(
+        &self,
+        name: &str,
+        array: Array<T, D>,
+    ) -> Result<(), Error> {
+        self.send_record(name, [(name, ArrayBuffer::from_owned(array))], None)
+    }
+
+    /// Queues several named arrays that arrive together, as one atomic multipart message, with
+    /// optional user attributes.
+    ///
+    /// ```no_run
+    /// use ndarray::Array2;
+    /// use ndbridge::{ArrayBuffer, Publisher};
+    ///
+    /// let publisher = Publisher::builder().connect("tcp://127.0.0.1:5555").build()?;
+    /// let u = Array2::<f32>::zeros((64, 64));
+    /// let v = Array2::<f32>::ones((64, 64));
+    /// let attrs = serde_json::json!({"step": 10, "dt": 0.01});
+    /// publisher.send_record(
+    ///     "velocity",
+    ///     [("u", ArrayBuffer::from_owned(u)), ("v", ArrayBuffer::from_array(&v))],
+    ///     attrs.as_object().cloned(),
+    /// )?;
+    /// # Ok::<(), ndbridge::Error>(())
+    /// ```
+    pub fn send_record<N: Into<String>>(
+        &self,
+        name: &str,
+        arrays: impl IntoIterator<Item = (N, ArrayBuffer)>,
+        attrs: Option<Map<String, Value>>,
+    ) -> Result<(), Error> {
+        check_name(name).map_err(|reason| EncodeError::InvalidName {
+            name: name.chars().take(64).collect(),
+            reason,
+        })?;
+        let arrays: Vec<(String, ArrayBuffer)> =
+            arrays.into_iter().map(|(n, a)| (n.into(), a)).collect();
+        for (i, (array_name, _)) in arrays.iter().enumerate() {
+            check_name(array_name).map_err(|reason| EncodeError::InvalidName {
+                name: array_name.chars().take(64).collect(),
+                reason,
+            })?;
+            if arrays[..i].iter().any(|(other, _)| other == array_name) {
+                return Err(EncodeError::DuplicateArrayName {
+                    name: array_name.clone(),
+                }
+                .into());
+            }
+        }
+        let bytes = arrays.iter().map(|(_, a)| a.data().len()).sum::<usize>();
+        if !self.reserve(bytes)? {
+            return Ok(());
+        }
+        let job = Job::Send(Box::new(Queued {
+            name: name.to_owned(),
+            arrays,
+            attrs,
+            bytes,
+        }));
+        let sent = match &*self.jobs.lock().expect("jobs lock") {
+            Some(jobs) => jobs.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.shared.release(bytes);
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Waits for room in the queue according to the policy. `Ok(false)`: dropped.
+    fn reserve(&self, bytes: usize) -> Result<bool, Error> {
+        let shared = &self.shared;
+        let started = Instant::now();
+        let mut queue = shared.queue.lock().expect("queue lock");
+        while queue.messages > 0 && queue.bytes + bytes > shared.limit {
+            match shared.on_full {
+                FullPolicy::Drop => {
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(false);
+                }
+                FullPolicy::Block => {
+                    queue = shared.room.wait(queue).expect("queue lock");
+                }
+                FullPolicy::Timeout(limit) => {
+                    let waited = started.elapsed();
+                    if waited >= limit {
+                        return Err(Error::QueueFull {
+                            queued: queue.bytes,
+                            limit: shared.limit,
+                            waited,
+                        });
+                    }
+                    queue = shared
+                        .room
+                        .wait_timeout(queue, limit - waited)
+                        .expect("queue lock")
+                        .0;
+                }
+            }
+        }
+        queue.bytes += bytes;
+        queue.messages += 1;
+        Ok(true)
+    }
+
+    /// Waits until every message queued so far has been handed to ZeroMQ, at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        let (ack, done) = crossbeam_channel::bounded(1);
+        match &*self.jobs.lock().expect("jobs lock") {
+            Some(jobs) => jobs.send(Job::Flush(ack)).map_err(|_| Error::Closed)?,
+            None => return Err(Error::Closed),
+        }
+        done.recv_timeout(timeout).map_err(|_| Error::Timeout {
+            waited: timeout,
+            pending: self.stats().queued as usize,
+        })
+    }
+
+    /// Sends what is queued (for at most `timeout`), then stops the thread and closes the
+    /// socket. Messages still queued at the deadline are dropped and counted.
+    pub fn close(&self, timeout: Duration) -> Result<PublisherStats, Error> {
+        let deadline = Instant::now() + timeout;
+        *self.shared.close_deadline.lock().expect("deadline lock") = Some(deadline);
+        self.jobs.lock().expect("jobs lock").take();
+        if let Some(thread) = self.thread.lock().expect("thread lock").take() {
+            let _ = thread.join();
+        }
+        let stats = self.stats();
+        if stats.dropped > 0 && Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                waited: timeout,
+                pending: stats.dropped as usize,
+            });
+        }
+        Ok(stats)
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> PublisherStats {
+        let c = &self.shared.counters;
+        PublisherStats {
+            sent: c.sent.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            queued: self.shared.queue.lock().expect("queue lock").messages as u64,
+            raw_bytes: c.raw_bytes.load(Ordering::Relaxed),
+            wire_bytes: c.wire_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.close(Duration::from_secs(2));
+    }
+}
+
+impl Shared {
+    fn release(&self, bytes: usize) {
+        let mut queue = self.queue.lock().expect("queue lock");
+        queue.bytes -= bytes;
+        queue.messages -= 1;
+        drop(queue);
+        self.room.notify_all();
+    }
+
+    fn past_close_deadline(&self) -> bool {
+        matches!(*self.close_deadline.lock().expect("deadline lock"), Some(d) if Instant::now() >= d)
+    }
+}
+
+/// The publisher thread: owns the socket.
+struct SendLoop {
+    socket: zmq::Socket,
+    kind: SocketKind,
+    source: String,
+    session: String,
+    seq: u64,
+    compression: Compression,
+    linger: Duration,
+    shared: Arc<Shared>,
+}
+
+impl SendLoop {
+    fn run(mut self, jobs: Receiver<Job>) {
+        for job in jobs.iter() {
+            match job {
+                Job::Send(queued) => {
+                    let bytes = queued.bytes;
+                    self.send(*queued);
+                    self.shared.release(bytes);
+                }
+                Job::Flush(ack) => {
+                    let _ = ack.send(());
+                }
+            }
+        }
+        // Give ZeroMQ until the close deadline (at most the linger time) to deliver.
+        let deadline = *self.shared.close_deadline.lock().expect("deadline lock");
+        let linger = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(self.linger)
+            .min(self.linger);
+        let _ = self.socket.set_linger(linger.as_millis() as i32);
+    }
+
+    fn send(&mut self, queued: Queued) {
+        let counters = &self.shared.counters;
+        if self.shared.past_close_deadline() {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let envelope = Envelope {
+            name: queued.name,
+            source: self.source.clone(),
+            session: self.session.clone(),
+            seq: self.seq,
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            attrs: queued.attrs,
+        };
+        let message = match encode(envelope, queued.arrays, self.compression) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::error!("cannot encode a message: {e}");
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let mut frames = Vec::with_capacity(message.frames.len() + 1);
+        if self.kind.has_topic() {
+            frames.push(bytes::Bytes::from(message.header.name.clone().into_bytes()));
+        }
+        frames.extend(message.frames.iter().cloned());
+        loop {
+            match transport::send_message(&mut self.socket, &frames, 0) {
+                Ok(()) => break,
+                Err(zmq::Error::EAGAIN) if !self.shared.past_close_deadline() => continue,
+                Err(zmq::Error::EAGAIN) => {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("cannot send a message: {e}");
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        self.seq += 1;
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        counters
+            .raw_bytes
+            .fetch_add(message.raw_bytes(), Ordering::Relaxed);
+        counters
+            .wire_bytes
+            .fetch_add(message.wire_bytes(), Ordering::Relaxed);
+    }
+}
+
+/// `<host name>:<process id>`.
+pub fn default_source() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    format!("{host}:{}", std::process::id())
+}
+
+/// 16 random hex digits.
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,321 @@
+//! ZeroMQ at the edge: every socket ndbridge opens is made here (kind, options, bind or
+//! connect), and frames cross it as [`Bytes`] without being copied in either direction.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// The ZeroMQ socket kinds ndbridge uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// Fan-in with backpressure: a publisher blocks when the collector is slow or absent.
+    Push,
+    /// The collector's side of [`SocketKind::Push`].
+    Pull,
+    /// Live fan-out: messages carry a topic frame; slow subscribers lose messages.
+    Pub,
+    /// The receiving side of [`SocketKind::Pub`].
+    Sub,
+}
+
+impl SocketKind {
+    fn zmq(self) -> zmq::SocketType {
+        match self {
+            SocketKind::Push => zmq::PUSH,
+            SocketKind::Pull => zmq::PULL,
+            SocketKind::Pub => zmq::PUB,
+            SocketKind::Sub => zmq::SUB,
+        }
+    }
+
+    /// True for kinds whose messages start with a topic frame.
+    pub fn has_topic(self) -> bool {
+        matches!(self, SocketKind::Pub | SocketKind::Sub)
+    }
+}
+
+/// Where a socket attaches: `bind` to listen on an address, `connect` to reach one.
+///
+/// ```
+/// use ndbridge::transport::Endpoint;
+///
+/// let e = Endpoint::bind("tcp://127.0.0.1:*");
+/// assert_eq!(e.to_string(), "bind tcp://127.0.0.1:*");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Listen on this address (`tcp://127.0.0.1:*` picks a free port).
+    Bind(String),
+    /// Connect to this address; ZeroMQ reconnects on its own when the peer restarts.
+    Connect(String),
+}
+
+impl Endpoint {
+    /// An endpoint to bind.
+    pub fn bind(addr: impl Into<String>) -> Endpoint {
+        Endpoint::Bind(addr.into())
+    }
+
+    /// An endpoint to connect to.
+    pub fn connect(addr: impl Into<String>) -> Endpoint {
+        Endpoint::Connect(addr.into())
+    }
+
+    /// The address.
+    pub fn addr(&self) -> &str {
+        match self {
+            Endpoint::Bind(a) | Endpoint::Connect(a) => a,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Bind(a) => write!(f, "bind {a}"),
+            Endpoint::Connect(a) => write!(f, "connect {a}"),
+        }
+    }
+}
+
+/// Socket options ndbridge sets; the defaults suit large arrays on a local network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Messages queued per peer for sending before ZeroMQ pushes back (ZMQ_SNDHWM).
+    pub send_hwm: i32,
+    /// Messages queued per peer on receipt (ZMQ_RCVHWM).
+    pub recv_hwm: i32,
+    /// How long a closing socket keeps trying to deliver queued messages (ZMQ_LINGER).
+    pub linger: Duration,
+    /// The wait of one blocking send before control returns to ndbridge (ZMQ_SNDTIMEO).
+    pub send_poll: Duration,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            send_hwm: 64,
+            recv_hwm: 64,
+            linger: Duration::from_secs(2),
+            send_poll: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A socket failed to open, bind, connect or take an option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} {address}: {source}")]
+pub struct SocketError {
+    /// What was being done (`bind`, `connect`, `set option on`, ...).
+    pub action: &'static str,
+    /// The address or socket concerned.
+    pub address: String,
+    /// ZeroMQ's error.
+    pub source: zmq::Error,
+}
+
+fn millis(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// Opens a socket of `kind` with `options` and attaches it to every endpoint. A SUB socket
+/// subscribes to everything; narrow it with `set_subscribe` before use if needed.
+pub fn open(
+    context: &zmq::Context,
+    kind: SocketKind,
+    endpoints: &[Endpoint],
+    options: &SocketOptions,
+) -> Result<zmq::Socket, SocketError> {
+    let fail = |action: &'static str, address: &str| {
+        let address = address.to_owned();
+        move |source| SocketError {
+            action,
+            address,
+            source,
+        }
+    };
+    let socket = context
+        .socket(kind.zmq())
+        .map_err(fail("create socket for", "ZeroMQ context"))?;
+    let set = |r: zmq::Result<()>| r.map_err(fail("set an option on", "socket"));
+    set(socket.set_sndhwm(options.send_hwm))?;
+    set(socket.set_rcvhwm(options.recv_hwm))?;
+    set(socket.set_linger(millis(options.linger)))?;
+    set(socket.set_sndtimeo(millis(options.send_poll).max(1)))?;
+    if kind == SocketKind::Sub {
+        set(socket.set_subscribe(b""))?;
+    }
+    for endpoint in endpoints {
+        match endpoint {
+            Endpoint::Bind(addr) => socket.bind(addr).map_err(fail("bind", addr))?,
+            Endpoint::Connect(addr) => socket.connect(addr).map_err(fail("connect", addr))?,
+        }
+    }
+    Ok(socket)
+}
+
+/// The address a socket was last bound to, with any `*` port resolved.
+pub fn last_endpoint(socket: &zmq::Socket) -> Option<String> {
+    socket.get_last_endpoint().ok()?.ok()
+}
+
+/// Keeps a received ZeroMQ frame alive behind a [`Bytes`].
+struct ReceivedFrame(zmq::Message);
+
+impl AsRef<[u8]> for ReceivedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Wraps a received frame as `Bytes` without copying its data.
+pub fn frame_bytes(message: zmq::Message) -> Bytes {
+    Bytes::from_owner(ReceivedFrame(message))
+}
+
+/// Receives one whole multipart message, or `Ok(None)` when none is waiting (with
+/// `zmq::DONTWAIT`) or the receive timed out.
+pub fn recv_message(socket: &zmq::Socket, flags: i32) -> zmq::Result<Option<Vec<zmq::Message>>> {
+    let mut frames = Vec::with_capacity(4);
+    loop {
+        let mut msg = zmq::Message::new();
+        match socket.recv(&mut msg, if frames.is_empty() { flags } else { 0 }) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let more = msg.get_more();
+        frames.push(msg);
+        if !more {
+            return Ok(Some(frames));
+        }
+    }
+}
+
+/// Frames below this size are copied into ZeroMQ's inline message storage: cheaper than
+/// handing over ownership.
+const COPY_BELOW: usize = 256;
+
+/// Called by libzmq (on any of its threads) when it no longer needs a frame sent by
+/// [`send_message`]: drops the `Bytes` that kept the frame's memory alive.
+unsafe extern "C" fn release_frame(_data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the `Box<Bytes>` leaked in `send_frame`, and libzmq calls this exactly
+    // once per message; `Bytes` is `Send`, so dropping it on libzmq's thread is sound.
+    drop(unsafe { Box::from_raw(hint as *mut Bytes) });
+}
+
+fn send_frame(socket: &mut zmq::Socket, frame: &Bytes, flags: i32) -> zmq::Result<()> {
+    if frame.len() < COPY_BELOW {
+        return socket.send(&frame[..], flags);
+    }
+    let owner = Box::new(frame.clone());
+    let data = owner.as_ptr() as *mut c_void;
+    let len = owner.len();
+    let hint = Box::into_raw(owner);
+    let mut msg = zmq_sys::zmq_msg_t::default();
+    // SAFETY: `data..data+len` lies in the buffer that the leaked `Bytes` at `hint` keeps alive
+    // and never mutates; `release_frame` reclaims the box when libzmq is done with the data.
+    let rc = unsafe {
+        zmq_sys::zmq_msg_init_data(
+            &mut msg,
+            data,
+            len,
+            Some(release_frame),
+            hint as *mut c_void,
+        )
+    };
+    if rc != 0 {
+        // SAFETY: init failed, so libzmq never took the box: it is still ours to free.
+        drop(unsafe { Box::from_raw(hint) });
+        return Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }));
+    }
+    // SAFETY: `msg` was initialised above and `socket.as_mut_ptr()` is a live socket that this
+    // thread owns (`&mut`). On success libzmq owns `msg`; on failure we must close it, which
+    // runs `release_frame`.
+    unsafe {
+        if zmq_sys::zmq_msg_send(&mut msg, socket.as_mut_ptr(), flags) == -1 {
+            let error = zmq::Error::from_raw(zmq_sys::zmq_errno());
+            zmq_sys::zmq_msg_close(&mut msg);
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Sends `frames` as one multipart message; each frame of 256 bytes or more is handed to
+/// ZeroMQ without copying (the `Bytes` is released when ZeroMQ is done with it).
+///
+/// `flags` apply to the first frame (e.g. `zmq::DONTWAIT`); once the first frame is accepted,
+/// ZeroMQ accepts the rest of the message.
+pub fn send_message(socket: &mut zmq::Socket, frames: &[Bytes], flags: i32) -> zmq::Result<()> {
+    let last = frames.len().saturating_sub(1);
+    for (i, frame) in frames.iter().enumerate() {
+        let more = if i < last { zmq::SNDMORE } else { 0 };
+        let first_flags = if i == 0 { flags } else { 0 };
+        send_frame(socket, frame, first_flags | more)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_frames_cross_inproc_without_a_copy_and_are_released() {
+        let ctx = zmq::Context::new();
+        let pull = open(
+            &ctx,
+            SocketKind::Pull,
+            &[Endpoint::bind("inproc://zero-copy")],
+            &SocketOptions::default(),
+        )
+        .unwrap();
+        let mut push = open(
+            &ctx,
+            SocketKind::Push,
+            &[Endpoint::connect("inproc://zero-copy")],
+            &SocketOptions::default(),
+        )
+        .unwrap();
+        let big = Bytes::from(vec![7u8; 1 << 20]);
+        let small = Bytes::from_static(b"header");
+        send_message(&mut push, &[small.clone(), big.clone()], 0).unwrap();
+        let frames = recv_message(&pull, 0).unwrap().unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(&frames[0][..], b"header");
+        // inproc hands the very message over: same memory as the sender's Bytes.
+        assert_eq!(frames[1].as_ptr(), big.as_ptr());
+        let received = frame_bytes(frames.into_iter().nth(1).unwrap());
+        assert_eq!(received.as_ptr(), big.as_ptr());
+        assert_eq!(received.len(), 1 << 20);
+        drop(received);
+        // Once ZeroMQ released the message, ours is the last reference again.
+        assert!(big.is_unique());
+    }
+
+    #[test]
+    fn recv_without_message_is_none_and_bad_address_is_named() {
+        let ctx = zmq::Context::new();
+        let pull = open(
+            &ctx,
+            SocketKind::Pull,
+            &[Endpoint::bind("tcp://127.0.0.1:*")],
+            &SocketOptions::default(),
+        )
+        .unwrap();
+        assert!(last_endpoint(&pull).unwrap().starts_with("tcp://127.0.0.1:"));
+        assert!(recv_message(&pull, zmq::DONTWAIT).unwrap().is_none());
+        let err = open(
+            &ctx,
+            SocketKind::Pull,
+            &[Endpoint::bind("tcp://no-such-interface-xyz:1")],
+            &SocketOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.action, "bind");
+        assert!(err.to_string().starts_with("cannot bind tcp://no-such-interface-xyz:1"));
+    }
+}
