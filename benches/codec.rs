@@ -42,18 +42,51 @@ fn inputs(bytes: usize) -> Vec<(&'static str, ArrayBuffer)> {
         .map(|&v| v as f32)
         .collect();
     vec![
-        ("smooth_f64", ArrayBuffer::from_owned(Array1::from(smooth64))),
-        ("smooth_f32", ArrayBuffer::from_owned(Array1::from(smooth32))),
-        ("random_f64", ArrayBuffer::from_owned(Array1::from(noise(n64, 3)))),
+        (
+            "smooth_f64",
+            ArrayBuffer::from_owned(Array1::from(smooth64)),
+        ),
+        (
+            "smooth_f32",
+            ArrayBuffer::from_owned(Array1::from(smooth32)),
+        ),
+        (
+            "random_f64",
+            ArrayBuffer::from_owned(Array1::from(noise(n64, 3))),
+        ),
     ]
 }
 
 const CODECS: [(&str, Compression); 5] = [
     ("raw", Compression::Raw),
-    ("zstd1", Compression::Zstd { level: 1, shuffle: false }),
-    ("zstd3", Compression::Zstd { level: 3, shuffle: false }),
-    ("shuffle_zstd1", Compression::Zstd { level: 1, shuffle: true }),
-    ("shuffle_zstd3", Compression::Zstd { level: 3, shuffle: true }),
+    (
+        "zstd1",
+        Compression::Zstd {
+            level: 1,
+            shuffle: false,
+        },
+    ),
+    (
+        "zstd3",
+        Compression::Zstd {
+            level: 3,
+            shuffle: false,
+        },
+    ),
+    (
+        "shuffle_zstd1",
+        Compression::Zstd {
+            level: 1,
+            shuffle: true,
+        },
+    ),
+    (
+        "shuffle_zstd3",
+        Compression::Zstd {
+            level: 3,
+            shuffle: true,
+        },
+    ),
 ];
 
 fn codec(c: &mut Criterion) {

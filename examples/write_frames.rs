@@ -163,7 +163,12 @@ fn write_type<T: Sample>(w: &mut Writer, tag: &str) -> std::io::Result<()> {
         for (codec_tag, compression) in codecs {
             let (buffer, expected) = sample_array::<T>(&[4, 3, 5], order);
             let case = format!("{tag}_{order_tag}_{codec_tag}");
-            w.write(&case, vec![(case.clone(), buffer.clone(), expected.clone())], compression, None)?;
+            w.write(
+                &case,
+                vec![(case.clone(), buffer.clone(), expected.clone())],
+                compression,
+                None,
+            )?;
             if T::DTYPE.itemsize() > 1 {
                 let case = format!("{tag}_be_{order_tag}_{codec_tag}");
                 let be = big_endian(&buffer);
@@ -196,9 +201,19 @@ fn run(dir: &Path) -> std::io::Result<()> {
     write_type::<Complex<f64>>(&mut w, "c16")?;
 
     let (zero_d, expected) = sample_array::<f64>(&[], Order::C);
-    w.write("zero_d", vec![("zero_d".into(), zero_d, expected)], Compression::auto(), None)?;
+    w.write(
+        "zero_d",
+        vec![("zero_d".into(), zero_d, expected)],
+        Compression::auto(),
+        None,
+    )?;
     let (empty, expected) = sample_array::<f32>(&[0, 3], Order::C);
-    w.write("empty", vec![("empty".into(), empty, expected)], Compression::zstd(1), None)?;
+    w.write(
+        "empty",
+        vec![("empty".into(), empty, expected)],
+        Compression::zstd(1),
+        None,
+    )?;
     let (u, u_bytes) = sample_array::<f64>(&[16, 8], Order::C);
     let (mask, mask_bytes) = sample_array::<bool>(&[16, 8], Order::F);
     w.write(

@@ -8,6 +8,8 @@
 //! - [`transport`]: every ZeroMQ socket ndbridge opens, and zero-copy frame send/receive.
 //! - [`publisher`]: the handle simulation threads share; one thread owns the socket.
 //! - [`collector`]: receiver thread, decode workers, sinks (disk, forward, yours), statistics.
+//! - [`npy`]: `.npy` / `.npz` files read and written as bytes (any wire dtype, either order).
+//! - [`demo`]: the end-to-end demo behind `ndbridge demo`.
 //! - [`synth`]: smooth synthetic fields for demos and benchmarks.
 //! - `src/bin/ndbridge.rs`: the command line (`collect`, `send`, `tail`, `demo`).
 //!
@@ -20,7 +22,9 @@
 #![deny(missing_docs)]
 
 pub mod collector;
+pub mod demo;
 pub mod error;
+pub mod npy;
 pub mod publisher;
 pub mod synth;
 pub mod transport;

@@ -42,7 +42,8 @@ pub fn smooth_field(rows: usize, cols: usize, t: f64, seed: u64) -> Vec<f64> {
         let row_part = (6.0 * y + 0.7 * t).sin() + 0.5 * (13.0 * y - 0.3 * t).cos();
         for j in 0..cols {
             let x = j as f64 / cols.max(1) as f64;
-            let v = row_part + (9.0 * x + t).sin() * (4.0 * y).cos() + 0.25 * (31.0 * (x + y)).sin();
+            let v =
+                row_part + (9.0 * x + t).sin() * (4.0 * y).cos() + 0.25 * (31.0 * (x + y)).sin();
             out.push(v + 1e-3 * rng.next_signed_unit());
         }
     }

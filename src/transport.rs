@@ -306,7 +306,9 @@ mod tests {
             &SocketOptions::default(),
         )
         .unwrap();
-        assert!(last_endpoint(&pull).unwrap().starts_with("tcp://127.0.0.1:"));
+        assert!(last_endpoint(&pull)
+            .unwrap()
+            .starts_with("tcp://127.0.0.1:"));
         assert!(recv_message(&pull, zmq::DONTWAIT).unwrap().is_none());
         let err = open(
             &ctx,
@@ -316,6 +318,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.action, "bind");
-        assert!(err.to_string().starts_with("cannot bind tcp://no-such-interface-xyz:1"));
+        assert!(err
+            .to_string()
+            .starts_with("cannot bind tcp://no-such-interface-xyz:1"));
     }
 }

@@ -14,12 +14,16 @@ fn numpy_written_messages_decode_bit_exactly() {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let cases = manifest["cases"].as_array().unwrap();
-    assert!(cases.len() >= 50, "expected the full matrix, found {} cases", cases.len());
+    assert!(
+        cases.len() >= 50,
+        "expected the full matrix, found {} cases",
+        cases.len()
+    );
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let frames = common::read_frames(&dir.join(case["file"].as_str().unwrap()));
-        let record = decode(&frames, &Limits::default())
-            .unwrap_or_else(|e| panic!("case {name}: {e}"));
+        let record =
+            decode(&frames, &Limits::default()).unwrap_or_else(|e| panic!("case {name}: {e}"));
         let expected_arrays = case["arrays"].as_array().unwrap();
         assert_eq!(record.arrays.len(), expected_arrays.len(), "case {name}");
         for expected in expected_arrays {

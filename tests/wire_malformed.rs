@@ -413,7 +413,9 @@ fn repeated_array_name_or_filter() {
     let (mut h, b) = valid(Compression::Raw);
     h["arrays"][0]["filters"] = json!(["shuffle", "shuffle"]);
     match decode_err(&frames(&h, &[b])) {
-        DecodeError::InvalidField { field, expected, .. } => {
+        DecodeError::InvalidField {
+            field, expected, ..
+        } => {
             assert_eq!(field, "arrays[0].filters[1]");
             assert_eq!(expected, "each filter at most once");
         }

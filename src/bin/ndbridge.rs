@@ -1,1 +1,501 @@
-fn main() {}
+//! The `ndbridge` command: argument parsing, logging, signals and exit codes around the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ndbridge::collector::{Collector, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary};
+use ndbridge::demo::{DemoConfig, DemoReport};
+use ndbridge::transport::{self, Endpoint, SocketKind, SocketOptions};
+use ndbridge::wire::{decode, Limits};
+use ndbridge::{ArrayBuffer, Compression, Publisher};
+
+/// Move numpy / ndarray arrays between processes over ZeroMQ: fast, compressed when that pays,
+/// never pickled.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector service: receive arrays, store them as .npy/.npz, forward them live.
+    Collect(CollectArgs),
+    /// Publish existing .npy / .npz files.
+    Send(SendArgs),
+    /// Subscribe to a forward socket and print one line per record.
+    Tail(TailArgs),
+    /// Run a local end-to-end demo: a collector and simulated workers in one process.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct CollectArgs {
+    /// Address to listen on; publishers connect here. Binding another interface than loopback
+    /// exposes the service to the network: do it on purpose.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    bind: Vec<String>,
+    /// Connect to publishers that bind (e.g. PUB publishers, with --sub) instead of binding.
+    #[arg(long)]
+    connect: Vec<String>,
+    /// Receive with a SUB socket (to tap PUB publishers) instead of PULL.
+    #[arg(long)]
+    sub: bool,
+    /// Directory for the .npy/.npz files and manifest.jsonl.
+    #[arg(long, default_value = "ndbridge-data")]
+    out: PathBuf,
+    /// Do not store anything on disk (forward only, or count only).
+    #[arg(long)]
+    no_disk: bool,
+    /// Re-publish every valid message on a PUB socket bound here (e.g. tcp://127.0.0.1:5556).
+    #[arg(long)]
+    forward: Option<String>,
+    /// Decode worker threads [default: number of cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Cap on received bytes not yet stored, in MiB; the collector stops reading at the cap.
+    #[arg(long, default_value_t = 1024)]
+    max_inflight_mib: u64,
+    /// Largest array accepted, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    max_array_mib: u64,
+    /// Seconds between stats lines (0: none).
+    #[arg(long, default_value_t = 5.0)]
+    stats_every: f64,
+    /// Write the final statistics as JSON to this file.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Print the bound endpoints as JSON on stdout once listening (for scripts and tests).
+    #[arg(long, hide = true)]
+    print_endpoints: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CodecArg {
+    /// No compression.
+    Raw,
+    /// Always zstd.
+    Zstd,
+    /// zstd when it saves at least 10%, raw otherwise.
+    Auto,
+}
+
+#[derive(Args)]
+struct CodecArgs {
+    /// Codec policy.
+    #[arg(long, value_enum, default_value = "auto")]
+    codec: CodecArg,
+    /// zstd level.
+    #[arg(long, default_value_t = 1)]
+    level: i32,
+    /// Do not byte-shuffle before compressing.
+    #[arg(long)]
+    no_shuffle: bool,
+}
+
+impl CodecArgs {
+    fn compression(&self) -> Compression {
+        let shuffle = !self.no_shuffle;
+        match self.codec {
+            CodecArg::Raw => Compression::Raw,
+            CodecArg::Zstd => Compression::Zstd {
+                level: self.level,
+                shuffle,
+            },
+            CodecArg::Auto => Compression::Auto {
+                level: self.level,
+                shuffle,
+                max_ratio: 0.9,
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// .npy files (one array each) and .npz files (one record each).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Collector address.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    to: String,
+    /// Record name [default: the file name without extension].
+    #[arg(long)]
+    name: Option<String>,
+    /// Source id [default: host:pid].
+    #[arg(long)]
+    source: Option<String>,
+    /// Give up if the collector has not taken everything after this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    #[command(flatten)]
+    codec: CodecArgs,
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// Forward socket to subscribe to.
+    #[arg(long, default_value = "tcp://127.0.0.1:5556")]
+    from: String,
+    /// Only these record names (default: all).
+    #[arg(long)]
+    name: Vec<String>,
+    /// Exit after this many records.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit after this many seconds without a record.
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Simulated workers.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Seconds of streaming.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Steps per second per worker (each step sends three records); 0: as fast as possible.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Side of the largest field (n x n float64).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Directory for the stored files.
+    #[arg(long, default_value = "ndbridge-demo")]
+    out: PathBuf,
+    #[command(flatten)]
+    codec: CodecArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Collect(args) => collect(args),
+        Command::Send(args) => send(args),
+        Command::Tail(args) => tail(args),
+        Command::Demo(args) => demo(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ndbridge: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn collect(args: CollectArgs) -> Result<()> {
+    let shutdown = Shutdown::new();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, shutdown.flag())
+            .context("installing signal handler")?;
+    }
+    let context = zmq::Context::new();
+    let mut builder = Collector::builder()
+        .kind(if args.sub {
+            SocketKind::Sub
+        } else {
+            SocketKind::Pull
+        })
+        .max_inflight_bytes(args.max_inflight_mib << 20)
+        .limits(Limits::default().max_array_bytes(args.max_array_mib << 20))
+        .context(context.clone())
+        .shutdown(shutdown.clone());
+    if args.connect.is_empty() {
+        for addr in &args.bind {
+            builder = builder.bind(addr);
+        }
+    }
+    for addr in &args.connect {
+        builder = builder.connect(addr);
+    }
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers);
+    }
+    if args.stats_every > 0.0 {
+        builder = builder.report_every(Duration::from_secs_f64(args.stats_every));
+    }
+    if !args.no_disk {
+        let disk = DiskSink::new(&args.out)
+            .with_context(|| format!("opening output directory {}", args.out.display()))?;
+        builder = builder.sink(disk);
+    }
+    let mut forward_endpoint = None;
+    if let Some(addr) = &args.forward {
+        let forward = ForwardSink::bind(&context, addr)
+            .with_context(|| format!("binding the forward socket {addr}"))?;
+        forward_endpoint = Some(forward.endpoint().to_owned());
+        builder = builder.sink(forward);
+    }
+    let collector = builder.start().context("starting the collector")?;
+    tracing::info!(
+        "collecting on {} -> {}{}",
+        collector.endpoints().join(", "),
+        if args.no_disk {
+            "(no disk)".to_owned()
+        } else {
+            args.out.display().to_string()
+        },
+        forward_endpoint
+            .as_deref()
+            .map(|f| format!(", forwarding on {f}"))
+            .unwrap_or_default()
+    );
+    if args.print_endpoints {
+        println!(
+            "{}",
+            serde_json::json!({"input": collector.endpoints(), "forward": forward_endpoint})
+        );
+    }
+    let summary = collector.wait();
+    tracing::info!("stopped: {}", summary.stats.line(None));
+    print_summary(&summary);
+    if let Some(path) = &args.stats_json {
+        let json = serde_json::to_vec_pretty(&summary)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_summary(summary: &Summary) {
+    let s = &summary.stats;
+    eprintln!(
+        "{:<24} {:>10} {:>12} {:>12} {:>7} {:>6} {:>6} {:>8}",
+        "source", "messages", "wire MB", "decoded MB", "ratio", "gaps", "dups", "errors"
+    );
+    for (source, st) in &s.sources {
+        eprintln!(
+            "{:<24} {:>10} {:>12.1} {:>12.1} {:>7.2} {:>6} {:>6} {:>8}",
+            source,
+            st.messages,
+            st.wire_bytes as f64 / 1e6,
+            st.raw_bytes as f64 / 1e6,
+            st.compression_ratio(),
+            st.gaps,
+            st.duplicates,
+            st.errors.values().sum::<u64>()
+        );
+    }
+    eprintln!(
+        "received {}, stored {}, rejected {} {:?}, sink errors {:?}",
+        s.received, s.stored, s.rejected, s.errors, s.sink_errors
+    );
+}
+
+fn send(args: SendArgs) -> Result<()> {
+    let mut builder = Publisher::builder()
+        .connect(&args.to)
+        .compression(args.codec.compression());
+    if let Some(source) = &args.source {
+        builder = builder.source(source);
+    }
+    let publisher = builder.build().context("opening the publisher")?;
+    for path in &args.files {
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "array".into()),
+        };
+        let is_npz = path.extension().is_some_and(|e| e == "npz");
+        if is_npz {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let arrays = ndbridge::npy::read_npz(std::io::BufReader::new(file))
+                .with_context(|| format!("reading {}", path.display()))?;
+            eprintln!(
+                "{}: record {name:?} with {} arrays",
+                path.display(),
+                arrays.len()
+            );
+            publisher.send_record(&name, arrays, None)?;
+        } else {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let array: ArrayBuffer = ndbridge::npy::read_npy(bytes.into())
+                .with_context(|| format!("reading {}", path.display()))?;
+            eprintln!(
+                "{}: {name:?} {} {:?}",
+                path.display(),
+                array.dtype(),
+                array.shape()
+            );
+            publisher.send_record(&name, [(name.clone(), array)], None)?;
+        }
+    }
+    let stats = publisher
+        .close(Duration::from_secs_f64(args.timeout))
+        .context("the collector did not take every message in time")?;
+    eprintln!(
+        "sent {} messages, {:.1} MB decoded, {:.1} MB on the wire",
+        stats.sent,
+        stats.raw_bytes as f64 / 1e6,
+        stats.wire_bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+fn tail(args: TailArgs) -> Result<()> {
+    let context = zmq::Context::new();
+    let socket = transport::open(
+        &context,
+        SocketKind::Sub,
+        &[Endpoint::connect(&args.from)],
+        &SocketOptions::default(),
+    )?;
+    if !args.name.is_empty() {
+        socket.set_subscribe(b"")?;
+        socket.set_unsubscribe(b"")?;
+        for name in &args.name {
+            socket.set_subscribe(name.as_bytes())?;
+        }
+    }
+    let shutdown = Shutdown::new();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, shutdown.flag())?;
+    }
+    let mut seen = 0u64;
+    let mut idle = std::time::Instant::now();
+    while !shutdown.is_triggered() && args.count.is_none_or(|c| seen < c) {
+        if let Some(limit) = args.idle_timeout {
+            if idle.elapsed().as_secs_f64() > limit {
+                bail!("no record for {limit} s");
+            }
+        }
+        let Some(frames) = transport::recv_message(&socket, 0).or_else(|e| match e {
+            zmq::Error::EAGAIN | zmq::Error::EINTR => Ok(None),
+            e => Err(e),
+        })?
+        else {
+            if socket.poll(zmq::POLLIN, 100)? == 0 {
+                continue;
+            }
+            continue;
+        };
+        idle = std::time::Instant::now();
+        let frames: Vec<_> = frames.into_iter().map(transport::frame_bytes).collect();
+        match decode(&frames[1.min(frames.len())..], &Limits::default()) {
+            Ok(record) => {
+                let h = &record.header;
+                if !args.name.is_empty() && !args.name.contains(&h.name) {
+                    continue;
+                }
+                seen += 1;
+                let arrays: Vec<String> = record
+                    .arrays
+                    .iter()
+                    .map(|a| {
+                        let m = a.meta();
+                        format!("{}:{}{:?}/{}", m.name, m.dtype, m.shape, m.codec.as_str())
+                    })
+                    .collect();
+                println!(
+                    "{} {} seq={} {} {:.1} kB",
+                    h.name,
+                    h.source,
+                    h.seq,
+                    arrays.join(" "),
+                    record.raw_bytes() as f64 / 1e3
+                );
+            }
+            Err(e) => eprintln!("bad message: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> Result<()> {
+    let config = DemoConfig {
+        workers: args.workers,
+        duration: Duration::from_secs_f64(args.seconds),
+        steps_per_second: args.rate,
+        size: args.size,
+        out: args.out.clone(),
+        compression: args.codec.compression(),
+    };
+    eprintln!(
+        "ndbridge demo: {} workers streaming for {:.0} s into a collector on loopback; files in {}",
+        config.workers,
+        args.seconds,
+        config.out.display()
+    );
+    let tty = std::io::stderr().is_terminal();
+    let mut previous: Option<StatsSnapshot> = None;
+    let report: DemoReport = ndbridge::demo::run(&config, |snap| {
+        let line = snap.line(previous.as_ref());
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+        previous = Some(snap.clone());
+    })?;
+    if tty {
+        eprintln!();
+    }
+    let s = &report.summary.stats;
+    let secs = report.elapsed.as_secs_f64();
+    println!();
+    println!("{:<28} {:>14}", "collector endpoint", report.endpoint);
+    println!("{:<28} {:>14}", "records stored", s.stored);
+    println!("{:<28} {:>14.3}", "GB decoded", s.raw_bytes as f64 / 1e9);
+    println!(
+        "{:<28} {:>14.3}",
+        "GB on the wire",
+        s.wire_bytes as f64 / 1e9
+    );
+    println!(
+        "{:<28} {:>14.3}",
+        "GB/s decoded",
+        s.raw_bytes as f64 / 1e9 / secs
+    );
+    println!(
+        "{:<28} {:>14.2}",
+        "compression ratio",
+        s.wire_bytes as f64 / s.raw_bytes.max(1) as f64
+    );
+    println!("{:<28} {:>14}", "gaps", s.gaps);
+    println!("{:<28} {:>14}", "rejected", s.rejected);
+    let sent: u64 = report.publishers.iter().map(|p| p.sent).sum();
+    println!("{:<28} {:>14}", "sent by workers", sent);
+    println!();
+    println!(
+        "files: {}/<source>/<name>/<seq>.npy|.npz",
+        config.out.display()
+    );
+    println!(
+        "load one: python3 -c \"import numpy as np; a = np.load('{}/sim-0/temperature/0.npy'); print(a.dtype, a.shape, a.mean())\"",
+        config.out.display()
+    );
+    if s.stored != sent || s.gaps != 0 {
+        bail!(
+            "{sent} records sent but {} stored ({} gaps)",
+            s.stored,
+            s.gaps
+        );
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ use crate::wire::Limits;
 use budget::Budget;
 use pool::{Pool, RateLimitedLog};
 
-pub use sink::{npy, DiskSink, ForwardSink, Received, Sink, SinkError};
+pub use sink::{DiskSink, ForwardSink, Received, Sink, SinkError};
 pub use stats::{SeqTracker, SourceStats, Stats, StatsSnapshot};
 
 /// A shared stop flag: trigger it (from a signal handler, another thread, a test) and the
@@ -215,8 +215,11 @@ impl CollectorBuilder {
         }
         drop(rx);
         let receiver = {
-            let (budget, stats, shutdown) =
-                (Arc::clone(&budget), Arc::clone(&stats), self.shutdown.clone());
+            let (budget, stats, shutdown) = (
+                Arc::clone(&budget),
+                Arc::clone(&stats),
+                self.shutdown.clone(),
+            );
             spawn("ndbridge-receiver".into(), move || {
                 receiver::receive_loop(socket, tx, budget, stats, shutdown)
             })?
@@ -258,7 +261,9 @@ fn bound_endpoints(
 ) -> Vec<String> {
     // ZeroMQ reports only the last bound address; a `*` port can only be resolved for it.
     let last = transport::last_endpoint(socket);
-    let last_bind = endpoints.iter().rposition(|e| matches!(e, Endpoint::Bind(_)));
+    let last_bind = endpoints
+        .iter()
+        .rposition(|e| matches!(e, Endpoint::Bind(_)));
     endpoints
         .iter()
         .enumerate()

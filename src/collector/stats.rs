@@ -177,14 +177,7 @@ impl Stats {
     }
 
     /// Records a decoded message; returns nothing, sink results are recorded separately.
-    pub(crate) fn on_decoded(
-        &self,
-        source: &str,
-        session: &str,
-        seq: u64,
-        wire: u64,
-        raw: u64,
-    ) {
+    pub(crate) fn on_decoded(&self, source: &str, session: &str, seq: u64, wire: u64, raw: u64) {
         let mut inner = self.inner.lock().expect("stats lock");
         let s = inner.sources.entry(source.to_owned()).or_default();
         s.messages += 1;

@@ -26,7 +26,9 @@ pub fn c_order_le_bytes(array: &DecodedArray) -> Vec<u8> {
     const { assert!(cfg!(target_endian = "little")) };
     macro_rules! dump {
         ($a:expr) => {
-            $a.iter().flat_map(|x| bytemuck::bytes_of(x).to_vec()).collect()
+            $a.iter()
+                .flat_map(|x| bytemuck::bytes_of(x).to_vec())
+                .collect()
         };
     }
     match array.to_dyn().unwrap() {

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use super::npy::{write_npy, write_npz};
 use super::{Received, Sink, SinkError};
+use crate::npy::{write_npy, write_npz};
 
 /// Longest path component written, in bytes; longer names are cut and given a hash suffix.
 const MAX_COMPONENT: usize = 120;

@@ -2,7 +2,6 @@
 
 pub mod disk;
 pub mod forward;
-pub mod npy;
 
 use std::time::SystemTime;
 
