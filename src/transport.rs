@@ -316,7 +316,8 @@ mod tests {
             &[Endpoint::bind("tcp://no-such-interface-xyz:1")],
             &SocketOptions::default(),
         )
-        .unwrap_err();
+        .err()
+        .expect("binding an unknown interface fails");
         assert_eq!(err.action, "bind");
         assert!(err
             .to_string()

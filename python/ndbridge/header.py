@@ -259,6 +259,11 @@ def _parse_entry(index: int, entry: object, limits: Limits) -> ArrayMeta:
         if f not in KNOWN_FILTERS:
             raise HeaderError(f"{path}.filters[{k}]", f"expected one of {list(KNOWN_FILTERS)}, "
                                                       f"found {describe(f)}")
+        if f in filters_value[:k]:
+            first = filters_value.index(f)
+            raise HeaderError(f"{path}.filters[{k}]", f"expected each filter at most once, "
+                                                      f"found {describe(f)} again (first at "
+                                                      f"filters[{first}])")
     filters = tuple(filters_value)
 
     nbytes = _get_uint(entry, "nbytes", f"{path}.nbytes")

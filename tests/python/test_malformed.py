@@ -133,6 +133,10 @@ def test_unknown_version(version: int) -> None:
     ("arrays.0.filters", ["delta"], 'arrays[0].filters[0]: expected one of [\'shuffle\'], '
                                     'found string "delta"'),
     ("arrays.0.filters", "shuffle", 'arrays[0].filters: expected a list of filter names'),
+    ("arrays.0.filters", ["shuffle", "shuffle"], 'arrays[0].filters[1]: expected each filter at '
+                                                 'most once, found string "shuffle" again (first '
+                                                 'at filters[0])'),
+    ("arrays.0.filters", ["shuffle", "delta"], "arrays[0].filters[1]: expected one of"),
     ("arrays.0.nbytes", -96, "arrays[0].nbytes: expected a non-negative integer, found number "
                              "-96"),
     ("arrays.0.nbytes", "96", 'arrays[0].nbytes: expected a non-negative integer, found string'),

@@ -1,0 +1,607 @@
+//! `ndbridge-bench`: end-to-end throughput and latency of publisher -> collector in separate
+//! processes, over tcp loopback and ipc, against bare libzmq moving the same two-frame messages.
+//!
+//! The parent process runs each case by starting one collector process and N publisher
+//! processes (this same binary with a hidden role), then prints a table (or `--json`).
+//! Throughput is array payload bytes over the time from the first message received to the last
+//! one through the sinks, measured in the receiving process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use ndarray::Array1;
+use ndbridge::collector::{Collector, DiskSink, Received, Sink, SinkError};
+use ndbridge::transport::{self, Endpoint, SocketKind, SocketOptions};
+use ndbridge::{ArrayBuffer, Compression, Publisher};
+use serde::{Deserialize, Serialize};
+
+/// Measure ndbridge end to end: publishers and a collector in separate processes.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Transports to measure.
+    #[arg(long, value_delimiter = ',', default_value = "tcp,ipc")]
+    transport: Vec<Transport>,
+    /// Publisher process counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    publishers: Vec<usize>,
+    /// Array sizes in bytes (float64 arrays).
+    #[arg(long, value_delimiter = ',', default_value = "800,80000,8388608")]
+    sizes: Vec<usize>,
+    /// Codecs: raw, auto, zstd1, shuffle-zstd1, shuffle-zstd3.
+    #[arg(long, value_delimiter = ',', default_value = "raw,auto")]
+    codecs: Vec<String>,
+    /// Also measure with the disk sink (files written to --out, removed after each case).
+    #[arg(long)]
+    disk: bool,
+    /// Only with the disk sink.
+    #[arg(long)]
+    disk_only: bool,
+    /// Bytes of payload per case (the message count follows from the size).
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes_per_case: u64,
+    /// Most messages per case (bounds small-message cases).
+    #[arg(long, default_value_t = 100_000)]
+    max_messages: u64,
+    /// Also run bare libzmq (PUSH/PULL, header + payload frames) as the ceiling.
+    #[arg(long)]
+    baseline: bool,
+    /// Repeats per case; the table reports the median and min-max.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Directory for the disk sink.
+    #[arg(long, default_value = "/tmp/ndbridge-bench-out")]
+    out: String,
+    /// Print JSON lines (one per case) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+enum Transport {
+    Tcp,
+    Ipc,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// (internal) The collector side of one case.
+    #[command(hide = true)]
+    Collector {
+        #[arg(long)]
+        transport: Transport,
+        #[arg(long)]
+        expect: u64,
+        #[arg(long)]
+        disk: Option<String>,
+        #[arg(long)]
+        bare: bool,
+    },
+    /// (internal) One publisher of one case.
+    #[command(hide = true)]
+    Publisher {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        messages: u64,
+        #[arg(long)]
+        codec: String,
+        #[arg(long)]
+        id: usize,
+        #[arg(long)]
+        bare: bool,
+    },
+}
+
+/// What the receiving process measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Measured {
+    messages: u64,
+    payload_bytes: u64,
+    wire_bytes: u64,
+    seconds: f64,
+    latency_p50_us: f64,
+    latency_p99_us: f64,
+    cpu_seconds: f64,
+    peak_rss_bytes: u64,
+    gaps: u64,
+    rejected: u64,
+}
+
+/// One row of the result table.
+#[derive(Debug, Clone, Serialize)]
+struct CaseResult {
+    mode: &'static str,
+    transport: Transport,
+    publishers: usize,
+    size: usize,
+    codec: String,
+    disk: bool,
+    repeats: usize,
+    msgs_per_s: f64,
+    msgs_per_s_min: f64,
+    msgs_per_s_max: f64,
+    gb_per_s: f64,
+    gb_per_s_min: f64,
+    gb_per_s_max: f64,
+    latency_p50_us: f64,
+    latency_p99_us: f64,
+    collector_cpu_s_per_gb: f64,
+    collector_peak_rss_mb: f64,
+    compression_ratio: f64,
+    gaps: u64,
+}
+
+fn compression(codec: &str) -> Result<Compression> {
+    Ok(match codec {
+        "raw" => Compression::Raw,
+        "auto" => Compression::auto(),
+        "zstd1" => Compression::zstd(1),
+        "zstd3" => Compression::zstd(3),
+        "shuffle-zstd1" => Compression::zstd(1).with_shuffle(true),
+        "shuffle-zstd3" => Compression::zstd(3).with_shuffle(true),
+        other => bail!("unknown codec {other:?}"),
+    })
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// CPU seconds (user + system) and peak RSS of this process, from /proc.
+fn own_usage() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12).
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, hwm_kb * 1024)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Records, for each message through the sinks, its latency from the publisher's header time.
+struct Timing {
+    count: AtomicU64,
+    first: Mutex<Option<Instant>>,
+    last: Mutex<Option<Instant>>,
+    latencies: Mutex<Vec<f64>>,
+}
+
+impl Sink for Timing {
+    fn name(&self) -> &str {
+        "timing"
+    }
+    fn write(&self, message: &Received) -> Result<(), SinkError> {
+        let now = Instant::now();
+        let latency = now_seconds() - message.record.header.time;
+        self.latencies.lock().expect("lock").push(latency * 1e6);
+        self.first.lock().expect("lock").get_or_insert(now);
+        *self.last.lock().expect("lock") = Some(now);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn endpoint_for(transport: Transport) -> String {
+    match transport {
+        Transport::Tcp => "tcp://127.0.0.1:*".into(),
+        Transport::Ipc => format!(
+            "ipc:///tmp/ndbridge-bench-{}-{}.sock",
+            std::process::id(),
+            now_seconds().to_bits() % 1_000_000
+        ),
+    }
+}
+
+fn run_collector(transport: Transport, expect: u64, disk: Option<String>, bare: bool) -> Result<()> {
+    if bare {
+        return run_bare_pull(transport, expect);
+    }
+    let timing = Arc::new(Timing {
+        count: AtomicU64::new(0),
+        first: Mutex::new(None),
+        last: Mutex::new(None),
+        latencies: Mutex::new(Vec::with_capacity(expect as usize)),
+    });
+    let mut builder = Collector::builder()
+        .bind(endpoint_for(transport))
+        .shared_sink(timing.clone());
+    if let Some(dir) = &disk {
+        builder = builder.sink(DiskSink::new(dir).map_err(|e| anyhow!("{e}"))?);
+    }
+    let collector = builder.start()?;
+    println!("{}", collector.endpoint());
+    std::io::stdout().flush()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while collector.stats().stored + collector.stats().rejected < expect {
+        if Instant::now() > deadline {
+            bail!("collector timed out with {} of {expect}", collector.stats().stored);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let summary = collector.stop();
+    let (cpu, rss) = own_usage();
+    let mut lat = timing.latencies.lock().expect("lock").clone();
+    lat.sort_by(f64::total_cmp);
+    let first = timing.first.lock().expect("lock").unwrap_or_else(Instant::now);
+    let last = timing.last.lock().expect("lock").unwrap_or(first);
+    let measured = Measured {
+        messages: summary.stats.stored,
+        payload_bytes: summary.stats.raw_bytes,
+        wire_bytes: summary.stats.wire_bytes,
+        seconds: (last - first).as_secs_f64(),
+        latency_p50_us: percentile(&lat, 0.5),
+        latency_p99_us: percentile(&lat, 0.99),
+        cpu_seconds: cpu,
+        peak_rss_bytes: rss,
+        gaps: summary.stats.gaps,
+        rejected: summary.stats.rejected,
+    };
+    println!("{}", serde_json::to_string(&measured)?);
+    Ok(())
+}
+
+/// Bare libzmq: PULL two-frame messages and count them, nothing else.
+fn run_bare_pull(transport: Transport, expect: u64) -> Result<()> {
+    let ctx = zmq::Context::new();
+    let socket = transport::open(
+        &ctx,
+        SocketKind::Pull,
+        &[Endpoint::bind(endpoint_for(transport))],
+        &SocketOptions::default(),
+    )?;
+    println!("{}", transport::last_endpoint(&socket).unwrap_or_default());
+    std::io::stdout().flush()?;
+    let mut first = None;
+    let mut payload = 0u64;
+    let mut wire = 0u64;
+    let mut lat = Vec::with_capacity(expect as usize);
+    for _ in 0..expect {
+        let frames = loop {
+            if let Some(f) = transport::recv_message(&socket, 0)? {
+                break f;
+            }
+        };
+        first.get_or_insert_with(Instant::now);
+        let sent_at: f64 = std::str::from_utf8(&frames[0])?.parse().unwrap_or(0.0);
+        lat.push((now_seconds() - sent_at) * 1e6);
+        payload += frames.last().map_or(0, |f| f.len() as u64);
+        wire += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+    }
+    let seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let (cpu, rss) = own_usage();
+    lat.sort_by(f64::total_cmp);
+    let measured = Measured {
+        messages: expect,
+        payload_bytes: payload,
+        wire_bytes: wire,
+        seconds,
+        latency_p50_us: percentile(&lat, 0.5),
+        latency_p99_us: percentile(&lat, 0.99),
+        cpu_seconds: cpu,
+        peak_rss_bytes: rss,
+        gaps: 0,
+        rejected: 0,
+    };
+    println!("{}", serde_json::to_string(&measured)?);
+    Ok(())
+}
+
+fn payload(size: usize, id: usize) -> Vec<f64> {
+    let n = (size / 8).max(1);
+    let cols = n.min(1000);
+    let mut v = ndbridge::synth::smooth_field(n.div_ceil(cols), cols, id as f64, id as u64);
+    v.truncate(n);
+    v
+}
+
+fn run_publisher(
+    endpoint: &str,
+    size: usize,
+    messages: u64,
+    codec: &str,
+    id: usize,
+    bare: bool,
+) -> Result<()> {
+    let data = ArrayBuffer::from_owned(Array1::from(payload(size, id)));
+    if bare {
+        let ctx = zmq::Context::new();
+        let mut socket = transport::open(
+            &ctx,
+            SocketKind::Push,
+            &[Endpoint::connect(endpoint)],
+            &SocketOptions::default(),
+        )?;
+        for _ in 0..messages {
+            let header = Bytes::from(format!("{:.6}", now_seconds()));
+            let frames = [header, data.data().clone()];
+            loop {
+                match transport::send_message(&mut socket, &frames, 0) {
+                    Ok(()) => break,
+                    Err(zmq::Error::EAGAIN) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        socket.set_linger(60_000)?;
+        return Ok(());
+    }
+    let publisher = Publisher::builder()
+        .connect(endpoint)
+        .source(format!("bench-{id}"))
+        .compression(compression(codec)?)
+        .build()?;
+    for _ in 0..messages {
+        publisher.send_record("payload", [("payload", data.clone())], None)?;
+    }
+    let stats = publisher.close(Duration::from_secs(600))?;
+    eprintln!("publisher {id}: {stats:?}");
+    Ok(())
+}
+
+/// Runs one case once: one collector process, `publishers` publisher processes.
+fn run_case(
+    args: &RunArgs,
+    transport: Transport,
+    publishers: usize,
+    size: usize,
+    codec: &str,
+    disk: bool,
+    bare: bool,
+) -> Result<Measured> {
+    let exe = std::env::current_exe()?;
+    let per_publisher = ((args.bytes_per_case / size as u64).clamp(16, args.max_messages)
+        / publishers as u64)
+        .max(1);
+    let expect = per_publisher * publishers as u64;
+    let mut collector_cmd = Command::new(&exe);
+    collector_cmd.args([
+        "collector",
+        "--transport",
+        match transport {
+            Transport::Tcp => "tcp",
+            Transport::Ipc => "ipc",
+        },
+        "--expect",
+        &expect.to_string(),
+    ]);
+    if disk {
+        let _ = std::fs::remove_dir_all(&args.out);
+        collector_cmd.args(["--disk", &args.out]);
+    }
+    if bare {
+        collector_cmd.arg("--bare");
+    }
+    let mut collector = collector_cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the collector process")?;
+    let mut lines = BufReader::new(collector.stdout.take().expect("piped")).lines();
+    let endpoint = lines
+        .next()
+        .ok_or_else(|| anyhow!("collector printed no endpoint"))??;
+    let mut children = Vec::new();
+    for id in 0..publishers {
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "publisher",
+            "--endpoint",
+            &endpoint,
+            "--size",
+            &size.to_string(),
+            "--messages",
+            &per_publisher.to_string(),
+            "--codec",
+            codec,
+            "--id",
+            &id.to_string(),
+        ]);
+        if bare {
+            cmd.arg("--bare");
+        }
+        children.push(cmd.stderr(Stdio::null()).spawn()?);
+    }
+    for mut child in children {
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("a publisher failed: {status}");
+        }
+    }
+    let result = lines
+        .next()
+        .ok_or_else(|| anyhow!("collector printed no result"))??;
+    collector.wait()?;
+    if disk {
+        let _ = std::fs::remove_dir_all(&args.out);
+    }
+    Ok(serde_json::from_str(&result)?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn summarize(
+    mode: &'static str,
+    key: (Transport, usize, usize, &str, bool),
+    runs: &[Measured],
+) -> CaseResult {
+    let (transport, publishers, size, codec, disk) = key;
+    let gbs: Vec<f64> = runs
+        .iter()
+        .map(|m| m.payload_bytes as f64 / m.seconds.max(1e-9) / 1e9)
+        .collect();
+    let msgs: Vec<f64> = runs
+        .iter()
+        .map(|m| m.messages as f64 / m.seconds.max(1e-9))
+        .collect();
+    let fold = |v: &[f64], f: fn(f64, f64) -> f64, init| v.iter().copied().fold(init, f);
+    CaseResult {
+        mode,
+        transport,
+        publishers,
+        size,
+        codec: codec.to_owned(),
+        disk,
+        repeats: runs.len(),
+        msgs_per_s: median(msgs.clone()),
+        msgs_per_s_min: fold(&msgs, f64::min, f64::INFINITY),
+        msgs_per_s_max: fold(&msgs, f64::max, 0.0),
+        gb_per_s: median(gbs.clone()),
+        gb_per_s_min: fold(&gbs, f64::min, f64::INFINITY),
+        gb_per_s_max: fold(&gbs, f64::max, 0.0),
+        latency_p50_us: median(runs.iter().map(|m| m.latency_p50_us).collect()),
+        latency_p99_us: median(runs.iter().map(|m| m.latency_p99_us).collect()),
+        collector_cpu_s_per_gb: median(
+            runs.iter()
+                .map(|m| m.cpu_seconds / (m.payload_bytes as f64 / 1e9).max(1e-9))
+                .collect(),
+        ),
+        collector_peak_rss_mb: median(
+            runs.iter()
+                .map(|m| m.peak_rss_bytes as f64 / 1e6)
+                .collect(),
+        ),
+        compression_ratio: median(
+            runs.iter()
+                .map(|m| m.wire_bytes as f64 / m.payload_bytes.max(1) as f64)
+                .collect(),
+        ),
+        gaps: runs.iter().map(|m| m.gaps).sum(),
+    }
+}
+
+fn print_row(r: &CaseResult) {
+    println!(
+        "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10.0} {:>8.3} [{:.3}-{:.3}] {:>9.0} {:>9.0} {:>8.2} {:>8.0} {:>6.2} {:>4}",
+        r.mode,
+        format!("{:?}", r.transport).to_lowercase(),
+        r.publishers,
+        r.size,
+        r.codec,
+        if r.disk { "disk" } else { "-" },
+        r.msgs_per_s,
+        r.gb_per_s,
+        r.gb_per_s_min,
+        r.gb_per_s_max,
+        r.latency_p50_us,
+        r.latency_p99_us,
+        r.collector_cpu_s_per_gb,
+        r.collector_peak_rss_mb,
+        r.compression_ratio,
+        r.gaps,
+    );
+}
+
+fn run_all(args: &RunArgs) -> Result<()> {
+    if !args.json {
+        println!(
+            "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10} {:>8} {:<15} {:>9} {:>9} {:>8} {:>8} {:>6} {:>4}",
+            "mode", "tr", "pub", "bytes", "codec", "sink", "msgs/s", "GB/s", "[min-max]",
+            "p50 us", "p99 us", "cpu s/GB", "RSS MB", "ratio", "gaps"
+        );
+    }
+    let disk_modes: Vec<bool> = if args.disk_only {
+        vec![true]
+    } else if args.disk {
+        vec![false, true]
+    } else {
+        vec![false]
+    };
+    for &transport in &args.transport {
+        for &size in &args.sizes {
+            for &publishers in &args.publishers {
+                if args.baseline {
+                    let runs = (0..args.repeats)
+                        .map(|_| run_case(args, transport, publishers, size, "raw", false, true))
+                        .collect::<Result<Vec<_>>>()?;
+                    let row = summarize("libzmq", (transport, publishers, size, "raw", false), &runs);
+                    emit(args, &row)?;
+                }
+                for codec in &args.codecs {
+                    for &disk in &disk_modes {
+                        let runs = (0..args.repeats)
+                            .map(|_| run_case(args, transport, publishers, size, codec, disk, false))
+                            .collect::<Result<Vec<_>>>()?;
+                        let row =
+                            summarize("ndbridge", (transport, publishers, size, codec, disk), &runs);
+                        emit(args, &row)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn emit(args: &RunArgs, row: &CaseResult) -> Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string(row)?);
+    } else {
+        print_row(row);
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.role {
+        None => run_all(&cli.run),
+        Some(Role::Collector {
+            transport,
+            expect,
+            disk,
+            bare,
+        }) => run_collector(transport, expect, disk, bare),
+        Some(Role::Publisher {
+            endpoint,
+            size,
+            messages,
+            codec,
+            id,
+            bare,
+        }) => run_publisher(&endpoint, size, messages, &codec, id, bare),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ndbridge-bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
