@@ -194,9 +194,9 @@ pub fn recv_message(socket: &zmq::Socket, flags: i32) -> zmq::Result<Option<Vec<
     }
 }
 
-/// Frames below this size are copied into ZeroMQ's inline message storage: cheaper than
-/// handing over ownership.
-const COPY_BELOW: usize = 256;
+/// Frames below this size are copied into a ZeroMQ message: for small frames a copy costs less
+/// than handing over ownership (two allocations and a release callback).
+const COPY_BELOW: usize = 2048;
 
 /// Called by libzmq (on any of its threads) when it no longer needs a frame sent by
 /// [`send_message`]: drops the `Bytes` that kept the frame's memory alive.
@@ -244,7 +244,7 @@ fn send_frame(socket: &mut zmq::Socket, frame: &Bytes, flags: i32) -> zmq::Resul
     Ok(())
 }
 
-/// Sends `frames` as one multipart message; each frame of 256 bytes or more is handed to
+/// Sends `frames` as one multipart message; each frame of 2 KiB or more is handed to
 /// ZeroMQ without copying (the `Bytes` is released when ZeroMQ is done with it).
 ///
 /// `flags` apply to the first frame (e.g. `zmq::DONTWAIT`); once the first frame is accepted,

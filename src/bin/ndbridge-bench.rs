@@ -69,6 +69,9 @@ struct RunArgs {
     /// Print JSON lines (one per case) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Collector decode workers [default: the number of cores].
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -90,6 +93,8 @@ enum Role {
         disk: Option<String>,
         #[arg(long)]
         bare: bool,
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// (internal) One publisher of one case.
     #[command(hide = true)]
@@ -173,7 +178,12 @@ fn own_usage() -> (f64, u64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12).
     let cpu = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -195,9 +205,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Records, for each message through the sinks, its latency from the publisher's header time.
 struct Timing {
     count: AtomicU64,
-    first: Mutex<Option<Instant>>,
-    last: Mutex<Option<Instant>>,
-    latencies: Mutex<Vec<f64>>,
+    inner: Mutex<TimingInner>,
+}
+
+#[derive(Default)]
+struct TimingInner {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    latencies_us: Vec<f64>,
 }
 
 impl Sink for Timing {
@@ -207,9 +222,11 @@ impl Sink for Timing {
     fn write(&self, message: &Received) -> Result<(), SinkError> {
         let now = Instant::now();
         let latency = now_seconds() - message.record.header.time;
-        self.latencies.lock().expect("lock").push(latency * 1e6);
-        self.first.lock().expect("lock").get_or_insert(now);
-        *self.last.lock().expect("lock") = Some(now);
+        let mut inner = self.inner.lock().expect("timing lock");
+        inner.latencies_us.push(latency * 1e6);
+        inner.first.get_or_insert(now);
+        inner.last = Some(now);
+        drop(inner);
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -226,15 +243,22 @@ fn endpoint_for(transport: Transport) -> String {
     }
 }
 
-fn run_collector(transport: Transport, expect: u64, disk: Option<String>, bare: bool) -> Result<()> {
+fn run_collector(
+    transport: Transport,
+    expect: u64,
+    disk: Option<String>,
+    bare: bool,
+    workers: Option<usize>,
+) -> Result<()> {
     if bare {
         return run_bare_pull(transport, expect);
     }
     let timing = Arc::new(Timing {
         count: AtomicU64::new(0),
-        first: Mutex::new(None),
-        last: Mutex::new(None),
-        latencies: Mutex::new(Vec::with_capacity(expect as usize)),
+        inner: Mutex::new(TimingInner {
+            latencies_us: Vec::with_capacity(expect as usize),
+            ..TimingInner::default()
+        }),
     });
     let mut builder = Collector::builder()
         .bind(endpoint_for(transport))
@@ -242,22 +266,29 @@ fn run_collector(transport: Transport, expect: u64, disk: Option<String>, bare: 
     if let Some(dir) = &disk {
         builder = builder.sink(DiskSink::new(dir).map_err(|e| anyhow!("{e}"))?);
     }
+    if let Some(workers) = workers {
+        builder = builder.workers(workers);
+    }
     let collector = builder.start()?;
     println!("{}", collector.endpoint());
     std::io::stdout().flush()?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while collector.stats().stored + collector.stats().rejected < expect {
         if Instant::now() > deadline {
-            bail!("collector timed out with {} of {expect}", collector.stats().stored);
+            bail!(
+                "collector timed out with {} of {expect}",
+                collector.stats().stored
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     let summary = collector.stop();
     let (cpu, rss) = own_usage();
-    let mut lat = timing.latencies.lock().expect("lock").clone();
+    let inner = std::mem::take(&mut *timing.inner.lock().expect("timing lock"));
+    let mut lat = inner.latencies_us;
     lat.sort_by(f64::total_cmp);
-    let first = timing.first.lock().expect("lock").unwrap_or_else(Instant::now);
-    let last = timing.last.lock().expect("lock").unwrap_or(first);
+    let first = inner.first.unwrap_or_else(Instant::now);
+    let last = inner.last.unwrap_or(first);
     let measured = Measured {
         messages: summary.stats.stored,
         payload_bytes: summary.stats.raw_bytes,
@@ -405,6 +436,9 @@ fn run_case(
     if bare {
         collector_cmd.arg("--bare");
     }
+    if let Some(workers) = args.workers {
+        collector_cmd.args(["--workers", &workers.to_string()]);
+    }
     let mut collector = collector_cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -491,11 +525,7 @@ fn summarize(
                 .map(|m| m.cpu_seconds / (m.payload_bytes as f64 / 1e9).max(1e-9))
                 .collect(),
         ),
-        collector_peak_rss_mb: median(
-            runs.iter()
-                .map(|m| m.peak_rss_bytes as f64 / 1e6)
-                .collect(),
-        ),
+        collector_peak_rss_mb: median(runs.iter().map(|m| m.peak_rss_bytes as f64 / 1e6).collect()),
         compression_ratio: median(
             runs.iter()
                 .map(|m| m.wire_bytes as f64 / m.payload_bytes.max(1) as f64)
@@ -549,16 +579,22 @@ fn run_all(args: &RunArgs) -> Result<()> {
                     let runs = (0..args.repeats)
                         .map(|_| run_case(args, transport, publishers, size, "raw", false, true))
                         .collect::<Result<Vec<_>>>()?;
-                    let row = summarize("libzmq", (transport, publishers, size, "raw", false), &runs);
+                    let row =
+                        summarize("libzmq", (transport, publishers, size, "raw", false), &runs);
                     emit(args, &row)?;
                 }
                 for codec in &args.codecs {
                     for &disk in &disk_modes {
                         let runs = (0..args.repeats)
-                            .map(|_| run_case(args, transport, publishers, size, codec, disk, false))
+                            .map(|_| {
+                                run_case(args, transport, publishers, size, codec, disk, false)
+                            })
                             .collect::<Result<Vec<_>>>()?;
-                        let row =
-                            summarize("ndbridge", (transport, publishers, size, codec, disk), &runs);
+                        let row = summarize(
+                            "ndbridge",
+                            (transport, publishers, size, codec, disk),
+                            &runs,
+                        );
                         emit(args, &row)?;
                     }
                 }
@@ -587,7 +623,8 @@ fn main() -> std::process::ExitCode {
             expect,
             disk,
             bare,
-        }) => run_collector(transport, expect, disk, bare),
+            workers,
+        }) => run_collector(transport, expect, disk, bare, workers),
         Some(Role::Publisher {
             endpoint,
             size,

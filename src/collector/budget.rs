@@ -32,6 +32,16 @@ impl Budget {
         *used
     }
 
+    /// Takes `bytes` if that fits now (or nothing is in flight); `None` otherwise.
+    pub(crate) fn try_acquire(&self, bytes: u64) -> Option<u64> {
+        let mut used = self.used.lock().expect("budget lock");
+        if *used > 0 && *used + bytes > self.cap {
+            return None;
+        }
+        *used += bytes;
+        Some(*used)
+    }
+
     /// Gives `bytes` back. Returns the bytes still in use.
     pub(crate) fn release(&self, bytes: u64) -> u64 {
         let mut used = self.used.lock().expect("budget lock");

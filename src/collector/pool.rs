@@ -26,10 +26,12 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn decode_loop(&self, rx: Receiver<Incoming>) {
-        for incoming in rx.iter() {
-            let bytes = incoming.bytes;
-            self.handle(incoming);
+    pub(crate) fn decode_loop(&self, rx: Receiver<Vec<Incoming>>) {
+        for batch in rx.iter() {
+            let bytes: u64 = batch.iter().map(|m| m.bytes).sum();
+            for incoming in batch {
+                self.handle(incoming);
+            }
             let in_use = self.budget.release(bytes);
             self.stats.set_inflight(in_use);
         }
@@ -58,14 +60,6 @@ impl Pool {
                 return;
             }
         };
-        let header = &record.header;
-        self.stats.on_decoded(
-            &header.source,
-            &header.session,
-            header.seq,
-            record.wire_bytes(),
-            record.raw_bytes(),
-        );
         let received = Received {
             record,
             frames,
@@ -80,9 +74,15 @@ impl Pool {
                     .warn(|| format!("sink {}: cannot take a record: {e}", sink.name()));
             }
         }
-        if all_ok {
-            self.stats.on_stored();
-        }
+        let header = &received.record.header;
+        self.stats.on_decoded(
+            &header.source,
+            &header.session,
+            header.seq,
+            received.record.wire_bytes(),
+            received.record.raw_bytes(),
+            all_ok,
+        );
     }
 }
 

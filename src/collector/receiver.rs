@@ -1,5 +1,6 @@
 //! The receiver thread: owns the input socket and hands whole messages, unparsed, to the decode
-//! workers through a bounded channel, within the in-flight byte budget.
+//! workers through a bounded channel, within the in-flight byte budget. Messages that are already
+//! waiting go in batches, so a stream of small messages costs one channel hand-off per batch.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,9 +22,15 @@ pub(crate) struct Incoming {
 /// How long one poll waits before the shutdown flag is checked again.
 const POLL_MS: i64 = 50;
 
+/// Most messages handed over at once.
+const BATCH_MESSAGES: usize = 64;
+
+/// Most bytes handed over at once (a batch is sent early when it reaches this).
+const BATCH_BYTES: u64 = 4 << 20;
+
 pub(crate) fn receive_loop(
     socket: zmq::Socket,
-    tx: Sender<Incoming>,
+    tx: Sender<Vec<Incoming>>,
     budget: Arc<Budget>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
@@ -38,29 +45,50 @@ pub(crate) fn receive_loop(
                 return;
             }
         }
-        // Read everything that is waiting before polling again.
+        // Read everything that is waiting before polling again, in batches.
+        let mut batch: Vec<Incoming> = Vec::new();
+        let mut batch_bytes = 0u64;
         while !shutdown.is_triggered() {
             let frames = match transport::recv_message(&socket, zmq::DONTWAIT) {
                 Ok(Some(frames)) => frames,
-                Ok(None) => break,
-                Err(zmq::Error::EINTR) => break,
+                Ok(None) | Err(zmq::Error::EINTR) => break,
                 Err(e) => {
                     tracing::error!("receiver: receive failed: {e}");
+                    let _ = tx.send(batch);
                     return;
                 }
             };
             let bytes = frames.iter().map(|f| f.len() as u64).sum();
-            let in_use = budget.acquire(bytes);
+            let in_use = match budget.try_acquire(bytes) {
+                Some(in_use) => in_use,
+                None => {
+                    // Full: hand over what we hold so the workers can free the budget.
+                    if !batch.is_empty() {
+                        if tx.send(std::mem::take(&mut batch)).is_err() {
+                            return;
+                        }
+                        batch_bytes = 0;
+                    }
+                    budget.acquire(bytes)
+                }
+            };
             stats.set_inflight(in_use);
             stats.on_received();
-            let incoming = Incoming {
+            batch.push(Incoming {
                 frames,
                 bytes,
                 received_at: SystemTime::now(),
-            };
-            if tx.send(incoming).is_err() {
-                return;
+            });
+            batch_bytes += bytes;
+            if batch.len() >= BATCH_MESSAGES || batch_bytes >= BATCH_BYTES {
+                if tx.send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
+                batch_bytes = 0;
             }
+        }
+        if !batch.is_empty() && tx.send(batch).is_err() {
+            return;
         }
     }
 }

@@ -176,26 +176,40 @@ impl Stats {
         self.inflight.store(bytes, Ordering::Relaxed);
     }
 
-    /// Records a decoded message; returns nothing, sink results are recorded separately.
-    pub(crate) fn on_decoded(&self, source: &str, session: &str, seq: u64, wire: u64, raw: u64) {
+    /// Records a decoded message, and whether every sink took it (`stored`).
+    pub(crate) fn on_decoded(
+        &self,
+        source: &str,
+        session: &str,
+        seq: u64,
+        wire: u64,
+        raw: u64,
+        stored: bool,
+    ) {
         let mut inner = self.inner.lock().expect("stats lock");
-        let s = inner.sources.entry(source.to_owned()).or_default();
+        if stored {
+            inner.stored += 1;
+        }
+        // Look up before inserting: the common case allocates nothing.
+        if !inner.sources.contains_key(source) {
+            inner
+                .sources
+                .insert(source.to_owned(), SourceStats::default());
+        }
+        let s = inner.sources.get_mut(source).expect("inserted above");
         s.messages += 1;
         s.wire_bytes += wire;
         s.raw_bytes += raw;
         if !s.trackers.contains_key(session) {
             s.sessions += 1;
+            s.trackers.insert(session.to_owned(), SeqTracker::default());
         }
-        let tracker = s.trackers.entry(session.to_owned()).or_default();
+        let tracker = s.trackers.get_mut(session).expect("inserted above");
         let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
         tracker.observe(seq);
         let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
         s.gaps = s.gaps + gaps2 - gaps;
         s.duplicates += dups2 - dups;
-    }
-
-    pub(crate) fn on_stored(&self) {
-        self.inner.lock().expect("stats lock").stored += 1;
     }
 
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {
@@ -305,9 +319,9 @@ mod tests {
     #[test]
     fn stats_count_per_source_and_session() {
         let stats = Stats::new(100);
-        stats.on_decoded("a", "s1", 0, 10, 20);
-        stats.on_decoded("a", "s1", 2, 10, 20);
-        stats.on_decoded("a", "s2", 0, 10, 20);
+        stats.on_decoded("a", "s1", 0, 10, 20, true);
+        stats.on_decoded("a", "s1", 2, 10, 20, true);
+        stats.on_decoded("a", "s2", 0, 10, 20, false);
         stats.on_rejected(None, "not_json");
         let snap = stats.snapshot();
         let a = &snap.sources["a"];
@@ -315,5 +329,6 @@ mod tests {
         assert_eq!(snap.errors["not_json"], 1);
         assert_eq!(snap.sources["?"].errors["not_json"], 1);
         assert_eq!((snap.wire_bytes, snap.raw_bytes, snap.gaps), (30, 60, 1));
+        assert_eq!(snap.stored, 2);
     }
 }

@@ -1,7 +1,9 @@
 //! The header frame: a UTF-8 JSON object describing the record and each buffer frame that
 //! follows it. Parsing checks every field and names the one that is wrong.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::dtype::DType;
@@ -164,68 +166,183 @@ impl Header {
                 limit: limits.max_header_bytes,
             });
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson {
-            reason: e.to_string(),
-        })?;
-        let Value::Object(mut obj) = value else {
-            return Err(DecodeError::NotAnObject {
-                found: json_type(&value),
-            });
-        };
-        let version = get_u64(&obj, "v", "v")?;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
+        // Valid headers take the typed fast path; anything it does not accept is parsed again
+        // field by field, which names exactly what is wrong (or accepts what the fast path was
+        // too strict for).
+        match fast_parse(bytes, limits) {
+            Some(header) => Ok(header),
+            None => parse_field_by_field(bytes, limits),
         }
-        let name = get_name(&obj, "name", "name")?;
-        let source = get_str(&obj, "source", "source")?.to_owned();
-        let session = get_str(&obj, "session", "session")?.to_owned();
-        let seq = get_u64(&obj, "seq", "seq")?;
-        let time = match require(&obj, "time", "time")? {
-            Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-            other => return Err(invalid("time", "a number", other)),
-        };
-        let attrs = match obj.remove("attrs") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(map)) => Some(map),
-            Some(other) => return Err(invalid("attrs", "a JSON object", &other)),
-        };
-        let list = match require(&obj, "arrays", "arrays")? {
-            Value::Array(list) => list,
-            other => return Err(invalid("arrays", "a list", other)),
-        };
-        if list.len() > limits.max_arrays {
-            return Err(DecodeError::TooManyArrays {
-                count: list.len(),
-                limit: limits.max_arrays,
-            });
-        }
-        let arrays = list
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| parse_array(i, entry, limits))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (i, meta) in arrays.iter().enumerate() {
-            if arrays[..i].iter().any(|other| other.name == meta.name) {
-                return Err(DecodeError::InvalidField {
-                    field: format!("arrays[{i}].name"),
-                    expected: "a name not used by another array of the record",
-                    found: format!("{:?} again", shorten(&meta.name)),
-                });
-            }
-        }
-        Ok(Header {
-            name,
-            source,
-            session,
-            seq,
-            time,
-            arrays,
-            attrs,
-        })
     }
+}
+
+/// The reference parser: checks each field in turn and reports the first that is wrong.
+fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson {
+        reason: e.to_string(),
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(DecodeError::NotAnObject {
+            found: json_type(&value),
+        });
+    };
+    let version = get_u64(&obj, "v", "v")?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let name = get_name(&obj, "name", "name")?;
+    let source = get_str(&obj, "source", "source")?.to_owned();
+    let session = get_str(&obj, "session", "session")?.to_owned();
+    let seq = get_u64(&obj, "seq", "seq")?;
+    let time = match require(&obj, "time", "time")? {
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        other => return Err(invalid("time", "a number", other)),
+    };
+    let attrs = match obj.remove("attrs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(other) => return Err(invalid("attrs", "a JSON object", &other)),
+    };
+    let list = match require(&obj, "arrays", "arrays")? {
+        Value::Array(list) => list,
+        other => return Err(invalid("arrays", "a list", other)),
+    };
+    if list.len() > limits.max_arrays {
+        return Err(DecodeError::TooManyArrays {
+            count: list.len(),
+            limit: limits.max_arrays,
+        });
+    }
+    let arrays = list
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| parse_array(i, entry, limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, meta) in arrays.iter().enumerate() {
+        if arrays[..i].iter().any(|other| other.name == meta.name) {
+            return Err(DecodeError::InvalidField {
+                field: format!("arrays[{i}].name"),
+                expected: "a name not used by another array of the record",
+                found: format!("{:?} again", shorten(&meta.name)),
+            });
+        }
+    }
+    Ok(Header {
+        name,
+        source,
+        session,
+        seq,
+        time,
+        arrays,
+        attrs,
+    })
+}
+
+/// The header as typed fields borrowed from the JSON text: no intermediate JSON tree.
+#[derive(Deserialize)]
+struct FastHeader<'a> {
+    v: u64,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow)]
+    session: Cow<'a, str>,
+    seq: u64,
+    time: f64,
+    #[serde(borrow)]
+    arrays: Vec<FastArray<'a>>,
+    #[serde(default)]
+    attrs: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct FastArray<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    dtype: Cow<'a, str>,
+    shape: Vec<u64>,
+    #[serde(borrow)]
+    order: Cow<'a, str>,
+    #[serde(borrow)]
+    codec: Cow<'a, str>,
+    #[serde(default, borrow)]
+    filters: Option<Vec<Cow<'a, str>>>,
+    nbytes: u64,
+}
+
+/// Parses a header that is valid in every respect; `None` for anything else (the caller then
+/// runs the field-by-field parser to find out what).
+fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
+    let h: FastHeader<'_> = serde_json::from_slice(bytes).ok()?;
+    if h.v != FORMAT_VERSION || check_name(&h.name).is_err() {
+        return None;
+    }
+    if h.arrays.len() > limits.max_arrays {
+        return None;
+    }
+    let mut arrays: Vec<ArrayMeta> = Vec::with_capacity(h.arrays.len());
+    for a in h.arrays {
+        if check_name(&a.name).is_err() || arrays.iter().any(|m| m.name == a.name) {
+            return None;
+        }
+        let dtype: DType = a.dtype.parse().ok()?;
+        if a.shape.len() > limits.max_ndim {
+            return None;
+        }
+        let shape = a
+            .shape
+            .iter()
+            .map(|&n| usize::try_from(n).ok())
+            .collect::<Option<Vec<usize>>>()?;
+        let order = match &*a.order {
+            "C" => Order::C,
+            "F" => Order::F,
+            _ => return None,
+        };
+        let codec = match &*a.codec {
+            "raw" => Codec::Raw,
+            "zstd" => Codec::Zstd,
+            _ => return None,
+        };
+        let filters = match a.filters.as_deref() {
+            None | Some([]) => Vec::new(),
+            Some([f]) if f == "shuffle" => vec![Filter::Shuffle],
+            Some(_) => return None,
+        };
+        let computed = a
+            .shape
+            .iter()
+            .try_fold(dtype.itemsize() as u64, |acc, &n| acc.checked_mul(n))?;
+        if computed != a.nbytes
+            || a.nbytes > limits.max_array_bytes
+            || usize::try_from(a.nbytes).is_err()
+        {
+            return None;
+        }
+        arrays.push(ArrayMeta {
+            name: a.name.into_owned(),
+            dtype,
+            shape,
+            order,
+            codec,
+            filters,
+            nbytes: a.nbytes,
+        });
+    }
+    Some(Header {
+        name: h.name.into_owned(),
+        source: h.source.into_owned(),
+        session: h.session.into_owned(),
+        seq: h.seq,
+        time: h.time,
+        arrays,
+        attrs: h.attrs,
+    })
 }
 
 fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta, DecodeError> {
@@ -418,5 +535,58 @@ fn json_type(v: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "list",
         Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every golden header (written by NumPy) parses the same on both paths.
+    #[test]
+    fn fast_path_agrees_with_the_field_by_field_parser() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "frames") {
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            let len = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
+            let header = &data[8..8 + len];
+            let limits = Limits::default();
+            let slow = parse_field_by_field(header, &limits).unwrap();
+            assert_eq!(
+                fast_parse(header, &limits),
+                Some(slow),
+                "{}",
+                path.display()
+            );
+            checked += 1;
+        }
+        assert!(checked > 50);
+    }
+
+    #[test]
+    fn fast_path_declines_what_it_does_not_fully_check() {
+        let limits = Limits::default();
+        let ok = br#"{"v":1,"name":"a","source":"s","session":"x","seq":0,"time":0,
+            "arrays":[{"name":"a","dtype":"<f8","shape":[2],"order":"C","codec":"raw","nbytes":16}]}"#;
+        assert!(fast_parse(ok, &limits).is_some());
+        let text = std::str::from_utf8(ok).unwrap();
+        for bad in [
+            text.replace("\"v\":1", "\"v\":2"),
+            text.replace("\"nbytes\":16", "\"nbytes\":15"),
+            text.replace("\"<f8\"", "\"<f16\""),
+            text.replace("\"C\"", "\"K\""),
+            text.replace("[2]", "[-2]"),
+        ] {
+            assert!(fast_parse(bad.as_bytes(), &limits).is_none(), "{bad}");
+            assert!(
+                parse_field_by_field(bad.as_bytes(), &limits).is_err(),
+                "{bad}"
+            );
+        }
     }
 }
