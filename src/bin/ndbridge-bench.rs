@@ -96,6 +96,19 @@ enum Role {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Codec speed on one thread over a .npy file: median encode and decode GB/s and the size
+    /// ratio, as one JSON line (used by benches/peers to compare on the same bytes).
+    Codec {
+        /// The array to encode.
+        #[arg(long)]
+        input: String,
+        /// raw, auto, zstd1, zstd3, shuffle-zstd1, shuffle-zstd3.
+        #[arg(long, default_value = "shuffle-zstd1")]
+        codec: String,
+        /// Timed runs; the median is reported with min and max.
+        #[arg(long, default_value_t = 15)]
+        repeats: usize,
+    },
     /// (internal) One publisher of one case.
     #[command(hide = true)]
     Publisher {
@@ -614,10 +627,60 @@ fn emit(args: &RunArgs, row: &CaseResult) -> Result<()> {
     Ok(())
 }
 
+/// Times encode and decode of one array, single-threaded, and prints one JSON line.
+fn run_codec(input: &str, codec: &str, repeats: usize) -> Result<()> {
+    use ndbridge::wire::{decode, encode, Envelope, Limits};
+    let bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
+    let array = ndbridge::npy::read_npy(Bytes::from(bytes))?;
+    let policy = compression(codec)?;
+    let envelope = || Envelope {
+        name: "a".into(),
+        source: "bench".into(),
+        session: "s".into(),
+        seq: 0,
+        time: 0.0,
+        attrs: None,
+    };
+    let raw = array.data().len() as f64;
+    let mut enc = Vec::with_capacity(repeats);
+    let mut dec = Vec::with_capacity(repeats);
+    let mut wire = 0usize;
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        let msg = encode(envelope(), vec![("a".into(), array.clone())], policy)?;
+        enc.push(raw / t.elapsed().as_secs_f64() / 1e9);
+        wire = msg.frames[1].len();
+        let t = Instant::now();
+        let record = decode(&msg.frames, &Limits::default())?;
+        std::hint::black_box(&record);
+        dec.push(raw / t.elapsed().as_secs_f64() / 1e9);
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (e, emin, emax) = stats(&mut enc);
+    let (d, dmin, dmax) = stats(&mut dec);
+    println!(
+        "{}",
+        serde_json::json!({
+            "codec": codec, "bytes": raw, "ratio": wire as f64 / raw,
+            "encode_gbps": e, "encode_min": emin, "encode_max": emax,
+            "decode_gbps": d, "decode_min": dmin, "decode_max": dmax,
+        })
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.role {
         None => run_all(&cli.run),
+        Some(Role::Codec {
+            input,
+            codec,
+            repeats,
+        }) => run_codec(&input, &codec, repeats),
         Some(Role::Collector {
             transport,
             expect,
