@@ -7,6 +7,7 @@
 //!   No sockets, threads, files or logging.
 //! - [`transport`]: every ZeroMQ socket ndbridge opens, and zero-copy frame send/receive.
 //! - [`publisher`]: the handle simulation threads share; one thread owns the socket.
+//! - [`pacing`]: when compression pays, from the link's and the compressor's measured speed.
 //! - [`collector`]: receiver thread, decode workers, sinks (disk, forward, yours), statistics.
 //! - [`npy`]: `.npy` / `.npz` files read and written as bytes (any wire dtype, either order).
 //! - [`demo`]: the end-to-end demo behind `ndbridge demo`.
@@ -25,6 +26,7 @@ pub mod collector;
 pub mod demo;
 pub mod error;
 pub mod npy;
+pub mod pacing;
 pub mod publisher;
 pub mod synth;
 pub mod transport;

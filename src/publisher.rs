@@ -14,7 +14,9 @@ use ndarray::{Array, ArrayBase, Data, Dimension};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::pacing::Pacing;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
+use crate::wire::codec::encode_buffer;
 use crate::wire::header::check_name;
 use crate::wire::{encode, ArrayBuffer, Compression, Element, EncodeError, Envelope};
 
@@ -187,6 +189,7 @@ impl PublisherBuilder {
             session: new_session_id(),
             seq: 0,
             compression: self.compression,
+            pacing: Pacing::default(),
             linger: self.options.linger,
             shared: Arc::clone(&shared),
         };
@@ -453,6 +456,7 @@ struct SendLoop {
     session: String,
     seq: u64,
     compression: Compression,
+    pacing: Pacing,
     linger: Duration,
     shared: Arc<Shared>,
 }
@@ -481,7 +485,8 @@ impl SendLoop {
     }
 
     fn send(&mut self, queued: Queued) {
-        let counters = &self.shared.counters;
+        let shared = Arc::clone(&self.shared);
+        let counters = &shared.counters;
         if self.shared.past_close_deadline() {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -496,7 +501,9 @@ impl SendLoop {
                 .map_or(0.0, |d| d.as_secs_f64()),
             attrs: queued.attrs,
         };
-        let message = match encode(envelope, queued.arrays, self.compression) {
+        let policy = self.choose_compression(&queued.arrays);
+        let encode_started = Instant::now();
+        let message = match encode(envelope, queued.arrays, policy) {
             Ok(message) => message,
             Err(e) => {
                 tracing::error!("cannot encode a message: {e}");
@@ -504,11 +511,20 @@ impl SendLoop {
                 return;
             }
         };
+        if policy != Compression::Raw {
+            let header = message.frames[0].len() as u64;
+            self.pacing.observe_compress(
+                message.raw_bytes(),
+                message.wire_bytes() - header,
+                encode_started.elapsed(),
+            );
+        }
         let mut frames = Vec::with_capacity(message.frames.len() + 1);
         if self.kind.has_topic() {
             frames.push(bytes::Bytes::from(message.header.name.clone().into_bytes()));
         }
         frames.extend(message.frames.iter().cloned());
+        let send_started = Instant::now();
         loop {
             match transport::send_message(&mut self.socket, &frames, 0) {
                 Ok(()) => break,
@@ -524,6 +540,8 @@ impl SendLoop {
                 }
             }
         }
+        self.pacing
+            .observe_send(message.wire_bytes(), send_started.elapsed());
         self.seq += 1;
         counters.sent.fetch_add(1, Ordering::Relaxed);
         counters
@@ -532,6 +550,46 @@ impl SendLoop {
         counters
             .wire_bytes
             .fetch_add(message.wire_bytes(), Ordering::Relaxed);
+    }
+}
+
+impl SendLoop {
+    /// The policy for the next message. `Auto` goes raw unless the link is slow enough for
+    /// compression to pay (see [`crate::pacing`]); then it compresses, and keeps the result only
+    /// when it saves enough.
+    fn choose_compression(&mut self, arrays: &[(String, ArrayBuffer)]) -> Compression {
+        let Compression::Auto { level, shuffle, .. } = self.compression else {
+            return self.compression;
+        };
+        if self.pacing.wants_sample() {
+            self.measure_sample(arrays, Compression::Zstd { level, shuffle });
+        }
+        if self.pacing.should_compress() {
+            self.compression
+        } else {
+            Compression::Raw
+        }
+    }
+
+    /// Compresses up to 256 KiB from the middle of the largest array to measure the codec.
+    fn measure_sample(&mut self, arrays: &[(String, ArrayBuffer)], policy: Compression) {
+        const SAMPLE: usize = 256 << 10;
+        let Some((_, largest)) = arrays.iter().max_by_key(|(_, a)| a.data().len()) else {
+            return;
+        };
+        let itemsize = largest.dtype().itemsize();
+        let data = largest.data();
+        let len = data.len().min(SAMPLE) / itemsize * itemsize;
+        if len == 0 {
+            return;
+        }
+        let start = (data.len() - len) / 2 / itemsize * itemsize;
+        let sample = data.slice(start..start + len);
+        let started = Instant::now();
+        if let Ok(encoded) = encode_buffer(&sample, itemsize, policy) {
+            self.pacing
+                .observe_compress(len as u64, encoded.frame.len() as u64, started.elapsed());
+        }
     }
 }
 

@@ -33,7 +33,9 @@ pub enum Compression {
         shuffle: bool,
     },
     /// Compress like `Zstd`, but send raw whenever the compressed frame is larger than
-    /// `max_ratio` times the raw size: the data decides.
+    /// `max_ratio` times the raw size: the data decides. A [`Publisher`](crate::Publisher)
+    /// also sends raw while its link drains bytes faster than compression would save time
+    /// (loopback, a fast LAN): see [`crate::pacing`].
     Auto {
         /// zstd level.
         level: i32,
