@@ -180,6 +180,7 @@ impl PublisherBuilder {
             on_full: self.on_full,
             counters: Counters::default(),
             close_deadline: Mutex::new(None),
+            linger: self.options.linger,
         });
         let (jobs, rx) = crossbeam_channel::unbounded();
         let worker = SendLoop {
@@ -228,6 +229,7 @@ struct Shared {
     on_full: FullPolicy,
     counters: Counters,
     close_deadline: Mutex<Option<Instant>>,
+    linger: Duration,
 }
 
 struct QueueState {
@@ -395,8 +397,10 @@ impl Publisher {
         })
     }
 
-    /// Sends what is queued (for at most `timeout`), then stops the thread and closes the
-    /// socket. Messages still queued at the deadline are dropped and counted.
+    /// Sends what is queued and lets ZeroMQ deliver it, for at most `timeout` in all, then stops
+    /// the thread and closes the socket. Messages still queued at the deadline are dropped and
+    /// counted; ZeroMQ keeps delivering what it holds until the deadline (its linger time), and
+    /// the context waits for that when the publisher drops.
     pub fn close(&self, timeout: Duration) -> Result<PublisherStats, Error> {
         let deadline = Instant::now() + timeout;
         *self.shared.close_deadline.lock().expect("deadline lock") = Some(deadline);
@@ -429,8 +433,9 @@ impl Publisher {
 }
 
 impl Drop for Publisher {
+    /// Closes with the socket's linger time as the timeout (2 s by default).
     fn drop(&mut self) {
-        let _ = self.close(Duration::from_secs(2));
+        let _ = self.close(self.shared.linger);
     }
 }
 
@@ -475,12 +480,12 @@ impl SendLoop {
                 }
             }
         }
-        // Give ZeroMQ until the close deadline (at most the linger time) to deliver.
+        // Give ZeroMQ the rest of the close timeout to deliver what it holds: the context is
+        // terminated when the publisher drops, which waits that long at most.
         let deadline = *self.shared.close_deadline.lock().expect("deadline lock");
         let linger = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(self.linger)
-            .min(self.linger);
+            .unwrap_or(self.linger);
         let _ = self.socket.set_linger(linger.as_millis() as i32);
     }
 

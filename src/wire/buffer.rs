@@ -1,5 +1,9 @@
 //! Owners that let a [`Bytes`] hold typed or aligned memory without copying it: an owned
-//! array's element vector, and a zeroed buffer aligned for every element type.
+//! array's element vector, and buffers aligned for every element type. Large buffers are
+//! recycled through a small pool when their last `Bytes` drops, so a stream of large messages
+//! does not pay the kernel's page faults for fresh memory on every message.
+
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -23,7 +27,45 @@ pub fn bytes_from_vec<T: Element>(vec: Vec<T>) -> Bytes {
     Bytes::from_owner(ElementVec(vec))
 }
 
-/// A zeroed byte buffer whose start is aligned to [`MAX_ALIGN`].
+/// Buffers smaller than this are not pooled: the allocator serves them well.
+const POOL_MIN_BYTES: usize = 256 << 10;
+
+/// Most buffers kept for reuse, and most bytes they may hold together.
+const POOL_MAX_BUFFERS: usize = 16;
+const POOL_MAX_BYTES: usize = 512 << 20;
+
+/// Recycled word buffers, by capacity.
+static POOL: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+
+fn take_from_pool(words: usize) -> Option<Vec<u64>> {
+    if words * 8 < POOL_MIN_BYTES {
+        return None;
+    }
+    let mut pool = POOL.lock().ok()?;
+    // The smallest buffer that fits, and not wastefully larger than needed.
+    let best = pool
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.capacity() >= words && v.capacity() <= words.saturating_mul(2))
+        .min_by_key(|(_, v)| v.capacity())
+        .map(|(i, _)| i)?;
+    Some(pool.swap_remove(best))
+}
+
+fn return_to_pool(buffer: Vec<u64>) {
+    if buffer.capacity() * 8 < POOL_MIN_BYTES {
+        return;
+    }
+    if let Ok(mut pool) = POOL.lock() {
+        let held: usize = pool.iter().map(|v| v.capacity() * 8).sum();
+        if pool.len() < POOL_MAX_BUFFERS && held + buffer.capacity() * 8 <= POOL_MAX_BYTES {
+            pool.push(buffer);
+        }
+    }
+}
+
+/// A byte buffer whose start is aligned to [`MAX_ALIGN`]. Its memory returns to a small pool
+/// of large buffers when the buffer (or the last `Bytes` made from it) drops.
 pub struct AlignedBuf {
     words: Vec<u64>,
     len: usize,
@@ -32,10 +74,23 @@ pub struct AlignedBuf {
 impl AlignedBuf {
     /// A zeroed buffer of `len` bytes, aligned to [`MAX_ALIGN`].
     pub fn zeroed(len: usize) -> AlignedBuf {
-        AlignedBuf {
-            words: vec![0u64; len.div_ceil(8)],
-            len,
-        }
+        let mut buf = AlignedBuf::for_overwrite(len);
+        buf.as_mut_slice().fill(0);
+        buf
+    }
+
+    /// A buffer of `len` bytes whose contents are unspecified (zeros, or bytes of an earlier
+    /// message): for callers that overwrite every byte before the buffer is read.
+    pub fn for_overwrite(len: usize) -> AlignedBuf {
+        let words_needed = len.div_ceil(8);
+        let words = match take_from_pool(words_needed) {
+            Some(mut words) => {
+                words.resize(words_needed, 0);
+                words
+            }
+            None => vec![0u64; words_needed],
+        };
+        AlignedBuf { words, len }
     }
 
     /// The buffer, writable.
@@ -55,6 +110,12 @@ impl AsRef<[u8]> for AlignedBuf {
     }
 }
 
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        return_to_pool(std::mem::take(&mut self.words));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +128,22 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr);
         assert_eq!(b.len(), 24);
         assert_eq!(&b[..8], &1.0f64.to_ne_bytes());
+    }
+
+    #[test]
+    fn large_buffers_are_recycled() {
+        let len = 1 << 20;
+        let mut first = AlignedBuf::for_overwrite(len);
+        first.as_mut_slice().fill(7);
+        let ptr = first.as_mut_slice().as_ptr();
+        drop(first.into_bytes());
+        // Another thread's test may take it first; look for it a few times.
+        let again = (0..4)
+            .map(|_| AlignedBuf::for_overwrite(len))
+            .collect::<Vec<_>>();
+        assert!(again.iter().any(|b| b.as_ref().as_ptr() == ptr));
+        let zeroed = AlignedBuf::zeroed(len);
+        assert!(zeroed.as_ref().iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
-fn compress(src: &[u8], level: i32) -> Result<Vec<u8>, EncodeError> {
+fn compress(src: &[u8], level: i32) -> Result<Bytes, EncodeError> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let needs_new = !matches!(&*slot, Some((l, _)) if *l == level);
@@ -151,11 +151,11 @@ fn compress(src: &[u8], level: i32) -> Result<Vec<u8>, EncodeError> {
             *slot = Some((level, c));
         }
         let (_, compressor) = slot.as_mut().expect("compressor was just set");
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(src.len()));
-        compressor
-            .compress_to_buffer(src, &mut out)
+        let mut out = AlignedBuf::for_overwrite(zstd::zstd_safe::compress_bound(src.len()));
+        let written = compressor
+            .compress_to_buffer(src, out.as_mut_slice())
             .map_err(zstd_encode_error)?;
-        Ok(out)
+        Ok(out.into_bytes().slice(..written))
     })
 }
 
@@ -203,7 +203,7 @@ pub fn encode_buffer(
         } else {
             Vec::new()
         },
-        frame: Bytes::from(compressed),
+        frame: compressed,
     })
 }
 
@@ -233,7 +233,7 @@ pub fn decode_buffer(meta: &ArrayMeta, frame: &Bytes) -> Result<Bytes, DecodeErr
                 });
             }
             if meta.is_shuffled() {
-                let mut out = AlignedBuf::zeroed(frame.len());
+                let mut out = AlignedBuf::for_overwrite(frame.len());
                 unshuffle(frame, out.as_mut_slice(), meta.dtype.itemsize());
                 Ok(out.into_bytes())
             } else {
@@ -243,7 +243,9 @@ pub fn decode_buffer(meta: &ArrayMeta, frame: &Bytes) -> Result<Bytes, DecodeErr
         Codec::Zstd => {
             check_zstd_frame(meta, frame)?;
             let len = nbytes as usize;
-            let mut out = AlignedBuf::zeroed(len);
+            // Every byte is written below (the decompressed length is checked) before the
+            // buffer is handed out.
+            let mut out = AlignedBuf::for_overwrite(len);
             if meta.is_shuffled() && meta.dtype.itemsize() > 1 {
                 with_scratch(len, |scratch| {
                     decompress_exact(meta, frame, scratch)?;
