@@ -30,8 +30,8 @@ pub fn shuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
     match itemsize {
         1 => dst.copy_from_slice(src),
         2 => shuffle_fixed::<2>(src, dst),
-        4 => shuffle4(src, dst),
-        8 => shuffle8(src, dst),
+        4 => simd::shuffle4(src, dst),
+        8 => simd::shuffle8(src, dst),
         16 => shuffle_fixed::<16>(src, dst),
         _ => shuffle_any(src, dst, itemsize),
     }
@@ -58,11 +58,182 @@ pub fn unshuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
     match itemsize {
         1 => dst.copy_from_slice(src),
         2 => unshuffle_fixed::<2>(src, dst),
-        4 => unshuffle4(src, dst),
-        8 => unshuffle8(src, dst),
+        4 => simd::unshuffle4(src, dst),
+        8 => simd::unshuffle8(src, dst),
         16 => unshuffle_fixed::<16>(src, dst),
         _ => unshuffle_any(src, dst, itemsize),
     }
+}
+
+/// 16 elements at a time with SSE2 byte interleaves (part of every x86-64 CPU, reached safely
+/// through `safe_arch`), then the portable word-transpose code for what is left.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod simd {
+    use safe_arch::{
+        m128i, unpack_high_i16_m128i, unpack_high_i32_m128i, unpack_high_i64_m128i,
+        unpack_high_i8_m128i, unpack_low_i16_m128i, unpack_low_i32_m128i, unpack_low_i64_m128i,
+        unpack_low_i8_m128i,
+    };
+
+    fn load(bytes: &[u8], at: usize) -> m128i {
+        let chunk: [u8; 16] = bytes[at..at + 16].try_into().expect("16 bytes");
+        m128i::from(chunk)
+    }
+
+    fn store(bytes: &mut [u8], at: usize, v: m128i) {
+        let chunk: [u8; 16] = v.into();
+        bytes[at..at + 16].copy_from_slice(&chunk);
+    }
+
+    /// Bytes `j` of elements `i..i+16` gathered: `dst[j*n + i ..][..16]` for each `j < 8`.
+    pub(super) fn shuffle8(src: &[u8], dst: &mut [u8]) {
+        let n = src.len() / 8;
+        let blocks = n / 16;
+        for b in 0..blocks {
+            let base = b * 128;
+            let v: [m128i; 8] = std::array::from_fn(|k| load(src, base + 16 * k));
+            // Pairs of elements (2k, 2k+2) and (2k+1, 2k+3), byte by byte.
+            let mut w = [v[0]; 8];
+            for k in 0..4 {
+                w[2 * k] = unpack_low_i8_m128i(v[2 * k], v[2 * k + 1]);
+                w[2 * k + 1] = unpack_high_i8_m128i(v[2 * k], v[2 * k + 1]);
+            }
+            // Bytes 0-3 and 4-7 of four consecutive elements.
+            let mut x = [v[0]; 8];
+            for k in 0..4 {
+                x[2 * k] = unpack_low_i8_m128i(w[2 * k], w[2 * k + 1]);
+                x[2 * k + 1] = unpack_high_i8_m128i(w[2 * k], w[2 * k + 1]);
+            }
+            // Two streams of eight consecutive elements each.
+            let mut y = [v[0]; 8];
+            for k in 0..2 {
+                let (lo, hi) = (x[4 * k], x[4 * k + 2]);
+                let (lo2, hi2) = (x[4 * k + 1], x[4 * k + 3]);
+                y[4 * k] = unpack_low_i32_m128i(lo, hi);
+                y[4 * k + 1] = unpack_high_i32_m128i(lo, hi);
+                y[4 * k + 2] = unpack_low_i32_m128i(lo2, hi2);
+                y[4 * k + 3] = unpack_high_i32_m128i(lo2, hi2);
+            }
+            // One stream of sixteen elements per register.
+            for k in 0..4 {
+                let (a, b2) = (y[k], y[k + 4]);
+                store(dst, (2 * k) * n + b * 16, unpack_low_i64_m128i(a, b2));
+                store(dst, (2 * k + 1) * n + b * 16, unpack_high_i64_m128i(a, b2));
+            }
+        }
+        super::shuffle_tail8(src, dst, blocks * 16);
+    }
+
+    /// The inverse of [`shuffle8`].
+    pub(super) fn unshuffle8(src: &[u8], dst: &mut [u8]) {
+        let n = src.len() / 8;
+        let blocks = n / 16;
+        for b in 0..blocks {
+            let s: [m128i; 8] = std::array::from_fn(|j| load(src, j * n + b * 16));
+            // Bytes (2k, 2k+1) of elements 0-7 and 8-15.
+            let mut a = [s[0]; 8];
+            for k in 0..4 {
+                a[2 * k] = unpack_low_i8_m128i(s[2 * k], s[2 * k + 1]);
+                a[2 * k + 1] = unpack_high_i8_m128i(s[2 * k], s[2 * k + 1]);
+            }
+            // Bytes 0-3 or 4-7 of four elements.
+            let mut c = [s[0]; 8];
+            for (h, (lo, hi)) in [(0, 2), (4, 6), (1, 3), (5, 7)].into_iter().enumerate() {
+                c[2 * h] = unpack_low_i16_m128i(a[lo], a[hi]);
+                c[2 * h + 1] = unpack_high_i16_m128i(a[lo], a[hi]);
+            }
+            // c: [0-3 of e0-3, 0-3 of e4-7, 4-7 of e0-3, 4-7 of e4-7, then the same for e8-15].
+            let base = b * 128;
+            for g in 0..4 {
+                let (lo, hi) = match g {
+                    0 => (c[0], c[2]),
+                    1 => (c[1], c[3]),
+                    2 => (c[4], c[6]),
+                    _ => (c[5], c[7]),
+                };
+                store(dst, base + 32 * g, unpack_low_i32_m128i(lo, hi));
+                store(dst, base + 32 * g + 16, unpack_high_i32_m128i(lo, hi));
+            }
+        }
+        super::unshuffle_tail8(src, dst, blocks * 16);
+    }
+
+    /// Bytes `j` of elements `i..i+16` gathered: `dst[j*n + i ..][..16]` for each `j < 4`.
+    pub(super) fn shuffle4(src: &[u8], dst: &mut [u8]) {
+        let n = src.len() / 4;
+        let blocks = n / 16;
+        for b in 0..blocks {
+            let base = b * 64;
+            let v: [m128i; 4] = std::array::from_fn(|k| load(src, base + 16 * k));
+            let w = [
+                unpack_low_i8_m128i(v[0], v[1]),
+                unpack_high_i8_m128i(v[0], v[1]),
+                unpack_low_i8_m128i(v[2], v[3]),
+                unpack_high_i8_m128i(v[2], v[3]),
+            ];
+            let x = [
+                unpack_low_i8_m128i(w[0], w[1]),
+                unpack_high_i8_m128i(w[0], w[1]),
+                unpack_low_i8_m128i(w[2], w[3]),
+                unpack_high_i8_m128i(w[2], w[3]),
+            ];
+            let y = [
+                unpack_low_i8_m128i(x[0], x[1]),
+                unpack_high_i8_m128i(x[0], x[1]),
+                unpack_low_i8_m128i(x[2], x[3]),
+                unpack_high_i8_m128i(x[2], x[3]),
+            ];
+            store(dst, b * 16, unpack_low_i64_m128i(y[0], y[2]));
+            store(dst, n + b * 16, unpack_high_i64_m128i(y[0], y[2]));
+            store(dst, 2 * n + b * 16, unpack_low_i64_m128i(y[1], y[3]));
+            store(dst, 3 * n + b * 16, unpack_high_i64_m128i(y[1], y[3]));
+        }
+        super::shuffle_tail4(src, dst, blocks * 16);
+    }
+
+    /// The inverse of [`shuffle4`].
+    pub(super) fn unshuffle4(src: &[u8], dst: &mut [u8]) {
+        let n = src.len() / 4;
+        let blocks = n / 16;
+        for b in 0..blocks {
+            let s: [m128i; 4] = std::array::from_fn(|j| load(src, j * n + b * 16));
+            let a = [
+                unpack_low_i8_m128i(s[0], s[1]),
+                unpack_high_i8_m128i(s[0], s[1]),
+                unpack_low_i8_m128i(s[2], s[3]),
+                unpack_high_i8_m128i(s[2], s[3]),
+            ];
+            let base = b * 64;
+            store(dst, base, unpack_low_i16_m128i(a[0], a[2]));
+            store(dst, base + 16, unpack_high_i16_m128i(a[0], a[2]));
+            store(dst, base + 32, unpack_low_i16_m128i(a[1], a[3]));
+            store(dst, base + 48, unpack_high_i16_m128i(a[1], a[3]));
+        }
+        super::unshuffle_tail4(src, dst, blocks * 16);
+    }
+}
+
+/// Without SSE2: the portable word-transpose code for everything.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+mod simd {
+    pub(super) use super::{shuffle4, shuffle8, unshuffle4, unshuffle8};
+}
+
+/// Shuffles 8-byte elements from element `from` on (blocks of eight, then one by one).
+fn shuffle_tail8(src: &[u8], dst: &mut [u8], from: usize) {
+    shuffle8_from(src, dst, from)
+}
+
+fn unshuffle_tail8(src: &[u8], dst: &mut [u8], from: usize) {
+    unshuffle8_from(src, dst, from)
+}
+
+fn shuffle_tail4(src: &[u8], dst: &mut [u8], from: usize) {
+    shuffle4_from(src, dst, from)
+}
+
+fn unshuffle_tail4(src: &[u8], dst: &mut [u8], from: usize) {
+    unshuffle4_from(src, dst, from)
 }
 
 /// Transposes the 8x8 byte matrix whose rows are the little-endian bytes of `w[0..8]`: afterwards
@@ -112,10 +283,16 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Shuffle of 8-byte elements, eight elements (one 8x8 byte transpose) at a time.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 fn shuffle8(src: &[u8], dst: &mut [u8]) {
+    shuffle8_from(src, dst, 0)
+}
+
+/// [`shuffle8`] of the elements from `from` (a multiple of 8) on.
+fn shuffle8_from(src: &[u8], dst: &mut [u8], from: usize) {
     let n = src.len() / 8;
     let groups = n / 8;
-    for g in 0..groups {
+    for g in from / 8..groups {
         let base = g * 64;
         let mut w = [0u64; 8];
         for (i, word) in w.iter_mut().enumerate() {
@@ -129,10 +306,15 @@ fn shuffle8(src: &[u8], dst: &mut [u8]) {
     shuffle_tail(src, dst, 8, groups * 8);
 }
 
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 fn unshuffle8(src: &[u8], dst: &mut [u8]) {
+    unshuffle8_from(src, dst, 0)
+}
+
+fn unshuffle8_from(src: &[u8], dst: &mut [u8], from: usize) {
     let n = src.len() / 8;
     let groups = n / 8;
-    for g in 0..groups {
+    for g in from / 8..groups {
         let mut w = [0u64; 8];
         for (j, word) in w.iter_mut().enumerate() {
             *word = read_u64(src, j * n + g * 8);
@@ -147,10 +329,15 @@ fn unshuffle8(src: &[u8], dst: &mut [u8]) {
 }
 
 /// Shuffle of 4-byte elements, eight elements (two 4x4 byte transposes) at a time.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 fn shuffle4(src: &[u8], dst: &mut [u8]) {
+    shuffle4_from(src, dst, 0)
+}
+
+fn shuffle4_from(src: &[u8], dst: &mut [u8], from: usize) {
     let n = src.len() / 4;
     let groups = n / 8;
-    for g in 0..groups {
+    for g in from / 8..groups {
         let base = g * 32;
         let mut lo = [0u32; 4];
         let mut hi = [0u32; 4];
@@ -168,10 +355,15 @@ fn shuffle4(src: &[u8], dst: &mut [u8]) {
     shuffle_tail(src, dst, 4, groups * 8);
 }
 
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 fn unshuffle4(src: &[u8], dst: &mut [u8]) {
+    unshuffle4_from(src, dst, 0)
+}
+
+fn unshuffle4_from(src: &[u8], dst: &mut [u8], from: usize) {
     let n = src.len() / 4;
     let groups = n / 8;
-    for g in 0..groups {
+    for g in from / 8..groups {
         let mut lo = [0u32; 4];
         let mut hi = [0u32; 4];
         for j in 0..4 {
