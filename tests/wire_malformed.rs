@@ -375,7 +375,7 @@ fn misaligned_buffer_decodes_through_the_copy_path() {
 }
 
 #[test]
-fn wrong_type_view_and_invalid_bool_are_view_errors() {
+fn wrong_type_view_is_a_view_error_and_invalid_bool_is_rejected() {
     let (h, b) = valid(Compression::Raw);
     let record = decode(&frames(&h, &[b]), &Limits::default()).unwrap();
     assert!(matches!(
@@ -386,18 +386,20 @@ fn wrong_type_view_and_invalid_bool_are_view_errors() {
     let header = json!({"v": 1, "name": "m", "source": "s", "session": "x", "seq": 0,
         "time": 0.0, "arrays": [{"name": "m", "dtype": "|b1", "shape": [3], "order": "C",
         "codec": "raw", "nbytes": 3}]});
-    let record = decode(
-        &frames(&header, &[Bytes::from_static(&[0, 1, 7])]),
+    let err = decode_err(&frames(&header, &[Bytes::from_static(&[0, 1, 7])]));
+    assert_eq!(
+        err.to_string(),
+        "array `m`: boolean byte at index 2 is 7, expected 0 or 1"
+    );
+    assert_eq!(err.kind(), "invalid_bool");
+    let ok = decode(
+        &frames(&header, &[Bytes::from_static(&[0, 1, 1])]),
         &Limits::default(),
     )
     .unwrap();
     assert_eq!(
-        record.arrays[0].view::<bool>().unwrap_err(),
-        ViewError::InvalidBool {
-            array: "m".into(),
-            index: 2,
-            value: 7
-        }
+        ok.arrays[0].view::<bool>().unwrap().to_vec(),
+        vec![false, true, true]
     );
 }
 

@@ -17,7 +17,7 @@ const MAX_TRACKED_MISSING: usize = 1 << 16;
 #[derive(Debug, Default, Clone)]
 pub struct SeqTracker {
     first: Option<u64>,
-    next: u64,
+    last: u64,
     missing: BTreeSet<u64>,
     untracked_gaps: u64,
     duplicates: u64,
@@ -38,19 +38,19 @@ impl SeqTracker {
     pub fn observe(&mut self, seq: u64) {
         let Some(first) = self.first else {
             self.first = Some(seq);
-            self.next = seq.saturating_add(1);
+            self.last = seq;
             return;
         };
-        if seq >= self.next {
-            self.mark_missing(self.next, seq);
-            self.next = seq.saturating_add(1);
+        if seq > self.last {
+            self.mark_missing(self.last + 1, seq);
+            self.last = seq;
         } else if seq < first {
             // An earlier message than the first one seen arrived late: the session started
             // before it, so everything between is missing until it comes.
             self.mark_missing(seq + 1, first);
             self.first = Some(seq);
         } else if !self.missing.remove(&seq) {
-            self.duplicates += 1;
+            self.duplicates = self.duplicates.saturating_add(1);
         }
     }
 
@@ -59,7 +59,7 @@ impl SeqTracker {
             if self.missing.len() < MAX_TRACKED_MISSING {
                 self.missing.insert(s);
             } else {
-                self.untracked_gaps += to - s;
+                self.untracked_gaps = self.untracked_gaps.saturating_add(to - s);
                 break;
             }
         }
@@ -67,7 +67,7 @@ impl SeqTracker {
 
     /// Messages not (yet) received between the first and the last seen.
     pub fn gaps(&self) -> u64 {
-        self.missing.len() as u64 + self.untracked_gaps
+        (self.missing.len() as u64).saturating_add(self.untracked_gaps)
     }
 
     /// Messages received more than once.
@@ -168,6 +168,13 @@ impl Stats {
         }
     }
 
+    /// The counters; a panic elsewhere while holding the lock leaves them usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub(crate) fn on_received(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
     }
@@ -186,7 +193,7 @@ impl Stats {
         raw: u64,
         stored: bool,
     ) {
-        let mut inner = self.inner.lock().expect("stats lock");
+        let mut inner = self.lock();
         if stored {
             inner.stored += 1;
         }
@@ -208,12 +215,17 @@ impl Stats {
         let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
         tracker.observe(seq);
         let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
-        s.gaps = s.gaps + gaps2 - gaps;
-        s.duplicates += dups2 - dups;
+        // A peer chooses its seq numbers: the counts saturate rather than overflow.
+        s.gaps = if gaps2 >= gaps {
+            s.gaps.saturating_add(gaps2 - gaps)
+        } else {
+            s.gaps.saturating_sub(gaps - gaps2)
+        };
+        s.duplicates = s.duplicates.saturating_add(dups2 - dups);
     }
 
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {
-        let mut inner = self.inner.lock().expect("stats lock");
+        let mut inner = self.lock();
         inner.rejected += 1;
         let s = inner
             .sources
@@ -223,13 +235,13 @@ impl Stats {
     }
 
     pub(crate) fn on_sink_error(&self, sink: &str) {
-        let mut inner = self.inner.lock().expect("stats lock");
+        let mut inner = self.lock();
         *inner.sink_errors.entry(sink.to_owned()).or_default() += 1;
     }
 
     /// A copy of every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let inner = self.inner.lock().expect("stats lock");
+        let inner = self.lock();
         let mut snap = StatsSnapshot {
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
             received: self.received.load(Ordering::Relaxed),
@@ -244,8 +256,8 @@ impl Stats {
         for s in snap.sources.values() {
             snap.wire_bytes += s.wire_bytes;
             snap.raw_bytes += s.raw_bytes;
-            snap.gaps += s.gaps;
-            snap.duplicates += s.duplicates;
+            snap.gaps = snap.gaps.saturating_add(s.gaps);
+            snap.duplicates = snap.duplicates.saturating_add(s.duplicates);
             for (kind, n) in &s.errors {
                 *snap.errors.entry(kind.clone()).or_default() += n;
             }
@@ -314,6 +326,21 @@ mod tests {
             t.observe(s);
         }
         assert_eq!((t.gaps(), t.duplicates()), (2, 1));
+    }
+
+    #[test]
+    fn extreme_seq_jumps_saturate_instead_of_overflowing() {
+        let stats = Stats::new(100);
+        for seq in [0, 10, u64::MAX, u64::MAX, 5] {
+            stats.on_decoded("a", "s", seq, 1, 1, true);
+        }
+        stats.on_decoded("b", "s", u64::MAX, 1, 1, true);
+        stats.on_decoded("b", "s", 0, 1, 1, true);
+        let snap = stats.snapshot();
+        assert_eq!(snap.sources["a"].duplicates, 1);
+        assert!(snap.sources["a"].gaps > 1 << 60);
+        assert_eq!(snap.gaps, u64::MAX);
+        assert_eq!(snap.stored, 7);
     }
 
     #[test]

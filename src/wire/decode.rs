@@ -64,7 +64,7 @@ impl std::fmt::Debug for DecodedArray {
 ///
 /// Raw buffers are not copied: each array keeps a clone of its frame's `Bytes`. zstd buffers are
 /// decompressed into new aligned buffers of exactly `nbytes`, after the header's claims have been
-/// checked against `limits`.
+/// checked against `limits`. Boolean arrays must hold only 0 and 1.
 pub fn decode(frames: &[Bytes], limits: &Limits) -> Result<Record, DecodeError> {
     let (header_frame, buffers) = frames.split_first().ok_or(DecodeError::Empty)?;
     let header = Header::parse(header_frame, limits)?;
@@ -79,8 +79,18 @@ pub fn decode(frames: &[Bytes], limits: &Limits) -> Result<Record, DecodeError> 
         .iter()
         .zip(buffers)
         .map(|(meta, frame)| {
+            let data = decode_buffer(meta, frame)?;
+            if meta.dtype.kind() == Kind::Bool {
+                if let Some(index) = data.iter().position(|&b| b > 1) {
+                    return Err(DecodeError::InvalidBool {
+                        array: meta.name.clone(),
+                        index: index as u64,
+                        value: data[index],
+                    });
+                }
+            }
             Ok(DecodedArray {
-                data: decode_buffer(meta, frame)?,
+                data,
                 meta: meta.clone(),
                 wire_len: frame.len(),
             })

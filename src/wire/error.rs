@@ -132,6 +132,16 @@ pub enum DecodeError {
         /// What the zstd frame declares.
         found: String,
     },
+    /// A boolean array holding a byte other than 0 or 1.
+    #[error("array `{array}`: boolean byte at index {index} is {value}, expected 0 or 1")]
+    InvalidBool {
+        /// The array's name.
+        array: String,
+        /// Position of the first bad byte.
+        index: u64,
+        /// Its value.
+        value: u8,
+    },
     /// A buffer frame that zstd cannot decode.
     #[error("array `{array}`: invalid zstd data: {reason}")]
     Zstd {
@@ -160,6 +170,7 @@ impl DecodeError {
             DecodeError::ArrayTooLarge { .. } => "array_too_large",
             DecodeError::BufferLength { .. } => "buffer_length",
             DecodeError::ZstdContentSize { .. } => "zstd_content_size",
+            DecodeError::InvalidBool { .. } => "invalid_bool",
             DecodeError::Zstd { .. } => "zstd",
         }
     }

@@ -12,31 +12,7 @@ import pytest
 import ndbridge
 from ndbridge.codec import shuffle, unshuffle
 from golden_io import le_bytes
-
-DTYPES = ["|b1", "|i1", "|u1", "<i2", "<i4", "<i8", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8",
-          "<c8", "<c16"]
-BIG_ENDIAN = [">" + d[1:] for d in DTYPES if d[0] == "<"]
-
-
-def sample(dtype: str, shape=(4, 3, 2), seed: int = 7) -> np.ndarray:
-    """Values that exercise the type: extremes, negative numbers, NaN and infinities."""
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(seed)
-    n = int(np.prod(shape))
-    if dt.kind == "b":
-        flat = rng.integers(0, 2, n).astype(bool)
-    elif dt.kind in "iu":
-        info = np.iinfo(dt)
-        flat = rng.integers(int(info.min), int(info.max), n, endpoint=True,
-                            dtype=dt.newbyteorder("="))
-        flat[:2] = [info.min, info.max]
-    elif dt.kind == "f":
-        flat = rng.standard_normal(n).astype(dt.newbyteorder("="))
-        flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
-    else:
-        flat = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(dt.newbyteorder("="))
-        flat[:2] = [complex(np.nan, np.inf), complex(-0.0, -np.inf)]
-    return flat.reshape(shape).astype(dt)
+from samples import BIG_ENDIAN, DTYPES, sample
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
