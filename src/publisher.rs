@@ -403,16 +403,18 @@ impl Publisher {
     /// the context waits for that when the publisher drops.
     pub fn close(&self, timeout: Duration) -> Result<PublisherStats, Error> {
         let deadline = Instant::now() + timeout;
+        let dropped_before = self.shared.counters.dropped.load(Ordering::Relaxed);
         *self.shared.close_deadline.lock().expect("deadline lock") = Some(deadline);
         self.jobs.lock().expect("jobs lock").take();
         if let Some(thread) = self.thread.lock().expect("thread lock").take() {
             let _ = thread.join();
         }
         let stats = self.stats();
-        if stats.dropped > 0 && Instant::now() >= deadline {
+        let abandoned = stats.dropped - dropped_before;
+        if abandoned > 0 {
             return Err(Error::Timeout {
                 waited: timeout,
-                pending: stats.dropped as usize,
+                pending: abandoned as usize,
             });
         }
         Ok(stats)
@@ -431,6 +433,12 @@ impl Publisher {
         }
     }
 }
+
+// Simulation threads share one publisher: it must stay `Send + Sync` (checked at compile time).
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<Publisher>;
+};
 
 impl Drop for Publisher {
     /// Closes with the socket's linger time as the timeout (2 s by default).
