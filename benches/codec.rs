@@ -94,6 +94,8 @@ fn codec(c: &mut Criterion) {
         for (data_name, buffer) in inputs(bytes) {
             let mut group = c.benchmark_group(format!("{data_name}/{size_name}"));
             group.throughput(Throughput::Bytes(buffer.data().len() as u64));
+            group.warm_up_time(std::time::Duration::from_secs(1));
+            group.measurement_time(std::time::Duration::from_secs(2));
             if bytes >= 8_000_000 {
                 group.sample_size(10);
             }

@@ -82,7 +82,7 @@ sample_int!(i8, i16, i32, i64, u8, u16, u32, u64);
 
 impl Sample for bool {
     fn sample(i: usize) -> Self {
-        i % 3 == 0
+        i.is_multiple_of(3)
     }
 }
 impl Sample for f16 {

@@ -398,7 +398,12 @@ fn wrong_type_view_is_a_view_error_and_invalid_bool_is_rejected() {
     )
     .unwrap();
     assert_eq!(
-        ok.arrays[0].view::<bool>().unwrap().to_vec(),
+        ok.arrays[0]
+            .view::<bool>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
         vec![false, true, true]
     );
 }
