@@ -1,0 +1,94 @@
+//! The publisher's automatic codec on real sockets: raw while the receiver keeps up, zstd once
+//! the receiver (standing in for a slow link) makes sends block.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ndarray::Array1;
+use ndbridge::collector::{Collector, Received, Sink, SinkError};
+use ndbridge::transport::SocketOptions;
+use ndbridge::wire::Codec;
+use ndbridge::{Compression, Publisher};
+
+/// Takes `delay` per record and remembers each record's codec.
+struct Slow {
+    delay: Duration,
+    codecs: std::sync::Mutex<Vec<Codec>>,
+}
+
+impl Sink for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn write(&self, message: &Received) -> Result<(), SinkError> {
+        std::thread::sleep(self.delay);
+        self.codecs
+            .lock()
+            .unwrap()
+            .push(message.record.arrays[0].meta().codec);
+        Ok(())
+    }
+}
+
+fn run(delay: Duration, messages: usize) -> Vec<Codec> {
+    let sink = Arc::new(Slow {
+        delay,
+        codecs: std::sync::Mutex::new(Vec::new()),
+    });
+    let small_queues = SocketOptions {
+        send_hwm: 2,
+        recv_hwm: 2,
+        ..SocketOptions::default()
+    };
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .workers(1)
+        .max_inflight_bytes(2 << 20)
+        .socket_options(small_queues)
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .compression(Compression::auto())
+        .queue_bytes(4 << 20)
+        .socket_options(small_queues)
+        .build()
+        .unwrap();
+    let field = Array1::from(ndbridge::synth::smooth_field(250, 500, 0.0, 1));
+    for _ in 0..messages {
+        publisher.send("field", &field).unwrap();
+    }
+    publisher.close(Duration::from_secs(30)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.codecs.lock().unwrap().len() < messages {
+        assert!(Instant::now() < deadline, "records did not all arrive");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    collector.stop();
+    let codecs = sink.codecs.lock().unwrap().clone();
+    codecs
+}
+
+#[test]
+fn fast_receiver_gets_raw_arrays() {
+    let codecs = run(Duration::ZERO, 30);
+    assert!(
+        codecs.iter().all(|&c| c == Codec::Raw),
+        "a receiver that keeps up must get raw arrays: {codecs:?}"
+    );
+}
+
+#[test]
+fn slow_receiver_gets_compressed_arrays() {
+    // 1 MB per 25 ms is 40 MB/s: far slower than zstd saves time at. The first messages fill
+    // the socket buffers without blocking, so the publisher learns the link's speed only then.
+    let codecs = run(Duration::from_millis(25), 80);
+    assert_eq!(codecs.first(), Some(&Codec::Raw), "nothing is known at the start");
+    let late = &codecs[codecs.len() - 20..];
+    let compressed = late.iter().filter(|&&c| c == Codec::Zstd).count();
+    assert!(
+        compressed >= 18,
+        "once sends block, arrays must go compressed: {compressed} of the last 20 ({codecs:?})"
+    );
+}
