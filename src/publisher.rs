@@ -476,6 +476,14 @@ struct SendLoop {
 
 impl SendLoop {
     fn run(mut self, jobs: Receiver<Job>) {
+        // Set up this thread's zstd context now, so that the first measurement of the codec's
+        // speed does not include it.
+        if let Compression::Auto { level, shuffle, .. } | Compression::Zstd { level, shuffle } =
+            self.compression
+        {
+            let warm_up = bytes::Bytes::from_static(&[0u8; 64]);
+            let _ = encode_buffer(&warm_up, 8, Compression::Zstd { level, shuffle });
+        }
         for job in jobs.iter() {
             match job {
                 Job::Send(queued) => {
