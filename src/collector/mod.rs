@@ -193,7 +193,7 @@ impl CollectorBuilder {
         }
         let context = self.context.unwrap_or_default();
         let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
-        let endpoints = bound_endpoints(&context, &socket, &self.endpoints);
+        let endpoints = bound_endpoints(&socket, &self.endpoints);
         let stats = Arc::new(Stats::new(self.inflight_bytes));
         let budget = Arc::new(Budget::new(self.inflight_bytes));
         let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
@@ -254,11 +254,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
 }
 
 /// The addresses the input socket listens on, ports resolved; connect endpoints as given.
-fn bound_endpoints(
-    _context: &zmq::Context,
-    socket: &zmq::Socket,
-    endpoints: &[Endpoint],
-) -> Vec<String> {
+fn bound_endpoints(socket: &zmq::Socket, endpoints: &[Endpoint]) -> Vec<String> {
     // ZeroMQ reports only the last bound address; a `*` port can only be resolved for it.
     let last = transport::last_endpoint(socket);
     let last_bind = endpoints
