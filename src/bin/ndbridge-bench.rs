@@ -72,6 +72,10 @@ struct RunArgs {
     /// Collector decode workers [default: the number of cores].
     #[arg(long)]
     workers: Option<usize>,
+    /// Messages per second per publisher (0: as fast as possible). Set it below saturation to
+    /// measure latency without queueing.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -124,6 +128,8 @@ enum Role {
         id: usize,
         #[arg(long)]
         bare: bool,
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
     },
 }
 
@@ -379,8 +385,18 @@ fn run_publisher(
     codec: &str,
     id: usize,
     bare: bool,
+    rate: f64,
 ) -> Result<()> {
     let data = ArrayBuffer::from_owned(Array1::from(payload(size, id)));
+    let started = Instant::now();
+    let pace = |i: u64| {
+        if rate > 0.0 {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    };
     if bare {
         let ctx = zmq::Context::new();
         let mut socket = transport::open(
@@ -389,7 +405,8 @@ fn run_publisher(
             &[Endpoint::connect(endpoint)],
             &SocketOptions::default(),
         )?;
-        for _ in 0..messages {
+        for i in 0..messages {
+            pace(i);
             let header = Bytes::from(format!("{:.6}", now_seconds()));
             let frames = [header, data.data().clone()];
             loop {
@@ -408,7 +425,8 @@ fn run_publisher(
         .source(format!("bench-{id}"))
         .compression(compression(codec)?)
         .build()?;
-    for _ in 0..messages {
+    for i in 0..messages {
+        pace(i);
         publisher.send_record("payload", [("payload", data.clone())], None)?;
     }
     let stats = publisher.close(Duration::from_secs(600))?;
@@ -475,6 +493,8 @@ fn run_case(
             codec,
             "--id",
             &id.to_string(),
+            "--rate",
+            &args.rate.to_string(),
         ]);
         if bare {
             cmd.arg("--bare");
@@ -695,7 +715,8 @@ fn main() -> std::process::ExitCode {
             codec,
             id,
             bare,
-        }) => run_publisher(&endpoint, size, messages, &codec, id, bare),
+            rate,
+        }) => run_publisher(&endpoint, size, messages, &codec, id, bare, rate),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
