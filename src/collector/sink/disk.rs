@@ -68,6 +68,10 @@ pub struct DiskSink {
     files: AtomicU64,
     bytes: AtomicU64,
     temp_counter: AtomicU64,
+    /// Held while a final name is chosen and taken, so that two sessions storing the same
+    /// sequence number at once cannot both take `<seq>.<ext>` (the second rename would replace
+    /// the first file).
+    placing: Mutex<()>,
 }
 
 impl DiskSink {
@@ -88,6 +92,7 @@ impl DiskSink {
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             temp_counter: AtomicU64::new(0),
+            placing: Mutex::new(()),
         })
     }
 
@@ -107,6 +112,18 @@ impl DiskSink {
             self.escaped_names.fetch_add(1, Ordering::Relaxed);
         }
         component
+    }
+
+    /// The directory name of a source: like [`path_component`], and never the manifest's own
+    /// name.
+    fn source_component(&self, source: &str) -> String {
+        let component = self.component(source);
+        if component == "manifest.jsonl" {
+            self.escaped_names.fetch_add(1, Ordering::Relaxed);
+            "manifest%2Ejsonl".to_owned()
+        } else {
+            component
+        }
     }
 
     /// Picks the final file name: `<seq>.<ext>`, or `<seq>.<session>.<ext>` when another
@@ -138,7 +155,7 @@ impl Sink for DiskSink {
         let header = &message.record.header;
         let dir = self
             .out
-            .join(self.component(&header.source))
+            .join(self.source_component(&header.source))
             .join(self.component(&header.name));
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let arrays = &message.record.arrays;
@@ -174,8 +191,15 @@ impl Sink for DiskSink {
             let _ = fs::remove_file(&temp);
             return Err(io_error(&temp)(e));
         }
-        let path = self.final_path(&dir, header.seq, &header.session, ext);
-        fs::rename(&temp, &path).map_err(io_error(&path))?;
+        let path = {
+            let _placing = self.placing.lock().expect("placing lock");
+            let path = self.final_path(&dir, header.seq, &header.session, ext);
+            if let Err(e) = fs::rename(&temp, &path) {
+                let _ = fs::remove_file(&temp);
+                return Err(io_error(&path)(e));
+            }
+            path
+        };
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(message.record.raw_bytes(), Ordering::Relaxed);
