@@ -402,7 +402,10 @@ impl Publisher {
     /// counted; ZeroMQ keeps delivering what it holds until the deadline (its linger time), and
     /// the context waits for that when the publisher drops.
     pub fn close(&self, timeout: Duration) -> Result<PublisherStats, Error> {
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(1 << 32));
         let dropped_before = self.shared.counters.dropped.load(Ordering::Relaxed);
         *self.shared.close_deadline.lock().expect("deadline lock") = Some(deadline);
         self.jobs.lock().expect("jobs lock").take();
@@ -502,7 +505,9 @@ impl SendLoop {
         let linger = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(self.linger);
-        let _ = self.socket.set_linger(linger.as_millis() as i32);
+        let _ = self
+            .socket
+            .set_linger(linger.as_millis().min(i32::MAX as u128) as i32);
     }
 
     fn send(&mut self, queued: Queued) {
@@ -549,8 +554,13 @@ impl SendLoop {
         loop {
             match transport::send_message(&mut self.socket, &frames, 0) {
                 Ok(()) => break,
-                Err(zmq::Error::EAGAIN) if !self.shared.past_close_deadline() => continue,
-                Err(zmq::Error::EAGAIN) => {
+                // A full queue (EAGAIN) or a signal (EINTR): try again until the deadline.
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR)
+                    if !self.shared.past_close_deadline() =>
+                {
+                    continue
+                }
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
                     counters.dropped.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

@@ -91,6 +91,9 @@ pub struct SocketOptions {
     pub linger: Duration,
     /// The wait of one blocking send before control returns to ndbridge (ZMQ_SNDTIMEO).
     pub send_poll: Duration,
+    /// Largest frame a receiving socket accepts; a peer sending a larger one is disconnected
+    /// before anything that large is allocated (ZMQ_MAXMSGSIZE). `None`: no limit.
+    pub max_frame_bytes: Option<u64>,
 }
 
 impl Default for SocketOptions {
@@ -100,6 +103,7 @@ impl Default for SocketOptions {
             recv_hwm: 64,
             linger: Duration::from_secs(2),
             send_poll: Duration::from_millis(100),
+            max_frame_bytes: None,
         }
     }
 }
@@ -144,6 +148,9 @@ pub fn open(
     set(socket.set_rcvhwm(options.recv_hwm))?;
     set(socket.set_linger(millis(options.linger)))?;
     set(socket.set_sndtimeo(millis(options.send_poll).max(1)))?;
+    if let Some(max) = options.max_frame_bytes {
+        set(socket.set_maxmsgsize(i64::try_from(max).unwrap_or(i64::MAX)))?;
+    }
     if kind == SocketKind::Sub {
         set(socket.set_subscribe(b""))?;
     }
@@ -178,16 +185,31 @@ pub fn frame_bytes(message: zmq::Message) -> Bytes {
 /// Receives one whole multipart message, or `Ok(None)` when none is waiting (with
 /// `zmq::DONTWAIT`) or the receive timed out.
 pub fn recv_message(socket: &zmq::Socket, flags: i32) -> zmq::Result<Option<Vec<zmq::Message>>> {
+    recv_message_capped(socket, flags, usize::MAX)
+}
+
+/// Like [`recv_message`], but keeps at most `max_frames` frames: the rest of a longer message is
+/// read and discarded, so a peer cannot make the receiver hold unbounded frames. A caller that
+/// sees `max_frames` frames treats the message as too long.
+pub fn recv_message_capped(
+    socket: &zmq::Socket,
+    flags: i32,
+    max_frames: usize,
+) -> zmq::Result<Option<Vec<zmq::Message>>> {
     let mut frames = Vec::with_capacity(4);
+    let mut first = true;
     loop {
         let mut msg = zmq::Message::new();
-        match socket.recv(&mut msg, if frames.is_empty() { flags } else { 0 }) {
+        match socket.recv(&mut msg, if first { flags } else { 0 }) {
             Ok(()) => {}
-            Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(None),
+            Err(zmq::Error::EAGAIN) if first => return Ok(None),
             Err(e) => return Err(e),
         }
+        first = false;
         let more = msg.get_more();
-        frames.push(msg);
+        if frames.len() < max_frames {
+            frames.push(msg);
+        }
         if !more {
             return Ok(Some(frames));
         }

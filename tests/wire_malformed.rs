@@ -429,3 +429,39 @@ fn repeated_array_name_or_filter() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn total_decoded_size_of_a_message_is_limited() {
+    // Three small zstd frames that together claim more than the message limit: rejected from
+    // the header alone, before anything is decompressed.
+    let (h, b) = valid(Compression::zstd(1));
+    let mut three = h.clone();
+    let entry = |name: &str| {
+        let mut e = h["arrays"][0].clone();
+        e["name"] = json!(name);
+        e
+    };
+    three["arrays"] = json!([entry("a"), entry("b"), entry("c")]);
+    let limits = Limits::default().max_message_bytes(200_000);
+    let err = decode(&frames(&three, &[b.clone(), b.clone(), b]), &limits).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::MessageTooLarge {
+            total: 240_000,
+            limit: 200_000
+        }
+    );
+}
+
+#[test]
+fn empty_arrays_with_absurd_axes_are_rejected() {
+    let (mut h, _) = valid(Compression::Raw);
+    h["arrays"][0]["shape"] = json!([0, 1u64 << 62, 1u64 << 62]);
+    h["arrays"][0]["nbytes"] = json!(0);
+    match decode_err(&frames(&h, &[Bytes::new()])) {
+        DecodeError::InvalidField { field, .. } => assert_eq!(field, "arrays[0].shape"),
+        other => panic!("unexpected {other:?}"),
+    }
+    h["arrays"][0]["shape"] = json!([0, 1000, 1000]);
+    assert!(decode(&frames(&h, &[Bytes::new()]), &Limits::default()).is_ok());
+}

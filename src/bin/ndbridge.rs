@@ -62,13 +62,13 @@ struct CollectArgs {
     #[arg(long)]
     workers: Option<usize>,
     /// Cap on received bytes not yet stored, in MiB; the collector stops reading at the cap.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = mebibytes)]
     max_inflight_mib: u64,
-    /// Largest array accepted, in MiB.
-    #[arg(long, default_value_t = 4096)]
+    /// Largest array accepted, in MiB (also the most decoded bytes of one message).
+    #[arg(long, default_value_t = 4096, value_parser = mebibytes)]
     max_array_mib: u64,
     /// Seconds between stats lines (0: none).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     stats_every: f64,
     /// Write the final statistics as JSON to this file.
     #[arg(long)]
@@ -133,8 +133,9 @@ struct SendArgs {
     /// Source id [default: host:pid].
     #[arg(long)]
     source: Option<String>,
-    /// Give up if the collector has not taken everything after this many seconds.
-    #[arg(long, default_value_t = 30.0)]
+    /// Give up if the messages have not all been handed to ZeroMQ after this many seconds; ZeroMQ
+    /// then has what is left of that time to deliver them.
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
     timeout: f64,
     #[command(flatten)]
     codec: CodecArgs,
@@ -152,7 +153,7 @@ struct TailArgs {
     #[arg(long)]
     count: Option<u64>,
     /// Exit after this many seconds without a record.
-    #[arg(long)]
+    #[arg(long, value_parser = seconds)]
     idle_timeout: Option<f64>,
 }
 
@@ -162,7 +163,7 @@ struct DemoArgs {
     #[arg(long, default_value_t = 4)]
     workers: usize,
     /// Seconds of streaming.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     seconds: f64,
     /// Steps per second per worker (each step sends three records); 0: as fast as possible.
     #[arg(long, default_value_t = 20.0)]
@@ -175,6 +176,25 @@ struct DemoArgs {
     out: PathBuf,
     #[command(flatten)]
     codec: CodecArgs,
+}
+
+/// Parses a duration in seconds: a finite number, zero or more.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..1e9).contains(&v) => Ok(v),
+        Ok(_) => Err(format!("expected seconds between 0 and 1e9, found {text}")),
+        Err(e) => Err(format!("expected a number of seconds, found {text:?}: {e}")),
+    }
+}
+
+/// Parses a size in MiB and checks that it fits in bytes.
+fn mebibytes(text: &str) -> Result<u64, String> {
+    let mib: u64 = text
+        .parse()
+        .map_err(|e| format!("expected a whole number of MiB, found {text:?}: {e}"))?;
+    mib.checked_mul(1 << 20)
+        .map(|_| mib)
+        .ok_or_else(|| format!("{mib} MiB does not fit in 64 bits of bytes"))
 }
 
 fn main() -> ExitCode {
@@ -220,7 +240,11 @@ fn collect(args: CollectArgs) -> Result<()> {
             SocketKind::Pull
         })
         .max_inflight_bytes(args.max_inflight_mib << 20)
-        .limits(Limits::default().max_array_bytes(args.max_array_mib << 20))
+        .limits(
+            Limits::default()
+                .max_array_bytes(args.max_array_mib << 20)
+                .max_message_bytes(args.max_array_mib << 20),
+        )
         .context(context.clone())
         .shutdown(shutdown.clone());
     if args.connect.is_empty() {
@@ -349,6 +373,13 @@ fn send(args: SendArgs) -> Result<()> {
     let stats = publisher
         .close(Duration::from_secs_f64(args.timeout))
         .context("the collector did not take every message in time")?;
+    if stats.failed > 0 || stats.dropped > 0 {
+        bail!(
+            "{} messages failed and {} were dropped (see the log above)",
+            stats.failed,
+            stats.dropped
+        );
+    }
     eprintln!(
         "sent {} messages, {:.1} MB decoded, {:.1} MB on the wire",
         stats.sent,
@@ -385,15 +416,17 @@ fn tail(args: TailArgs) -> Result<()> {
                 bail!("no record for {limit} s");
             }
         }
-        let Some(frames) = transport::recv_message(&socket, 0).or_else(|e| match e {
-            zmq::Error::EAGAIN | zmq::Error::EINTR => Ok(None),
-            e => Err(e),
-        })?
+        let Some(frames) =
+            transport::recv_message(&socket, zmq::DONTWAIT).or_else(|e| match e {
+                zmq::Error::EINTR => Ok(None),
+                e => Err(e),
+            })?
         else {
-            if socket.poll(zmq::POLLIN, 100)? == 0 {
-                continue;
+            // Nothing waiting: sleep in poll so signals and the idle timeout are seen.
+            match socket.poll(zmq::POLLIN, 100) {
+                Ok(_) | Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
-            continue;
         };
         idle = std::time::Instant::now();
         let frames: Vec<_> = frames.into_iter().map(transport::frame_bytes).collect();

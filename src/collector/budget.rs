@@ -21,20 +21,33 @@ impl Budget {
         }
     }
 
-    /// Takes `bytes`, waiting while that would exceed the cap. A message larger than the whole
-    /// cap is let through alone, when nothing else is in flight. Returns the bytes now in use.
-    pub(crate) fn acquire(&self, bytes: u64) -> u64 {
-        let mut used = self.used.lock().expect("budget lock");
+    /// Takes `bytes`, waiting while that would exceed the cap, until `give_up` returns true
+    /// (then `None`). A message larger than the whole cap is let through alone, when nothing
+    /// else is in flight. Returns the bytes now in use.
+    pub(crate) fn acquire(&self, bytes: u64, give_up: impl Fn() -> bool) -> Option<u64> {
+        let mut used = self.lock();
         while *used > 0 && *used + bytes > self.cap {
-            used = self.freed.wait(used).expect("budget lock");
+            if give_up() {
+                return None;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         *used += bytes;
-        *used
+        Some(*used)
+    }
+
+    /// The counter; a panic elsewhere while holding the lock leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes `bytes` if that fits now (or nothing is in flight); `None` otherwise.
     pub(crate) fn try_acquire(&self, bytes: u64) -> Option<u64> {
-        let mut used = self.used.lock().expect("budget lock");
+        let mut used = self.lock();
         if *used > 0 && *used + bytes > self.cap {
             return None;
         }
@@ -44,7 +57,7 @@ impl Budget {
 
     /// Gives `bytes` back. Returns the bytes still in use.
     pub(crate) fn release(&self, bytes: u64) -> u64 {
-        let mut used = self.used.lock().expect("budget lock");
+        let mut used = self.lock();
         *used -= bytes;
         let now = *used;
         drop(used);
@@ -62,19 +75,20 @@ mod tests {
     #[test]
     fn acquire_waits_for_release() {
         let budget = Arc::new(Budget::new(100));
-        assert_eq!(budget.acquire(60), 60);
+        assert_eq!(budget.acquire(60, || false), Some(60));
         let b = Arc::clone(&budget);
-        let waiter = std::thread::spawn(move || b.acquire(60));
-        std::thread::sleep(Duration::from_millis(50));
+        let waiter = std::thread::spawn(move || b.acquire(60, || false));
+        std::thread::sleep(Duration::from_millis(120));
         assert!(!waiter.is_finished(), "second acquire must wait");
         budget.release(60);
-        assert_eq!(waiter.join().unwrap(), 60);
+        assert_eq!(waiter.join().unwrap(), Some(60));
+        assert_eq!(budget.acquire(100, || true), None, "gives up when asked");
     }
 
     #[test]
     fn oversized_message_passes_alone() {
         let budget = Budget::new(100);
-        assert_eq!(budget.acquire(500), 500);
+        assert_eq!(budget.acquire(500, || false), Some(500));
         assert_eq!(budget.release(500), 0);
     }
 }

@@ -192,7 +192,20 @@ impl CollectorBuilder {
             }));
         }
         let context = self.context.unwrap_or_default();
-        let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
+        // No frame may be larger than the largest array compressed badly, or the header.
+        let largest_frame = (self.limits.max_header_bytes as u64).max(
+            self.limits
+                .max_array_bytes
+                .saturating_add(self.limits.max_array_bytes / 128)
+                .saturating_add(64 << 10),
+        );
+        let options = SocketOptions {
+            max_frame_bytes: Some(self.options.max_frame_bytes.unwrap_or(largest_frame)),
+            ..self.options
+        };
+        let socket = transport::open(&context, self.kind, &self.endpoints, &options)?;
+        // Topic, header and one frame per array, plus one so a longer message is seen as such.
+        let max_frames = self.limits.max_arrays.saturating_add(3);
         let endpoints = bound_endpoints(&socket, &self.endpoints);
         let stats = Arc::new(Stats::new(self.inflight_bytes));
         let budget = Arc::new(Budget::new(self.inflight_bytes));
@@ -221,7 +234,7 @@ impl CollectorBuilder {
                 self.shutdown.clone(),
             );
             spawn("ndbridge-receiver".into(), move || {
-                receiver::receive_loop(socket, tx, budget, stats, shutdown)
+                receiver::receive_loop(socket, tx, budget, stats, shutdown, max_frames)
             })?
         };
         let reporter = match self.report_every {

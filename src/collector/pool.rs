@@ -28,12 +28,15 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn decode_loop(&self, rx: Receiver<Vec<Incoming>>) {
         for batch in rx.iter() {
-            let bytes: u64 = batch.iter().map(|m| m.bytes).sum();
+            // Released when the batch is done, or if a sink panics on the way.
+            let _release = Release {
+                budget: &self.budget,
+                stats: &self.stats,
+                bytes: batch.iter().map(|m| m.bytes).sum(),
+            };
             for incoming in batch {
                 self.handle(incoming);
             }
-            let in_use = self.budget.release(bytes);
-            self.stats.set_inflight(in_use);
         }
     }
 
@@ -67,11 +70,19 @@ impl Pool {
         };
         let mut all_ok = true;
         for sink in &self.sinks {
-            if let Err(e) = sink.write(&received) {
+            // A sink that panics is counted like one that fails; the worker goes on.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(&received)));
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("the sink panicked".to_owned()),
+            };
+            if let Some(reason) = failure {
                 all_ok = false;
                 self.stats.on_sink_error(sink.name());
                 self.log
-                    .warn(|| format!("sink {}: cannot take a record: {e}", sink.name()));
+                    .warn(|| format!("sink {}: cannot take a record: {reason}", sink.name()));
             }
         }
         let header = &received.record.header;
@@ -83,6 +94,20 @@ impl Pool {
             received.record.raw_bytes(),
             all_ok,
         );
+    }
+}
+
+/// Gives a batch's bytes back to the in-flight budget when dropped.
+struct Release<'a> {
+    budget: &'a Budget,
+    stats: &'a Stats,
+    bytes: u64,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let in_use = self.budget.release(self.bytes);
+        self.stats.set_inflight(in_use);
     }
 }
 

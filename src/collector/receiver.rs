@@ -1,9 +1,10 @@
 //! The receiver thread: owns the input socket and hands whole messages, unparsed, to the decode
 //! workers through a bounded channel, within the in-flight byte budget. Messages that are already
-//! waiting go in batches, so a stream of small messages costs one channel hand-off per batch.
+//! waiting go in batches, so a stream of small messages costs one channel hand-off per batch. On
+//! shutdown it takes what is already waiting in the socket (for at most a second), then stops.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 
@@ -28,30 +29,50 @@ const BATCH_MESSAGES: usize = 64;
 /// Most bytes handed over at once (a batch is sent early when it reaches this).
 const BATCH_BYTES: u64 = 4 << 20;
 
+/// After shutdown, how long the receiver keeps taking messages that are already waiting in the
+/// socket (they were delivered to the collector; dropping them would lose them silently).
+const DRAIN: Duration = Duration::from_secs(1);
+
 pub(crate) fn receive_loop(
     socket: zmq::Socket,
     tx: Sender<Vec<Incoming>>,
     budget: Arc<Budget>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
+    max_frames: usize,
 ) {
-    while !shutdown.is_triggered() {
-        match socket.poll(zmq::POLLIN, POLL_MS) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(zmq::Error::EINTR) => continue,
-            Err(e) => {
-                tracing::error!("receiver: poll failed: {e}");
-                return;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if shutdown.is_triggered() && drain_until.is_none() {
+            drain_until = Some(Instant::now() + DRAIN);
+        }
+        let draining = drain_until.is_some();
+        if !draining {
+            match socket.poll(zmq::POLLIN, POLL_MS) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("receiver: poll failed: {e}");
+                    return;
+                }
             }
         }
         // Read everything that is waiting before polling again, in batches.
         let mut batch: Vec<Incoming> = Vec::new();
         let mut batch_bytes = 0u64;
-        while !shutdown.is_triggered() {
-            let frames = match transport::recv_message(&socket, zmq::DONTWAIT) {
+        let mut emptied = false;
+        loop {
+            if drain_until.is_some_and(|until| Instant::now() >= until) {
+                break;
+            }
+            let frames = match transport::recv_message_capped(&socket, zmq::DONTWAIT, max_frames) {
                 Ok(Some(frames)) => frames,
-                Ok(None) | Err(zmq::Error::EINTR) => break,
+                Ok(None) => {
+                    emptied = true;
+                    break;
+                }
+                Err(zmq::Error::EINTR) => break,
                 Err(e) => {
                     tracing::error!("receiver: receive failed: {e}");
                     let _ = tx.send(batch);
@@ -69,7 +90,12 @@ pub(crate) fn receive_loop(
                         }
                         batch_bytes = 0;
                     }
-                    budget.acquire(bytes)
+                    // While draining the workers are still running, so waiting is bounded.
+                    let give_up = || drain_until.is_some_and(|until| Instant::now() >= until);
+                    match budget.acquire(bytes, give_up) {
+                        Some(in_use) => in_use,
+                        None => break,
+                    }
                 }
             };
             stats.set_inflight(in_use);
@@ -86,8 +112,14 @@ pub(crate) fn receive_loop(
                 }
                 batch_bytes = 0;
             }
+            if !draining && shutdown.is_triggered() {
+                break;
+            }
         }
         if !batch.is_empty() && tx.send(batch).is_err() {
+            return;
+        }
+        if draining && (emptied || drain_until.is_some_and(|until| Instant::now() >= until)) {
             return;
         }
     }

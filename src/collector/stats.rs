@@ -2,24 +2,36 @@
 //! tells lost messages (gaps) from late and duplicate ones, even when decode workers finish out
 //! of order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
 
-/// Most missing sequence numbers remembered per session; past this, gaps are still counted but
-/// a late arrival can no longer cancel one.
-const MAX_TRACKED_MISSING: usize = 1 << 16;
+/// Most runs of missing sequence numbers remembered per session; past this the oldest run is
+/// forgotten (still counted as gaps, but a late arrival can no longer cancel it).
+const MAX_MISSING_RUNS: usize = 4096;
 
-/// Follows one publisher session's `seq` numbers.
+/// Most sessions followed per source; past this the least recently started one is forgotten.
+const MAX_SESSIONS_PER_SOURCE: usize = 256;
+
+/// Most sources counted separately; further ones are counted together under `"(other)"`.
+const MAX_SOURCES: usize = 4096;
+
+/// Longest source name kept as a key; longer ones are cut.
+const MAX_SOURCE_KEY: usize = 256;
+
+/// Follows one publisher session's `seq` numbers, remembering missing ones as runs, so memory
+/// and time stay small whatever numbers a peer sends.
 #[derive(Debug, Default, Clone)]
 pub struct SeqTracker {
     first: Option<u64>,
     last: u64,
-    missing: BTreeSet<u64>,
-    untracked_gaps: u64,
+    /// Missing runs: start -> end (exclusive).
+    missing: BTreeMap<u64, u64>,
+    missing_count: u64,
+    forgotten: u64,
     duplicates: u64,
 }
 
@@ -42,38 +54,71 @@ impl SeqTracker {
             return;
         };
         if seq > self.last {
-            self.mark_missing(self.last + 1, seq);
+            self.add_missing(self.last + 1, seq);
             self.last = seq;
         } else if seq < first {
             // An earlier message than the first one seen arrived late: the session started
             // before it, so everything between is missing until it comes.
-            self.mark_missing(seq + 1, first);
+            self.add_missing(seq + 1, first);
             self.first = Some(seq);
-        } else if !self.missing.remove(&seq) {
+        } else if !self.remove_missing(seq) {
             self.duplicates = self.duplicates.saturating_add(1);
         }
     }
 
-    fn mark_missing(&mut self, from: u64, to: u64) {
-        for s in from..to {
-            if self.missing.len() < MAX_TRACKED_MISSING {
-                self.missing.insert(s);
-            } else {
-                self.untracked_gaps = self.untracked_gaps.saturating_add(to - s);
-                break;
+    fn add_missing(&mut self, from: u64, to: u64) {
+        if from >= to {
+            return;
+        }
+        self.missing.insert(from, to);
+        self.missing_count = self.missing_count.saturating_add(to - from);
+        self.forget_beyond_cap();
+    }
+
+    fn forget_beyond_cap(&mut self) {
+        while self.missing.len() > MAX_MISSING_RUNS {
+            if let Some((start, end)) = self.missing.pop_first() {
+                self.missing_count -= end - start;
+                self.forgotten = self.forgotten.saturating_add(end - start);
             }
         }
     }
 
+    fn remove_missing(&mut self, seq: u64) -> bool {
+        let Some((&start, &end)) = self.missing.range(..=seq).next_back() else {
+            return false;
+        };
+        if seq >= end {
+            return false;
+        }
+        self.missing.remove(&start);
+        if start < seq {
+            self.missing.insert(start, seq);
+        }
+        if seq + 1 < end {
+            self.missing.insert(seq + 1, end);
+        }
+        self.missing_count -= 1;
+        self.forget_beyond_cap();
+        true
+    }
+
     /// Messages not (yet) received between the first and the last seen.
     pub fn gaps(&self) -> u64 {
-        (self.missing.len() as u64).saturating_add(self.untracked_gaps)
+        self.missing_count.saturating_add(self.forgotten)
     }
 
     /// Messages received more than once.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
     }
+}
+
+/// The sessions of one source being followed, oldest first.
+#[derive(Debug, Default)]
+struct Sessions {
+    trackers: HashMap<String, SeqTracker>,
+    order: std::collections::VecDeque<String>,
 }
 
 /// Counters of one source.
@@ -93,8 +138,6 @@ pub struct SourceStats {
     pub duplicates: u64,
     /// Sessions seen (publisher restarts start new ones).
     pub sessions: u64,
-    #[serde(skip)]
-    trackers: HashMap<String, SeqTracker>,
 }
 
 impl SourceStats {
@@ -155,6 +198,24 @@ struct Inner {
     rejected: u64,
     sink_errors: BTreeMap<String, u64>,
     sources: BTreeMap<String, SourceStats>,
+    sessions: HashMap<String, Sessions>,
+}
+
+impl Inner {
+    /// The key a source is counted under: cut to a sane length, and past the source limit,
+    /// the shared `"(other)"`.
+    fn source_key(&self, source: &str) -> String {
+        let mut end = source.len().min(MAX_SOURCE_KEY);
+        while !source.is_char_boundary(end) {
+            end -= 1;
+        }
+        let key = &source[..end];
+        if self.sources.contains_key(key) || self.sources.len() < MAX_SOURCES {
+            key.to_owned()
+        } else {
+            "(other)".to_owned()
+        }
+    }
 }
 
 impl Stats {
@@ -198,20 +259,37 @@ impl Stats {
             inner.stored += 1;
         }
         // Look up before inserting: the common case allocates nothing.
-        if !inner.sources.contains_key(source) {
-            inner
-                .sources
-                .insert(source.to_owned(), SourceStats::default());
+        let key = if inner.sources.contains_key(source) {
+            None
+        } else {
+            Some(inner.source_key(source))
+        };
+        let key: &str = key.as_deref().unwrap_or(source);
+        let inner = &mut *inner;
+        if !inner.sources.contains_key(key) {
+            inner.sources.insert(key.to_owned(), SourceStats::default());
         }
-        let s = inner.sources.get_mut(source).expect("inserted above");
+        let s = inner.sources.get_mut(key).expect("inserted above");
         s.messages += 1;
         s.wire_bytes += wire;
         s.raw_bytes += raw;
-        if !s.trackers.contains_key(session) {
-            s.sessions += 1;
-            s.trackers.insert(session.to_owned(), SeqTracker::default());
+        if !inner.sessions.contains_key(key) {
+            inner.sessions.insert(key.to_owned(), Sessions::default());
         }
-        let tracker = s.trackers.get_mut(session).expect("inserted above");
+        let sessions = inner.sessions.get_mut(key).expect("inserted above");
+        if !sessions.trackers.contains_key(session) {
+            s.sessions += 1;
+            if sessions.order.len() >= MAX_SESSIONS_PER_SOURCE {
+                if let Some(oldest) = sessions.order.pop_front() {
+                    sessions.trackers.remove(&oldest);
+                }
+            }
+            sessions.order.push_back(session.to_owned());
+            sessions
+                .trackers
+                .insert(session.to_owned(), SeqTracker::default());
+        }
+        let tracker = sessions.trackers.get_mut(session).expect("inserted above");
         let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
         tracker.observe(seq);
         let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
@@ -227,10 +305,8 @@ impl Stats {
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {
         let mut inner = self.lock();
         inner.rejected += 1;
-        let s = inner
-            .sources
-            .entry(source.unwrap_or("?").to_owned())
-            .or_default();
+        let key = inner.source_key(source.unwrap_or("?"));
+        let s = inner.sources.entry(key).or_default();
         *s.errors.entry(kind.to_owned()).or_default() += 1;
     }
 
@@ -341,6 +417,39 @@ mod tests {
         assert!(snap.sources["a"].gaps > 1 << 60);
         assert_eq!(snap.gaps, u64::MAX);
         assert_eq!(snap.stored, 7);
+    }
+
+    #[test]
+    fn huge_jumps_cost_one_run_each() {
+        let mut t = SeqTracker::default();
+        t.observe(0);
+        t.observe(1 << 40);
+        t.observe(5);
+        assert_eq!(t.gaps(), (1 << 40) - 2);
+        assert_eq!(t.missing.len(), 2);
+        for seq in (6..10_000).step_by(2) {
+            t.observe(seq);
+        }
+        assert!(t.missing.len() <= MAX_MISSING_RUNS);
+    }
+
+    #[test]
+    fn sessions_and_sources_are_capped() {
+        let stats = Stats::new(100);
+        for i in 0..(MAX_SESSIONS_PER_SOURCE + 10) {
+            stats.on_decoded("a", &format!("s{i}"), 0, 1, 1, true);
+        }
+        for i in 0..(MAX_SOURCES + 10) {
+            stats.on_decoded(&format!("src{i}"), "s", 0, 1, 1, true);
+        }
+        let inner = stats.lock();
+        assert_eq!(inner.sessions["a"].trackers.len(), MAX_SESSIONS_PER_SOURCE);
+        assert_eq!(
+            inner.sources["a"].sessions,
+            (MAX_SESSIONS_PER_SOURCE + 10) as u64
+        );
+        assert!(inner.sources.len() <= MAX_SOURCES + 1);
+        assert_eq!(inner.sources["(other)"].messages, 11);
     }
 
     #[test]

@@ -151,11 +151,18 @@ fn compress(src: &[u8], level: i32) -> Result<Bytes, EncodeError> {
             *slot = Some((level, c));
         }
         let (_, compressor) = slot.as_mut().expect("compressor was just set");
-        let mut out = AlignedBuf::for_overwrite(zstd::zstd_safe::compress_bound(src.len()));
+        let capacity = zstd::zstd_safe::compress_bound(src.len());
+        let mut out = AlignedBuf::for_overwrite(capacity);
         let written = compressor
             .compress_to_buffer(src, out.as_mut_slice())
             .map_err(zstd_encode_error)?;
-        Ok(out.into_bytes().slice(..written))
+        if written < capacity / 2 {
+            // Well compressed: keep a right-sized copy rather than pin the large buffer while
+            // the frame waits in ZeroMQ's queue.
+            Ok(Bytes::copy_from_slice(&out.as_mut_slice()[..written]))
+        } else {
+            Ok(out.into_bytes().slice(..written))
+        }
     })
 }
 

@@ -112,6 +112,14 @@ pub enum DecodeError {
         /// The limit.
         limit: u64,
     },
+    /// The arrays of one message declare more decoded bytes together than the limit allows.
+    #[error("message declares {total} decoded bytes in all, more than the limit of {limit}")]
+    MessageTooLarge {
+        /// `nbytes` summed over the arrays.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A raw buffer frame whose length differs from `nbytes`.
     #[error("array `{array}`: nbytes {expected} declared, {found} received")]
     BufferLength {
@@ -168,6 +176,7 @@ impl DecodeError {
             DecodeError::FrameCount { .. } => "frame_count",
             DecodeError::NbytesMismatch { .. } => "nbytes_mismatch",
             DecodeError::ArrayTooLarge { .. } => "array_too_large",
+            DecodeError::MessageTooLarge { .. } => "message_too_large",
             DecodeError::BufferLength { .. } => "buffer_length",
             DecodeError::ZstdContentSize { .. } => "zstd_content_size",
             DecodeError::InvalidBool { .. } => "invalid_bool",
@@ -264,7 +273,7 @@ pub enum ViewError {
         /// Its value.
         value: u8,
     },
-    /// The buffer does not fit the shape (cannot happen after [`decode`](super::decode)'s checks).
+    /// The buffer does not fit the shape (not expected after [`decode`](super::decode)'s checks).
     #[error("array `{array}`: {reason}")]
     Shape {
         /// The array's name.

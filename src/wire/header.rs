@@ -221,6 +221,13 @@ fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeE
         .enumerate()
         .map(|(i, entry)| parse_array(i, entry, limits))
         .collect::<Result<Vec<_>, _>>()?;
+    let total: u64 = arrays.iter().map(|a| a.nbytes).sum();
+    if total > limits.max_message_bytes {
+        return Err(DecodeError::MessageTooLarge {
+            total,
+            limit: limits.max_message_bytes,
+        });
+    }
     for (i, meta) in arrays.iter().enumerate() {
         if arrays[..i].iter().any(|other| other.name == meta.name) {
             return Err(DecodeError::InvalidField {
@@ -321,6 +328,7 @@ fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
         if computed != a.nbytes
             || a.nbytes > limits.max_array_bytes
             || usize::try_from(a.nbytes).is_err()
+            || !shape_fits(&shape, dtype.itemsize())
         {
             return None;
         }
@@ -333,6 +341,9 @@ fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
             filters,
             nbytes: a.nbytes,
         });
+    }
+    if arrays.iter().map(|a| a.nbytes).sum::<u64>() > limits.max_message_bytes {
+        return None;
     }
     Some(Header {
         name: h.name.into_owned(),
@@ -363,8 +374,12 @@ fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta
     if shape_value.len() > limits.max_ndim {
         return Err(DecodeError::InvalidField {
             field: path("shape"),
-            expected: "at most the ndim limit of dimensions",
-            found: format!("{} dimensions", shape_value.len()),
+            expected: "at most max_ndim dimensions",
+            found: format!(
+                "{} dimensions (max_ndim is {})",
+                shape_value.len(),
+                limits.max_ndim
+            ),
         });
     }
     let mut shape = Vec::with_capacity(shape_value.len());
@@ -438,6 +453,13 @@ fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta
             limit: limits.max_array_bytes,
         });
     }
+    if !shape_fits(&shape, dtype.itemsize()) {
+        return Err(DecodeError::InvalidField {
+            field: path("shape"),
+            expected: "axes whose non-zero lengths multiply to at most isize::MAX bytes",
+            found: format!("{shape:?}"),
+        });
+    }
     Ok(ArrayMeta {
         name,
         dtype,
@@ -447,6 +469,16 @@ fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta
         filters,
         nbytes,
     })
+}
+
+/// True when every axis fits the address space: the product of the non-zero lengths times the
+/// item size is at most `isize::MAX` (so `[0, 2^63, 2^63]` is refused though it holds nothing).
+fn shape_fits(shape: &[usize], itemsize: usize) -> bool {
+    shape
+        .iter()
+        .filter(|&&n| n > 0)
+        .try_fold(itemsize as u64, |acc, &n| acc.checked_mul(n as u64))
+        .is_some_and(|extent| extent <= isize::MAX as u64)
 }
 
 /// Checks a record or array name: non-empty, at most [`MAX_NAME_BYTES`] bytes, no NUL.

@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_array_bytes: u64,
     /// Most dimensions of one array. Default 64 (numpy's own limit).
     pub max_ndim: usize,
+    /// Largest total of decoded bytes (`nbytes` summed over the arrays) of one message. Default
+    /// 4 GiB. Bounds what one message can make a decoder allocate, however small its frames.
+    pub max_message_bytes: u64,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
             max_arrays: 4096,
             max_array_bytes: 4 << 30,
             max_ndim: 64,
+            max_message_bytes: 4 << 30,
         }
     }
 }
@@ -50,6 +54,12 @@ impl Limits {
     /// Sets the largest decoded array, in bytes.
     pub fn max_array_bytes(mut self, bytes: u64) -> Self {
         self.max_array_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest total of decoded bytes per message.
+    pub fn max_message_bytes(mut self, bytes: u64) -> Self {
+        self.max_message_bytes = bytes;
         self
     }
 

@@ -21,7 +21,8 @@ const MAX_COMPONENT: usize = 120;
 ///
 /// Letters, digits and `_ - . : + = @ ,` are kept; every other byte (`/`, `\`, NUL, spaces,
 /// non-ASCII, ...) becomes `%XX`, as does a leading `.` (so `.`, `..` and hidden names cannot
-/// occur). Names longer than 120 bytes are cut and suffixed with a hash of the whole name.
+/// occur); the empty name becomes `%`. Names longer than 120 bytes are cut and suffixed with a
+/// hash of the whole name. (For Unix file systems: `:` is kept.)
 /// Returns the component and whether anything was changed.
 ///
 /// ```
@@ -43,7 +44,8 @@ pub fn path_component(name: &str) -> (String, bool) {
         }
     }
     if out.is_empty() {
-        out.push_str("%00");
+        // A lone `%` is never produced by escaping (which always adds two hex digits).
+        out.push('%');
     }
     if out.len() > MAX_COMPONENT {
         let hash = fnv1a(name.as_bytes());

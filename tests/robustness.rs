@@ -1,0 +1,177 @@
+//! Hostile or broken input reaches the collector: a sink that panics, a message of a great many
+//! frames, a frame over the size limit, a flood of sessions. The collector keeps going, counts
+//! what happened, stores the valid messages around it and still stops cleanly.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ndarray::Array1;
+use ndbridge::collector::{Collector, Received, Sink, SinkError};
+use ndbridge::wire::{encode, ArrayBuffer, Compression, Envelope, Limits};
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Frames of a valid one-array message.
+fn message(name: &str, source: &str, session: &str, seq: u64) -> Vec<bytes::Bytes> {
+    let envelope = Envelope {
+        name: name.into(),
+        source: source.into(),
+        session: session.into(),
+        seq,
+        time: 0.0,
+        attrs: None,
+    };
+    let array = ArrayBuffer::from_owned(Array1::from(vec![seq as f64; 16]));
+    encode(envelope, vec![(name.into(), array)], Compression::Raw)
+        .unwrap()
+        .frames
+}
+
+fn push(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
+    let s = ctx.socket(zmq::PUSH).unwrap();
+    s.set_sndtimeo(5000).unwrap();
+    s.set_linger(5000).unwrap();
+    s.connect(endpoint).unwrap();
+    s
+}
+
+fn send(socket: &zmq::Socket, frames: &[bytes::Bytes]) {
+    socket
+        .send_multipart(frames.iter().map(|f| f.to_vec()), 0)
+        .unwrap();
+}
+
+/// Panics on every record named `boom`.
+#[derive(Default)]
+struct Grumpy {
+    taken: AtomicU64,
+}
+
+impl Sink for Grumpy {
+    fn name(&self) -> &str {
+        "grumpy"
+    }
+    fn write(&self, message: &Received) -> Result<(), SinkError> {
+        assert_ne!(
+            message.record.header.name, "boom",
+            "this sink refuses booms"
+        );
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_sink_is_counted_and_the_collector_still_stops() {
+    let sink = Arc::new(Grumpy::default());
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .workers(2)
+        .max_inflight_bytes(4096)
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    let ctx = zmq::Context::new();
+    let socket = push(&ctx, collector.endpoint());
+    for seq in 0..40 {
+        let name = if seq % 2 == 0 { "boom" } else { "fine" };
+        send(&socket, &message(name, "s", "x", seq));
+    }
+    wait_until("every record through the sinks", || {
+        let s = collector.stats();
+        s.stored + s.sink_errors.values().sum::<u64>() == 40
+    });
+    let summary = collector.stop();
+    assert_eq!(summary.stats.stored, 20);
+    assert_eq!(summary.stats.sink_errors["grumpy"], 20);
+    assert_eq!(sink.taken.load(Ordering::Relaxed), 20);
+    assert_eq!(
+        summary.stats.inflight_bytes, 0,
+        "every batch gave its bytes back"
+    );
+}
+
+#[test]
+fn a_message_of_many_frames_is_rejected_and_the_next_one_stored() {
+    let limits = Limits::default().max_arrays(8);
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .limits(limits)
+        .start()
+        .unwrap();
+    let ctx = zmq::Context::new();
+    let socket = push(&ctx, collector.endpoint());
+    let mut flood = message("flood", "s", "x", 0);
+    flood.extend(std::iter::repeat_n(bytes::Bytes::new(), 10_000));
+    send(&socket, &flood);
+    send(&socket, &message("after", "s", "x", 1));
+    wait_until("the flood rejected and the next stored", || {
+        let s = collector.stats();
+        s.rejected == 1 && s.stored == 1
+    });
+    let summary = collector.stop();
+    assert_eq!(summary.stats.errors["frame_count"], 1);
+}
+
+#[test]
+fn a_frame_over_the_size_limit_drops_only_that_peer() {
+    let limits = Limits::default().max_array_bytes(1 << 20);
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .limits(limits)
+        .start()
+        .unwrap();
+    let ctx = zmq::Context::new();
+    let hostile = push(&ctx, collector.endpoint());
+    let mut huge = message("huge", "evil", "x", 0);
+    huge[1] = bytes::Bytes::from(vec![0u8; 8 << 20]);
+    send(&hostile, &huge);
+    let honest = push(&ctx, collector.endpoint());
+    send(&honest, &message("fine", "good", "y", 0));
+    wait_until("the honest message", || collector.stats().stored == 1);
+    let summary = collector.stop();
+    assert_eq!(
+        summary.stats.received, 1,
+        "the oversized frame never reached ndbridge"
+    );
+}
+
+#[test]
+fn a_flood_of_sessions_and_seq_jumps_keeps_stats_bounded() {
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .start()
+        .unwrap();
+    let ctx = zmq::Context::new();
+    let socket = push(&ctx, collector.endpoint());
+    let sessions = 3000u64;
+    for s in 0..sessions {
+        let session = format!("session-{s}");
+        send(&socket, &message("m", "flooder", &session, 0));
+        send(&socket, &message("m", "flooder", &session, 1 << 40));
+    }
+    send(&socket, &message("m", "good", "g", 0));
+    wait_until("every message", || {
+        collector.stats().stored == 2 * sessions + 1
+    });
+    let started = Instant::now();
+    let snapshot = collector.stats();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a snapshot must stay cheap: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(snapshot.sources["good"].gaps, 0);
+    assert!(snapshot.sources["flooder"].gaps >= (1 << 40) - 1);
+    collector.stop();
+}
