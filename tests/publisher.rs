@@ -1,0 +1,173 @@
+//! The publisher's contract: full-queue policies, sharing one publisher between threads, and
+//! PUB publishers tapped by a SUB collector.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ndarray::Array1;
+use ndbridge::collector::{Collector, Received, Sink, SinkError};
+use ndbridge::{Compression, FullPolicy, Publisher, SocketKind};
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sleeps per record: a collector that falls behind.
+struct Slow(Duration);
+
+impl Sink for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn write(&self, _: &Received) -> Result<(), SinkError> {
+        std::thread::sleep(self.0);
+        Ok(())
+    }
+}
+
+fn slow_collector(delay: Duration) -> Collector {
+    Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .workers(1)
+        .max_inflight_bytes(1 << 20)
+        .socket_options(ndbridge::transport::SocketOptions {
+            recv_hwm: 1,
+            ..Default::default()
+        })
+        .sink(Slow(delay))
+        .start()
+        .unwrap()
+}
+
+fn small_queue_publisher(endpoint: &str, policy: FullPolicy) -> Publisher {
+    Publisher::builder()
+        .connect(endpoint)
+        .compression(Compression::Raw)
+        .queue_bytes(1 << 20)
+        .on_full(policy)
+        .socket_options(ndbridge::transport::SocketOptions {
+            send_hwm: 1,
+            ..Default::default()
+        })
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn block_waits_for_room_and_loses_nothing() {
+    let collector = slow_collector(Duration::from_millis(20));
+    let publisher = small_queue_publisher(collector.endpoint(), FullPolicy::Block);
+    let started = Instant::now();
+    for _ in 0..40 {
+        publisher
+            .send_owned("block", Array1::<f64>::zeros(64 << 10))
+            .unwrap();
+    }
+    // 40 x 512 KiB through a 20 ms-per-record collector: the sender had to wait.
+    assert!(started.elapsed() > Duration::from_millis(200));
+    let stats = publisher.close(Duration::from_secs(20)).unwrap();
+    assert_eq!((stats.sent, stats.dropped), (40, 0));
+    wait_until("all 40 stored", || collector.stats().stored == 40);
+    assert_eq!(collector.stop().stats.gaps, 0);
+}
+
+#[test]
+fn drop_returns_at_once_and_counts() {
+    let collector = slow_collector(Duration::from_millis(50));
+    let publisher = small_queue_publisher(collector.endpoint(), FullPolicy::Drop);
+    let started = Instant::now();
+    for _ in 0..100 {
+        publisher
+            .send_owned("drop", Array1::<f64>::zeros(64 << 10))
+            .unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "Drop must not wait for the collector"
+    );
+    let stats = publisher.close(Duration::from_secs(20)).unwrap();
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert_eq!(stats.sent + stats.dropped, 100);
+    wait_until("what was sent", || collector.stats().stored == stats.sent);
+    collector.stop();
+}
+
+#[test]
+fn one_publisher_shared_by_threads_numbers_every_message_once() {
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .start()
+        .unwrap();
+    let publisher = Arc::new(
+        Publisher::builder()
+            .connect(collector.endpoint())
+            .source("shared")
+            .build()
+            .unwrap(),
+    );
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let publisher = Arc::clone(&publisher);
+            s.spawn(move || {
+                for i in 0..250 {
+                    let a = Array1::from(vec![(t * 1000 + i) as f32; 100]);
+                    publisher.send(&format!("t{t}"), &a).unwrap();
+                }
+            });
+        }
+    });
+    publisher.flush(Duration::from_secs(10)).unwrap();
+    wait_until("1000 records", || collector.stats().stored == 1000);
+    let summary = collector.stop();
+    let shared = &summary.stats.sources["shared"];
+    assert_eq!(
+        (shared.messages, shared.gaps, shared.duplicates),
+        (1000, 0, 0)
+    );
+}
+
+#[test]
+fn pub_publisher_to_sub_collector() {
+    // The publisher binds a PUB socket (an ipc path in a fresh directory); the collector
+    // connects with SUB and strips the topic frame.
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("ipc://{}/pub.sock", dir.path().display());
+    let publisher = Publisher::builder()
+        .bind(&endpoint)
+        .kind(SocketKind::Pub)
+        .source("live")
+        .build()
+        .unwrap();
+    let collector = Collector::builder()
+        .connect(&endpoint)
+        .kind(SocketKind::Sub)
+        .start()
+        .unwrap();
+    // PUB/SUB joins late: publish until the subscription is live, then a counted burst.
+    wait_until("the subscription", || {
+        publisher.send("probe", &Array1::<u8>::zeros(4)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        collector.stats().stored > 0
+    });
+    let before = collector.stats().stored;
+    for i in 0..50 {
+        publisher
+            .send("field", &Array1::from(vec![i as f64; 1000]))
+            .unwrap();
+    }
+    publisher.flush(Duration::from_secs(10)).unwrap();
+    wait_until("the burst", || collector.stats().stored >= before + 50);
+    let summary = collector.stop();
+    assert_eq!(
+        summary.stats.rejected, 0,
+        "topic frames are stripped before decoding"
+    );
+    assert_eq!(summary.stats.sources["live"].gaps, 0);
+}
