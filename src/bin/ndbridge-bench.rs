@@ -291,7 +291,7 @@ fn run_collector(
     let collector = builder.start()?;
     println!("{}", collector.endpoint());
     std::io::stdout().flush()?;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while collector.stats().stored + collector.stats().rejected < expect {
         if Instant::now() > deadline {
             bail!(
@@ -418,6 +418,7 @@ fn run_publisher(
             }
         }
         socket.set_linger(60_000)?;
+        wait_for_parent();
         return Ok(());
     }
     let publisher = Publisher::builder()
@@ -431,7 +432,17 @@ fn run_publisher(
     }
     let stats = publisher.close(Duration::from_secs(600))?;
     eprintln!("publisher {id}: {stats:?}");
+    wait_for_parent();
     Ok(())
+}
+
+/// Keeps this publisher process (and its ZeroMQ context) alive until the parent closes our
+/// stdin, which it does once the collector has counted every message: over ipc, libzmq may
+/// discard messages still queued when a sender exits while the receiver is at its high-water
+/// mark.
+fn wait_for_parent() {
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 }
 
 /// Runs one case once: one collector process, `publishers` publisher processes.
@@ -499,17 +510,18 @@ fn run_case(
         if bare {
             cmd.arg("--bare");
         }
-        children.push(cmd.stderr(Stdio::null()).spawn()?);
+        children.push(cmd.stdin(Stdio::piped()).stderr(Stdio::null()).spawn()?);
     }
+    let result = lines.next();
+    // The collector has everything (or gave up): the publishers may exit now.
     for mut child in children {
+        drop(child.stdin.take());
         let status = child.wait()?;
         if !status.success() {
             bail!("a publisher failed: {status}");
         }
     }
-    let result = lines
-        .next()
-        .ok_or_else(|| anyhow!("collector printed no result"))??;
+    let result = result.ok_or_else(|| anyhow!("collector printed no result"))??;
     collector.wait()?;
     if disk {
         let _ = std::fs::remove_dir_all(&args.out);
