@@ -430,16 +430,17 @@ fn run_publisher(
         pace(i);
         publisher.send_record("payload", [("payload", data.clone())], None)?;
     }
-    let stats = publisher.close(Duration::from_secs(600))?;
-    eprintln!("publisher {id}: {stats:?}");
+    // Hand everything to ZeroMQ but keep the socket open until the collector has it all.
+    publisher.flush(Duration::from_secs(600))?;
     wait_for_parent();
+    let stats = publisher.close(Duration::from_secs(60))?;
+    eprintln!("publisher {id}: {stats:?}");
     Ok(())
 }
 
-/// Keeps this publisher process (and its ZeroMQ context) alive until the parent closes our
-/// stdin, which it does once the collector has counted every message: over ipc, libzmq may
-/// discard messages still queued when a sender exits while the receiver is at its high-water
-/// mark.
+/// Keeps this publisher's socket open until the parent closes our stdin, which it does once the
+/// collector has counted every message: over ipc, libzmq may discard messages still queued in a
+/// socket that closes while the receiver is at its high-water mark.
 fn wait_for_parent() {
     let mut sink = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
