@@ -4,20 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::wait_until;
+
 use ndarray::Array1;
 use ndbridge::collector::{Collector, Received, Sink, SinkError};
 use ndbridge::{Compression, FullPolicy, Publisher, SocketKind};
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Sleeps per record: a collector that falls behind.
 struct Slow(Duration);
@@ -74,7 +66,9 @@ fn block_waits_for_room_and_loses_nothing() {
     assert!(started.elapsed() > Duration::from_millis(200));
     let stats = publisher.close(Duration::from_secs(20)).unwrap();
     assert_eq!((stats.sent, stats.dropped), (40, 0));
-    wait_until("all 40 stored", || collector.stats().stored == 40);
+    wait_until("all 40 stored", Duration::from_secs(20), || {
+        collector.stats().stored == 40
+    });
     assert_eq!(collector.stop().stats.gaps, 0);
 }
 
@@ -95,7 +89,9 @@ fn drop_returns_at_once_and_counts() {
     let stats = publisher.close(Duration::from_secs(20)).unwrap();
     assert!(stats.dropped > 0, "{stats:?}");
     assert_eq!(stats.sent + stats.dropped, 100);
-    wait_until("what was sent", || collector.stats().stored == stats.sent);
+    wait_until("what was sent", Duration::from_secs(20), || {
+        collector.stats().stored == stats.sent
+    });
     collector.stop();
 }
 
@@ -124,7 +120,9 @@ fn one_publisher_shared_by_threads_numbers_every_message_once() {
         }
     });
     publisher.flush(Duration::from_secs(10)).unwrap();
-    wait_until("1000 records", || collector.stats().stored == 1000);
+    wait_until("1000 records", Duration::from_secs(20), || {
+        collector.stats().stored == 1000
+    });
     let summary = collector.stop();
     let shared = &summary.stats.sources["shared"];
     assert_eq!(
@@ -151,7 +149,7 @@ fn pub_publisher_to_sub_collector() {
         .start()
         .unwrap();
     // PUB/SUB joins late: publish until the subscription is live, then a counted burst.
-    wait_until("the subscription", || {
+    wait_until("the subscription", Duration::from_secs(20), || {
         publisher.send("probe", &Array1::<u8>::zeros(4)).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         collector.stats().stored > 0
@@ -163,7 +161,9 @@ fn pub_publisher_to_sub_collector() {
             .unwrap();
     }
     publisher.flush(Duration::from_secs(10)).unwrap();
-    wait_until("the burst", || collector.stats().stored >= before + 50);
+    wait_until("the burst", Duration::from_secs(20), || {
+        collector.stats().stored >= before + 50
+    });
     let summary = collector.stop();
     assert_eq!(
         summary.stats.rejected, 0,

@@ -6,20 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::wait_until;
+
 use ndarray::Array1;
 use ndbridge::collector::{Collector, Received, Sink, SinkError};
 use ndbridge::wire::{encode, ArrayBuffer, Compression, Envelope, Limits};
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Frames of a valid one-array message.
 fn message(name: &str, source: &str, session: &str, seq: u64) -> Vec<bytes::Bytes> {
@@ -87,10 +79,14 @@ fn a_panicking_sink_is_counted_and_the_collector_still_stops() {
         let name = if seq % 2 == 0 { "boom" } else { "fine" };
         send(&socket, &message(name, "s", "x", seq));
     }
-    wait_until("every record through the sinks", || {
-        let s = collector.stats();
-        s.stored + s.sink_errors.values().sum::<u64>() == 40
-    });
+    wait_until(
+        "every record through the sinks",
+        Duration::from_secs(20),
+        || {
+            let s = collector.stats();
+            s.stored + s.sink_errors.values().sum::<u64>() == 40
+        },
+    );
     let summary = collector.stop();
     assert_eq!(summary.stats.stored, 20);
     assert_eq!(summary.stats.sink_errors["grumpy"], 20);
@@ -115,10 +111,14 @@ fn a_message_of_many_frames_is_rejected_and_the_next_one_stored() {
     flood.extend(std::iter::repeat_n(bytes::Bytes::new(), 10_000));
     send(&socket, &flood);
     send(&socket, &message("after", "s", "x", 1));
-    wait_until("the flood rejected and the next stored", || {
-        let s = collector.stats();
-        s.rejected == 1 && s.stored == 1
-    });
+    wait_until(
+        "the flood rejected and the next stored",
+        Duration::from_secs(20),
+        || {
+            let s = collector.stats();
+            s.rejected == 1 && s.stored == 1
+        },
+    );
     let summary = collector.stop();
     assert_eq!(summary.stats.errors["frame_count"], 1);
 }
@@ -138,7 +138,9 @@ fn a_frame_over_the_size_limit_drops_only_that_peer() {
     send(&hostile, &huge);
     let honest = push(&ctx, collector.endpoint());
     send(&honest, &message("fine", "good", "y", 0));
-    wait_until("the honest message", || collector.stats().stored == 1);
+    wait_until("the honest message", Duration::from_secs(20), || {
+        collector.stats().stored == 1
+    });
     let summary = collector.stop();
     assert_eq!(
         summary.stats.received, 1,
@@ -161,7 +163,7 @@ fn a_flood_of_sessions_and_seq_jumps_keeps_stats_bounded() {
         send(&socket, &message("m", "flooder", &session, 1 << 40));
     }
     send(&socket, &message("m", "good", "g", 0));
-    wait_until("every message", || {
+    wait_until("every message", Duration::from_secs(20), || {
         collector.stats().stored == 2 * sessions + 1
     });
     let started = Instant::now();

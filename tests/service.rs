@@ -8,19 +8,14 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::wait_until;
+
 use ndarray::{Array1, Array2, Array3, ArrayD};
 use ndarray_npy::{NpzReader, ReadNpyExt};
 use ndbridge::collector::{Collector, DiskSink, Received, Sink, SinkError};
 use ndbridge::{ArrayBuffer, Compression, Publisher};
 use serde_json::Value;
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A value from a message's position: lets the receiver check every element.
 fn value(publisher: usize, message: usize, i: usize) -> f64 {

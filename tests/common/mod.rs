@@ -1,8 +1,9 @@
-//! Helpers shared by the integration tests: the golden `.frames` file format and logical-order
-//! byte dumps of decoded arrays.
+//! Helpers shared by the integration tests: the golden `.frames` file format, logical-order
+//! byte dumps of decoded arrays, and waiting for a condition with a timeout.
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ndbridge::wire::{DecodedArray, DynArray};
@@ -46,5 +47,14 @@ pub fn c_order_le_bytes(array: &DecodedArray) -> Vec<u8> {
         DynArray::F64(a) => dump!(a),
         DynArray::C64(a) => dump!(a),
         DynArray::C128(a) => dump!(a),
+    }
+}
+
+/// Polls `done` every 10 ms until it holds; fails the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
