@@ -27,7 +27,8 @@ pub struct DemoConfig {
     pub steps_per_second: f64,
     /// Side of the largest field (`n x n` f64); the others scale from it.
     pub size: usize,
-    /// Where the collector stores the files.
+    /// Where the collector stores the files: each run in a new `run-<milliseconds>` directory
+    /// under it.
     pub out: PathBuf,
     /// The workers' codec policy.
     pub compression: Compression,
@@ -57,6 +58,8 @@ pub struct DemoReport {
     pub elapsed: Duration,
     /// The collector's endpoint.
     pub endpoint: String,
+    /// The directory this run stored its files in.
+    pub out: PathBuf,
 }
 
 /// One simulated worker: sends `temperature` (f64, n x n), `pressure` (f32, n/2 x 2n) and a
@@ -119,10 +122,15 @@ pub fn run(
     config: &DemoConfig,
     mut progress: impl FnMut(&StatsSnapshot),
 ) -> Result<DemoReport, Error> {
+    // Each run gets a directory of its own, so files of an earlier run are never mixed in.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let out = config.out.join(format!("run-{stamp}"));
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
-        .sink(DiskSink::new(&config.out).map_err(|e| Error::Io {
-            path: config.out.clone(),
+        .sink(DiskSink::new(&out).map_err(|e| Error::Io {
+            path: out.clone(),
             source: std::io::Error::other(e.to_string()),
         })?)
         .start()?;
@@ -159,5 +167,6 @@ pub fn run(
         publishers,
         elapsed,
         endpoint,
+        out,
     })
 }

@@ -50,8 +50,8 @@ pub enum Error {
         /// Messages still queued.
         pending: usize,
     },
-    /// The publisher or collector has been closed.
-    #[error("closed")]
+    /// The publisher has been closed: it takes no more messages.
+    #[error("the publisher is closed and takes no more messages")]
     Closed,
     /// A thread could not be started.
     #[error("cannot start thread {name}: {source}")]

@@ -292,3 +292,15 @@ fn encoder_rejects_bad_names_and_duplicates() {
         "{err}"
     );
 }
+
+#[test]
+fn encoder_rejects_a_time_json_cannot_carry() {
+    let mut env = envelope();
+    env.time = f64::NAN;
+    let a = ArrayBuffer::from_owned(Array::from(vec![1u8]));
+    let err = encode(env, vec![("a".into(), a)], Compression::Raw).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "time must be a finite number of seconds, found NaN"
+    );
+}

@@ -517,11 +517,11 @@ fn demo(args: DemoArgs) -> Result<()> {
     println!();
     println!(
         "files: {}/<source>/<name>/<seq>.npy|.npz",
-        config.out.display()
+        report.out.display()
     );
     println!(
         "load one: python3 -c \"import numpy as np; a = np.load('{}/sim-0/temperature/0.npy'); print(a.dtype, a.shape, a.mean())\"",
-        config.out.display()
+        report.out.display()
     );
     if s.stored != sent || s.gaps != 0 {
         bail!(

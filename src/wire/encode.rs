@@ -216,6 +216,12 @@ pub fn encode(
     compression: Compression,
 ) -> Result<EncodedMessage, EncodeError> {
     check_name_for_encode(&envelope.name)?;
+    if !envelope.time.is_finite() {
+        // JSON has no NaN or infinity: such a header would not parse anywhere.
+        return Err(EncodeError::InvalidTime {
+            time: envelope.time,
+        });
+    }
     compression.validate()?;
     let mut metas = Vec::with_capacity(arrays.len());
     let mut frames = Vec::with_capacity(arrays.len() + 1);

@@ -186,7 +186,7 @@ impl DecodeError {
 }
 
 /// A request the encoder cannot turn into a valid message: the caller's mistake, not a peer's.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum EncodeError {
     /// A record or array name that is empty, too long, or contains NUL.
@@ -212,6 +212,12 @@ pub enum EncodeError {
         expected: u64,
         /// Bytes given.
         found: u64,
+    },
+    /// A `time` that JSON cannot carry (NaN or infinite).
+    #[error("time must be a finite number of seconds, found {time}")]
+    InvalidTime {
+        /// The time given.
+        time: f64,
     },
     /// A zstd level outside zstd's range.
     #[error("zstd level {level} is outside {min}..={max}")]

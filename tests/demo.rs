@@ -1,0 +1,53 @@
+//! The README's first command, small: `ndbridge demo` streams, stores, and prints a summary
+//! with a loadable file.
+
+use std::process::Command;
+
+#[test]
+fn demo_stores_every_record_and_points_at_a_real_file() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+        .args([
+            "demo",
+            "--workers",
+            "2",
+            "--seconds",
+            "1",
+            "--rate",
+            "10",
+            "--size",
+            "64",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |name: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} line in\n{stdout}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let stored = field("records stored");
+    assert!(stored >= 2 * 3 * 5, "too few records: {stored}");
+    assert_eq!(stored, field("sent by workers"));
+    assert_eq!(field("gaps"), 0);
+    // The one-line python command names a file of this run.
+    let load = stdout.lines().find(|l| l.starts_with("load one:")).unwrap();
+    let path = load
+        .split("np.load('")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY"));
+}
