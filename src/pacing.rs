@@ -61,10 +61,13 @@ impl Pacing {
     /// Records that `raw_bytes` compressed to `compressed_bytes` in `took`.
     pub fn observe_compress(&mut self, raw_bytes: u64, compressed_bytes: u64, took: Duration) {
         if raw_bytes > 0 {
-            self.codec_seconds_per_byte = ewma(
-                self.codec_seconds_per_byte,
-                took.as_secs_f64() / raw_bytes as f64,
-            );
+            // Interference (other threads, other processes) only ever slows the compressor:
+            // a faster measurement is taken at once, a slower one only gradually.
+            let spb = took.as_secs_f64() / raw_bytes as f64;
+            self.codec_seconds_per_byte = match self.codec_seconds_per_byte {
+                Some(old) if spb < old => Some(spb),
+                old => ewma(old, spb),
+            };
             self.ratio = ewma(self.ratio, compressed_bytes as f64 / raw_bytes as f64);
             self.since_sample = 0;
         }
@@ -142,6 +145,16 @@ mod tests {
             p.observe_send(700_000, Duration::from_micros(1));
         }
         assert!(!p.should_compress());
+    }
+
+    #[test]
+    fn one_slow_measurement_does_not_hide_a_fast_compressor() {
+        let mut p = Pacing::default();
+        p.observe_send(1_000_000, Duration::from_millis(20)); // 50 MB/s
+        p.observe_compress(1_000_000, 800_000, Duration::from_millis(200)); // preempted
+        assert!(!p.should_compress());
+        p.observe_compress(1_000_000, 800_000, Duration::from_millis(1));
+        assert!(p.should_compress(), "the fast measurement counts at once");
     }
 
     #[test]
