@@ -17,8 +17,8 @@ use crate::error::Error;
 use crate::pacing::Pacing;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
 use crate::wire::codec::encode_buffer;
-use crate::wire::header::check_name;
-use crate::wire::{encode, ArrayBuffer, Compression, Element, EncodeError, Envelope};
+use crate::wire::encode::check_names;
+use crate::wire::{encode, ArrayBuffer, Compression, Element, Envelope};
 
 /// What `send` does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -309,24 +309,9 @@ impl Publisher {
         arrays: impl IntoIterator<Item = (N, ArrayBuffer)>,
         attrs: Option<Map<String, Value>>,
     ) -> Result<(), Error> {
-        check_name(name).map_err(|reason| EncodeError::InvalidName {
-            name: name.chars().take(64).collect(),
-            reason,
-        })?;
         let arrays: Vec<(String, ArrayBuffer)> =
             arrays.into_iter().map(|(n, a)| (n.into(), a)).collect();
-        for (i, (array_name, _)) in arrays.iter().enumerate() {
-            check_name(array_name).map_err(|reason| EncodeError::InvalidName {
-                name: array_name.chars().take(64).collect(),
-                reason,
-            })?;
-            if arrays[..i].iter().any(|(other, _)| other == array_name) {
-                return Err(EncodeError::DuplicateArrayName {
-                    name: array_name.clone(),
-                }
-                .into());
-            }
-        }
+        check_names(name, &arrays)?;
         let bytes = arrays.iter().map(|(_, a)| a.data().len()).sum::<usize>();
         if !self.reserve(bytes)? {
             return Ok(());

@@ -211,6 +211,10 @@ def parse_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
         raise LimitError("arrays", "max_arrays", len(entries), limits.max_arrays,
                          what="array count")
     arrays = [_parse_entry(i, entry, limits) for i, entry in enumerate(entries)]
+    total = sum(meta.nbytes for meta in arrays)
+    if total > limits.max_message_bytes:
+        raise LimitError("arrays", "max_message_bytes", total, limits.max_message_bytes,
+                         what="decoded bytes of the message")
     seen: Dict[str, int] = {}
     for meta in arrays:
         if meta.name in seen:

@@ -20,12 +20,15 @@ class Limits:
         max_arrays: Most arrays in one message. Default 4096.
         max_array_bytes: Largest decoded array (``nbytes``), in bytes. Default 4 GiB.
         max_ndim: Most dimensions of one array. Default 64.
+        max_message_bytes: Most decoded bytes (``nbytes`` summed over the arrays) of one
+            message. Default 4 GiB.
     """
 
     max_header_bytes: int = 1 << 20
     max_arrays: int = 4096
     max_array_bytes: int = 4 << 30
     max_ndim: int = 64
+    max_message_bytes: int = 4 << 30
 
 
 #: ndbridge's default limits.

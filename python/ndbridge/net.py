@@ -60,6 +60,17 @@ def recv(sock: zmq.Socket, *, limits: Limits = DEFAULT_LIMITS, native: bool = Fa
     return decode(frames, limits=limits, native=native)
 
 
+def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
+    """Binds or connects `sock`; closes it at once if that fails, so no socket leaks."""
+    try:
+        if bind:
+            sock.bind(endpoint)
+        else:
+            sock.connect(endpoint)
+    except zmq.ZMQError:
+        sock.close(linger=0)
+        raise
+
 class Publisher:
     """Sends records, numbered 0, 1, 2, ... within a random session id.
 
@@ -102,14 +113,7 @@ class Publisher:
         self.linger_ms = linger_ms
         self.copy_threshold = copy_threshold
         self.socket = (context or zmq.Context.instance()).socket(kind)
-        try:
-            if bind:
-                self.socket.bind(endpoint)
-            else:
-                self.socket.connect(endpoint)
-        except zmq.ZMQError:
-            self.socket.close(linger=0)
-            raise
+        _attach(self.socket, endpoint, bind)
 
     @property
     def endpoint(self) -> str:
@@ -176,17 +180,10 @@ class Subscriber:
         self.native = native
         self._topics = None if self.names is None else {n.encode("utf-8") for n in self.names}
         self.socket = (context or zmq.Context.instance()).socket(zmq.SUB)
-        try:
-            self.socket.linger = 0
-            for topic in sorted(self._topics) if self._topics is not None else [b""]:
-                self.socket.setsockopt(zmq.SUBSCRIBE, topic)
-            if bind:
-                self.socket.bind(endpoint)
-            else:
-                self.socket.connect(endpoint)
-        except zmq.ZMQError:
-            self.socket.close(linger=0)
-            raise
+        self.socket.linger = 0
+        for topic in sorted(self._topics) if self._topics is not None else [b""]:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic)
+        _attach(self.socket, endpoint, bind)
 
     @property
     def endpoint(self) -> str:

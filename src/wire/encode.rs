@@ -192,6 +192,19 @@ impl EncodedMessage {
     }
 }
 
+/// Checks a record's name and its array names (valid, and unique within the record): what
+/// [`encode`] refuses, checked up front so a sender can refuse it before queueing.
+pub fn check_names(record: &str, arrays: &[(String, ArrayBuffer)]) -> Result<(), EncodeError> {
+    check_name_for_encode(record)?;
+    for (i, (name, _)) in arrays.iter().enumerate() {
+        check_name_for_encode(name)?;
+        if arrays[..i].iter().any(|(other, _)| other == name) {
+            return Err(EncodeError::DuplicateArrayName { name: name.clone() });
+        }
+    }
+    Ok(())
+}
+
 /// Encodes named arrays into one message under `compression`.
 ///
 /// ```
@@ -215,7 +228,7 @@ pub fn encode(
     arrays: Vec<(String, ArrayBuffer)>,
     compression: Compression,
 ) -> Result<EncodedMessage, EncodeError> {
-    check_name_for_encode(&envelope.name)?;
+    check_names(&envelope.name, &arrays)?;
     if !envelope.time.is_finite() {
         // JSON has no NaN or infinity: such a header would not parse anywhere.
         return Err(EncodeError::InvalidTime {
@@ -226,11 +239,7 @@ pub fn encode(
     let mut metas = Vec::with_capacity(arrays.len());
     let mut frames = Vec::with_capacity(arrays.len() + 1);
     frames.push(Bytes::new());
-    for (i, (name, buffer)) in arrays.iter().enumerate() {
-        check_name_for_encode(name)?;
-        if arrays[..i].iter().any(|(other, _)| other == name) {
-            return Err(EncodeError::DuplicateArrayName { name: name.clone() });
-        }
+    for (name, buffer) in &arrays {
         let encoded = encode_buffer(&buffer.data, buffer.dtype.itemsize(), compression)?;
         metas.push(ArrayMeta {
             name: name.clone(),

@@ -390,3 +390,14 @@ def test_messages_name_the_field_for_every_header_path() -> None:
     # A structural check on the messages: "<field>: <detail>", field the path that was wrong.
     err = raises(edit("arrays.0.codec", "lz4"), HeaderError, "")
     assert re.fullmatch(r"arrays\[0\]\.codec: .+", str(err)) and err.field == "arrays[0].codec"
+
+
+def test_total_decoded_size_of_a_message_is_limited(no_decompress: None) -> None:
+    # Three small zstd frames claiming 96 bytes each: 288 in all, over a limit of 200. Refused
+    # from the header alone, as the Rust decoder does.
+    h = zstd_header()
+    entry = h["arrays"][0]
+    h["arrays"] = [dict(entry, name=n) for n in ("a", "b", "c")]
+    err = raises(message(h, *[zstd(bytes(96))] * 3), LimitError, "exceeds the limit max_message_bytes=200",
+                 limits=Limits(max_message_bytes=200))
+    assert (err.limit, err.value, err.maximum) == ("max_message_bytes", 288, 200)
