@@ -29,7 +29,7 @@ pub fn shuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
     assert!(itemsize > 0, "shuffle: itemsize must be positive");
     match itemsize {
         1 => dst.copy_from_slice(src),
-        2 => shuffle_fixed::<2>(src, dst),
+        2 => simd::shuffle2(src, dst),
         4 => simd::shuffle4(src, dst),
         8 => simd::shuffle8(src, dst),
         16 => shuffle_fixed::<16>(src, dst),
@@ -57,7 +57,7 @@ pub fn unshuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
     assert!(itemsize > 0, "unshuffle: itemsize must be positive");
     match itemsize {
         1 => dst.copy_from_slice(src),
-        2 => unshuffle_fixed::<2>(src, dst),
+        2 => simd::unshuffle2(src, dst),
         4 => simd::unshuffle4(src, dst),
         8 => simd::unshuffle8(src, dst),
         16 => unshuffle_fixed::<16>(src, dst),
@@ -70,9 +70,9 @@ pub fn unshuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod simd {
     use safe_arch::{
-        m128i, unpack_high_i16_m128i, unpack_high_i32_m128i, unpack_high_i64_m128i,
-        unpack_high_i8_m128i, unpack_low_i16_m128i, unpack_low_i32_m128i, unpack_low_i64_m128i,
-        unpack_low_i8_m128i,
+        m128i, pack_i16_to_u8_m128i, set_splat_i16_m128i, shr_imm_u16_m128i,
+        unpack_high_i16_m128i, unpack_high_i32_m128i, unpack_high_i64_m128i, unpack_high_i8_m128i,
+        unpack_low_i16_m128i, unpack_low_i32_m128i, unpack_low_i64_m128i, unpack_low_i8_m128i,
     };
 
     fn load(bytes: &[u8], at: usize) -> m128i {
@@ -158,58 +158,82 @@ mod simd {
         super::unshuffle_tail8(src, dst, blocks * 16);
     }
 
+    /// Interleaves four 16-byte rows: byte `i` of row `j` moves to byte `4 * i + j` of the
+    /// 64-byte result. Seen as a permutation of the 6-bit byte index, this rotates the index
+    /// left by two bits, so three applications are the identity.
+    #[inline(always)]
+    fn interleave4(s: [m128i; 4]) -> [m128i; 4] {
+        let a = [
+            unpack_low_i8_m128i(s[0], s[1]),
+            unpack_high_i8_m128i(s[0], s[1]),
+            unpack_low_i8_m128i(s[2], s[3]),
+            unpack_high_i8_m128i(s[2], s[3]),
+        ];
+        [
+            unpack_low_i16_m128i(a[0], a[2]),
+            unpack_high_i16_m128i(a[0], a[2]),
+            unpack_low_i16_m128i(a[1], a[3]),
+            unpack_high_i16_m128i(a[1], a[3]),
+        ]
+    }
+
     /// Bytes `j` of elements `i..i+16` gathered: `dst[j*n + i ..][..16]` for each `j < 4`.
+    ///
+    /// The shuffle of 16 elements rotates the byte index right by two bits, which is
+    /// [`interleave4`] applied twice. (A direct de-interleave network of byte unpacks is
+    /// rewritten by the compiler into pack sequences several times slower.)
     pub(super) fn shuffle4(src: &[u8], dst: &mut [u8]) {
         let n = src.len() / 4;
         let blocks = n / 16;
         for b in 0..blocks {
-            let base = b * 64;
-            let v: [m128i; 4] = std::array::from_fn(|k| load(src, base + 16 * k));
-            let w = [
-                unpack_low_i8_m128i(v[0], v[1]),
-                unpack_high_i8_m128i(v[0], v[1]),
-                unpack_low_i8_m128i(v[2], v[3]),
-                unpack_high_i8_m128i(v[2], v[3]),
-            ];
-            let x = [
-                unpack_low_i8_m128i(w[0], w[1]),
-                unpack_high_i8_m128i(w[0], w[1]),
-                unpack_low_i8_m128i(w[2], w[3]),
-                unpack_high_i8_m128i(w[2], w[3]),
-            ];
-            let y = [
-                unpack_low_i8_m128i(x[0], x[1]),
-                unpack_high_i8_m128i(x[0], x[1]),
-                unpack_low_i8_m128i(x[2], x[3]),
-                unpack_high_i8_m128i(x[2], x[3]),
-            ];
-            store(dst, b * 16, unpack_low_i64_m128i(y[0], y[2]));
-            store(dst, n + b * 16, unpack_high_i64_m128i(y[0], y[2]));
-            store(dst, 2 * n + b * 16, unpack_low_i64_m128i(y[1], y[3]));
-            store(dst, 3 * n + b * 16, unpack_high_i64_m128i(y[1], y[3]));
+            let v: [m128i; 4] = std::array::from_fn(|k| load(src, b * 64 + 16 * k));
+            let streams = interleave4(interleave4(v));
+            for (j, stream) in streams.into_iter().enumerate() {
+                store(dst, j * n + b * 16, stream);
+            }
         }
         super::shuffle_tail4(src, dst, blocks * 16);
     }
 
-    /// The inverse of [`shuffle4`].
+    /// The inverse of [`shuffle4`]: one [`interleave4`] of the four streams.
     pub(super) fn unshuffle4(src: &[u8], dst: &mut [u8]) {
         let n = src.len() / 4;
         let blocks = n / 16;
         for b in 0..blocks {
             let s: [m128i; 4] = std::array::from_fn(|j| load(src, j * n + b * 16));
-            let a = [
-                unpack_low_i8_m128i(s[0], s[1]),
-                unpack_high_i8_m128i(s[0], s[1]),
-                unpack_low_i8_m128i(s[2], s[3]),
-                unpack_high_i8_m128i(s[2], s[3]),
-            ];
-            let base = b * 64;
-            store(dst, base, unpack_low_i16_m128i(a[0], a[2]));
-            store(dst, base + 16, unpack_high_i16_m128i(a[0], a[2]));
-            store(dst, base + 32, unpack_low_i16_m128i(a[1], a[3]));
-            store(dst, base + 48, unpack_high_i16_m128i(a[1], a[3]));
+            for (k, v) in interleave4(s).into_iter().enumerate() {
+                store(dst, b * 64 + 16 * k, v);
+            }
         }
         super::unshuffle_tail4(src, dst, blocks * 16);
+    }
+
+    /// Bytes 0 and 1 of elements `i..i+16` gathered: even bytes are masked and packed, odd
+    /// bytes shifted down and packed.
+    pub(super) fn shuffle2(src: &[u8], dst: &mut [u8]) {
+        let n = src.len() / 2;
+        let blocks = n / 16;
+        let low_byte = set_splat_i16_m128i(0x00ff);
+        for b in 0..blocks {
+            let (x, y) = (load(src, b * 32), load(src, b * 32 + 16));
+            let even = pack_i16_to_u8_m128i(x & low_byte, y & low_byte);
+            let odd = pack_i16_to_u8_m128i(shr_imm_u16_m128i::<8>(x), shr_imm_u16_m128i::<8>(y));
+            store(dst, b * 16, even);
+            store(dst, n + b * 16, odd);
+        }
+        super::shuffle_tail(src, dst, 2, blocks * 16);
+    }
+
+    /// The inverse of [`shuffle2`]: the two streams' bytes interleaved.
+    pub(super) fn unshuffle2(src: &[u8], dst: &mut [u8]) {
+        let n = src.len() / 2;
+        let blocks = n / 16;
+        for b in 0..blocks {
+            let (even, odd) = (load(src, b * 16), load(src, n + b * 16));
+            store(dst, b * 32, unpack_low_i8_m128i(even, odd));
+            store(dst, b * 32 + 16, unpack_high_i8_m128i(even, odd));
+        }
+        super::unshuffle_tail(src, dst, 2, blocks * 16);
     }
 }
 
@@ -217,6 +241,14 @@ mod simd {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 mod simd {
     pub(super) use super::{shuffle4, shuffle8, unshuffle4, unshuffle8};
+
+    pub(super) fn shuffle2(src: &[u8], dst: &mut [u8]) {
+        super::shuffle_fixed::<2>(src, dst)
+    }
+
+    pub(super) fn unshuffle2(src: &[u8], dst: &mut [u8]) {
+        super::unshuffle_fixed::<2>(src, dst)
+    }
 }
 
 /// Shuffles 8-byte elements from element `from` on (blocks of eight, then one by one).
