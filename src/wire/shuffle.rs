@@ -70,9 +70,9 @@ pub fn unshuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod simd {
     use safe_arch::{
-        m128i, pack_i16_to_u8_m128i, set_splat_i16_m128i, shr_imm_u16_m128i,
-        unpack_high_i16_m128i, unpack_high_i32_m128i, unpack_high_i64_m128i, unpack_high_i8_m128i,
-        unpack_low_i16_m128i, unpack_low_i32_m128i, unpack_low_i64_m128i, unpack_low_i8_m128i,
+        m128i, pack_i16_to_u8_m128i, set_splat_i16_m128i, shr_imm_u16_m128i, unpack_high_i16_m128i,
+        unpack_high_i32_m128i, unpack_high_i8_m128i, unpack_low_i16_m128i, unpack_low_i32_m128i,
+        unpack_low_i8_m128i,
     };
 
     fn load(bytes: &[u8], at: usize) -> m128i {
@@ -85,40 +85,41 @@ mod simd {
         bytes[at..at + 16].copy_from_slice(&chunk);
     }
 
+    /// One round of byte interleaves over `N` registers, pairing registers whose index differs
+    /// in bit `K`: the low halves interleaved replace the register with bit `K` clear, the high
+    /// halves the one with it set. Seen on the byte address (register index, then byte index),
+    /// register bit `K` becomes byte bit 0, byte bits 0-2 move up by one, and byte bit 3 takes
+    /// register bit `K`'s place.
+    #[inline(always)]
+    fn interleave_round<const N: usize, const K: usize>(s: [m128i; N]) -> [m128i; N] {
+        let mut out = s;
+        for x in 0..N {
+            if x & (1 << K) == 0 {
+                let y = x | (1 << K);
+                out[x] = unpack_low_i8_m128i(s[x], s[y]);
+                out[y] = unpack_high_i8_m128i(s[x], s[y]);
+            }
+        }
+        out
+    }
+
     /// Bytes `j` of elements `i..i+16` gathered: `dst[j*n + i ..][..16]` for each `j < 8`.
+    ///
+    /// Register `r` holds elements `2r` and `2r + 1`, so the byte address is element bits
+    /// `i3 i2 i1 | i0 j2 j1 j0`. Four [`interleave_round`]s on register bits 2, 1, 0, 2 bring
+    /// `i3 i2 i1 i0` into the byte index and leave the register index as `j0 j2 j1`.
     pub(super) fn shuffle8(src: &[u8], dst: &mut [u8]) {
         let n = src.len() / 8;
         let blocks = n / 16;
         for b in 0..blocks {
-            let base = b * 128;
-            let v: [m128i; 8] = std::array::from_fn(|k| load(src, base + 16 * k));
-            // Pairs of elements (2k, 2k+2) and (2k+1, 2k+3), byte by byte.
-            let mut w = [v[0]; 8];
-            for k in 0..4 {
-                w[2 * k] = unpack_low_i8_m128i(v[2 * k], v[2 * k + 1]);
-                w[2 * k + 1] = unpack_high_i8_m128i(v[2 * k], v[2 * k + 1]);
-            }
-            // Bytes 0-3 and 4-7 of four consecutive elements.
-            let mut x = [v[0]; 8];
-            for k in 0..4 {
-                x[2 * k] = unpack_low_i8_m128i(w[2 * k], w[2 * k + 1]);
-                x[2 * k + 1] = unpack_high_i8_m128i(w[2 * k], w[2 * k + 1]);
-            }
-            // Two streams of eight consecutive elements each.
-            let mut y = [v[0]; 8];
-            for k in 0..2 {
-                let (lo, hi) = (x[4 * k], x[4 * k + 2]);
-                let (lo2, hi2) = (x[4 * k + 1], x[4 * k + 3]);
-                y[4 * k] = unpack_low_i32_m128i(lo, hi);
-                y[4 * k + 1] = unpack_high_i32_m128i(lo, hi);
-                y[4 * k + 2] = unpack_low_i32_m128i(lo2, hi2);
-                y[4 * k + 3] = unpack_high_i32_m128i(lo2, hi2);
-            }
-            // One stream of sixteen elements per register.
-            for k in 0..4 {
-                let (a, b2) = (y[k], y[k + 4]);
-                store(dst, (2 * k) * n + b * 16, unpack_low_i64_m128i(a, b2));
-                store(dst, (2 * k + 1) * n + b * 16, unpack_high_i64_m128i(a, b2));
+            let v: [m128i; 8] = std::array::from_fn(|k| load(src, b * 128 + 16 * k));
+            let v = interleave_round::<8, 2>(v);
+            let v = interleave_round::<8, 1>(v);
+            let v = interleave_round::<8, 0>(v);
+            let v = interleave_round::<8, 2>(v);
+            for j in 0..8 {
+                let register = ((j & 1) << 2) | (j >> 1);
+                store(dst, j * n + b * 16, v[register]);
             }
         }
         super::shuffle_tail8(src, dst, blocks * 16);

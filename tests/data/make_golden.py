@@ -267,7 +267,7 @@ def build_cases() -> list[Case]:
     # A record with no arrays at all.
     add(Case("no_arrays", "heartbeat", [], attrs={"alive": True}))
 
-    # A multi-array record with attrs, checksummed zstd like ndbridge's Rust encoder writes.
+    # A multi-array record with attrs; one frame carries a checksum, which readers verify.
     field = smooth_field((4, 6))
     add(Case("multi_array_attrs", "state", [
         Spec("u", field, codec="zstd", shuffled=True, checksum=True),
