@@ -146,6 +146,9 @@ struct Measured {
     peak_rss_bytes: u64,
     gaps: u64,
     rejected: u64,
+    /// CPU seconds of all publisher processes together (filled in by the parent).
+    #[serde(default)]
+    publisher_cpu_seconds: f64,
 }
 
 /// One row of the result table.
@@ -167,6 +170,8 @@ struct CaseResult {
     latency_p50_us: f64,
     latency_p99_us: f64,
     collector_cpu_s_per_gb: f64,
+    collector_cpu_us_per_msg: f64,
+    publisher_cpu_us_per_msg: f64,
     collector_peak_rss_mb: f64,
     compression_ratio: f64,
     gaps: u64,
@@ -317,6 +322,7 @@ fn run_collector(
         latency_p99_us: percentile(&lat, 0.99),
         cpu_seconds: cpu,
         peak_rss_bytes: rss,
+        publisher_cpu_seconds: 0.0,
         gaps: summary.stats.gaps,
         rejected: summary.stats.rejected,
     };
@@ -363,6 +369,7 @@ fn run_bare_pull(transport: Transport, expect: u64) -> Result<()> {
         latency_p99_us: percentile(&lat, 0.99),
         cpu_seconds: cpu,
         peak_rss_bytes: rss,
+        publisher_cpu_seconds: 0.0,
         gaps: 0,
         rejected: 0,
     };
@@ -418,7 +425,9 @@ fn run_publisher(
             }
         }
         socket.set_linger(60_000)?;
+        let cpu = own_usage().0;
         wait_for_parent();
+        println!("{cpu}");
         return Ok(());
     }
     let publisher = Publisher::builder()
@@ -432,7 +441,9 @@ fn run_publisher(
     }
     // Hand everything to ZeroMQ but keep the socket open until the collector has it all.
     publisher.flush(Duration::from_secs(600))?;
+    let cpu = own_usage().0;
     wait_for_parent();
+    println!("{cpu}");
     let stats = publisher.close(Duration::from_secs(60))?;
     eprintln!("publisher {id}: {stats:?}");
     Ok(())
@@ -511,23 +522,37 @@ fn run_case(
         if bare {
             cmd.arg("--bare");
         }
-        children.push(cmd.stdin(Stdio::piped()).stderr(Stdio::null()).spawn()?);
+        children.push(
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
     }
     let result = lines.next();
-    // The collector has everything (or gave up): the publishers may exit now.
+    // The collector has everything (or gave up): the publishers may exit now. Each prints its
+    // CPU seconds as its last act.
+    let mut publisher_cpu_seconds = 0.0;
     for mut child in children {
         drop(child.stdin.take());
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut out)?;
+        }
         let status = child.wait()?;
         if !status.success() {
             bail!("a publisher failed: {status}");
         }
+        publisher_cpu_seconds += out.trim().parse::<f64>().unwrap_or(0.0);
     }
     let result = result.ok_or_else(|| anyhow!("collector printed no result"))??;
     collector.wait()?;
     if disk {
         let _ = std::fs::remove_dir_all(&args.out);
     }
-    Ok(serde_json::from_str(&result)?)
+    let mut measured: Measured = serde_json::from_str(&result)?;
+    measured.publisher_cpu_seconds = publisher_cpu_seconds;
+    Ok(measured)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -571,6 +596,16 @@ fn summarize(
                 .map(|m| m.cpu_seconds / (m.payload_bytes as f64 / 1e9).max(1e-9))
                 .collect(),
         ),
+        collector_cpu_us_per_msg: median(
+            runs.iter()
+                .map(|m| m.cpu_seconds * 1e6 / m.messages.max(1) as f64)
+                .collect(),
+        ),
+        publisher_cpu_us_per_msg: median(
+            runs.iter()
+                .map(|m| m.publisher_cpu_seconds * 1e6 / m.messages.max(1) as f64)
+                .collect(),
+        ),
         collector_peak_rss_mb: median(runs.iter().map(|m| m.peak_rss_bytes as f64 / 1e6).collect()),
         compression_ratio: median(
             runs.iter()
@@ -583,7 +618,7 @@ fn summarize(
 
 fn print_row(r: &CaseResult) {
     println!(
-        "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10.0} {:>8.3} [{:.3}-{:.3}] {:>9.0} {:>9.0} {:>8.2} {:>8.0} {:>6.2} {:>4}",
+        "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10.0} {:>8.3} [{:.3}-{:.3}] {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.0} {:>6.2} {:>4}",
         r.mode,
         format!("{:?}", r.transport).to_lowercase(),
         r.publishers,
@@ -597,6 +632,8 @@ fn print_row(r: &CaseResult) {
         r.latency_p50_us,
         r.latency_p99_us,
         r.collector_cpu_s_per_gb,
+        r.collector_cpu_us_per_msg,
+        r.publisher_cpu_us_per_msg,
         r.collector_peak_rss_mb,
         r.compression_ratio,
         r.gaps,
@@ -606,9 +643,9 @@ fn print_row(r: &CaseResult) {
 fn run_all(args: &RunArgs) -> Result<()> {
     if !args.json {
         println!(
-            "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10} {:>8} {:<15} {:>9} {:>9} {:>8} {:>8} {:>6} {:>4}",
+            "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10} {:>8} {:<15} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>4}",
             "mode", "tr", "pub", "bytes", "codec", "sink", "msgs/s", "GB/s", "[min-max]",
-            "p50 us", "p99 us", "cpu s/GB", "RSS MB", "ratio", "gaps"
+            "p50 us", "p99 us", "cpu s/GB", "c us/msg", "p us/msg", "RSS MB", "ratio", "gaps"
         );
     }
     let disk_modes: Vec<bool> = if args.disk_only {
