@@ -174,6 +174,7 @@ impl PublisherBuilder {
             queue: Mutex::new(QueueState {
                 bytes: 0,
                 messages: 0,
+                waiting: 0,
             }),
             room: Condvar::new(),
             limit: self.queue_bytes,
@@ -235,6 +236,8 @@ struct Shared {
 struct QueueState {
     bytes: usize,
     messages: usize,
+    /// Callers waiting for room: `release` wakes them only when there are any.
+    waiting: usize,
 }
 
 #[derive(Default)]
@@ -345,7 +348,9 @@ impl Publisher {
                     return Ok(false);
                 }
                 FullPolicy::Block => {
+                    queue.waiting += 1;
                     queue = shared.room.wait(queue).expect("queue lock");
+                    queue.waiting -= 1;
                 }
                 FullPolicy::Timeout(limit) => {
                     let waited = started.elapsed();
@@ -356,11 +361,13 @@ impl Publisher {
                             waited,
                         });
                     }
+                    queue.waiting += 1;
                     queue = shared
                         .room
                         .wait_timeout(queue, limit - waited)
                         .expect("queue lock")
                         .0;
+                    queue.waiting -= 1;
                 }
             }
         }
@@ -440,8 +447,12 @@ impl Shared {
         let mut queue = self.queue.lock().expect("queue lock");
         queue.bytes -= bytes;
         queue.messages -= 1;
+        let waiting = queue.waiting > 0;
         drop(queue);
-        self.room.notify_all();
+        // A notification is a system call: only when a caller waits for room.
+        if waiting {
+            self.room.notify_all();
+        }
     }
 
     fn past_close_deadline(&self) -> bool {
@@ -513,7 +524,9 @@ impl SendLoop {
             attrs: queued.attrs,
         };
         let policy = self.choose_compression(&queued.arrays);
-        let encode_started = Instant::now();
+        // Only the automatic mode measures the codec and the link (clock reads cost per message).
+        let paced = matches!(self.compression, Compression::Auto { .. });
+        let encode_started = paced.then(Instant::now);
         let message = match encode(envelope, queued.arrays, policy) {
             Ok(message) => message,
             Err(e) => {
@@ -522,12 +535,12 @@ impl SendLoop {
                 return;
             }
         };
-        if policy != Compression::Raw {
+        if let (Some(started), true) = (encode_started, policy != Compression::Raw) {
             let header = message.frames[0].len() as u64;
             self.pacing.observe_compress(
                 message.raw_bytes(),
                 message.wire_bytes() - header,
-                encode_started.elapsed(),
+                started.elapsed(),
             );
         }
         let mut frames = Vec::with_capacity(message.frames.len() + 1);
@@ -535,7 +548,7 @@ impl SendLoop {
             frames.push(bytes::Bytes::from(message.header.name.clone().into_bytes()));
         }
         frames.extend(message.frames.iter().cloned());
-        let send_started = Instant::now();
+        let send_started = paced.then(Instant::now);
         loop {
             match transport::send_message(&mut self.socket, &frames, 0) {
                 Ok(()) => break,
@@ -556,8 +569,9 @@ impl SendLoop {
                 }
             }
         }
-        self.pacing
-            .observe_send(message.wire_bytes(), send_started.elapsed());
+        if let Some(started) = send_started {
+            self.pacing.observe_send(message.wire_bytes(), started.elapsed());
+        }
         self.seq += 1;
         counters.sent.fetch_add(1, Ordering::Relaxed);
         counters
