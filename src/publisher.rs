@@ -570,7 +570,8 @@ impl SendLoop {
             }
         }
         if let Some(started) = send_started {
-            self.pacing.observe_send(message.wire_bytes(), started.elapsed());
+            self.pacing
+                .observe_send(message.wire_bytes(), started.elapsed());
         }
         self.seq += 1;
         counters.sent.fetch_add(1, Ordering::Relaxed);
