@@ -265,13 +265,47 @@ fn zstd_garbage() {
 }
 
 #[test]
-fn zstd_corrupted_body() {
-    let (h, b) = valid(Compression::zstd(1));
-    let mut bad = b.to_vec();
+fn zstd_corrupted_body_with_checksum() {
+    // ndbridge's encoders leave zstd's content checksum out; a frame from a sender that
+    // includes it is verified, so corruption anywhere in its body is caught.
+    let (h, raw) = valid(Compression::Raw);
+    let mut compressor = zstd::bulk::Compressor::new(1).unwrap();
+    compressor.include_checksum(true).unwrap();
+    let frame = compressor.compress(&raw).unwrap();
+    let mut h = h;
+    h["arrays"][0]["codec"] = json!("zstd");
+    assert!(decode(
+        &frames(&h, &[Bytes::from(frame.clone())]),
+        &Limits::default()
+    )
+    .is_ok());
+    let mut bad = frame;
     let mid = bad.len() / 2;
     for byte in &mut bad[mid..mid + 16] {
         *byte ^= 0x5a;
     }
+    let err = decode_err(&frames(&h, &[Bytes::from(bad)]));
+    assert_eq!(err.kind(), "zstd");
+}
+
+#[test]
+fn zstd_corrupted_block_header() {
+    // Without a checksum, a damaged block structure is still refused: here the first block
+    // header (right after the frame header) claims a reserved block type.
+    let (h, b) = valid(Compression::zstd(1));
+    let mut bad = b.to_vec();
+    // Magic number (4 bytes), descriptor, window descriptor, dictionary id, content size.
+    let descriptor = bad[4];
+    let single_segment = descriptor & 0x20 != 0;
+    let content_size = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let dictionary_id = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let frame_header = 5 + usize::from(!single_segment) + dictionary_id + content_size;
+    bad[frame_header] |= 0b110;
     let err = decode_err(&frames(&h, &[Bytes::from(bad)]));
     assert_eq!(err.kind(), "zstd");
 }
