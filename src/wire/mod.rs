@@ -20,6 +20,7 @@ pub mod error;
 pub mod header;
 pub mod limits;
 pub mod shuffle;
+mod zstd_blocks;
 
 pub use codec::Compression;
 pub use decode::{decode, DecodedArray, DynArray, Record};

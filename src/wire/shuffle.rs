@@ -54,14 +54,82 @@ pub fn unshuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
         dst.len(),
         "unshuffle: source and destination lengths differ"
     );
+    unshuffle_parts(&[src], dst, itemsize);
+}
+
+/// [`unshuffle`] of a shuffled buffer held in pieces: `parts` in order are the shuffled bytes
+/// (e.g. blocks left in place inside a zstd frame, and blocks decoded elsewhere), so the
+/// pieces never need to be gathered into one buffer first.
+///
+/// ```
+/// let mut dst = [0u8; 6];
+/// ndbridge::wire::shuffle::unshuffle_parts(&[&[1, 3], &[5, 2, 4], &[6]], &mut dst, 2);
+/// assert_eq!(dst, [1, 2, 3, 4, 5, 6]);
+/// ```
+///
+/// # Panics
+/// If the parts together are not as long as `dst`, or `itemsize` is 0.
+pub fn unshuffle_parts(parts: &[&[u8]], dst: &mut [u8], itemsize: usize) {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    assert_eq!(
+        total,
+        dst.len(),
+        "unshuffle: source and destination lengths differ"
+    );
     assert!(itemsize > 0, "unshuffle: itemsize must be positive");
-    match itemsize {
-        1 => dst.copy_from_slice(src),
-        2 => simd::unshuffle2(src, dst),
-        4 => simd::unshuffle4(src, dst),
-        8 => simd::unshuffle8(src, dst),
-        16 => unshuffle_fixed::<16>(src, dst),
-        _ => unshuffle_any(src, dst, itemsize),
+    let n = total / itemsize;
+    // Where each part starts in the shuffled buffer.
+    let starts: Vec<usize> = parts
+        .iter()
+        .scan(0, |at, p| {
+            let start = *at;
+            *at += p.len();
+            Some(start)
+        })
+        .collect();
+    // Stream `j` (byte `j` of every element) starts at `j * n`; each takes its bytes from the
+    // part it is in, and a chunk of elements ends where any stream crosses into the next part.
+    let mut part_of = vec![0usize; itemsize];
+    let mut streams: Vec<&[u8]> = Vec::with_capacity(itemsize);
+    let mut i = 0;
+    while i < n {
+        let mut len = n - i;
+        streams.clear();
+        for (j, part) in part_of.iter_mut().enumerate() {
+            let at = j * n + i;
+            while starts[*part] + parts[*part].len() <= at {
+                *part += 1;
+            }
+            let piece = &parts[*part][at - starts[*part]..];
+            len = len.min(piece.len());
+            streams.push(piece);
+        }
+        for stream in &mut streams {
+            *stream = &stream[..len];
+        }
+        interleave(&streams, &mut dst[i * itemsize..(i + len) * itemsize]);
+        i += len;
+    }
+    // The trailing bytes that do not form a whole element, as they are.
+    let mut at = n * itemsize;
+    for (part, &start) in parts.iter().zip(&starts) {
+        let end = start + part.len();
+        if end > at {
+            let from = at - start;
+            dst[at..end].copy_from_slice(&part[from..]);
+            at = end;
+        }
+    }
+}
+
+/// Interleaves equally long streams: `dst[i * streams.len() + j] = streams[j][i]`.
+fn interleave(streams: &[&[u8]], dst: &mut [u8]) {
+    match *streams {
+        [s] => dst.copy_from_slice(s),
+        [a, b] => simd::interleave2([a, b], dst),
+        [a, b, c, d] => simd::interleave4([a, b, c, d], dst),
+        [a, b, c, d, e, f, g, h] => simd::interleave8([a, b, c, d, e, f, g, h], dst),
+        _ => interleave_blocked(streams, dst),
     }
 }
 
@@ -125,12 +193,12 @@ mod simd {
         super::shuffle_tail8(src, dst, blocks * 16);
     }
 
-    /// The inverse of [`shuffle8`].
-    pub(super) fn unshuffle8(src: &[u8], dst: &mut [u8]) {
-        let n = src.len() / 8;
-        let blocks = n / 16;
+    /// Interleaves eight streams of 16 bytes at a time: the inverse of [`shuffle8`].
+    pub(super) fn interleave8(s: [&[u8]; 8], dst: &mut [u8]) {
+        let len = s[0].len();
+        let blocks = len / 16;
         for b in 0..blocks {
-            let s: [m128i; 8] = std::array::from_fn(|j| load(src, j * n + b * 16));
+            let s: [m128i; 8] = std::array::from_fn(|j| load(s[j], b * 16));
             // Bytes (2k, 2k+1) of elements 0-7 and 8-15.
             let mut a = [s[0]; 8];
             for k in 0..4 {
@@ -156,14 +224,14 @@ mod simd {
                 store(dst, base + 32 * g + 16, unpack_high_i32_m128i(lo, hi));
             }
         }
-        super::unshuffle_tail8(src, dst, blocks * 16);
+        super::interleave_tail(&s, dst, blocks * 16);
     }
 
     /// Interleaves four 16-byte rows: byte `i` of row `j` moves to byte `4 * i + j` of the
     /// 64-byte result. Seen as a permutation of the 6-bit byte index, this rotates the index
     /// left by two bits, so three applications are the identity.
     #[inline(always)]
-    fn interleave4(s: [m128i; 4]) -> [m128i; 4] {
+    fn interleave4_rows(s: [m128i; 4]) -> [m128i; 4] {
         let a = [
             unpack_low_i8_m128i(s[0], s[1]),
             unpack_high_i8_m128i(s[0], s[1]),
@@ -181,14 +249,14 @@ mod simd {
     /// Bytes `j` of elements `i..i+16` gathered: `dst[j*n + i ..][..16]` for each `j < 4`.
     ///
     /// The shuffle of 16 elements rotates the byte index right by two bits, which is
-    /// [`interleave4`] applied twice. (A direct de-interleave network of byte unpacks is
+    /// [`interleave4_rows`] applied twice. (A direct de-interleave network of byte unpacks is
     /// rewritten by the compiler into pack sequences several times slower.)
     pub(super) fn shuffle4(src: &[u8], dst: &mut [u8]) {
         let n = src.len() / 4;
         let blocks = n / 16;
         for b in 0..blocks {
             let v: [m128i; 4] = std::array::from_fn(|k| load(src, b * 64 + 16 * k));
-            let streams = interleave4(interleave4(v));
+            let streams = interleave4_rows(interleave4_rows(v));
             for (j, stream) in streams.into_iter().enumerate() {
                 store(dst, j * n + b * 16, stream);
             }
@@ -196,17 +264,18 @@ mod simd {
         super::shuffle_tail4(src, dst, blocks * 16);
     }
 
-    /// The inverse of [`shuffle4`]: one [`interleave4`] of the four streams.
-    pub(super) fn unshuffle4(src: &[u8], dst: &mut [u8]) {
-        let n = src.len() / 4;
-        let blocks = n / 16;
+    /// Interleaves four streams of 16 bytes at a time: the inverse of [`shuffle4`], one
+    /// [`interleave4`] round.
+    pub(super) fn interleave4(s: [&[u8]; 4], dst: &mut [u8]) {
+        let len = s[0].len();
+        let blocks = len / 16;
         for b in 0..blocks {
-            let s: [m128i; 4] = std::array::from_fn(|j| load(src, j * n + b * 16));
-            for (k, v) in interleave4(s).into_iter().enumerate() {
+            let v: [m128i; 4] = std::array::from_fn(|j| load(s[j], b * 16));
+            for (k, v) in interleave4_rows(v).into_iter().enumerate() {
                 store(dst, b * 64 + 16 * k, v);
             }
         }
-        super::unshuffle_tail4(src, dst, blocks * 16);
+        super::interleave_tail(&s, dst, blocks * 16);
     }
 
     /// Bytes 0 and 1 of elements `i..i+16` gathered: even bytes are masked and packed, odd
@@ -225,30 +294,30 @@ mod simd {
         super::shuffle_tail(src, dst, 2, blocks * 16);
     }
 
-    /// The inverse of [`shuffle2`]: the two streams' bytes interleaved.
-    pub(super) fn unshuffle2(src: &[u8], dst: &mut [u8]) {
-        let n = src.len() / 2;
-        let blocks = n / 16;
+    /// Interleaves two streams of 16 bytes at a time: the inverse of [`shuffle2`].
+    pub(super) fn interleave2(s: [&[u8]; 2], dst: &mut [u8]) {
+        let len = s[0].len();
+        let blocks = len / 16;
         for b in 0..blocks {
-            let (even, odd) = (load(src, b * 16), load(src, n + b * 16));
+            let (even, odd) = (load(s[0], b * 16), load(s[1], b * 16));
             store(dst, b * 32, unpack_low_i8_m128i(even, odd));
             store(dst, b * 32 + 16, unpack_high_i8_m128i(even, odd));
         }
-        super::unshuffle_tail(src, dst, 2, blocks * 16);
+        super::interleave_tail(&s, dst, blocks * 16);
     }
 }
 
 /// Without SSE2: the portable word-transpose code for everything.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 mod simd {
-    pub(super) use super::{shuffle4, shuffle8, unshuffle4, unshuffle8};
+    pub(super) use super::{interleave4, interleave8, shuffle4, shuffle8};
 
     pub(super) fn shuffle2(src: &[u8], dst: &mut [u8]) {
         super::shuffle_fixed::<2>(src, dst)
     }
 
-    pub(super) fn unshuffle2(src: &[u8], dst: &mut [u8]) {
-        super::unshuffle_fixed::<2>(src, dst)
+    pub(super) fn interleave2(s: [&[u8]; 2], dst: &mut [u8]) {
+        super::interleave_blocked(&s, dst)
     }
 }
 
@@ -257,16 +326,8 @@ fn shuffle_tail8(src: &[u8], dst: &mut [u8], from: usize) {
     shuffle8_from(src, dst, from)
 }
 
-fn unshuffle_tail8(src: &[u8], dst: &mut [u8], from: usize) {
-    unshuffle8_from(src, dst, from)
-}
-
 fn shuffle_tail4(src: &[u8], dst: &mut [u8], from: usize) {
     shuffle4_from(src, dst, from)
-}
-
-fn unshuffle_tail4(src: &[u8], dst: &mut [u8], from: usize) {
-    unshuffle4_from(src, dst, from)
 }
 
 /// Transposes the 8x8 byte matrix whose rows are the little-endian bytes of `w[0..8]`: afterwards
@@ -339,18 +400,14 @@ fn shuffle8_from(src: &[u8], dst: &mut [u8], from: usize) {
     shuffle_tail(src, dst, 8, groups * 8);
 }
 
+/// Interleaves eight streams, eight elements (one 8x8 byte transpose) at a time.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
-fn unshuffle8(src: &[u8], dst: &mut [u8]) {
-    unshuffle8_from(src, dst, 0)
-}
-
-fn unshuffle8_from(src: &[u8], dst: &mut [u8], from: usize) {
-    let n = src.len() / 8;
-    let groups = n / 8;
-    for g in from / 8..groups {
+fn interleave8(s: [&[u8]; 8], dst: &mut [u8]) {
+    let groups = s[0].len() / 8;
+    for g in 0..groups {
         let mut w = [0u64; 8];
         for (j, word) in w.iter_mut().enumerate() {
-            *word = read_u64(src, j * n + g * 8);
+            *word = read_u64(s[j], g * 8);
         }
         transpose8x8(&mut w);
         let base = g * 64;
@@ -358,7 +415,7 @@ fn unshuffle8_from(src: &[u8], dst: &mut [u8], from: usize) {
             dst[base + i * 8..base + i * 8 + 8].copy_from_slice(&word.to_le_bytes());
         }
     }
-    unshuffle_tail(src, dst, 8, groups * 8);
+    interleave_tail(&s, dst, groups * 8);
 }
 
 /// Shuffle of 4-byte elements, eight elements (two 4x4 byte transposes) at a time.
@@ -388,19 +445,15 @@ fn shuffle4_from(src: &[u8], dst: &mut [u8], from: usize) {
     shuffle_tail(src, dst, 4, groups * 8);
 }
 
+/// Interleaves four streams, eight elements (two 4x4 byte transposes) at a time.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
-fn unshuffle4(src: &[u8], dst: &mut [u8]) {
-    unshuffle4_from(src, dst, 0)
-}
-
-fn unshuffle4_from(src: &[u8], dst: &mut [u8], from: usize) {
-    let n = src.len() / 4;
-    let groups = n / 8;
-    for g in from / 8..groups {
+fn interleave4(s: [&[u8]; 4], dst: &mut [u8]) {
+    let groups = s[0].len() / 8;
+    for g in 0..groups {
         let mut lo = [0u32; 4];
         let mut hi = [0u32; 4];
         for j in 0..4 {
-            let word = read_u64(src, j * n + g * 8);
+            let word = read_u64(s[j], g * 8);
             lo[j] = word as u32;
             hi[j] = (word >> 32) as u32;
         }
@@ -412,7 +465,7 @@ fn unshuffle4_from(src: &[u8], dst: &mut [u8], from: usize) {
             dst[base + 16 + i * 4..base + 16 + i * 4 + 4].copy_from_slice(&hi[i].to_le_bytes());
         }
     }
-    unshuffle_tail(src, dst, 4, groups * 8);
+    interleave_tail(&s, dst, groups * 8);
 }
 
 /// Shuffles elements `from..n` one byte at a time, and copies the trailing partial element.
@@ -426,14 +479,14 @@ fn shuffle_tail(src: &[u8], dst: &mut [u8], size: usize, from: usize) {
     dst[n * size..].copy_from_slice(&src[n * size..]);
 }
 
-fn unshuffle_tail(src: &[u8], dst: &mut [u8], size: usize, from: usize) {
-    let n = src.len() / size;
-    for i in from..n {
-        for j in 0..size {
-            dst[i * size + j] = src[j * n + i];
+/// Interleaves elements `from..` of `streams` one byte at a time.
+fn interleave_tail(streams: &[&[u8]], dst: &mut [u8], from: usize) {
+    let size = streams.len();
+    for i in from..streams[0].len() {
+        for (j, stream) in streams.iter().enumerate() {
+            dst[i * size + j] = stream[i];
         }
     }
-    dst[n * size..].copy_from_slice(&src[n * size..]);
 }
 
 fn shuffle_fixed<const S: usize>(src: &[u8], dst: &mut [u8]) {
@@ -454,22 +507,25 @@ fn shuffle_fixed<const S: usize>(src: &[u8], dst: &mut [u8]) {
     dst[body..].copy_from_slice(&src[body..]);
 }
 
-fn unshuffle_fixed<const S: usize>(src: &[u8], dst: &mut [u8]) {
-    let n = src.len() / S;
-    let body = n * S;
+/// Interleaves any number of streams, a block of elements at a time (the block's output stays
+/// in cache while each stream is read in turn).
+fn interleave_blocked(streams: &[&[u8]], dst: &mut [u8]) {
+    let size = streams.len();
+    let n = streams[0].len();
     let mut start = 0;
     while start < n {
         let len = BLOCK.min(n - start);
-        let block = &mut dst[start * S..(start + len) * S];
-        for j in 0..S {
-            let input = &src[j * n + start..j * n + start + len];
-            for (element, &b) in block.chunks_exact_mut(S).zip(input) {
+        let block = &mut dst[start * size..(start + len) * size];
+        for (j, stream) in streams.iter().enumerate() {
+            for (element, &b) in block
+                .chunks_exact_mut(size)
+                .zip(&stream[start..start + len])
+            {
                 element[j] = b;
             }
         }
         start += len;
     }
-    dst[body..].copy_from_slice(&src[body..]);
 }
 
 fn shuffle_any(src: &[u8], dst: &mut [u8], size: usize) {
@@ -477,16 +533,6 @@ fn shuffle_any(src: &[u8], dst: &mut [u8], size: usize) {
     for (i, element) in src.chunks_exact(size).enumerate() {
         for (j, &b) in element.iter().enumerate() {
             dst[j * n + i] = b;
-        }
-    }
-    dst[n * size..].copy_from_slice(&src[n * size..]);
-}
-
-fn unshuffle_any(src: &[u8], dst: &mut [u8], size: usize) {
-    let n = src.len() / size;
-    for (i, element) in dst.chunks_exact_mut(size).enumerate() {
-        for (j, b) in element.iter_mut().enumerate() {
-            *b = src[j * n + i];
         }
     }
     dst[n * size..].copy_from_slice(&src[n * size..]);
@@ -520,6 +566,29 @@ mod tests {
             prop_assert_eq!(&shuffled, &reference(&src, size));
             let mut back = vec![0; src.len()];
             unshuffle(&shuffled, &mut back, size);
+            prop_assert_eq!(back, src);
+        }
+
+        #[test]
+        fn unshuffles_from_pieces(
+            src in proptest::collection::vec(any::<u8>(), 0..5000),
+            size in prop::sample::select(vec![1usize, 2, 3, 4, 8, 16]),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let mut shuffled = vec![0; src.len()];
+            shuffle(&src, &mut shuffled, size);
+            // Split the shuffled buffer at arbitrary points (empty pieces included).
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(src.len() + 1)).collect();
+            at.sort_unstable();
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for &cut in &at {
+                parts.push(&shuffled[from..cut]);
+                from = cut;
+            }
+            parts.push(&shuffled[from..]);
+            let mut back = vec![0; src.len()];
+            unshuffle_parts(&parts, &mut back, size);
             prop_assert_eq!(back, src);
         }
     }

@@ -1,0 +1,319 @@
+//! Decoding one zstd frame block by block, for shuffled buffers: compressed and RLE blocks are
+//! decoded into a scratch buffer at their place, raw (stored) blocks stay where they are in the
+//! frame. The shuffle is then undone straight from those pieces
+//! ([`unshuffle_parts`](super::shuffle::unshuffle_parts)), which saves copying the raw blocks:
+//! zstd stores the noisy low-order byte streams of a numeric field raw, often most of a frame.
+//!
+//! Only the frame header and the 3-byte block headers are read here (RFC 8878, sections 3.1.1.1
+//! and 3.1.1.2); every compressed block goes to zstd's own block decoder, with the history the
+//! format defines. Anything this path does not take (a checksum to verify, a dictionary, a match
+//! reaching further back than the previous block's piece, a malformed frame) returns `None`, and
+//! the caller decompresses the frame as a whole, which also reports what is wrong.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::ptr::NonNull;
+
+/// Where one block of the decoded buffer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// These bytes of the frame (a raw block, stored as it is).
+    Frame(Range<usize>),
+    /// These bytes of the scratch buffer (a decoded block, at its offset in the buffer).
+    Scratch(Range<usize>),
+}
+
+const MAGIC: u32 = 0xFD2F_B528;
+
+/// The largest block, compressed or decoded (RFC 8878, `Block_Maximum_Size`).
+const BLOCK_MAX: usize = 128 << 10;
+
+/// The largest window this path accepts: zstd's default limit for decoders (`1 << 27`).
+const WINDOW_MAX: u64 = 1 << 27;
+
+/// A zstd decompression context used only for block-level decoding.
+struct BlockDecoder(NonNull<zstd_sys::ZSTD_DCtx>);
+
+impl BlockDecoder {
+    fn new() -> Option<BlockDecoder> {
+        // SAFETY: plain allocation call; a null result is handled.
+        NonNull::new(unsafe { zstd_sys::ZSTD_createDCtx() }).map(BlockDecoder)
+    }
+}
+
+impl Drop for BlockDecoder {
+    fn drop(&mut self) {
+        // SAFETY: the context came from `ZSTD_createDCtx` and is freed once, here.
+        unsafe { zstd_sys::ZSTD_freeDCtx(self.0.as_ptr()) };
+    }
+}
+
+thread_local! {
+    static DECODER: RefCell<Option<BlockDecoder>> = const { RefCell::new(None) };
+}
+
+/// The frame header's length and whether this path can take the frame.
+fn frame_header_len(frame: &[u8]) -> Option<usize> {
+    let magic = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?);
+    let descriptor = *frame.get(4)?;
+    let single_segment = descriptor & 0x20 != 0;
+    let reserved = descriptor & 0x08 != 0;
+    let checksum = descriptor & 0x04 != 0;
+    let dictionary = descriptor & 0x03 != 0;
+    if magic != MAGIC || reserved || checksum || dictionary {
+        return None;
+    }
+    if !single_segment {
+        let window = *frame.get(5)?;
+        let log = 10 + u32::from(window >> 3);
+        let base = 1u64 << log;
+        if base + (base / 8) * u64::from(window & 7) > WINDOW_MAX {
+            return None;
+        }
+    }
+    let content_size = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    Some(5 + usize::from(!single_segment) + content_size)
+}
+
+/// Decodes `frame`, one complete zstd frame of exactly `scratch.len()` decoded bytes, into
+/// pieces: raw blocks are left in the frame, the other blocks are decoded into `scratch` at
+/// their offsets. The pieces in order are the decoded buffer. `None`: decode the frame as a
+/// whole instead (see the module documentation).
+pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<Piece>> {
+    let mut pos = frame_header_len(frame)?;
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(BlockDecoder::new()?);
+        }
+        let dctx = slot.as_ref()?.0.as_ptr();
+        // SAFETY: `dctx` is this thread's live context. Beginning resets its history, so no
+        // pointer kept from an earlier call (into buffers that may be gone) is ever read again.
+        if unsafe { zstd_sys::ZSTD_isError(zstd_sys::ZSTD_decompressBegin(dctx)) } != 0 {
+            return None;
+        }
+        // Every write to `scratch` goes through this one pointer, as zstd's history refers to
+        // blocks already written through it.
+        let out = scratch.as_mut_ptr();
+        let out_len = scratch.len();
+        let mut at = 0usize;
+        let mut pieces = Vec::new();
+        loop {
+            let header = frame.get(pos..pos + 3)?;
+            let header =
+                u32::from(header[0]) | u32::from(header[1]) << 8 | u32::from(header[2]) << 16;
+            pos += 3;
+            let last = header & 1 != 0;
+            let size = (header >> 3) as usize;
+            let decoded = match (header >> 1) & 3 {
+                // Raw: the next `size` bytes of the frame are the block.
+                0 => {
+                    let block = frame.get(pos..pos + size)?;
+                    if size > BLOCK_MAX || at + size > out_len {
+                        return None;
+                    }
+                    // SAFETY: `block` lies in `frame`, which outlives this call; zstd records it
+                    // as history for the blocks that follow (read only, within this call).
+                    unsafe {
+                        zstd_sys::ZSTD_insertBlock(dctx, block.as_ptr().cast(), size);
+                    }
+                    pieces.push(Piece::Frame(pos..pos + size));
+                    pos += size;
+                    size
+                }
+                // RLE: one byte, repeated `size` times.
+                1 => {
+                    let byte = *frame.get(pos)?;
+                    if size > BLOCK_MAX || at + size > out_len {
+                        return None;
+                    }
+                    // SAFETY: `at + size <= out_len`, so the range is inside `scratch`, and it
+                    // is written through `out` only. The bytes then become history, as above.
+                    unsafe {
+                        std::ptr::write_bytes(out.add(at), byte, size);
+                        zstd_sys::ZSTD_insertBlock(dctx, out.add(at).cast_const().cast(), size);
+                    }
+                    pieces.push(Piece::Scratch(at..at + size));
+                    pos += 1;
+                    size
+                }
+                // Compressed: zstd decodes it into the scratch buffer at its offset.
+                2 => {
+                    let block = frame.get(pos..pos + size)?;
+                    if size > BLOCK_MAX {
+                        return None;
+                    }
+                    let capacity = (out_len - at).min(BLOCK_MAX);
+                    // SAFETY: zstd writes at most `capacity` bytes at `out + at`, inside
+                    // `scratch`, and reads `block` (inside `frame`) and history from earlier
+                    // blocks of this call, all still alive. A match reaching beyond the history
+                    // it can follow is an error, not a wrong read.
+                    let written = unsafe {
+                        zstd_sys::ZSTD_decompressBlock(
+                            dctx,
+                            out.add(at).cast(),
+                            capacity,
+                            block.as_ptr().cast(),
+                            size,
+                        )
+                    };
+                    // SAFETY: a pure function of the code.
+                    if unsafe { zstd_sys::ZSTD_isError(written) } != 0 {
+                        return None;
+                    }
+                    pieces.push(Piece::Scratch(at..at + written));
+                    pos += size;
+                    written
+                }
+                _ => return None,
+            };
+            at += decoded;
+            if last {
+                break;
+            }
+        }
+        (pos == frame.len() && at == out_len).then_some(pieces)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{noise, smooth_field};
+    use crate::wire::shuffle::{shuffle, unshuffle_parts};
+    use proptest::prelude::*;
+
+    /// The decoded buffer assembled from the pieces.
+    fn assemble(frame: &[u8], scratch: &[u8], pieces: &[Piece]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Frame(r) => out.extend_from_slice(&frame[r.clone()]),
+                Piece::Scratch(r) => out.extend_from_slice(&scratch[r.clone()]),
+            }
+        }
+        out
+    }
+
+    fn f64_bytes(values: &[f64]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn shuffled_field_leaves_the_noisy_streams_in_the_frame() {
+        let field = f64_bytes(&smooth_field(256, 1000, 0.0, 7));
+        let mut shuffled = vec![0; field.len()];
+        shuffle(&field, &mut shuffled, 8);
+        let frame = zstd::bulk::compress(&shuffled, 1).unwrap();
+        let mut scratch = vec![0; field.len()];
+        let pieces = decode_in_pieces(&frame, &mut scratch).expect("a plain level-1 frame");
+        assert!(pieces.iter().any(|p| matches!(p, Piece::Frame(_))));
+        assert!(pieces.iter().any(|p| matches!(p, Piece::Scratch(_))));
+        assert_eq!(assemble(&frame, &scratch, &pieces), shuffled);
+        // Undone straight from the pieces, the field comes back exactly.
+        let parts: Vec<&[u8]> = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Frame(r) => &frame[r.clone()],
+                Piece::Scratch(r) => &scratch[r.clone()],
+            })
+            .collect();
+        let mut back = vec![0; field.len()];
+        unshuffle_parts(&parts, &mut back, 8);
+        assert_eq!(back, field);
+    }
+
+    fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut rng = crate::synth::SplitMix64::new(seed);
+        (0..len).map(|_| rng.next_u64() as u8).collect()
+    }
+
+    #[test]
+    fn a_match_two_raw_blocks_back_is_left_to_the_whole_frame_decoder() {
+        // Random A, random B (both stored raw), then A again: the third block is a match
+        // 256 KiB back, into a raw block that is not the one just before it.
+        let a = random_bytes(BLOCK_MAX, 1);
+        let b = random_bytes(BLOCK_MAX, 2);
+        let data = [a.as_slice(), &b, &a].concat();
+        let frame = zstd::bulk::compress(&data, 3).unwrap();
+        let mut scratch = vec![0; data.len()];
+        assert_eq!(decode_in_pieces(&frame, &mut scratch), None);
+        // The same context serves the next frame correctly.
+        let mut shuffled = vec![0; data.len()];
+        shuffle(&f64_bytes(&smooth_field(64, 768, 0.0, 3)), &mut shuffled, 8);
+        let ok = zstd::bulk::compress(&shuffled, 1).unwrap();
+        let pieces = decode_in_pieces(&ok, &mut scratch).unwrap();
+        assert_eq!(assemble(&ok, &scratch, &pieces), shuffled);
+    }
+
+    #[test]
+    fn frames_with_a_checksum_or_the_wrong_size_are_declined() {
+        let data = f64_bytes(&smooth_field(8, 100, 0.0, 3));
+        let mut c = zstd::bulk::Compressor::new(1).unwrap();
+        c.include_checksum(true).unwrap();
+        let frame = c.compress(&data).unwrap();
+        let mut scratch = vec![0; data.len()];
+        assert_eq!(decode_in_pieces(&frame, &mut scratch), None);
+        let frame = zstd::bulk::compress(&data, 1).unwrap();
+        let mut short = vec![0; data.len() - 1];
+        assert_eq!(decode_in_pieces(&frame, &mut short), None);
+        let mut long = vec![0; data.len() + 1];
+        assert_eq!(decode_in_pieces(&frame, &mut long), None);
+        assert_eq!(
+            decode_in_pieces(&frame[..frame.len() - 1], &mut scratch),
+            None
+        );
+        assert_eq!(decode_in_pieces(b"not zstd", &mut scratch), None);
+    }
+
+    proptest! {
+        /// Runs of repeated bytes, copies of earlier data and noise, at several levels: the
+        /// pieces are the content exactly whenever the path takes the frame.
+        #[test]
+        fn pieces_are_the_content(
+            chunks in proptest::collection::vec((0u8..3, 1usize..70_000, any::<u8>()), 1..12),
+            level in prop::sample::select(vec![-5, 1, 3, 9]),
+        ) {
+            let mut data: Vec<u8> = Vec::new();
+            for (i, &(kind, len, byte)) in chunks.iter().enumerate() {
+                match kind {
+                    0 => data.extend(std::iter::repeat_n(byte, len)),
+                    1 if !data.is_empty() => {
+                        let from = (byte as usize * 997) % data.len();
+                        for k in 0..len {
+                            data.push(data[from + k % (data.len() - from)]);
+                        }
+                    }
+                    _ => data.extend(f64_bytes(&noise(len / 8 + 1, i as u64))),
+                }
+            }
+            let frame = zstd::bulk::compress(&data, level).unwrap();
+            let mut scratch = vec![0; data.len()];
+            if let Some(pieces) = decode_in_pieces(&frame, &mut scratch) {
+                prop_assert_eq!(assemble(&frame, &scratch, &pieces), data);
+            }
+        }
+
+        /// Damaged frames never panic; whatever the path accepts has the declared length.
+        #[test]
+        fn damaged_frames_are_handled(flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..), 1..6)) {
+            let data = f64_bytes(&smooth_field(64, 100, 0.0, 5));
+            let mut shuffled = vec![0; data.len()];
+            shuffle(&data, &mut shuffled, 8);
+            let mut frame = zstd::bulk::compress(&shuffled, 1).unwrap();
+            for (at, mask) in flips {
+                let i = at.index(frame.len());
+                frame[i] ^= mask;
+            }
+            let mut scratch = vec![0; data.len()];
+            if let Some(pieces) = decode_in_pieces(&frame, &mut scratch) {
+                prop_assert_eq!(assemble(&frame, &scratch, &pieces).len(), data.len());
+            }
+        }
+    }
+}
