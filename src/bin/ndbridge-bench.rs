@@ -76,6 +76,13 @@ struct RunArgs {
     /// measure latency without queueing.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Run collector processes with glibc's default malloc settings instead of
+    /// GLIBC_TUNABLES=glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432
+    /// (what the Docker image sets; applied to bare libzmq and ndbridge alike). libzmq
+    /// allocates a buffer per large message it receives; with the defaults glibc gives that
+    /// memory back to the kernel between messages, and every message faults it in again.
+    #[arg(long)]
+    default_malloc: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -195,8 +202,17 @@ fn now_seconds() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// CPU seconds (user + system) and peak RSS of this process, from /proc.
+/// CPU seconds and peak RSS of this process, from /proc: the CPU time is the sum over its live
+/// threads of the nanosecond run times in `schedstat` (the tick counts of `stat` are too coarse
+/// for short cases), or the ticks of `stat` where `schedstat` is missing.
 fn own_usage() -> (f64, u64) {
+    let schedstat_ns: Option<u64> = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    });
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -209,7 +225,10 @@ fn own_usage() -> (f64, u64) {
             .unwrap_or(0.0)
     };
     // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12).
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let cpu = match schedstat_ns {
+        Some(ns) if ns > 0 => ns as f64 / 1e9,
+        _ => (ticks(11) + ticks(12)) / 100.0,
+    };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm_kb = status
         .lines()
@@ -306,8 +325,9 @@ fn run_collector(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let summary = collector.stop();
+    // Measured while the collector's threads are alive (their run times leave with them).
     let (cpu, rss) = own_usage();
+    let summary = collector.stop();
     let inner = std::mem::take(&mut *timing.inner.lock().expect("timing lock"));
     let mut lat = inner.latencies_us;
     lat.sort_by(f64::total_cmp);
@@ -457,6 +477,11 @@ fn wait_for_parent() {
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 }
 
+/// glibc malloc settings for collector processes: keep freed memory for reuse (see
+/// `--default-malloc`).
+const COLLECTOR_MALLOC: &str =
+    "glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432";
+
 /// Runs one case once: one collector process, `publishers` publisher processes.
 fn run_case(
     args: &RunArgs,
@@ -492,6 +517,9 @@ fn run_case(
     }
     if let Some(workers) = args.workers {
         collector_cmd.args(["--workers", &workers.to_string()]);
+    }
+    if !args.default_malloc && std::env::var_os("GLIBC_TUNABLES").is_none() {
+        collector_cmd.env("GLIBC_TUNABLES", COLLECTOR_MALLOC);
     }
     let mut collector = collector_cmd
         .stdout(Stdio::piped())
