@@ -7,7 +7,8 @@
 //!
 //! - [`dtype`]: type strings and the [`Element`] trait
 //! - [`header`]: the JSON header, parsed with field-level errors
-//! - [`codec`], [`shuffle()`]: buffer transforms
+//! - [`codec`], [`shuffle()`]: buffer transforms (shuffled zstd frames are decoded block by
+//!   block, raw blocks unshuffled straight from the frame)
 //! - [`encode()`] / [`decode()`]: whole messages
 //! - [`Limits`]: what a decoder accepts before allocating
 
