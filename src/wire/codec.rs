@@ -9,7 +9,7 @@ use super::buffer::AlignedBuf;
 use super::error::{DecodeError, EncodeError};
 use super::header::{ArrayMeta, Codec, Filter};
 use super::shuffle::{shuffle, unshuffle, unshuffle_parts};
-use super::zstd_blocks::{decode_in_pieces, Piece};
+use super::zstd_blocks::decode_in_pieces;
 
 /// How a sender encodes array buffers.
 ///
@@ -261,13 +261,8 @@ pub fn decode_buffer(meta: &ArrayMeta, frame: &Bytes) -> Result<Bytes, DecodeErr
                     // Block by block where possible: raw blocks are unshuffled straight from
                     // the frame, with no copy into the scratch buffer first.
                     if let Some(pieces) = decode_in_pieces(frame, scratch) {
-                        let parts: Vec<&[u8]> = pieces
-                            .iter()
-                            .map(|piece| match piece {
-                                Piece::Frame(r) => &frame[r.clone()],
-                                Piece::Scratch(r) => &scratch[r.clone()],
-                            })
-                            .collect();
+                        let parts: Vec<&[u8]> =
+                            pieces.iter().map(|p| p.bytes(frame, scratch)).collect();
                         unshuffle_parts(&parts, out.as_mut_slice(), itemsize);
                     } else {
                         decompress_exact(meta, frame, scratch)?;

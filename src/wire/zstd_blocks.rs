@@ -23,6 +23,16 @@ pub(crate) enum Piece {
     Scratch(Range<usize>),
 }
 
+impl Piece {
+    /// The piece's bytes, in the frame or the scratch buffer it was decoded with.
+    pub(crate) fn bytes<'a>(&self, frame: &'a [u8], scratch: &'a [u8]) -> &'a [u8] {
+        match self {
+            Piece::Frame(r) => &frame[r.clone()],
+            Piece::Scratch(r) => &scratch[r.clone()],
+        }
+    }
+}
+
 const MAGIC: u32 = 0xFD2F_B528;
 
 /// The largest block, compressed or decoded (RFC 8878, `Block_Maximum_Size`).
@@ -190,14 +200,11 @@ mod tests {
 
     /// The decoded buffer assembled from the pieces.
     fn assemble(frame: &[u8], scratch: &[u8], pieces: &[Piece]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for piece in pieces {
-            match piece {
-                Piece::Frame(r) => out.extend_from_slice(&frame[r.clone()]),
-                Piece::Scratch(r) => out.extend_from_slice(&scratch[r.clone()]),
-            }
-        }
-        out
+        pieces
+            .iter()
+            .flat_map(|p| p.bytes(frame, scratch))
+            .copied()
+            .collect()
     }
 
     fn f64_bytes(values: &[f64]) -> Vec<u8> {
@@ -216,13 +223,7 @@ mod tests {
         assert!(pieces.iter().any(|p| matches!(p, Piece::Scratch(_))));
         assert_eq!(assemble(&frame, &scratch, &pieces), shuffled);
         // Undone straight from the pieces, the field comes back exactly.
-        let parts: Vec<&[u8]> = pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Frame(r) => &frame[r.clone()],
-                Piece::Scratch(r) => &scratch[r.clone()],
-            })
-            .collect();
+        let parts: Vec<&[u8]> = pieces.iter().map(|p| p.bytes(&frame, &scratch)).collect();
         let mut back = vec![0; field.len()];
         unshuffle_parts(&parts, &mut back, 8);
         assert_eq!(back, field);
