@@ -1,9 +1,12 @@
 //! The collector: its topology and lifecycle. One receiver thread owns the input socket and
 //! feeds a bounded channel; N decode workers decode and pass records to the sinks; a shutdown
 //! value stops the receiver, after which the workers drain the channel and the sinks finish.
+//! Small batches of cheap records are handled by the receiver itself while the workers are idle
+//! (see [`CollectorBuilder::inline_cost`]).
 //!
 //! ```text
 //! socket => receiver --(bounded channel, in-flight byte cap)--> decode workers --> sinks
+//!              `--(small, cheap batches, workers idle)--> sinks
 //! ```
 
 mod budget;
@@ -13,7 +16,7 @@ pub mod sink;
 mod stats;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -83,6 +86,7 @@ pub struct CollectorBuilder {
     endpoints: Vec<Endpoint>,
     kind: SocketKind,
     workers: usize,
+    inline_cost: Duration,
     inflight_bytes: u64,
     limits: Limits,
     sinks: Vec<Arc<dyn Sink>>,
@@ -98,6 +102,7 @@ impl Default for CollectorBuilder {
             endpoints: Vec::new(),
             kind: SocketKind::Pull,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            inline_cost: receiver::INLINE_COST,
             inflight_bytes: 1 << 30,
             limits: Limits::default(),
             sinks: Vec::new(),
@@ -132,6 +137,15 @@ impl CollectorBuilder {
     /// Decode worker threads. Default: the number of cores.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self
+    }
+
+    /// Records that have recently cost at most this much each to decode and store are handled
+    /// on the receiver thread, in small batches while the workers are idle: waking a worker
+    /// costs more than such a record. `Duration::ZERO` sends every batch to the workers.
+    /// Default: 10 µs (small raw arrays with quick sinks; not files, not decompression).
+    pub fn inline_cost(mut self, limit: Duration) -> Self {
+        self.inline_cost = limit;
         self
     }
 
@@ -217,6 +231,7 @@ impl CollectorBuilder {
             stats: Arc::clone(&stats),
             budget: Arc::clone(&budget),
             log: RateLimitedLog::new(),
+            cost_ns: AtomicU64::new(pool::UNMEASURED_COST_NS),
         });
         let mut workers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
@@ -228,13 +243,25 @@ impl CollectorBuilder {
         }
         drop(rx);
         let receiver = {
-            let (budget, stats, shutdown) = (
+            let (budget, stats, shutdown, pool) = (
                 Arc::clone(&budget),
                 Arc::clone(&stats),
                 self.shutdown.clone(),
+                Arc::clone(&pool),
             );
             spawn("ndbridge-receiver".into(), move || {
-                receiver::receive_loop(socket, tx, budget, stats, shutdown, max_frames)
+                let spare_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 2);
+                let inline_cost = self.inline_cost;
+                let receiver = receiver::Receiver {
+                    pool: &pool,
+                    budget,
+                    stats,
+                    shutdown,
+                    max_frames,
+                    spare_cores,
+                    inline_cost,
+                };
+                receiver.run(socket, tx)
             })?
         };
         let reporter = match self.report_every {

@@ -1,5 +1,6 @@
 //! The decode workers: turn received frames into records with the wire core (no copy of raw
-//! buffers), pass each record to every sink, and count what happened.
+//! buffers), pass each record to every sink, and count what happened. The receiver runs the
+//! same code for batches it handles itself, and reads the measured cost per message here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,21 +24,40 @@ pub(crate) struct Pool {
     pub stats: Arc<Stats>,
     pub budget: Arc<Budget>,
     pub log: RateLimitedLog,
+    /// Recent handling time per message, in nanoseconds (a moving average over batches); start
+    /// with [`UNMEASURED_COST_NS`].
+    pub cost_ns: AtomicU64,
 }
 
 impl Pool {
     pub(crate) fn decode_loop(&self, rx: Receiver<Vec<Incoming>>) {
         for batch in rx.iter() {
-            // Released when the batch is done, or if a sink panics on the way.
-            let _release = Release {
-                budget: &self.budget,
-                stats: &self.stats,
-                bytes: batch.iter().map(|m| m.bytes).sum(),
-            };
-            for incoming in batch {
-                self.handle(incoming);
-            }
+            self.handle_batch(batch);
         }
+    }
+
+    /// Decodes a batch and hands its records to the sinks, then gives its bytes back to the
+    /// in-flight budget (also if a sink panics on the way), and updates the cost per message.
+    pub(crate) fn handle_batch(&self, batch: Vec<Incoming>) {
+        let _release = Release {
+            budget: &self.budget,
+            stats: &self.stats,
+            bytes: batch.iter().map(|m| m.bytes).sum(),
+        };
+        let (started, messages) = (Instant::now(), batch.len().max(1) as u64);
+        for incoming in batch {
+            self.handle(incoming);
+        }
+        let per_message = (started.elapsed().as_nanos() as u64) / messages;
+        // An average over about eight batches; concurrent updates may lose one, which is fine.
+        let old = self.cost_ns.load(Ordering::Relaxed);
+        self.cost_ns
+            .store(old - old / 8 + per_message / 8, Ordering::Relaxed);
+    }
+
+    /// Recent handling time per message.
+    pub(crate) fn cost_per_message(&self) -> Duration {
+        Duration::from_nanos(self.cost_ns.load(Ordering::Relaxed))
     }
 
     fn handle(&self, incoming: Incoming) {
@@ -96,6 +116,10 @@ impl Pool {
         );
     }
 }
+
+/// The cost per message assumed before any was measured: high enough that the workers handle
+/// the first batches, until the sinks have shown they are quick.
+pub(crate) const UNMEASURED_COST_NS: u64 = 50_000;
 
 /// Gives a batch's bytes back to the in-flight budget when dropped.
 struct Release<'a> {
