@@ -250,7 +250,7 @@ struct Counters {
 }
 
 enum Job {
-    Send(Box<Queued>),
+    Send(Queued),
     Flush(Sender<()>),
 }
 
@@ -319,12 +319,12 @@ impl Publisher {
         if !self.reserve(bytes)? {
             return Ok(());
         }
-        let job = Job::Send(Box::new(Queued {
+        let job = Job::Send(Queued {
             name: name.to_owned(),
             arrays,
             attrs,
             bytes,
-        }));
+        });
         let sent = match &*self.jobs.lock().expect("jobs lock") {
             Some(jobs) => jobs.send(job).is_ok(),
             None => false,
@@ -487,7 +487,7 @@ impl SendLoop {
             match job {
                 Job::Send(queued) => {
                     let bytes = queued.bytes;
-                    self.send(*queued);
+                    self.send(queued);
                     self.shared.release(bytes);
                 }
                 Job::Flush(ack) => {
@@ -543,14 +543,19 @@ impl SendLoop {
                 started.elapsed(),
             );
         }
-        let mut frames = Vec::with_capacity(message.frames.len() + 1);
-        if self.kind.has_topic() {
-            frames.push(bytes::Bytes::from(message.header.name.clone().into_bytes()));
-        }
-        frames.extend(message.frames.iter().cloned());
+        // On PUB sockets the record name goes first, as the topic.
+        let with_topic: Vec<bytes::Bytes>;
+        let frames = if self.kind.has_topic() {
+            with_topic = std::iter::once(bytes::Bytes::from(message.header.name.clone()))
+                .chain(message.frames.iter().cloned())
+                .collect();
+            &with_topic
+        } else {
+            &message.frames
+        };
         let send_started = paced.then(Instant::now);
         loop {
-            match transport::send_message(&mut self.socket, &frames, 0) {
+            match transport::send_message(&mut self.socket, frames, 0) {
                 Ok(()) => break,
                 // A full queue (EAGAIN) or a signal (EINTR): try again until the deadline.
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR)
