@@ -69,9 +69,14 @@ impl Pool {
         if self.has_topic && !frames.is_empty() {
             frames.remove(0);
         }
-        let record = match decode(&frames, &self.limits) {
-            Ok(record) => record,
-            Err(e) => {
+        // Decoding is pure code over the bytes and must not panic; if it ever does, the message
+        // is counted as rejected and the thread (possibly the receiver) goes on.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode(&frames, &self.limits)
+        }));
+        let record = match decoded {
+            Ok(Ok(record)) => record,
+            Ok(Err(e)) => {
                 let source = peek_source(&frames, &self.limits);
                 self.stats.on_rejected(source.as_deref(), e.kind());
                 self.log.warn(|| {
@@ -80,6 +85,13 @@ impl Pool {
                         source.as_deref().unwrap_or("an unknown source")
                     )
                 });
+                return;
+            }
+            Err(_) => {
+                let source = peek_source(&frames, &self.limits);
+                self.stats.on_rejected(source.as_deref(), "internal");
+                self.log
+                    .warn(|| "decoding a message panicked; it was dropped".to_owned());
                 return;
             }
         };
