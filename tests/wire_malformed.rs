@@ -68,6 +68,14 @@ fn header_not_json() {
 fn header_not_utf8() {
     let err = decode_err(&[Bytes::from_static(b"\xff\xfe")]);
     assert_eq!(err.kind(), "not_json");
+    // Invalid UTF-8 hidden in a field decoders ignore is refused too: the header is UTF-8 JSON
+    // as a whole, as every reader (Python's json.loads among them) requires.
+    let (h, b) = valid(Compression::Raw);
+    let mut text = serde_json::to_vec(&h).unwrap();
+    text.truncate(text.len() - 1);
+    text.extend_from_slice(b",\"note\":\"\xff\"}");
+    let err = decode_err(&[Bytes::from(text), b]);
+    assert_eq!(err.kind(), "not_json");
 }
 
 #[test]
