@@ -140,8 +140,11 @@ impl Header {
             arrays: &self.arrays,
             attrs: self.attrs.as_ref(),
         };
+        // Room for a typical header at once (one array: about 230 bytes), so it is not grown.
+        let mut json = Vec::with_capacity(256 + 160 * self.arrays.len());
         // Serializing plain strings, numbers and a JSON map cannot fail.
-        serde_json::to_vec(&out).expect("header serialization is infallible")
+        serde_json::to_writer(&mut json, &out).expect("header serialization is infallible");
+        json
     }
 
     /// Parses and validates a header frame.
