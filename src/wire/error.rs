@@ -279,7 +279,7 @@ pub enum ViewError {
         /// Its value.
         value: u8,
     },
-    /// The buffer does not fit the shape (not expected after [`decode`](super::decode)'s checks).
+    /// The buffer does not fit the shape (not expected after [`decode`](super::decode())'s checks).
     #[error("array `{array}`: {reason}")]
     Shape {
         /// The array's name.

@@ -265,7 +265,7 @@ mod simd {
     }
 
     /// Interleaves four streams of 16 bytes at a time: the inverse of [`shuffle4`], one
-    /// [`interleave4`] round.
+    /// [`interleave4_rows`] round.
     pub(super) fn interleave4(s: [&[u8]; 4], dst: &mut [u8]) {
         let len = s[0].len();
         let blocks = len / 16;
