@@ -571,7 +571,10 @@ fn run_case(
         if !status.success() {
             bail!("a publisher failed: {status}");
         }
-        publisher_cpu_seconds += out.trim().parse::<f64>().unwrap_or(0.0);
+        publisher_cpu_seconds += out
+            .trim()
+            .parse::<f64>()
+            .with_context(|| format!("a publisher printed {out:?}, not its CPU seconds"))?;
     }
     let result = result.ok_or_else(|| anyhow!("collector printed no result"))??;
     collector.wait()?;
