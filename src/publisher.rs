@@ -24,6 +24,8 @@ use crate::wire::{encode, ArrayBuffer, Compression, Element, Envelope};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FullPolicy {
     /// Wait until there is room: nothing is lost, the simulation slows to the network's pace.
+    /// A caller waiting on a full queue resumes once it has drained to half its limit, so it
+    /// then queues many messages per wake-up.
     #[default]
     Block,
     /// Wait at most this long, then return [`Error::QueueFull`].
@@ -236,8 +238,19 @@ struct Shared {
 struct QueueState {
     bytes: usize,
     messages: usize,
-    /// Callers waiting for room: `release` wakes them only when there are any.
+    /// Callers waiting for room: `release` wakes them only when there are any (and the queue has
+    /// drained to half its limit).
     waiting: usize,
+}
+
+impl QueueState {
+    /// Whether a release that left the queue in this state wakes the callers waiting for room.
+    /// A notification is a system call and a context switch: only when a caller waits, and only
+    /// once the queue has drained to half its limit (or is empty). Waiters then queue many
+    /// messages per wake-up instead of one per message sent.
+    fn wakes_waiters(&self, limit: usize) -> bool {
+        self.waiting > 0 && (self.messages == 0 || self.bytes <= limit / 2)
+    }
 }
 
 #[derive(Default)]
@@ -447,10 +460,9 @@ impl Shared {
         let mut queue = self.queue.lock().expect("queue lock");
         queue.bytes -= bytes;
         queue.messages -= 1;
-        let waiting = queue.waiting > 0;
+        let wake = queue.wakes_waiters(self.limit);
         drop(queue);
-        // A notification is a system call: only when a caller waits for room.
-        if waiting {
+        if wake {
             self.room.notify_all();
         }
     }
@@ -645,4 +657,33 @@ pub fn new_session_id() -> String {
         bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueueState;
+
+    fn queue(bytes: usize, messages: usize, waiting: usize) -> QueueState {
+        QueueState {
+            bytes,
+            messages,
+            waiting,
+        }
+    }
+
+    #[test]
+    fn waiters_wake_once_the_queue_has_drained_to_half() {
+        let limit = 1000;
+        // Nobody waits: never a notification.
+        assert!(!queue(0, 0, 0).wakes_waiters(limit));
+        assert!(!queue(100, 1, 0).wakes_waiters(limit));
+        // A waiter and a queue still above half: keep draining.
+        assert!(!queue(900, 9, 1).wakes_waiters(limit));
+        assert!(!queue(501, 3, 2).wakes_waiters(limit));
+        // Half or less, or empty: wake.
+        assert!(queue(500, 5, 1).wakes_waiters(limit));
+        assert!(queue(0, 0, 1).wakes_waiters(limit));
+        // An empty queue wakes even a waiter whose message is larger than the limit.
+        assert!(queue(0, 0, 1).wakes_waiters(0));
+    }
 }
