@@ -2,6 +2,8 @@
 //! fields (f64, f32) and on random data, over a sweep of sizes. Throughput is bytes of the
 //! decoded array per second.
 //!
+//! The `stream` group measures whole small messages one at a time and as a stream.
+//!
 //! `cargo bench --bench codec`; add `NDBRIDGE_BENCH_LARGE=1` for the 128 MB size, and a filter
 //! such as `cargo bench --bench codec -- 8MB` to run a subset.
 
@@ -9,7 +11,9 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::Array1;
 use ndbridge::synth::{noise, smooth_field};
-use ndbridge::wire::{decode, encode, ArrayBuffer, Compression, Envelope, Limits};
+use ndbridge::wire::{
+    decode, encode, ArrayBuffer, Compression, Decoder, Encoder, Envelope, Limits,
+};
 
 fn envelope() -> Envelope {
     Envelope {
@@ -151,5 +155,56 @@ fn shuffle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, shuffle, codec);
+/// A 10x10 float64 message, encoded and decoded one at a time (`encode`, `decode`) and as a
+/// stream whose headers share everything but `seq` and `time` (`Encoder`, `Decoder`).
+fn stream(c: &mut Criterion) {
+    let buffer = ArrayBuffer::from_owned(Array1::from(smooth_field(10, 10, 0.0, 7)));
+    let mut group = c.benchmark_group("stream/800B");
+    group.throughput(Throughput::Elements(1));
+    let mut seq = 0u64;
+    let mut next = move || {
+        seq += 1;
+        Envelope {
+            seq,
+            time: 1_764_111_111.123_456 + seq as f64 * 1e-6,
+            ..envelope()
+        }
+    };
+    let arrays = || vec![("u".to_owned(), buffer.clone())];
+    group.bench_function("encode/one-shot", |b| {
+        b.iter(|| encode(next(), arrays(), Compression::Raw).expect("encodable"))
+    });
+    let mut encoder = Encoder::default();
+    group.bench_function("encode/stream", |b| {
+        b.iter(|| {
+            encoder
+                .encode(next(), arrays(), Compression::Raw)
+                .expect("encodable")
+        })
+    });
+    let messages: Vec<Vec<Bytes>> = (0..1000)
+        .map(|_| {
+            encode(next(), arrays(), Compression::Raw)
+                .expect("encodable")
+                .frames
+        })
+        .collect();
+    let mut i = 0;
+    group.bench_function("decode/one-shot", |b| {
+        b.iter(|| {
+            i = (i + 1) % messages.len();
+            decode(&messages[i], &Limits::default()).expect("decodable")
+        })
+    });
+    let mut decoder = Decoder::new(Limits::default());
+    group.bench_function("decode/stream", |b| {
+        b.iter(|| {
+            i = (i + 1) % messages.len();
+            decoder.decode(&messages[i]).expect("decodable")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, shuffle, codec, stream);
 criterion_main!(benches);

@@ -18,7 +18,7 @@ use crate::pacing::Pacing;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
 use crate::wire::codec::encode_buffer;
 use crate::wire::encode::check_names;
-use crate::wire::{encode, ArrayBuffer, Compression, Element, Envelope};
+use crate::wire::{ArrayBuffer, Compression, Element, Encoder, Envelope};
 
 /// What `send` does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -196,6 +196,7 @@ impl PublisherBuilder {
             pacing: Pacing::default(),
             linger: self.options.linger,
             shared: Arc::clone(&shared),
+            encoder: Encoder::default(),
         };
         let thread = std::thread::Builder::new()
             .name("ndbridge-publisher".into())
@@ -483,6 +484,8 @@ struct SendLoop {
     pacing: Pacing,
     linger: Duration,
     shared: Arc<Shared>,
+    /// Reuses the header bytes that consecutive messages share.
+    encoder: Encoder,
 }
 
 impl SendLoop {
@@ -539,7 +542,7 @@ impl SendLoop {
         // Only the automatic mode measures the codec and the link (clock reads cost per message).
         let paced = matches!(self.compression, Compression::Auto { .. });
         let encode_started = paced.then(Instant::now);
-        let message = match encode(envelope, queued.arrays, policy) {
+        let message = match self.encoder.encode(envelope, queued.arrays, policy) {
             Ok(message) => message,
             Err(e) => {
                 tracing::error!("cannot encode a message: {e}");

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
-use crate::wire::Limits;
+use crate::wire::{Decoder, Limits};
 use budget::Budget;
 use pool::{Pool, RateLimitedLog};
 
@@ -260,6 +260,7 @@ impl CollectorBuilder {
                     max_frames,
                     spare_cores,
                     inline_cost,
+                    decoder: Decoder::new(pool.limits),
                 };
                 receiver.run(socket, tx)
             })?

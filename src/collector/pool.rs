@@ -14,7 +14,7 @@ use super::receiver::Incoming;
 use super::sink::{Received, Sink};
 use super::stats::Stats;
 use crate::transport;
-use crate::wire::{decode, Limits};
+use crate::wire::{Decoder, Limits};
 
 /// Everything a decode worker needs, shared by all of them.
 pub(crate) struct Pool {
@@ -31,14 +31,16 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn decode_loop(&self, rx: Receiver<Vec<Incoming>>) {
+        let mut decoder = Decoder::new(self.limits);
         for batch in rx.iter() {
-            self.handle_batch(batch);
+            self.handle_batch(batch, &mut decoder);
         }
     }
 
     /// Decodes a batch and hands its records to the sinks, then gives its bytes back to the
     /// in-flight budget (also if a sink panics on the way), and updates the cost per message.
-    pub(crate) fn handle_batch(&self, batch: Vec<Incoming>) {
+    /// `decoder` belongs to the calling thread: it remembers the headers that thread has seen.
+    pub(crate) fn handle_batch(&self, batch: Vec<Incoming>, decoder: &mut Decoder) {
         let _release = Release {
             budget: &self.budget,
             stats: &self.stats,
@@ -46,7 +48,7 @@ impl Pool {
         };
         let (started, messages) = (Instant::now(), batch.len().max(1) as u64);
         for incoming in batch {
-            self.handle(incoming);
+            self.handle(incoming, decoder);
         }
         let per_message = (started.elapsed().as_nanos() as u64) / messages;
         // An average over about eight batches; concurrent updates may lose one, which is fine.
@@ -60,7 +62,7 @@ impl Pool {
         Duration::from_nanos(self.cost_ns.load(Ordering::Relaxed))
     }
 
-    fn handle(&self, incoming: Incoming) {
+    fn handle(&self, incoming: Incoming, decoder: &mut Decoder) {
         let mut frames: Vec<Bytes> = incoming
             .frames
             .into_iter()
@@ -71,9 +73,8 @@ impl Pool {
         }
         // Decoding is pure code over the bytes and must not panic; if it ever does, the message
         // is counted as rejected and the thread (possibly the receiver) goes on.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decode(&frames, &self.limits)
-        }));
+        let decoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&frames)));
         let record = match decoded {
             Ok(Ok(record)) => record,
             Ok(Err(e)) => {

@@ -19,6 +19,7 @@ use super::pool::Pool;
 use super::stats::Stats;
 use super::Shutdown;
 use crate::transport;
+use crate::wire::Decoder;
 
 /// A message as read from the socket.
 pub(crate) struct Incoming {
@@ -62,6 +63,8 @@ pub(crate) struct Receiver<'a> {
     pub spare_cores: bool,
     /// The most a record may cost for its batch to be handled here.
     pub inline_cost: Duration,
+    /// Decodes the batches handled here.
+    pub decoder: Decoder,
 }
 
 /// The state a hand-over decision looks at.
@@ -104,7 +107,7 @@ pub(crate) fn handle_here(load: Load) -> bool {
 
 impl Receiver<'_> {
     /// Receives until shutdown (then drains), handing batches over as described above.
-    pub(crate) fn run(self, socket: zmq::Socket, tx: Sender<Vec<Incoming>>) {
+    pub(crate) fn run(mut self, socket: zmq::Socket, tx: Sender<Vec<Incoming>>) {
         let mut drain_until: Option<Instant> = None;
         loop {
             if self.shutdown.is_triggered() && drain_until.is_none() {
@@ -192,7 +195,7 @@ impl Receiver<'_> {
 
     /// Handles `batch` here or sends it to the workers; `false` when the workers are gone.
     fn hand_over(
-        &self,
+        &mut self,
         batch: Vec<Incoming>,
         bytes: u64,
         emptied: bool,
@@ -208,7 +211,7 @@ impl Receiver<'_> {
             spare_cores: self.spare_cores,
         });
         if here {
-            self.pool.handle_batch(batch);
+            self.pool.handle_batch(batch, &mut self.decoder);
             true
         } else {
             tx.send(batch).is_ok()

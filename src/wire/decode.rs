@@ -10,6 +10,7 @@ use super::dtype::{DType, Element, Kind};
 use super::error::{DecodeError, ViewError};
 use super::header::{ArrayMeta, Header, Order};
 use super::limits::Limits;
+use super::template::HeaderCache;
 
 /// A decoded message: its header and one array per buffer frame.
 #[derive(Debug, Clone)]
@@ -68,10 +69,65 @@ impl std::fmt::Debug for DecodedArray {
 pub fn decode(frames: &[Bytes], limits: &Limits) -> Result<Record, DecodeError> {
     let (header_frame, buffers) = frames.split_first().ok_or(DecodeError::Empty)?;
     let header = Header::parse(header_frame, limits)?;
+    decode_buffers(header, header_frame.len(), buffers)
+}
+
+/// Decodes a stream of messages under fixed limits, as [`decode`] does, reading the headers
+/// through a [`HeaderCache`]: a header that differs from a recent one in `seq` and `time` only
+/// is read by parsing those two fields.
+///
+/// ```
+/// # use ndarray::Array1;
+/// # use ndbridge::wire::{encode, ArrayBuffer, Compression, Envelope};
+/// use ndbridge::wire::{Decoder, Limits};
+///
+/// let mut decoder = Decoder::new(Limits::default());
+/// for seq in 0..3 {
+///     # let envelope = Envelope { name: "u".into(), source: "w".into(), session: "s".into(),
+///     #     seq, time: 0.0, attrs: None };
+///     # let a = ArrayBuffer::from_owned(Array1::<f64>::ones(4));
+///     # let msg = encode(envelope, vec![("u".into(), a)], Compression::Raw)?;
+///     let record = decoder.decode(&msg.frames)?;
+///     assert_eq!(record.header.seq, seq);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Decoder {
+    headers: HeaderCache,
+}
+
+impl Decoder {
+    /// A decoder that checks every message against `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Decoder {
+            headers: HeaderCache::new(limits),
+        }
+    }
+
+    /// The limits messages are checked against.
+    pub fn limits(&self) -> &Limits {
+        self.headers.limits()
+    }
+
+    /// Decodes a message `[header, buf_0, ..., buf_{n-1}]`, with the same result as [`decode`].
+    pub fn decode(&mut self, frames: &[Bytes]) -> Result<Record, DecodeError> {
+        let (header_frame, buffers) = frames.split_first().ok_or(DecodeError::Empty)?;
+        let header = self.headers.parse(header_frame)?;
+        decode_buffers(header, header_frame.len(), buffers)
+    }
+}
+
+/// Checks the buffer frames against a parsed header and decodes each.
+fn decode_buffers(
+    header: Header,
+    header_bytes: usize,
+    buffers: &[Bytes],
+) -> Result<Record, DecodeError> {
     if buffers.len() != header.arrays.len() {
         return Err(DecodeError::FrameCount {
             expected: header.arrays.len() + 1,
-            found: frames.len(),
+            found: buffers.len() + 1,
         });
     }
     let arrays = header
@@ -97,7 +153,7 @@ pub fn decode(frames: &[Bytes], limits: &Limits) -> Result<Record, DecodeError> 
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok(Record {
-        header_bytes: header_frame.len(),
+        header_bytes,
         header,
         arrays,
     })

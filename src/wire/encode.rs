@@ -10,6 +10,7 @@ use super::codec::{encode_buffer, Compression};
 use super::dtype::{DType, Element};
 use super::error::EncodeError;
 use super::header::{check_name_for_encode, ArrayMeta, Header, Order};
+use super::template::HeaderWriter;
 
 /// An array as the wire sees it: element type, shape, element order and its decoded bytes.
 ///
@@ -228,6 +229,56 @@ pub fn encode(
     arrays: Vec<(String, ArrayBuffer)>,
     compression: Compression,
 ) -> Result<EncodedMessage, EncodeError> {
+    encode_with(envelope, arrays, compression, Header::to_json)
+}
+
+/// Encodes a stream of messages, as [`encode`] does, writing the headers through a
+/// [`HeaderWriter`]: the bytes that a header shares with the one before it are copied, not
+/// written again.
+///
+/// ```
+/// use ndarray::Array1;
+/// use ndbridge::wire::{decode, encode, ArrayBuffer, Compression, Encoder, Envelope, Limits};
+///
+/// let mut encoder = Encoder::default();
+/// for seq in 0..3 {
+///     let envelope = Envelope {
+///         name: "u".into(), source: "w1".into(), session: "s".into(), seq, time: 0.5,
+///         attrs: None,
+///     };
+///     let u = ArrayBuffer::from_owned(Array1::<f64>::zeros(8));
+///     let msg = encoder.encode(envelope.clone(), vec![("u".into(), u.clone())], Compression::Raw)?;
+///     let once = encode(envelope, vec![("u".into(), u)], Compression::Raw)?;
+///     assert_eq!(msg.frames, once.frames);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Encoder {
+    headers: HeaderWriter,
+}
+
+impl Encoder {
+    /// Encodes named arrays into one message under `compression`: the same frames as
+    /// [`encode`].
+    pub fn encode(
+        &mut self,
+        envelope: Envelope,
+        arrays: Vec<(String, ArrayBuffer)>,
+        compression: Compression,
+    ) -> Result<EncodedMessage, EncodeError> {
+        encode_with(envelope, arrays, compression, |header| {
+            self.headers.write(header)
+        })
+    }
+}
+
+fn encode_with(
+    envelope: Envelope,
+    arrays: Vec<(String, ArrayBuffer)>,
+    compression: Compression,
+    write_header: impl FnOnce(&Header) -> Vec<u8>,
+) -> Result<EncodedMessage, EncodeError> {
     check_names(&envelope.name, &arrays)?;
     if !envelope.time.is_finite() {
         // JSON has no NaN or infinity: such a header would not parse anywhere.
@@ -261,6 +312,6 @@ pub fn encode(
         arrays: metas,
         attrs: envelope.attrs,
     };
-    frames[0] = Bytes::from(header.to_json());
+    frames[0] = Bytes::from(write_header(&header));
     Ok(EncodedMessage { header, frames })
 }

@@ -114,37 +114,12 @@ pub struct Header {
     pub attrs: Option<Map<String, Value>>,
 }
 
-#[derive(Serialize)]
-struct HeaderOut<'a> {
-    v: u64,
-    name: &'a str,
-    source: &'a str,
-    session: &'a str,
-    seq: u64,
-    time: f64,
-    arrays: &'a [ArrayMeta],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attrs: Option<&'a Map<String, Value>>,
-}
-
 impl Header {
-    /// Serializes the header as the JSON bytes of frame 0.
+    /// Serializes the header as the JSON bytes of frame 0 (compact, fields in the order of the
+    /// format description; [`HeaderWriter`](super::HeaderWriter) writes the same bytes for a
+    /// stream of headers faster).
     pub fn to_json(&self) -> Vec<u8> {
-        let out = HeaderOut {
-            v: FORMAT_VERSION,
-            name: &self.name,
-            source: &self.source,
-            session: &self.session,
-            seq: self.seq,
-            time: self.time,
-            arrays: &self.arrays,
-            attrs: self.attrs.as_ref(),
-        };
-        // Room for a typical header at once (one array: about 230 bytes), so it is not grown.
-        let mut json = Vec::with_capacity(256 + 160 * self.arrays.len());
-        // Serializing plain strings, numbers and a JSON map cannot fail.
-        serde_json::to_writer(&mut json, &out).expect("header serialization is infallible");
-        json
+        super::template::to_json(self)
     }
 
     /// Parses and validates a header frame.

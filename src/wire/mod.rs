@@ -7,6 +7,7 @@
 //!
 //! - [`dtype`]: type strings and the [`Element`] trait
 //! - [`header`]: the JSON header, parsed with field-level errors
+//! - [`template`]: a stream's headers written and read by reusing what they share
 //! - [`codec`], [`shuffle()`]: buffer transforms (shuffled zstd frames are decoded block by
 //!   block, raw blocks unshuffled straight from the frame)
 //! - [`encode()`] / [`decode()`]: whole messages
@@ -21,13 +22,15 @@ pub mod error;
 pub mod header;
 pub mod limits;
 pub mod shuffle;
+pub mod template;
 mod zstd_blocks;
 
 pub use codec::Compression;
-pub use decode::{decode, DecodedArray, DynArray, Record};
+pub use decode::{decode, DecodedArray, Decoder, DynArray, Record};
 pub use dtype::{ByteOrder, DType, Element, Kind};
-pub use encode::{encode, ArrayBuffer, EncodedMessage, Envelope};
+pub use encode::{encode, ArrayBuffer, EncodedMessage, Encoder, Envelope};
 pub use error::{DTypeError, DecodeError, EncodeError, ViewError};
 pub use header::{ArrayMeta, Codec, Filter, Header, Order, FORMAT_VERSION, MAX_NAME_BYTES};
 pub use limits::Limits;
 pub use shuffle::{shuffle, unshuffle};
+pub use template::{HeaderCache, HeaderWriter};

@@ -1,0 +1,366 @@
+//! Header templates: the JSON of a header written in three pieces, the prefix (`v`, `name`,
+//! `source`, `session`), the middle (`seq`, `time`) and the suffix (`arrays`, `attrs`).
+//!
+//! A publisher's headers differ from one message to the next only in their middle. A
+//! [`HeaderWriter`] keeps the last prefix and suffix it wrote and reuses their bytes while the
+//! fields they come from are unchanged; a [`HeaderCache`] keeps the headers it has parsed by
+//! their prefix bytes, and reads a header whose prefix and suffix match a known one byte for byte
+//! by parsing only its middle. Both give exactly what [`Header::to_json`] and [`Header::parse`]
+//! give: the cache only remembers headers whose bytes are the canonical JSON written here.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::error::DecodeError;
+use super::header::{ArrayMeta, Header, FORMAT_VERSION};
+use super::limits::Limits;
+
+/// What ends the prefix: the key of the first per-message field.
+const SEQ_KEY: &[u8] = b",\"seq\":";
+/// What separates the two per-message fields.
+const TIME_KEY: &[u8] = b",\"time\":";
+/// How every canonical header starts (the version is written first).
+const CANONICAL_START: &[u8] = b"{\"v\":";
+
+/// Writes `{"v":1,"name":…,"source":…,"session":…,"seq":`.
+fn write_prefix(out: &mut Vec<u8>, name: &str, source: &str, session: &str) {
+    out.extend_from_slice(CANONICAL_START);
+    write_json(out, &FORMAT_VERSION);
+    out.extend_from_slice(b",\"name\":");
+    write_json(out, name);
+    out.extend_from_slice(b",\"source\":");
+    write_json(out, source);
+    out.extend_from_slice(b",\"session\":");
+    write_json(out, session);
+    out.extend_from_slice(SEQ_KEY);
+}
+
+/// Writes `…,"time":…` (the values of `seq` and `time`).
+fn write_middle(out: &mut Vec<u8>, seq: u64, time: f64) {
+    write_json(out, &seq);
+    out.extend_from_slice(TIME_KEY);
+    write_json(out, &time);
+}
+
+/// Writes `,"arrays":[…]`, then `,"attrs":{…}` when there are attributes, and the closing brace.
+fn write_suffix(out: &mut Vec<u8>, arrays: &[ArrayMeta], attrs: Option<&Map<String, Value>>) {
+    out.extend_from_slice(b",\"arrays\":");
+    write_json(out, arrays);
+    if let Some(attrs) = attrs {
+        out.extend_from_slice(b",\"attrs\":");
+        write_json(out, attrs);
+    }
+    out.push(b'}');
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Strings, numbers, header entries and JSON maps always serialize (`time` is checked to be
+    // finite before a header is built; serde_json writes a non-finite float as `null`).
+    serde_json::to_writer(out, value).expect("header serialization is infallible");
+}
+
+/// Room for a typical header at once (one array: about 230 bytes), so it is not grown.
+fn header_capacity(header: &Header) -> usize {
+    256 + 160 * header.arrays.len()
+}
+
+/// The canonical JSON of `header`: what [`Header::to_json`] returns.
+pub(crate) fn to_json(header: &Header) -> Vec<u8> {
+    let mut json = Vec::with_capacity(header_capacity(header));
+    write_prefix(&mut json, &header.name, &header.source, &header.session);
+    write_middle(&mut json, header.seq, header.time);
+    write_suffix(&mut json, &header.arrays, header.attrs.as_ref());
+    json
+}
+
+/// Writes header JSON for a stream of messages, reusing the bytes of the previous header's
+/// prefix and suffix while the fields they come from are unchanged.
+///
+/// ```
+/// use ndbridge::wire::{ArrayMeta, Codec, DType, Header, HeaderWriter, Order};
+///
+/// let mut header = Header {
+///     name: "u".into(), source: "w1".into(), session: "s".into(), seq: 0, time: 1.5,
+///     arrays: vec![ArrayMeta { name: "u".into(), dtype: "<f8".parse()?, shape: vec![4],
+///         order: Order::C, codec: Codec::Raw, filters: vec![], nbytes: 32 }],
+///     attrs: None,
+/// };
+/// let mut writer = HeaderWriter::default();
+/// assert_eq!(writer.write(&header), header.to_json());
+/// header.seq = 1;
+/// assert_eq!(writer.write(&header), header.to_json()); // prefix and suffix reused
+/// # Ok::<(), ndbridge::wire::DTypeError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct HeaderWriter {
+    /// `(name, source, session)` that `prefix` was written from.
+    prefix_of: Option<(String, String, String)>,
+    prefix: Vec<u8>,
+    /// What `suffix` was written from.
+    suffix_of: Option<SuffixFields>,
+    suffix: Vec<u8>,
+}
+
+/// The fields a suffix is written from.
+#[derive(Debug)]
+struct SuffixFields {
+    arrays: Vec<ArrayMeta>,
+    attrs: Option<Map<String, Value>>,
+}
+
+impl HeaderWriter {
+    /// The JSON of `header`, byte for byte what [`Header::to_json`] returns.
+    pub fn write(&mut self, header: &Header) -> Vec<u8> {
+        let prefix_current = matches!(&self.prefix_of,
+            Some((name, source, session))
+                if *name == header.name && *source == header.source && *session == header.session);
+        if !prefix_current {
+            self.prefix.clear();
+            write_prefix(
+                &mut self.prefix,
+                &header.name,
+                &header.source,
+                &header.session,
+            );
+            self.prefix_of = Some((
+                header.name.clone(),
+                header.source.clone(),
+                header.session.clone(),
+            ));
+        }
+        let suffix_current = matches!(&self.suffix_of,
+            Some(fields) if fields.arrays == header.arrays && fields.attrs == header.attrs);
+        if !suffix_current {
+            self.suffix.clear();
+            write_suffix(&mut self.suffix, &header.arrays, header.attrs.as_ref());
+            self.suffix_of = Some(SuffixFields {
+                arrays: header.arrays.clone(),
+                attrs: header.attrs.clone(),
+            });
+        }
+        // The middle is at most 20 digits, the key, and a float of at most 24 characters.
+        let mut json = Vec::with_capacity(self.prefix.len() + 64 + self.suffix.len());
+        json.extend_from_slice(&self.prefix);
+        write_middle(&mut json, header.seq, header.time);
+        json.extend_from_slice(&self.suffix);
+        json
+    }
+}
+
+/// Most headers a [`HeaderCache`] keeps (one per record name and publisher session); when full
+/// it starts over.
+const MAX_TEMPLATES: usize = 256;
+
+/// A parsed header and its suffix bytes, filed under its prefix bytes.
+#[derive(Debug)]
+struct Template {
+    suffix: Box<[u8]>,
+    header: Header,
+}
+
+/// Parses headers under fixed [`Limits`], remembering the ones whose bytes are canonical (as
+/// written by [`Header::to_json`] or the Python package): a header whose prefix and suffix
+/// match a remembered one byte for byte is read by parsing only `seq` and `time`.
+///
+/// [`HeaderCache::parse`] returns exactly what [`Header::parse`] returns for the same bytes
+/// and limits, errors included.
+///
+/// ```
+/// use ndbridge::wire::{Header, HeaderCache, Limits};
+///
+/// let mut cache = HeaderCache::new(Limits::default());
+/// for seq in 0..3 {
+///     let json = format!(r#"{{"v":1,"name":"u","source":"w1","session":"s","seq":{seq},"time":1.5,"arrays":[{{"name":"u","dtype":"<f8","shape":[4],"order":"C","codec":"raw","nbytes":32}}]}}"#);
+///     let header = cache.parse(json.as_bytes())?;
+///     assert_eq!(header, Header::parse(json.as_bytes(), &Limits::default())?);
+/// }
+/// # Ok::<(), ndbridge::wire::DecodeError>(())
+/// ```
+#[derive(Debug)]
+pub struct HeaderCache {
+    limits: Limits,
+    templates: HashMap<Box<[u8]>, Template>,
+    hits: u64,
+}
+
+impl HeaderCache {
+    /// An empty cache for headers checked against `limits`.
+    pub fn new(limits: Limits) -> Self {
+        HeaderCache {
+            limits,
+            templates: HashMap::new(),
+            hits: 0,
+        }
+    }
+
+    /// How many headers were read through a remembered template.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// The limits headers are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Parses and validates a header frame, as [`Header::parse`] does.
+    pub fn parse(&mut self, bytes: &[u8]) -> Result<Header, DecodeError> {
+        let split = (bytes.len() <= self.limits.max_header_bytes)
+            .then(|| memchr::memmem::find(bytes, SEQ_KEY))
+            .flatten()
+            .map(|at| at + SEQ_KEY.len());
+        if let Some(split) = split {
+            if let Some(template) = self.templates.get(&bytes[..split]) {
+                if let Some((seq, time)) = parse_middle(&bytes[split..], &template.suffix) {
+                    let mut header = template.header.clone();
+                    header.seq = seq;
+                    header.time = time;
+                    self.hits += 1;
+                    return Ok(header);
+                }
+            }
+        }
+        let header = Header::parse(bytes, &self.limits)?;
+        if let Some(split) = split {
+            self.remember(bytes, split, &header);
+        }
+        Ok(header)
+    }
+
+    /// Files `header` under its prefix if `bytes` are its canonical JSON.
+    fn remember(&mut self, bytes: &[u8], split: usize, header: &Header) {
+        if !bytes.starts_with(CANONICAL_START) {
+            return;
+        }
+        let mut prefix = Vec::with_capacity(split);
+        write_prefix(&mut prefix, &header.name, &header.source, &header.session);
+        if prefix != bytes[..split] {
+            return;
+        }
+        let mut suffix = Vec::with_capacity(bytes.len() - split);
+        write_suffix(&mut suffix, &header.arrays, header.attrs.as_ref());
+        // The middle must read back as this header's values: then the bytes are the prefix,
+        // a middle, and the suffix, each as written here, and any header that shares the
+        // prefix and suffix differs from this one in `seq` and `time` only.
+        match parse_middle(&bytes[split..], &suffix) {
+            Some((seq, time)) if seq == header.seq && time.to_bits() == header.time.to_bits() => {}
+            _ => return,
+        }
+        if self.templates.len() >= MAX_TEMPLATES {
+            self.templates.clear();
+        }
+        self.templates.insert(
+            prefix.into_boxed_slice(),
+            Template {
+                suffix: suffix.into_boxed_slice(),
+                header: header.clone(),
+            },
+        );
+    }
+}
+
+/// Reads `<seq>,"time":<time><suffix>`: `seq` a JSON integer that fits a `u64`, `time` a JSON
+/// number, and the rest exactly `suffix`. `None` for anything else.
+fn parse_middle(rest: &[u8], suffix: &[u8]) -> Option<(u64, f64)> {
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let seq = rest[..digits].iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    let rest = rest[digits..].strip_prefix(TIME_KEY)?;
+    let token_len = rest.len().checked_sub(suffix.len())?;
+    let (token, tail) = rest.split_at(token_len);
+    if tail != suffix || !is_json_number(token) {
+        return None;
+    }
+    // The same number parser as the whole-header path, so both give the same bits.
+    let time: f64 = serde_json::from_slice(token).ok()?;
+    Some((seq, time))
+}
+
+/// True for exactly the JSON number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(token: &[u8]) -> bool {
+    fn digits(s: &[u8]) -> usize {
+        s.iter().take_while(|b| b.is_ascii_digit()).count()
+    }
+    let mut s = token.strip_prefix(b"-").unwrap_or(token);
+    match digits(s) {
+        0 => return false,
+        n if n > 1 && s[0] == b'0' => return false,
+        n => s = &s[n..],
+    }
+    if let Some(fraction) = s.strip_prefix(b".") {
+        match digits(fraction) {
+            0 => return false,
+            n => s = &fraction[n..],
+        }
+    }
+    if let Some(exponent) = s.strip_prefix(b"e").or_else(|| s.strip_prefix(b"E")) {
+        let exponent = exponent
+            .strip_prefix(b"+")
+            .or_else(|| exponent.strip_prefix(b"-"))
+            .unwrap_or(exponent);
+        match digits(exponent) {
+            0 => return false,
+            n => s = &exponent[n..],
+        }
+    }
+    s.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_are_recognised_exactly() {
+        for good in [
+            "0", "-0", "7", "12", "1.5", "-0.25", "1e9", "1E+9", "2.5e-3", "0.0e0",
+        ] {
+            assert!(is_json_number(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "", "-", "01", "1.", ".5", "+1", "1e", "1e+", "1.5.2", "NaN", "inf", " 1", "1 ", "0x1",
+            "1_0",
+        ] {
+            assert!(!is_json_number(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_middle_is_read_only_when_the_suffix_matches() {
+        let suffix = b",\"arrays\":[]}";
+        assert_eq!(
+            parse_middle(b"42,\"time\":1.5,\"arrays\":[]}", suffix),
+            Some((42, 1.5))
+        );
+        assert_eq!(
+            parse_middle(b"42,\"time\":1.5,\"arrays\":[1]}", suffix),
+            None
+        );
+        assert_eq!(
+            parse_middle(b"042,\"time\":1.5,\"arrays\":[]}", suffix),
+            None
+        );
+        assert_eq!(
+            parse_middle(b"4.2,\"time\":1.5,\"arrays\":[]}", suffix),
+            None
+        );
+        assert_eq!(
+            parse_middle(b"42,\"time\":1.5e,\"arrays\":[]}", suffix),
+            None
+        );
+        // u64::MAX fits, one more does not.
+        assert_eq!(
+            parse_middle(b"18446744073709551615,\"time\":0,\"arrays\":[]}", suffix),
+            Some((u64::MAX, 0.0))
+        );
+        assert_eq!(
+            parse_middle(b"18446744073709551616,\"time\":0,\"arrays\":[]}", suffix),
+            None
+        );
+    }
+}
