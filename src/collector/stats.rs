@@ -192,6 +192,23 @@ pub struct Stats {
     inner: Mutex<Inner>,
 }
 
+/// Counts one decoded message of a source and session.
+fn count_message(s: &mut SourceStats, tracker: &mut SeqTracker, seq: u64, wire: u64, raw: u64) {
+    s.messages += 1;
+    s.wire_bytes += wire;
+    s.raw_bytes += raw;
+    let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
+    tracker.observe(seq);
+    let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
+    // A peer chooses its seq numbers: the counts saturate rather than overflow.
+    s.gaps = if gaps2 >= gaps {
+        s.gaps.saturating_add(gaps2 - gaps)
+    } else {
+        s.gaps.saturating_sub(gaps - gaps2)
+    };
+    s.duplicates = s.duplicates.saturating_add(dups2 - dups);
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     stored: u64,
@@ -255,28 +272,26 @@ impl Stats {
         stored: bool,
     ) {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         if stored {
             inner.stored += 1;
         }
-        // Look up before inserting: the common case allocates nothing.
-        let key = if inner.sources.contains_key(source) {
-            None
-        } else {
-            Some(inner.source_key(source))
-        };
-        let key: &str = key.as_deref().unwrap_or(source);
-        let inner = &mut *inner;
-        if !inner.sources.contains_key(key) {
-            inner.sources.insert(key.to_owned(), SourceStats::default());
+        // The common case, a source and session seen before: one lookup per map, no allocation.
+        if let (Some(s), Some(sessions)) = (
+            inner.sources.get_mut(source),
+            inner.sessions.get_mut(source),
+        ) {
+            if let Some(tracker) = sessions.trackers.get_mut(session) {
+                count_message(s, tracker, seq, wire, raw);
+                return;
+            }
         }
-        let s = inner.sources.get_mut(key).expect("inserted above");
-        s.messages += 1;
-        s.wire_bytes += wire;
-        s.raw_bytes += raw;
-        if !inner.sessions.contains_key(key) {
-            inner.sessions.insert(key.to_owned(), Sessions::default());
+        let key = inner.source_key(source);
+        if !inner.sources.contains_key(&key) {
+            inner.sources.insert(key.clone(), SourceStats::default());
         }
-        let sessions = inner.sessions.get_mut(key).expect("inserted above");
+        let s = inner.sources.get_mut(&key).expect("inserted above");
+        let sessions = inner.sessions.entry(key).or_default();
         if !sessions.trackers.contains_key(session) {
             s.sessions += 1;
             if sessions.order.len() >= MAX_SESSIONS_PER_SOURCE {
@@ -290,16 +305,7 @@ impl Stats {
                 .insert(session.to_owned(), SeqTracker::default());
         }
         let tracker = sessions.trackers.get_mut(session).expect("inserted above");
-        let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
-        tracker.observe(seq);
-        let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
-        // A peer chooses its seq numbers: the counts saturate rather than overflow.
-        s.gaps = if gaps2 >= gaps {
-            s.gaps.saturating_add(gaps2 - gaps)
-        } else {
-            s.gaps.saturating_sub(gaps - gaps2)
-        };
-        s.duplicates = s.duplicates.saturating_add(dups2 - dups);
+        count_message(s, tracker, seq, wire, raw);
     }
 
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {

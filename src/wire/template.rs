@@ -182,6 +182,8 @@ pub struct HeaderCache {
     limits: Limits,
     templates: HashMap<Box<[u8]>, Template>,
     hits: u64,
+    /// Finds [`SEQ_KEY`] (built once: building the searcher costs more than a search).
+    seq_key: memchr::memmem::Finder<'static>,
 }
 
 impl HeaderCache {
@@ -191,6 +193,7 @@ impl HeaderCache {
             limits,
             templates: HashMap::new(),
             hits: 0,
+            seq_key: memchr::memmem::Finder::new(SEQ_KEY),
         }
     }
 
@@ -207,7 +210,7 @@ impl HeaderCache {
     /// Parses and validates a header frame, as [`Header::parse`] does.
     pub fn parse(&mut self, bytes: &[u8]) -> Result<Header, DecodeError> {
         let split = (bytes.len() <= self.limits.max_header_bytes)
-            .then(|| memchr::memmem::find(bytes, SEQ_KEY))
+            .then(|| self.seq_key.find(bytes))
             .flatten()
             .map(|at| at + SEQ_KEY.len());
         if let Some(split) = split {
