@@ -186,11 +186,13 @@ impl PublisherBuilder {
             linger: self.options.linger,
         });
         let (jobs, rx) = crossbeam_channel::unbounded();
+        let (source, session) = (self.source.unwrap_or_else(default_source), new_session_id());
         let worker = SendLoop {
             socket,
             kind: self.kind,
-            source: self.source.unwrap_or_else(default_source),
-            session: new_session_id(),
+            ids: (source.clone(), session.clone()),
+            source,
+            session,
             seq: 0,
             compression: self.compression,
             pacing: Pacing::default(),
@@ -486,6 +488,9 @@ struct SendLoop {
     shared: Arc<Shared>,
     /// Reuses the header bytes that consecutive messages share.
     encoder: Encoder,
+    /// `(source, session)` as set up, to restore the two fields above if an encoding fails
+    /// after taking them.
+    ids: (String, String),
 }
 
 impl SendLoop {
@@ -528,10 +533,12 @@ impl SendLoop {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // The header takes the ids for the message and they are taken back from it afterwards:
+        // no copy per message.
         let envelope = Envelope {
             name: queued.name,
-            source: self.source.clone(),
-            session: self.session.clone(),
+            source: std::mem::take(&mut self.source),
+            session: std::mem::take(&mut self.session),
             seq: self.seq,
             time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -542,14 +549,18 @@ impl SendLoop {
         // Only the automatic mode measures the codec and the link (clock reads cost per message).
         let paced = matches!(self.compression, Compression::Auto { .. });
         let encode_started = paced.then(Instant::now);
-        let message = match self.encoder.encode(envelope, queued.arrays, policy) {
+        let mut message = match self.encoder.encode(envelope, queued.arrays, policy) {
             Ok(message) => message,
             Err(e) => {
+                self.source.clone_from(&self.ids.0);
+                self.session.clone_from(&self.ids.1);
                 tracing::error!("cannot encode a message: {e}");
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
+        self.source = std::mem::take(&mut message.header.source);
+        self.session = std::mem::take(&mut message.header.session);
         if let (Some(started), true) = (encode_started, policy != Compression::Raw) {
             let header = message.frames[0].len() as u64;
             self.pacing.observe_compress(

@@ -290,12 +290,12 @@ fn encode_with(
     let mut metas = Vec::with_capacity(arrays.len());
     let mut frames = Vec::with_capacity(arrays.len() + 1);
     frames.push(Bytes::new());
-    for (name, buffer) in &arrays {
+    for (name, buffer) in arrays {
         let encoded = encode_buffer(&buffer.data, buffer.dtype.itemsize(), compression)?;
         metas.push(ArrayMeta {
-            name: name.clone(),
+            name,
             dtype: buffer.dtype,
-            shape: buffer.shape.clone(),
+            shape: buffer.shape,
             order: buffer.order,
             codec: encoded.codec,
             filters: encoded.filters,

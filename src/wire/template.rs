@@ -38,9 +38,27 @@ fn write_prefix(out: &mut Vec<u8>, name: &str, source: &str, session: &str) {
 
 /// Writes `…,"time":…` (the values of `seq` and `time`).
 fn write_middle(out: &mut Vec<u8>, seq: u64, time: f64) {
-    write_json(out, &seq);
-    out.extend_from_slice(TIME_KEY);
-    write_json(out, &time);
+    let (middle, len) = middle(seq, time);
+    out.extend_from_slice(&middle[..len]);
+}
+
+/// The longest middle: 20 digits of `seq`, the key, and a float (at most 24 characters).
+const MAX_MIDDLE: usize = 64;
+
+/// The middle written into a buffer on the stack, and its length: so that a header can be
+/// allocated at its exact size (a `Vec` whose length is its capacity becomes `Bytes` without
+/// another allocation).
+fn middle(seq: u64, time: f64) -> ([u8; MAX_MIDDLE], usize) {
+    let mut buf = [0u8; MAX_MIDDLE];
+    let len = {
+        let mut rest = &mut buf[..];
+        // The buffer is large enough for any u64 and f64: these writes cannot fail.
+        serde_json::to_writer(&mut rest, &seq).expect("seq fits");
+        std::io::Write::write_all(&mut rest, TIME_KEY).expect("key fits");
+        serde_json::to_writer(&mut rest, &time).expect("time fits");
+        MAX_MIDDLE - rest.len()
+    };
+    (buf, len)
 }
 
 /// Writes `,"arrays":[…]`, then `,"attrs":{…}` when there are attributes, and the closing brace.
@@ -139,10 +157,10 @@ impl HeaderWriter {
                 attrs: header.attrs.clone(),
             });
         }
-        // The middle is at most 20 digits, the key, and a float of at most 24 characters.
-        let mut json = Vec::with_capacity(self.prefix.len() + 64 + self.suffix.len());
+        let (middle, middle_len) = middle(header.seq, header.time);
+        let mut json = Vec::with_capacity(self.prefix.len() + middle_len + self.suffix.len());
         json.extend_from_slice(&self.prefix);
-        write_middle(&mut json, header.seq, header.time);
+        json.extend_from_slice(&middle[..middle_len]);
         json.extend_from_slice(&self.suffix);
         json
     }
@@ -317,6 +335,23 @@ fn is_json_number(token: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_middles_fit() {
+        for time in [
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            -2.2250738585072014e-308,
+        ] {
+            let (buf, len) = middle(u64::MAX, time);
+            let text = std::str::from_utf8(&buf[..len]).unwrap();
+            assert_eq!(
+                text,
+                format!("{},\"time\":{}", u64::MAX, serde_json::json!(time))
+            );
+        }
+    }
 
     #[test]
     fn json_numbers_are_recognised_exactly() {
