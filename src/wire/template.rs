@@ -371,34 +371,26 @@ mod tests {
     #[test]
     fn the_middle_is_read_only_when_the_suffix_matches() {
         let suffix = b",\"arrays\":[]}";
-        assert_eq!(
-            parse_middle(b"42,\"time\":1.5,\"arrays\":[]}", suffix),
-            Some((42, 1.5))
-        );
-        assert_eq!(
-            parse_middle(b"42,\"time\":1.5,\"arrays\":[1]}", suffix),
-            None
-        );
-        assert_eq!(
-            parse_middle(b"042,\"time\":1.5,\"arrays\":[]}", suffix),
-            None
-        );
-        assert_eq!(
-            parse_middle(b"4.2,\"time\":1.5,\"arrays\":[]}", suffix),
-            None
-        );
-        assert_eq!(
-            parse_middle(b"42,\"time\":1.5e,\"arrays\":[]}", suffix),
-            None
-        );
-        // u64::MAX fits, one more does not.
-        assert_eq!(
-            parse_middle(b"18446744073709551615,\"time\":0,\"arrays\":[]}", suffix),
-            Some((u64::MAX, 0.0))
-        );
-        assert_eq!(
-            parse_middle(b"18446744073709551616,\"time\":0,\"arrays\":[]}", suffix),
-            None
-        );
+        let cases: [(&[u8], Option<(u64, f64)>); 7] = [
+            (b"42,\"time\":1.5,\"arrays\":[]}", Some((42, 1.5))),
+            (b"42,\"time\":1.5,\"arrays\":[1]}", None),
+            (b"042,\"time\":1.5,\"arrays\":[]}", None),
+            (b"4.2,\"time\":1.5,\"arrays\":[]}", None),
+            (b"42,\"time\":1.5e,\"arrays\":[]}", None),
+            // u64::MAX fits, one more does not.
+            (
+                b"18446744073709551615,\"time\":0,\"arrays\":[]}",
+                Some((u64::MAX, 0.0)),
+            ),
+            (b"18446744073709551616,\"time\":0,\"arrays\":[]}", None),
+        ];
+        for (rest, expected) in cases {
+            assert_eq!(
+                parse_middle(rest, suffix),
+                expected,
+                "{}",
+                String::from_utf8_lossy(rest)
+            );
+        }
     }
 }
