@@ -371,7 +371,9 @@ mod tests {
     #[test]
     fn the_middle_is_read_only_when_the_suffix_matches() {
         let suffix = b",\"arrays\":[]}";
-        let cases: [(&[u8], Option<(u64, f64)>); 7] = [
+        // The rest of a header after `"seq":`, and what it reads as.
+        type Case = (&'static [u8], Option<(u64, f64)>);
+        let cases: [Case; 7] = [
             (b"42,\"time\":1.5,\"arrays\":[]}", Some((42, 1.5))),
             (b"42,\"time\":1.5,\"arrays\":[1]}", None),
             (b"042,\"time\":1.5,\"arrays\":[]}", None),
