@@ -4,6 +4,7 @@
 
 use ndbridge::wire::{
     ArrayMeta, Codec, DecodeError, Filter, Header, HeaderCache, HeaderWriter, Limits, Order,
+    MAX_TEMPLATE_BYTES,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -247,4 +248,32 @@ fn whitespace_and_unknown_fields_parse_as_without_a_cache() {
             Header::parse(&bytes, &Limits::default())
         );
     }
+}
+
+#[test]
+fn long_headers_are_parsed_but_not_remembered() {
+    // A peer sending canonical headers with large attributes cannot make the cache hold them.
+    let big = "x".repeat(MAX_TEMPLATE_BYTES);
+    let mut cache = HeaderCache::new(Limits::default());
+    for seq in 0..3 {
+        let bytes = header_json(
+            seq,
+            "1.0",
+            &format!("{ONE_ARRAY},\"attrs\":{{\"note\":\"{big}\"}}"),
+        );
+        let header = cache.parse(&bytes).unwrap();
+        assert_eq!(header, Header::parse(&bytes, &Limits::default()).unwrap());
+        assert_eq!(header.attrs.unwrap()["note"], big.as_str());
+    }
+    assert_eq!(cache.hits(), 0);
+    // The same stream with short attributes is remembered.
+    for seq in 0..3 {
+        let bytes = header_json(
+            seq,
+            "1.0",
+            &format!("{ONE_ARRAY},\"attrs\":{{\"note\":\"x\"}}"),
+        );
+        cache.parse(&bytes).unwrap();
+    }
+    assert_eq!(cache.hits(), 2);
 }

@@ -33,4 +33,4 @@ pub use error::{DTypeError, DecodeError, EncodeError, ViewError};
 pub use header::{ArrayMeta, Codec, Filter, Header, Order, FORMAT_VERSION, MAX_NAME_BYTES};
 pub use limits::Limits;
 pub use shuffle::{shuffle, unshuffle};
-pub use template::{HeaderCache, HeaderWriter};
+pub use template::{HeaderCache, HeaderWriter, MAX_TEMPLATE_BYTES};

@@ -170,6 +170,11 @@ impl HeaderWriter {
 /// it starts over.
 const MAX_TEMPLATES: usize = 256;
 
+/// Longest header a [`HeaderCache`] remembers, in bytes (a typical header is about 230). With
+/// [`MAX_TEMPLATES`] this bounds a cache's memory to a few MiB, whatever peers send: headers of
+/// up to [`Limits::max_header_bytes`] (1 MiB by default) are parsed, but not kept.
+pub const MAX_TEMPLATE_BYTES: usize = 4096;
+
 /// A parsed header and its suffix bytes, filed under its prefix bytes.
 #[derive(Debug)]
 struct Template {
@@ -182,7 +187,8 @@ struct Template {
 /// match a remembered one byte for byte is read by parsing only `seq` and `time`.
 ///
 /// [`HeaderCache::parse`] returns exactly what [`Header::parse`] returns for the same bytes
-/// and limits, errors included.
+/// and limits, errors included. It keeps at most 256 headers of at most
+/// [`MAX_TEMPLATE_BYTES`] each; longer headers are parsed in full every time.
 ///
 /// ```
 /// use ndbridge::wire::{Header, HeaderCache, Limits};
@@ -251,7 +257,7 @@ impl HeaderCache {
 
     /// Files `header` under its prefix if `bytes` are its canonical JSON.
     fn remember(&mut self, bytes: &[u8], split: usize, header: &Header) {
-        if !bytes.starts_with(CANONICAL_START) {
+        if bytes.len() > MAX_TEMPLATE_BYTES || !bytes.starts_with(CANONICAL_START) {
             return;
         }
         let mut prefix = Vec::with_capacity(split);
