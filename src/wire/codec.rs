@@ -10,6 +10,7 @@ use super::error::{DecodeError, EncodeError};
 use super::header::{ArrayMeta, Codec, Filter};
 use super::shuffle::{shuffle, unshuffle, unshuffle_parts};
 use super::zstd_blocks::decode_in_pieces;
+use super::zstd_streams;
 
 /// How a sender encodes array buffers.
 ///
@@ -195,7 +196,8 @@ pub fn encode_buffer(
     let compressed = if shuffled {
         with_scratch(data.len(), |scratch| {
             shuffle(data, scratch, itemsize);
-            compress(scratch, level)
+            zstd_streams::compress_shuffled(scratch, itemsize, level)
+                .unwrap_or_else(|| compress(scratch, level))
         })?
     } else {
         compress(data, level)?

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod shuffle;
 pub mod template;
 mod zstd_blocks;
+mod zstd_streams;
 
 pub use codec::Compression;
 pub use decode::{decode, DecodedArray, Decoder, DynArray, Record};
