@@ -25,7 +25,8 @@ use crate::wire::{ArrayBuffer, Compression, Element, Encoder, Envelope};
 pub enum FullPolicy {
     /// Wait until there is room: nothing is lost, the simulation slows to the network's pace.
     /// A caller waiting on a full queue resumes once it has drained to half its limit, so it
-    /// then queues many messages per wake-up.
+    /// then queues many messages per wake-up ([`FullPolicy::Timeout`] resumes as soon as there
+    /// is room).
     #[default]
     Block,
     /// Wait at most this long, then return [`Error::QueueFull`].
@@ -241,18 +242,21 @@ struct Shared {
 struct QueueState {
     bytes: usize,
     messages: usize,
-    /// Callers waiting for room: `release` wakes them only when there are any (and the queue has
-    /// drained to half its limit).
+    /// Callers waiting for room: `release` wakes them only when there are any (see
+    /// [`QueueState::wakes_waiters`]).
     waiting: usize,
 }
 
 impl QueueState {
     /// Whether a release that left the queue in this state wakes the callers waiting for room.
-    /// A notification is a system call and a context switch: only when a caller waits, and only
-    /// once the queue has drained to half its limit (or is empty). Waiters then queue many
-    /// messages per wake-up instead of one per message sent.
-    fn wakes_waiters(&self, limit: usize) -> bool {
-        self.waiting > 0 && (self.messages == 0 || self.bytes <= limit / 2)
+    /// A notification is a system call and a context switch: only when a caller waits, and,
+    /// under [`FullPolicy::Block`], only once the queue has drained to half its limit (or is
+    /// empty): waiters then queue many messages per wake-up instead of one per message sent.
+    /// Callers waiting with a timeout are woken by every release, so that they take room as soon
+    /// as there is some.
+    fn wakes_waiters(&self, limit: usize, on_full: FullPolicy) -> bool {
+        let drained = self.messages == 0 || self.bytes <= limit / 2;
+        self.waiting > 0 && (drained || matches!(on_full, FullPolicy::Timeout(_)))
     }
 }
 
@@ -463,7 +467,7 @@ impl Shared {
         let mut queue = self.queue.lock().expect("queue lock");
         queue.bytes -= bytes;
         queue.messages -= 1;
-        let wake = queue.wakes_waiters(self.limit);
+        let wake = queue.wakes_waiters(self.limit, self.on_full);
         drop(queue);
         if wake {
             self.room.notify_all();
@@ -675,7 +679,8 @@ pub fn new_session_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::QueueState;
+    use super::{FullPolicy, QueueState};
+    use std::time::Duration;
 
     fn queue(bytes: usize, messages: usize, waiting: usize) -> QueueState {
         QueueState {
@@ -686,18 +691,25 @@ mod tests {
     }
 
     #[test]
-    fn waiters_wake_once_the_queue_has_drained_to_half() {
-        let limit = 1000;
+    fn blocked_waiters_wake_once_the_queue_has_drained_to_half() {
+        let (limit, block) = (1000, FullPolicy::Block);
         // Nobody waits: never a notification.
-        assert!(!queue(0, 0, 0).wakes_waiters(limit));
-        assert!(!queue(100, 1, 0).wakes_waiters(limit));
+        assert!(!queue(0, 0, 0).wakes_waiters(limit, block));
+        assert!(!queue(100, 1, 0).wakes_waiters(limit, block));
         // A waiter and a queue still above half: keep draining.
-        assert!(!queue(900, 9, 1).wakes_waiters(limit));
-        assert!(!queue(501, 3, 2).wakes_waiters(limit));
+        assert!(!queue(900, 9, 1).wakes_waiters(limit, block));
+        assert!(!queue(501, 3, 2).wakes_waiters(limit, block));
         // Half or less, or empty: wake.
-        assert!(queue(500, 5, 1).wakes_waiters(limit));
-        assert!(queue(0, 0, 1).wakes_waiters(limit));
+        assert!(queue(500, 5, 1).wakes_waiters(limit, block));
+        assert!(queue(0, 0, 1).wakes_waiters(limit, block));
         // An empty queue wakes even a waiter whose message is larger than the limit.
-        assert!(queue(0, 0, 1).wakes_waiters(0));
+        assert!(queue(0, 0, 1).wakes_waiters(0, block));
+    }
+
+    #[test]
+    fn waiters_with_a_timeout_wake_at_every_release() {
+        let timeout = FullPolicy::Timeout(Duration::from_millis(10));
+        assert!(queue(900, 9, 1).wakes_waiters(1000, timeout));
+        assert!(!queue(900, 9, 0).wakes_waiters(1000, timeout));
     }
 }

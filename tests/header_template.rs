@@ -28,7 +28,13 @@ fn array(name: &str, shape: Vec<usize>, shuffled: bool) -> ArrayMeta {
 }
 
 fn attrs(step: u64) -> Option<Map<String, Value>> {
-    json!({"step": step, "dt": 0.01, "seq": 3, "time": 1.5})
+    // Zeros that serde_json calls equal but writes differently: 0.0, -0.0 and 0.
+    let zero = match step {
+        0 => json!(0.0),
+        1 => json!(-0.0),
+        _ => json!(0),
+    };
+    json!({"dt": 0.01, "seq": 3, "time": 1.5, "z": zero, "nested": {"z": [zero]}})
         .as_object()
         .cloned()
 }
@@ -135,7 +141,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn the_writer_writes_what_to_json_writes(stream in prop::collection::vec(header(), 1..40)) {
+    fn the_writer_writes_what_to_json_writes_even_when_only_a_zero_s_sign_changes(stream in prop::collection::vec(header(), 1..40)) {
         let mut writer = HeaderWriter::default();
         for header in &stream {
             prop_assert_eq!(writer.write(header), header.to_json());
@@ -276,4 +282,14 @@ fn long_headers_are_parsed_but_not_remembered() {
         cache.parse(&bytes).unwrap();
     }
     assert_eq!(cache.hits(), 2);
+}
+
+#[test]
+fn a_sign_change_of_a_zero_in_the_attributes_is_written() {
+    let mut writer = HeaderWriter::default();
+    let mut header = Header::parse(&header_json(0, "1.0", ONE_ARRAY), &Limits::default()).unwrap();
+    for step in [0, 1, 0, 2, 1] {
+        header.attrs = attrs(step);
+        assert_eq!(writer.write(&header), header.to_json());
+    }
 }

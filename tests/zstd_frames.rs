@@ -146,6 +146,18 @@ fn all_noise_and_no_noise_round_trip() {
     check(&buffer(&[Noise, Walk], 1000, 5), 2, 1);
 }
 
+#[test]
+fn high_levels_round_trip() {
+    use Stream::*;
+    // The compressor's window and tables are sized to the streams it compresses (level 19 for
+    // an unknown size would want hundreds of MiB); the declared window must still cover them.
+    let data = buffer(&[Noise, Noise, Walk, Constant], 1 << 16, 6);
+    let types = check(&data, 4, 19);
+    // The two noisy streams (64 KiB each) fill the first, raw block.
+    assert_eq!(types[0], 0);
+    assert!(types[1..].contains(&2), "{types:?}");
+}
+
 fn stream_kind() -> impl Strategy<Value = Stream> {
     prop_oneof![
         Just(Stream::Noise),

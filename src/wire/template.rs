@@ -148,7 +148,8 @@ impl HeaderWriter {
             ));
         }
         let suffix_current = matches!(&self.suffix_of,
-            Some(fields) if fields.arrays == header.arrays && fields.attrs == header.attrs);
+            Some(fields) if fields.arrays == header.arrays
+                && same_attrs(fields.attrs.as_ref(), header.attrs.as_ref()));
         if !suffix_current {
             self.suffix.clear();
             write_suffix(&mut self.suffix, &header.arrays, header.attrs.as_ref());
@@ -166,14 +167,45 @@ impl HeaderWriter {
     }
 }
 
+/// Whether two attribute maps serialize to the same bytes. serde_json's own equality takes
+/// `0.0` and `-0.0` for the same number, but they are written differently.
+fn same_attrs(a: Option<&Map<String, Value>>, b: Option<&Map<String, Value>>) -> bool {
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+                (Some(fx), Some(fy)) if x.is_f64() && y.is_f64() => fx.to_bits() == fy.to_bits(),
+                _ => x == y && x.is_f64() == y.is_f64(),
+            },
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same(u, v))
+            }
+            (Value::Object(x), Value::Object(y)) => same_map(x, y),
+            (x, y) => x == y,
+        }
+    }
+    fn same_map(x: &Map<String, Value>, y: &Map<String, Value>) -> bool {
+        // Maps iterate in key order, as they are written.
+        x.len() == y.len()
+            && x.iter()
+                .zip(y)
+                .all(|((kx, vx), (ky, vy))| kx == ky && same(vx, vy))
+    }
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => same_map(x, y),
+        _ => false,
+    }
+}
+
 /// Most headers a [`HeaderCache`] keeps (one per record name and publisher session); when full
 /// it starts over.
 const MAX_TEMPLATES: usize = 256;
 
 /// Longest header a [`HeaderCache`] remembers, in bytes (a typical header is about 230). With
-/// [`MAX_TEMPLATES`] this bounds a cache's memory to a few MiB, whatever peers send: headers of
-/// up to [`Limits::max_header_bytes`] (1 MiB by default) are parsed, but not kept.
-pub const MAX_TEMPLATE_BYTES: usize = 4096;
+/// the limit of 256 headers, this bounds a cache's memory whatever peers send: parsed
+/// attributes take up to about 16 times their text, so at most about 8 MiB per cache. Headers
+/// of up to [`Limits::max_header_bytes`] (1 MiB by default) are parsed, but not kept.
+pub const MAX_TEMPLATE_BYTES: usize = 2048;
 
 /// A parsed header and its suffix bytes, filed under its prefix bytes.
 #[derive(Debug)]

@@ -11,9 +11,11 @@
 //! Only a prefix and a suffix can bypass the compressor. The compressor never sees the raw
 //! prefix, so its matches cannot reach back into it, and its offsets (distances back in the
 //! decoded output) stay right because everything it has seen precedes each of its blocks
-//! contiguously; nothing it compresses follows the raw suffix. The frame is standard (RFC 8878:
-//! a window descriptor of the compressor's window, the content size, no checksum), so any zstd
-//! decoder reads it; `tests` decode it with zstd's own decoder.
+//! contiguously; nothing it compresses follows the raw suffix. The compressor gets the
+//! parameters zstd would choose for the middle's size (window and tables no larger than it
+//! needs). The frame is standard (RFC 8878: a window descriptor of the compressor's window, the
+//! content size, no checksum), so any zstd decoder reads it; `tests/zstd_frames.rs` decodes it
+//! with zstd's own streaming decoder.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -159,12 +161,8 @@ fn write_frame(
     let capacity = 18 + 3 * (blocks + 2) + (src.len() - middle.len()) + bound;
     let mut out = AlignedBuf::for_overwrite(capacity);
     let buf = out.as_mut_slice();
-    // SAFETY: `ZSTD_getCParams` is a pure computation; 0 means "size unknown", as for
-    // `ZSTD_compressBegin` below, so this is the window the compressor uses.
-    let window_log = unsafe { zstd_sys::ZSTD_getCParams(level, 0, 0) }
-        .windowLog
-        .clamp(17, 31);
-    let mut at = write_header(buf, src.len() as u64, window_log);
+    let params = block_params(level, middle.len());
+    let mut at = write_header(buf, src.len() as u64, params.cParams.windowLog);
     let raw_before = 0..middle.start;
     let raw_after = middle.end..src.len();
     let last_end = src.len();
@@ -172,8 +170,17 @@ fn write_frame(
         at = write_raw(buf, at, &src[chunk.clone()], chunk.end == last_end);
     }
     if !middle.is_empty() {
-        // SAFETY: the context is live and owned by this thread.
-        let begun = unsafe { zstd_sys::ZSTD_compressBegin(encoder.0.as_ptr(), level) };
+        // SAFETY: the context is live and owned by this thread; no dictionary; `params` were
+        // checked by `block_params`.
+        let begun = unsafe {
+            zstd_sys::ZSTD_compressBegin_advanced(
+                encoder.0.as_ptr(),
+                std::ptr::null(),
+                0,
+                params,
+                CONTENT_SIZE_UNKNOWN,
+            )
+        };
         // SAFETY: `ZSTD_isError` only inspects the value.
         if unsafe { zstd_sys::ZSTD_isError(begun) } != 0 {
             return Err(zstd_error(begun));
@@ -213,7 +220,31 @@ fn write_frame(
     if src.is_empty() {
         at = write_raw(buf, at, &[], true);
     }
-    Ok(out.into_bytes().slice(..at))
+    if at < capacity / 2 {
+        // Well compressed: keep a right-sized copy rather than pin the large buffer while the
+        // frame waits in ZeroMQ's queue.
+        Ok(Bytes::copy_from_slice(&out.as_mut_slice()[..at]))
+    } else {
+        Ok(out.into_bytes().slice(..at))
+    }
+}
+
+/// `ZSTD_CONTENTSIZE_UNKNOWN`.
+const CONTENT_SIZE_UNKNOWN: u64 = u64::MAX;
+
+/// The compression parameters of `level` for `len` bytes (zstd shrinks its window and tables to
+/// the input, as it does when compressing a whole buffer), with a window of at least 128 KiB so
+/// that blocks of [`BLOCK_MAX`] are allowed. The window is also the one the frame declares.
+fn block_params(level: i32, len: usize) -> zstd_sys::ZSTD_parameters {
+    // SAFETY: `ZSTD_getParams` is a pure computation.
+    let mut params = unsafe { zstd_sys::ZSTD_getParams(level, len as u64, 0) };
+    params.cParams.windowLog = params.cParams.windowLog.max(17);
+    params.fParams = zstd_sys::ZSTD_frameParameters {
+        contentSizeFlag: 0,
+        checksumFlag: 0,
+        noDictIDFlag: 1,
+    };
+    params
 }
 
 /// `range` cut into blocks of at most [`BLOCK_MAX`] bytes.
