@@ -678,7 +678,8 @@ fn slow_sink_keeps_inflight_bytes_under_the_cap_and_publishers_wait() {
                         .connect(endpoint)
                         .source(format!("fast-{p}"))
                         .compression(Compression::Raw)
-                        .queue_bytes(2 << 20)
+                        // Two messages and what the queue holds for them besides.
+                        .queue_bytes((2 << 20) + (4 << 10))
                         .on_full(ndbridge::FullPolicy::Timeout(Duration::from_secs(30)))
                         .socket_options(ndbridge::transport::SocketOptions {
                             send_hwm: 4,
