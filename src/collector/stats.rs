@@ -287,10 +287,7 @@ impl Stats {
             }
         }
         let key = inner.source_key(source);
-        if !inner.sources.contains_key(&key) {
-            inner.sources.insert(key.clone(), SourceStats::default());
-        }
-        let s = inner.sources.get_mut(&key).expect("inserted above");
+        let s = inner.sources.entry(key.clone()).or_default();
         let sessions = inner.sessions.entry(key).or_default();
         if !sessions.trackers.contains_key(session) {
             s.sessions += 1;

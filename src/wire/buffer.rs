@@ -102,6 +102,18 @@ impl AlignedBuf {
     pub fn into_bytes(self) -> Bytes {
         Bytes::from_owner(self)
     }
+
+    /// Its first `len` bytes as `Bytes`, for a buffer sized for the worst case (a compression
+    /// bound): frozen as it is, or, when `len` is under half the buffer, copied into a buffer
+    /// of the right size, so that a well-compressed frame waiting in ZeroMQ's queue does not
+    /// pin the large one.
+    pub fn into_bytes_of_len(self, len: usize) -> Bytes {
+        if len < self.len / 2 {
+            Bytes::copy_from_slice(&self.as_ref()[..len])
+        } else {
+            self.into_bytes().slice(..len)
+        }
+    }
 }
 
 impl AsRef<[u8]> for AlignedBuf {

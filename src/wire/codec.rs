@@ -159,13 +159,7 @@ fn compress(src: &[u8], level: i32) -> Result<Bytes, EncodeError> {
         let written = compressor
             .compress_to_buffer(src, out.as_mut_slice())
             .map_err(zstd_encode_error)?;
-        if written < capacity / 2 {
-            // Well compressed: keep a right-sized copy rather than pin the large buffer while
-            // the frame waits in ZeroMQ's queue.
-            Ok(Bytes::copy_from_slice(&out.as_mut_slice()[..written]))
-        } else {
-            Ok(out.into_bytes().slice(..written))
-        }
+        Ok(out.into_bytes_of_len(written))
     })
 }
 

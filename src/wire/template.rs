@@ -172,10 +172,9 @@ impl HeaderWriter {
 fn same_attrs(a: Option<&Map<String, Value>>, b: Option<&Map<String, Value>>) -> bool {
     fn same(a: &Value, b: &Value) -> bool {
         match (a, b) {
-            (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-                (Some(fx), Some(fy)) if x.is_f64() && y.is_f64() => fx.to_bits() == fy.to_bits(),
-                _ => x == y && x.is_f64() == y.is_f64(),
-            },
+            (Value::Number(x), Value::Number(y)) if x.is_f64() && y.is_f64() => {
+                x.as_f64().map(f64::to_bits) == y.as_f64().map(f64::to_bits)
+            }
             (Value::Array(x), Value::Array(y)) => {
                 x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same(u, v))
             }

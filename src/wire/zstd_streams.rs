@@ -65,8 +65,7 @@ impl BlockEncoder {
                 level,
             )
         };
-        // SAFETY: `ZSTD_isError` only inspects the value.
-        (unsafe { zstd_sys::ZSTD_isError(written) } == 0).then_some(written)
+        checked(written).ok()
     }
 }
 
@@ -112,11 +111,9 @@ pub(crate) fn compress_shuffled(
         if lead == 0 && trail == 0 {
             return None;
         }
-        // The bytes after the last whole element (not shuffled) belong to the suffix.
-        let middle_start = lead * stream;
-        let middle_end = if lead == itemsize {
-            shuffled.len()
-        } else if trail > 0 {
+        // The bytes after the last whole element (not shuffled) belong to the suffix if there
+        // is one, else to the middle.
+        let middle_end = if trail > 0 {
             (itemsize - trail) * stream
         } else {
             shuffled.len()
@@ -124,7 +121,7 @@ pub(crate) fn compress_shuffled(
         Some(write_frame(
             encoder,
             shuffled,
-            middle_start..middle_end,
+            lead * stream..middle_end,
             level,
         ))
     })
@@ -148,14 +145,14 @@ fn is_noise(encoder: &mut BlockEncoder, stream: &[u8], level: i32) -> bool {
 }
 
 /// Writes the frame: raw blocks before `middle`, `middle` through the block compressor, raw
-/// blocks after it.
+/// blocks after it. `src` is not empty (its streams are at least [`MIN_STREAM`] bytes).
 fn write_frame(
     encoder: &mut BlockEncoder,
     src: &[u8],
     middle: Range<usize>,
     level: i32,
 ) -> Result<Bytes, EncodeError> {
-    let blocks = src.len().div_ceil(BLOCK_MAX).max(1);
+    let blocks = src.len().div_ceil(BLOCK_MAX);
     // SAFETY: `ZSTD_compressBound` is a pure computation.
     let bound = unsafe { zstd_sys::ZSTD_compressBound(middle.len()) };
     let capacity = 18 + 3 * (blocks + 2) + (src.len() - middle.len()) + bound;
@@ -181,10 +178,7 @@ fn write_frame(
                 CONTENT_SIZE_UNKNOWN,
             )
         };
-        // SAFETY: `ZSTD_isError` only inspects the value.
-        if unsafe { zstd_sys::ZSTD_isError(begun) } != 0 {
-            return Err(zstd_error(begun));
-        }
+        checked(begun).map_err(zstd_error)?;
         for chunk in chunks(middle) {
             let last = chunk.end == last_end;
             let block = &src[chunk];
@@ -201,10 +195,7 @@ fn write_frame(
                     block.len(),
                 )
             };
-            // SAFETY: `ZSTD_isError` only inspects the value.
-            if unsafe { zstd_sys::ZSTD_isError(written) } != 0 {
-                return Err(zstd_error(written));
-            }
+            let written = checked(written).map_err(zstd_error)?;
             if written == 0 {
                 // Not compressible: zstd's block API leaves storing it raw to the caller.
                 at = write_raw(buf, at, block, last);
@@ -217,15 +208,16 @@ fn write_frame(
     for chunk in chunks(raw_after) {
         at = write_raw(buf, at, &src[chunk.clone()], chunk.end == last_end);
     }
-    if src.is_empty() {
-        at = write_raw(buf, at, &[], true);
-    }
-    if at < capacity / 2 {
-        // Well compressed: keep a right-sized copy rather than pin the large buffer while the
-        // frame waits in ZeroMQ's queue.
-        Ok(Bytes::copy_from_slice(&out.as_mut_slice()[..at]))
+    Ok(out.into_bytes_of_len(at))
+}
+
+/// A zstd return value: the size, or the error code.
+fn checked(code: usize) -> Result<usize, usize> {
+    // SAFETY: `ZSTD_isError` only inspects the value.
+    if unsafe { zstd_sys::ZSTD_isError(code) } == 0 {
+        Ok(code)
     } else {
-        Ok(out.into_bytes().slice(..at))
+        Err(code)
     }
 }
 
