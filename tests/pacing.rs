@@ -2,39 +2,22 @@
 //! the receiver (standing in for a slow link) makes sends block.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{wait_until, NotingSink};
 
 use ndarray::Array1;
-use ndbridge::collector::{Collector, Received, Sink, SinkError};
+use ndbridge::collector::Collector;
 use ndbridge::transport::SocketOptions;
 use ndbridge::wire::Codec;
 use ndbridge::{Compression, Publisher};
 
-/// Takes `delay` per record and remembers each record's codec.
-struct Slow {
-    delay: Duration,
-    codecs: std::sync::Mutex<Vec<Codec>>,
-}
-
-impl Sink for Slow {
-    fn name(&self) -> &str {
-        "slow"
-    }
-    fn write(&self, message: &Received) -> Result<(), SinkError> {
-        std::thread::sleep(self.delay);
-        self.codecs
-            .lock()
-            .unwrap()
-            .push(message.record.arrays[0].meta().codec);
-        Ok(())
-    }
-}
-
 fn run(delay: Duration, messages: usize) -> Vec<Codec> {
-    let sink = Arc::new(Slow {
-        delay,
-        codecs: std::sync::Mutex::new(Vec::new()),
-    });
+    // Takes `delay` per record and notes each record's codec.
+    let sink = Arc::new(NotingSink::new(delay, |message| {
+        message.record.arrays[0].meta().codec
+    }));
     let small_queues = SocketOptions {
         send_hwm: 2,
         recv_hwm: 2,
@@ -60,14 +43,11 @@ fn run(delay: Duration, messages: usize) -> Vec<Codec> {
         publisher.send("field", &field).unwrap();
     }
     publisher.close(Duration::from_secs(30)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sink.codecs.lock().unwrap().len() < messages {
-        assert!(Instant::now() < deadline, "records did not all arrive");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("every record", Duration::from_secs(30), || {
+        sink.count() >= messages
+    });
     collector.stop();
-    let codecs = sink.codecs.lock().unwrap().clone();
-    codecs
+    sink.notes()
 }
 
 #[test]

@@ -5,24 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::wait_until;
+use common::{wait_until, NotingSink};
 
 use ndarray::Array1;
-use ndbridge::collector::{Collector, Received, Sink, SinkError};
+use ndbridge::collector::Collector;
 use ndbridge::{Compression, FullPolicy, Publisher, SocketKind};
-
-/// Sleeps per record: a collector that falls behind.
-struct Slow(Duration);
-
-impl Sink for Slow {
-    fn name(&self) -> &str {
-        "slow"
-    }
-    fn write(&self, _: &Received) -> Result<(), SinkError> {
-        std::thread::sleep(self.0);
-        Ok(())
-    }
-}
 
 fn slow_collector(delay: Duration) -> Collector {
     Collector::builder()
@@ -33,7 +20,7 @@ fn slow_collector(delay: Duration) -> Collector {
             recv_hwm: 1,
             ..Default::default()
         })
-        .sink(Slow(delay))
+        .sink(NotingSink::new(delay, |_| ()))
         .start()
         .unwrap()
 }

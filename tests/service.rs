@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::wait_until;
+use common::{wait_until, NotingSink};
 
 use ndarray::{Array1, Array2, Array3, ArrayD};
 use ndarray_npy::{NpzReader, ReadNpyExt};
@@ -1179,33 +1179,13 @@ fn sessions_storing_the_same_seq_at_once_each_keep_their_file() {
     }
 }
 
-/// A sink that notes which thread handled each record, after an optional delay.
-struct ThreadNotingSink {
-    delay: Duration,
-    threads: std::sync::Mutex<Vec<String>>,
-}
-
-impl Sink for ThreadNotingSink {
-    fn name(&self) -> &str {
-        "threads"
-    }
-
-    fn write(&self, _message: &Received) -> Result<(), SinkError> {
-        std::thread::sleep(self.delay);
-        let name = std::thread::current().name().unwrap_or("?").to_owned();
-        self.threads.lock().unwrap().push(name);
-        Ok(())
-    }
-}
-
 /// Sends `messages` small records through a collector whose sink takes `delay` per record (and
 /// whose receiver handles records that cost up to `inline_cost`), and returns the names of the
 /// threads that handled them.
 fn handling_threads(delay: Duration, inline_cost: Duration, messages: usize) -> Vec<String> {
-    let sink = Arc::new(ThreadNotingSink {
-        delay,
-        threads: Default::default(),
-    });
+    let sink = Arc::new(NotingSink::new(delay, |_| {
+        std::thread::current().name().unwrap_or("?").to_owned()
+    }));
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
         .workers(2)
@@ -1228,8 +1208,7 @@ fn handling_threads(delay: Duration, inline_cost: Duration, messages: usize) -> 
         collector.stats().stored == messages as u64
     });
     collector.stop();
-    let threads = sink.threads.lock().unwrap().clone();
-    threads
+    sink.notes()
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! One test per class of malformed message: each is rejected with its own error, naming the
 //! field, what was expected and what came.
 
+mod common;
+use common::zstd_frame_header_len;
+
 use bytes::Bytes;
 use ndarray::Array2;
 use ndbridge::wire::{
@@ -302,18 +305,8 @@ fn zstd_corrupted_block_header() {
     // header (right after the frame header) claims a reserved block type.
     let (h, b) = valid(Compression::zstd(1));
     let mut bad = b.to_vec();
-    // Magic number (4 bytes), descriptor, window descriptor, dictionary id, content size.
-    let descriptor = bad[4];
-    let single_segment = descriptor & 0x20 != 0;
-    let content_size = match descriptor >> 6 {
-        0 => usize::from(single_segment),
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    let dictionary_id = [0, 1, 2, 4][usize::from(descriptor & 3)];
-    let frame_header = 5 + usize::from(!single_segment) + dictionary_id + content_size;
-    bad[frame_header] |= 0b110;
+    let first_block = zstd_frame_header_len(&bad);
+    bad[first_block] |= 0b110;
     let err = decode_err(&frames(&h, &[Bytes::from(bad)]));
     assert_eq!(err.kind(), "zstd");
 }

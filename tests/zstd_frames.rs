@@ -3,6 +3,9 @@
 //! checks the declared window) reads back to the shuffled bytes, and that ndbridge decodes to
 //! the array.
 
+mod common;
+use common::zstd_frame_header_len;
+
 use bytes::Bytes;
 use ndbridge::wire::codec::{decode_buffer, encode_buffer};
 use ndbridge::wire::{shuffle, ArrayMeta, Codec, Compression, Filter, Order};
@@ -44,18 +47,9 @@ fn buffer(streams: &[Stream], n: usize, seed: u64) -> Vec<u8> {
     data
 }
 
-/// The block types of a frame as written here (window descriptor, content size field of 4 or 8
-/// bytes), in order: 0 raw, 1 RLE, 2 compressed.
+/// The block types of a frame, in order: 0 raw, 1 RLE, 2 compressed.
 fn block_types(frame: &[u8]) -> Vec<u8> {
-    let fhd = frame[4];
-    let single_segment = fhd & 0x20 != 0;
-    let fcs = match fhd >> 6 {
-        0 => usize::from(single_segment),
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    let mut at = 5 + usize::from(!single_segment) + fcs;
+    let mut at = zstd_frame_header_len(frame);
     let mut types = Vec::new();
     loop {
         let header = u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], 0]);

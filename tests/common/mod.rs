@@ -1,11 +1,14 @@
 //! Helpers shared by the integration tests: the golden `.frames` file format, logical-order
-//! byte dumps of decoded arrays, and waiting for a condition with a timeout.
+//! byte dumps of decoded arrays, waiting for a condition with a timeout, a slow sink that notes
+//! what it sees, and the length of a zstd frame header.
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ndbridge::collector::{Received, Sink, SinkError};
 use ndbridge::wire::{DecodedArray, DynArray};
 
 /// Reads a `.frames` file: frames, each an 8-byte little-endian length and its bytes.
@@ -57,4 +60,60 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A sink that takes `delay` per record (a collector that falls behind) and notes
+/// `note(record)` for each.
+pub struct NotingSink<T> {
+    delay: Duration,
+    note: fn(&Received) -> T,
+    notes: Mutex<Vec<T>>,
+}
+
+impl<T: Clone> NotingSink<T> {
+    pub fn new(delay: Duration, note: fn(&Received) -> T) -> Self {
+        NotingSink {
+            delay,
+            note,
+            notes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What was noted so far, in order.
+    pub fn notes(&self) -> Vec<T> {
+        self.notes.lock().unwrap().clone()
+    }
+
+    /// How many records went through.
+    pub fn count(&self) -> usize {
+        self.notes.lock().unwrap().len()
+    }
+}
+
+impl<T: Send> Sink for NotingSink<T> {
+    fn name(&self) -> &str {
+        "noting"
+    }
+
+    fn write(&self, message: &Received) -> Result<(), SinkError> {
+        std::thread::sleep(self.delay);
+        let note = (self.note)(message);
+        self.notes.lock().unwrap().push(note);
+        Ok(())
+    }
+}
+
+/// The length of a zstd frame's header (RFC 8878 3.1.1.1: magic number, descriptor, window
+/// descriptor, dictionary id, content size): where its first block header starts.
+pub fn zstd_frame_header_len(frame: &[u8]) -> usize {
+    let descriptor = frame[4];
+    let single_segment = descriptor & 0x20 != 0;
+    let content_size = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let dictionary_id = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    5 + usize::from(!single_segment) + dictionary_id + content_size
 }
