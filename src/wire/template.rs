@@ -201,9 +201,10 @@ fn same_attrs(a: Option<&Map<String, Value>>, b: Option<&Map<String, Value>>) ->
 const MAX_TEMPLATES: usize = 256;
 
 /// Longest header a [`HeaderCache`] remembers, in bytes (a typical header is about 230). With
-/// the limit of 256 headers, this bounds a cache's memory whatever peers send: parsed
-/// attributes take up to about 16 times their text, so at most about 8 MiB per cache. Headers
-/// of up to [`Limits::max_header_bytes`] (1 MiB by default) are parsed, but not kept.
+/// the limit of 256 headers, this bounds a cache's memory whatever peers send: 8.5 MiB when all
+/// of them are this long and full of small attribute values, which take up to about 16 times
+/// their text once parsed (`cargo run --release --example memory_bounds`). Headers of up to
+/// [`Limits::max_header_bytes`] (1 MiB by default) are parsed, but not kept.
 pub const MAX_TEMPLATE_BYTES: usize = 2048;
 
 /// A parsed header and its suffix bytes, filed under its prefix bytes.
