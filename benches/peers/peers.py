@@ -224,9 +224,10 @@ def ndbridge_cases(repeats: int, quick: bool) -> dict:
                    "--max-messages", "100000" if not quick else "30000"]),
     ]
     if not quick:
-        plans.append(("fanin", ["--sizes", "8388608", "--publishers", "1,16", "--codecs", "raw"]))
+        plans.append(("fanin", ["--sizes", "8388608", "--publishers", "1,16", "--codecs", "raw",
+                                "--baseline"]))
         plans.append(("disk", ["--sizes", "8388608", "--publishers", "1", "--codecs", "raw",
-                               "--disk"]))
+                               "--disk", "--baseline"]))
     for key, args in plans:
         cmd = [str(BENCH), "--json", "--transport", "tcp", "--repeats", str(repeats)] + args
         if quick:
@@ -370,9 +371,16 @@ def main() -> None:
         target("16 publishers / 1 publisher throughput", sixteen["gb_per_s"] / one["gb_per_s"], 0.9)
         print(f"       16 publishers: gaps {sixteen['gaps']}, collector peak RSS "
               f"{sixteen['collector_peak_rss_mb']:.0f} MB (cap 1024 MiB in flight)")
+        bare_one = row(nd["fanin"], "libzmq")
+        bare_sixteen = row(nd["fanin"], "libzmq", publishers=16)
+        print(f"       the same for bare libzmq: "
+              f"{bare_sixteen['gb_per_s'] / bare_one['gb_per_s']:.2f}")
     if "disk" in nd:
         nodisk, disk = row(nd["disk"], "ndbridge"), row(nd["disk"], "ndbridge", disk=True)
         target("disk sink / no sink throughput (8 MiB)", disk["gb_per_s"] / nodisk["gb_per_s"], 0.8)
+        bare_nodisk, bare_disk = row(nd["disk"], "libzmq"), row(nd["disk"], "libzmq", disk=True)
+        print(f"       the same for bare libzmq writing each payload to a file: "
+              f"{bare_disk['gb_per_s'] / bare_nodisk['gb_per_s']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "peers": {f"{k[0]}/{k[1]}": v for k, v in peers.items()},

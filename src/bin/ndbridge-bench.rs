@@ -7,6 +7,7 @@
 //! one through the sinks, measured in the receiving process.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,8 @@ struct RunArgs {
     /// Most messages per case (bounds small-message cases).
     #[arg(long, default_value_t = 100_000)]
     max_messages: u64,
-    /// Also run bare libzmq (PUSH/PULL, header + payload frames) as the ceiling.
+    /// Also run bare libzmq (PUSH/PULL, header + payload frames) as the ceiling; with --disk,
+    /// also bare libzmq writing each payload to its own file.
     #[arg(long)]
     baseline: bool,
     /// Repeats per case; the table reports the median and min-max.
@@ -294,7 +296,7 @@ fn run_collector(
     workers: Option<usize>,
 ) -> Result<()> {
     if bare {
-        return run_bare_pull(transport, expect);
+        return run_bare_pull(transport, expect, disk.as_deref());
     }
     let timing = Arc::new(Timing {
         count: AtomicU64::new(0),
@@ -350,8 +352,12 @@ fn run_collector(
     Ok(())
 }
 
-/// Bare libzmq: PULL two-frame messages and count them, nothing else.
-fn run_bare_pull(transport: Transport, expect: u64) -> Result<()> {
+/// Bare libzmq: PULL two-frame messages and count them; with `disk`, also write each payload
+/// frame to its own file there (`<n>.bin`, one `write`), the least a disk sink can do.
+fn run_bare_pull(transport: Transport, expect: u64, disk: Option<&str>) -> Result<()> {
+    if let Some(dir) = disk {
+        std::fs::create_dir_all(dir)?;
+    }
     let ctx = zmq::Context::new();
     let socket = transport::open(
         &ctx,
@@ -365,13 +371,16 @@ fn run_bare_pull(transport: Transport, expect: u64) -> Result<()> {
     let mut payload = 0u64;
     let mut wire = 0u64;
     let mut lat = Vec::with_capacity(expect as usize);
-    for _ in 0..expect {
+    for n in 0..expect {
         let frames = loop {
             if let Some(f) = transport::recv_message(&socket, 0)? {
                 break f;
             }
         };
         first.get_or_insert_with(Instant::now);
+        if let (Some(dir), Some(last)) = (disk, frames.last()) {
+            std::fs::write(Path::new(dir).join(format!("{n}.bin")), &last[..])?;
+        }
         let sent_at: f64 = std::str::from_utf8(&frames[0])?.parse().unwrap_or(0.0);
         lat.push((now_seconds() - sent_at) * 1e6);
         payload += frames.last().map_or(0, |f| f.len() as u64);
@@ -690,12 +699,14 @@ fn run_all(args: &RunArgs) -> Result<()> {
         for &size in &args.sizes {
             for &publishers in &args.publishers {
                 if args.baseline {
-                    let runs = (0..args.repeats)
-                        .map(|_| run_case(args, transport, publishers, size, "raw", false, true))
-                        .collect::<Result<Vec<_>>>()?;
-                    let row =
-                        summarize("libzmq", (transport, publishers, size, "raw", false), &runs);
-                    emit(args, &row)?;
+                    for &disk in &disk_modes {
+                        let runs = (0..args.repeats)
+                            .map(|_| run_case(args, transport, publishers, size, "raw", disk, true))
+                            .collect::<Result<Vec<_>>>()?;
+                        let row =
+                            summarize("libzmq", (transport, publishers, size, "raw", disk), &runs);
+                        emit(args, &row)?;
+                    }
                 }
                 for codec in &args.codecs {
                     for &disk in &disk_modes {
