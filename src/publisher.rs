@@ -9,9 +9,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use compact_str::CompactString;
 use crossbeam_channel::{Receiver, Sender};
 use ndarray::{Array, ArrayBase, Data, Dimension};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::error::Error;
 use crate::pacing::Pacing;
@@ -273,14 +275,14 @@ struct Counters {
 /// What a queued message counts for against the queue limit: its arrays, plus an estimate of
 /// what the queue holds for it besides (the job, names, shapes, buffer handles), so that the
 /// limit also bounds the queue's memory when the arrays are small. For a message of one
-/// 800-byte array the estimate is 358 bytes; the resident memory per queued message is 1152
-/// bytes, 352 besides the array (`cargo run --release --example memory_bounds`).
-fn queued_bytes(name: &str, arrays: &[(String, ArrayBuffer)]) -> usize {
-    const PER_MESSAGE: usize = 224;
-    const PER_ARRAY: usize = 112;
+/// 800-byte array the estimate is 278 bytes; the resident memory per queued message is 1065
+/// bytes, 265 besides the array (`cargo run --release --example memory_bounds`).
+fn queued_bytes<N: AsRef<str>>(name: &str, arrays: &[(N, ArrayBuffer)]) -> usize {
+    const PER_MESSAGE: usize = 176;
+    const PER_ARRAY: usize = 80;
     let per_array: usize = arrays
         .iter()
-        .map(|(n, a)| a.data().len() + PER_ARRAY + n.len() + 8 * a.shape().len())
+        .map(|(n, a)| a.data().len() + PER_ARRAY + n.as_ref().len() + 8 * a.shape().len())
         .sum();
     PER_MESSAGE + name.len() + per_array
 }
@@ -290,9 +292,13 @@ enum Job {
     Flush(Sender<()>),
 }
 
+/// A message as the caller's thread queues it. Names of up to 24 bytes, one array and shapes of
+/// up to four dimensions are held inline: the caller allocates nothing for it (the channel
+/// allocates one block per 31 messages). What the caller allocates, the publisher thread frees,
+/// and such cross-thread traffic is what glibc's malloc handles worst.
 struct Queued {
-    name: String,
-    arrays: Vec<(String, ArrayBuffer)>,
+    name: CompactString,
+    arrays: SmallVec<[(CompactString, ArrayBuffer); 1]>,
     attrs: Option<Map<String, Value>>,
     bytes: usize,
 }
@@ -342,21 +348,23 @@ impl Publisher {
     /// )?;
     /// # Ok::<(), ndbridge::Error>(())
     /// ```
-    pub fn send_record<N: Into<String>>(
+    pub fn send_record<N: AsRef<str>>(
         &self,
         name: &str,
         arrays: impl IntoIterator<Item = (N, ArrayBuffer)>,
         attrs: Option<Map<String, Value>>,
     ) -> Result<(), Error> {
-        let arrays: Vec<(String, ArrayBuffer)> =
-            arrays.into_iter().map(|(n, a)| (n.into(), a)).collect();
+        let arrays: SmallVec<[(CompactString, ArrayBuffer); 1]> = arrays
+            .into_iter()
+            .map(|(n, a)| (CompactString::new(n.as_ref()), a))
+            .collect();
         check_names(name, &arrays)?;
         let bytes = queued_bytes(name, &arrays);
         if !self.reserve(bytes)? {
             return Ok(());
         }
         let job = Job::Send(Queued {
-            name: name.to_owned(),
+            name: CompactString::new(name),
             arrays,
             attrs,
             bytes,
@@ -375,7 +383,8 @@ impl Publisher {
     /// Waits for room in the queue according to the policy. `Ok(false)`: dropped.
     fn reserve(&self, bytes: usize) -> Result<bool, Error> {
         let shared = &self.shared;
-        let started = Instant::now();
+        // Read the clock only for a timed wait: not once per message.
+        let mut started = None;
         let mut queue = shared.queue.lock().expect("queue lock");
         while queue.messages > 0 && queue.bytes + bytes > shared.limit {
             match shared.on_full {
@@ -389,7 +398,7 @@ impl Publisher {
                     queue.waiting -= 1;
                 }
                 FullPolicy::Timeout(limit) => {
-                    let waited = started.elapsed();
+                    let waited = started.get_or_insert_with(Instant::now).elapsed();
                     if waited >= limit {
                         return Err(Error::QueueFull {
                             queued: queue.bytes,
@@ -556,7 +565,7 @@ impl SendLoop {
         // The header takes the ids for the message and they are taken back from it afterwards:
         // no copy per message.
         let envelope = Envelope {
-            name: queued.name,
+            name: queued.name.into_string(),
             source: std::mem::take(&mut self.source),
             session: std::mem::take(&mut self.session),
             seq: self.seq,
@@ -569,7 +578,12 @@ impl SendLoop {
         // Only the automatic mode measures the codec and the link (clock reads cost per message).
         let paced = matches!(self.compression, Compression::Auto { .. });
         let encode_started = paced.then(Instant::now);
-        let mut message = match self.encoder.encode(envelope, queued.arrays, policy) {
+        let arrays = queued
+            .arrays
+            .into_iter()
+            .map(|(name, array)| (name.into_string(), array))
+            .collect();
+        let mut message = match self.encoder.encode(envelope, arrays, policy) {
             Ok(message) => message,
             Err(e) => {
                 self.source.clone_from(&self.ids.0);
@@ -639,7 +653,7 @@ impl SendLoop {
     /// The policy for the next message. `Auto` goes raw unless the link is slow enough for
     /// compression to pay (see [`crate::pacing`]); then it compresses, and keeps the result only
     /// when it saves enough.
-    fn choose_compression(&mut self, arrays: &[(String, ArrayBuffer)]) -> Compression {
+    fn choose_compression(&mut self, arrays: &[(CompactString, ArrayBuffer)]) -> Compression {
         let Compression::Auto { level, shuffle, .. } = self.compression else {
             return self.compression;
         };
@@ -654,7 +668,7 @@ impl SendLoop {
     }
 
     /// Compresses up to 256 KiB from the middle of the largest array to measure the codec.
-    fn measure_sample(&mut self, arrays: &[(String, ArrayBuffer)], policy: Compression) {
+    fn measure_sample(&mut self, arrays: &[(CompactString, ArrayBuffer)], policy: Compression) {
         const SAMPLE: usize = 256 << 10;
         let Some((_, largest)) = arrays.iter().max_by_key(|(_, a)| a.data().len()) else {
             return;
@@ -714,8 +728,8 @@ mod tests {
             "payload".to_owned(),
             ArrayBuffer::from_owned(Array1::<f64>::zeros(100)),
         )];
-        // 800 bytes of array, 358 of bookkeeping (352 measured besides the array).
-        assert_eq!(queued_bytes("payload", &one), 800 + 358);
+        // 800 bytes of array, 278 of bookkeeping (265 measured besides the array).
+        assert_eq!(queued_bytes("payload", &one), 800 + 278);
         let two = [
             (
                 "a".to_owned(),
@@ -728,7 +742,7 @@ mod tests {
         ];
         assert_eq!(
             queued_bytes("r", &two),
-            64 + 224 + 1 + (112 + 1 + 16) + (112 + 1 + 8)
+            64 + 176 + 1 + (80 + 1 + 16) + (80 + 1 + 8)
         );
     }
 

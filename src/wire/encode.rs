@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use ndarray::{Array, ArrayBase, Data, Dimension};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::buffer::bytes_from_vec;
 use super::codec::{encode_buffer, Compression};
@@ -26,7 +27,8 @@ use super::template::HeaderWriter;
 #[derive(Debug, Clone)]
 pub struct ArrayBuffer {
     dtype: DType,
-    shape: Vec<usize>,
+    /// Held inline up to four dimensions: cloning a buffer allocates nothing.
+    shape: SmallVec<[usize; 4]>,
     order: Order,
     data: Bytes,
 }
@@ -52,7 +54,7 @@ impl ArrayBuffer {
         }
         Ok(ArrayBuffer {
             dtype,
-            shape,
+            shape: SmallVec::from_vec(shape),
             order,
             data,
         })
@@ -67,7 +69,7 @@ impl ArrayBuffer {
         D: Dimension,
         T: Element,
     {
-        let shape = array.shape().to_vec();
+        let shape = SmallVec::from_slice(array.shape());
         let (order, elements) = match contiguous_order(array) {
             Some(order) => {
                 let slice = array
@@ -105,7 +107,7 @@ impl ArrayBuffer {
         let Some(order) = contiguous_order(&array) else {
             return ArrayBuffer::from_array(&array);
         };
-        let shape = array.shape().to_vec();
+        let shape = SmallVec::from_slice(array.shape());
         let len = array.len();
         let (mut vec, offset) = array.into_raw_vec_and_offset();
         let offset = offset.unwrap_or(0);
@@ -195,12 +197,18 @@ impl EncodedMessage {
 
 /// Checks a record's name and its array names (valid, and unique within the record): what
 /// [`encode`] refuses, checked up front so a sender can refuse it before queueing.
-pub fn check_names(record: &str, arrays: &[(String, ArrayBuffer)]) -> Result<(), EncodeError> {
+pub fn check_names<N: AsRef<str>>(
+    record: &str,
+    arrays: &[(N, ArrayBuffer)],
+) -> Result<(), EncodeError> {
     check_name_for_encode(record)?;
     for (i, (name, _)) in arrays.iter().enumerate() {
+        let name = name.as_ref();
         check_name_for_encode(name)?;
-        if arrays[..i].iter().any(|(other, _)| other == name) {
-            return Err(EncodeError::DuplicateArrayName { name: name.clone() });
+        if arrays[..i].iter().any(|(other, _)| other.as_ref() == name) {
+            return Err(EncodeError::DuplicateArrayName {
+                name: name.to_owned(),
+            });
         }
     }
     Ok(())
@@ -295,7 +303,7 @@ fn encode_with(
         metas.push(ArrayMeta {
             name,
             dtype: buffer.dtype,
-            shape: buffer.shape,
+            shape: buffer.shape.into_vec(),
             order: buffer.order,
             codec: encoded.codec,
             filters: encoded.filters,
