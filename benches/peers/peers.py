@@ -240,38 +240,57 @@ def ndbridge_cases(repeats: int, quick: bool) -> dict:
 
 
 def codec_cases(repeats: int) -> list[dict]:
+    """blosc2 and ndbridge on the same bytes, one thread each, in alternating rounds of five
+    timed runs (after one untimed run each), so that the machine's slow spells fall on both."""
     import blosc2
 
     blosc2.set_nthreads(1)
+    ndbridge_codecs = ["shuffle-zstd1", "zstd1"]
+
+    def blosc2_round(a, runs):
+        enc, dec, c, d = [], [], None, None
+        for _ in range(runs):
+            t = time.perf_counter()
+            c = blosc2.compress2(a, codec=blosc2.Codec.ZSTD, clevel=1,
+                                 filters=[blosc2.Filter.SHUFFLE], typesize=a.itemsize,
+                                 nthreads=1)
+            enc.append(a.nbytes / (time.perf_counter() - t) / 1e9)
+            t = time.perf_counter()
+            d = blosc2.decompress2(c)
+            dec.append(a.nbytes / (time.perf_counter() - t) / 1e9)
+        assert np.array_equal(np.frombuffer(d, a.dtype), a)
+        return enc, dec, len(c) / a.nbytes
+
+    def ndbridge_round(path, codec, runs):
+        res = subprocess.run([str(BENCH), "codec", "--input", path, "--codec", codec,
+                              "--repeats", str(runs)], capture_output=True, text=True, check=True)
+        r = json.loads(res.stdout)
+        return r["encode_runs"], r["decode_runs"], r["ratio"]
+
+    def row(who, dtype, enc, dec, ratio):
+        return {"who": who, "dtype": dtype, "ratio": ratio,
+                "encode_gbps": statistics.median(enc), "encode_min": min(enc),
+                "encode_max": max(enc), "decode_gbps": statistics.median(dec),
+                "decode_min": min(dec), "decode_max": max(dec)}
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for dtype, n in [(np.float64, LARGE), (np.float32, 2 * LARGE)]:
             a = smooth_field(n, dtype=dtype)
             path = os.path.join(tmp, "field.npy")
             np.save(path, a)
-            enc, dec = [], []
-            for _ in range(repeats * 5):
-                t = time.perf_counter()
-                c = blosc2.compress2(a, codec=blosc2.Codec.ZSTD, clevel=1,
-                                     filters=[blosc2.Filter.SHUFFLE], typesize=a.itemsize,
-                                     nthreads=1)
-                enc.append(a.nbytes / (time.perf_counter() - t) / 1e9)
-                t = time.perf_counter()
-                d = blosc2.decompress2(c)
-                dec.append(a.nbytes / (time.perf_counter() - t) / 1e9)
-            assert np.array_equal(np.frombuffer(d, a.dtype), a)
-            rows.append({"who": "blosc2 shuffle+zstd1", "dtype": str(a.dtype),
-                         "ratio": len(c) / a.nbytes, "encode_gbps": statistics.median(enc),
-                         "encode_min": min(enc), "encode_max": max(enc),
-                         "decode_gbps": statistics.median(dec),
-                         "decode_min": min(dec), "decode_max": max(dec)})
-            for codec in ["shuffle-zstd1", "zstd1"]:
-                res = subprocess.run([str(BENCH), "codec", "--input", path, "--codec", codec,
-                                      "--repeats", str(repeats * 5)],
-                                     capture_output=True, text=True, check=True)
-                r = json.loads(res.stdout)
-                r.update({"who": f"ndbridge {codec}", "dtype": str(a.dtype)})
-                rows.append(r)
+            blosc2_round(a, 1)  # untimed
+            runs = {who: ([], [], 0.0) for who in ["blosc2"] + ndbridge_codecs}
+            for _ in range(repeats):
+                for who in runs:
+                    enc, dec, ratio = (blosc2_round(a, 5) if who == "blosc2"
+                                       else ndbridge_round(path, who, 5))
+                    runs[who][0].extend(enc)
+                    runs[who][1].extend(dec)
+                    runs[who] = (runs[who][0], runs[who][1], ratio)
+            for who, (enc, dec, ratio) in runs.items():
+                name = "blosc2 shuffle+zstd1" if who == "blosc2" else f"ndbridge {who}"
+                rows.append(row(name, str(a.dtype), enc, dec, ratio))
     return rows
 
 
