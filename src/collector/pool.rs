@@ -77,22 +77,20 @@ impl Pool {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&frames)));
         let record = match decoded {
             Ok(Ok(record)) => record,
-            Ok(Err(e)) => {
+            failed => {
                 let source = peek_source(&frames, &self.limits);
-                self.stats.on_rejected(source.as_deref(), e.kind());
+                let kind = match &failed {
+                    Ok(Err(e)) => e.kind(),
+                    _ => "internal",
+                };
+                self.stats.on_rejected(source.as_deref(), kind);
                 self.log.warn(|| {
-                    format!(
-                        "rejected a message from {}: {e}",
-                        source.as_deref().unwrap_or("an unknown source")
-                    )
+                    let from = source.as_deref().unwrap_or("an unknown source");
+                    match &failed {
+                        Ok(Err(e)) => format!("rejected a message from {from}: {e}"),
+                        _ => format!("decoding a message from {from} panicked; it was dropped"),
+                    }
                 });
-                return;
-            }
-            Err(_) => {
-                let source = peek_source(&frames, &self.limits);
-                self.stats.on_rejected(source.as_deref(), "internal");
-                self.log
-                    .warn(|| "decoding a message panicked; it was dropped".to_owned());
                 return;
             }
         };
