@@ -156,7 +156,8 @@ fn shuffle(c: &mut Criterion) {
 }
 
 /// A 10x10 float64 message, encoded and decoded one at a time (`encode`, `decode`) and as a
-/// stream whose headers share everything but `seq` and `time` (`Encoder`, `Decoder`).
+/// stream whose headers share everything but `seq` and `time` (`Encoder`, `Decoder`); and a
+/// stream of about 100 float64 whose shape changes with every message, decoded both ways.
 fn stream(c: &mut Criterion) {
     let buffer = ArrayBuffer::from_owned(Array1::from(smooth_field(10, 10, 0.0, 7)));
     let mut group = c.benchmark_group("stream/800B");
@@ -201,6 +202,30 @@ fn stream(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % messages.len();
             decoder.decode(&messages[i]).expect("decodable")
+        })
+    });
+    // A stream whose shape changes with every message (a particle count, say): every header
+    // differs from the one before in more than `seq` and `time`.
+    let changing: Vec<Vec<Bytes>> = (0..1000)
+        .map(|k| {
+            let n = 90 + k % 11;
+            let buffer = ArrayBuffer::from_owned(Array1::from(smooth_field(1, n, 0.0, 7)));
+            encode(next(), vec![("u".to_owned(), buffer)], Compression::Raw)
+                .expect("encodable")
+                .frames
+        })
+        .collect();
+    group.bench_function("decode/one-shot-changing-shapes", |b| {
+        b.iter(|| {
+            i = (i + 1) % changing.len();
+            decode(&changing[i], &Limits::default()).expect("decodable")
+        })
+    });
+    let mut decoder = Decoder::new(Limits::default());
+    group.bench_function("decode/stream-changing-shapes", |b| {
+        b.iter(|| {
+            i = (i + 1) % changing.len();
+            decoder.decode(&changing[i]).expect("decodable")
         })
     });
     group.finish();

@@ -207,11 +207,24 @@ const MAX_TEMPLATES: usize = 256;
 /// [`Limits::max_header_bytes`] (1 MiB by default) are parsed, but not kept.
 pub const MAX_TEMPLATE_BYTES: usize = 2048;
 
+/// After this many headers in a row that share a remembered prefix but not its suffix (a stream
+/// whose shapes or attributes change with every message), a prefix is *volatile*: its headers
+/// are parsed in full and remembered only every [`RELEARN_EVERY`]th time. Checking a header
+/// against its template and writing a new template cost about as much again as parsing it, and
+/// a volatile stream would pay that on every message.
+const VOLATILE_AFTER: u32 = 4;
+
+/// How often a volatile prefix's header is remembered again, in misses: a stream that settles
+/// is read through its template again within this many messages.
+const RELEARN_EVERY: u32 = 32;
+
 /// A parsed header and its suffix bytes, filed under its prefix bytes.
 #[derive(Debug)]
 struct Template {
     suffix: Box<[u8]>,
     header: Header,
+    /// Headers in a row with this prefix and another suffix (see [`VOLATILE_AFTER`]).
+    misses: u32,
 }
 
 /// Parses headers under fixed [`Limits`], remembering the ones whose bytes are canonical (as
@@ -236,8 +249,13 @@ struct Template {
 #[derive(Debug)]
 pub struct HeaderCache {
     limits: Limits,
-    templates: HashMap<Box<[u8]>, Template>,
+    /// Keyed with foldhash, seeded per map: the keys come from the network, but the map holds
+    /// at most [`MAX_TEMPLATES`], so even a peer that forced collisions could not make a lookup
+    /// cost more than a pass over them.
+    templates: HashMap<Box<[u8]>, Template, foldhash::fast::RandomState>,
     hits: u64,
+    /// Templates written so far.
+    learned: u64,
     /// Finds [`SEQ_KEY`] (built once: building the searcher costs more than a search).
     seq_key: memchr::memmem::Finder<'static>,
 }
@@ -247,8 +265,9 @@ impl HeaderCache {
     pub fn new(limits: Limits) -> Self {
         HeaderCache {
             limits,
-            templates: HashMap::new(),
+            templates: HashMap::default(),
             hits: 0,
+            learned: 0,
             seq_key: memchr::memmem::Finder::new(SEQ_KEY),
         }
     }
@@ -269,26 +288,33 @@ impl HeaderCache {
             .then(|| self.seq_key.find(bytes))
             .flatten()
             .map(|at| at + SEQ_KEY.len());
+        let mut misses = 0;
         if let Some(split) = split {
-            if let Some(template) = self.templates.get(&bytes[..split]) {
+            if let Some(template) = self.templates.get_mut(&bytes[..split]) {
                 if let Some((seq, time)) = parse_middle(&bytes[split..], &template.suffix) {
                     let mut header = template.header.clone();
                     header.seq = seq;
                     header.time = time;
+                    template.misses = 0;
                     self.hits += 1;
                     return Ok(header);
                 }
+                template.misses = template.misses.saturating_add(1);
+                misses = template.misses;
             }
         }
         let header = Header::parse(bytes, &self.limits)?;
         if let Some(split) = split {
-            self.remember(bytes, split, &header);
+            if misses < VOLATILE_AFTER || misses % RELEARN_EVERY == 0 {
+                self.remember(bytes, split, &header, misses);
+            }
         }
         Ok(header)
     }
 
-    /// Files `header` under its prefix if `bytes` are its canonical JSON.
-    fn remember(&mut self, bytes: &[u8], split: usize, header: &Header) {
+    /// Files `header` under its prefix if `bytes` are its canonical JSON; `misses` carries over
+    /// the count of the template it replaces.
+    fn remember(&mut self, bytes: &[u8], split: usize, header: &Header, misses: u32) {
         if bytes.len() > MAX_TEMPLATE_BYTES || !bytes.starts_with(CANONICAL_START) {
             return;
         }
@@ -314,8 +340,10 @@ impl HeaderCache {
             Template {
                 suffix: suffix.into_boxed_slice(),
                 header: header.clone(),
+                misses,
             },
         );
+        self.learned += 1;
     }
 }
 
@@ -432,5 +460,46 @@ mod tests {
                 String::from_utf8_lossy(rest)
             );
         }
+    }
+
+    fn header_bytes(seq: u64, len: usize) -> Vec<u8> {
+        format!(
+            r#"{{"v":1,"name":"p","source":"w","session":"s","seq":{seq},"time":0.5,"arrays":[{{"name":"p","dtype":"<f8","shape":[{len}],"order":"C","codec":"raw","nbytes":{}}}]}}"#,
+            len * 8
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_stream_whose_shapes_keep_changing_is_parsed_without_relearning_each_header() {
+        let limits = Limits::default();
+        let mut cache = HeaderCache::new(limits.clone());
+        let mut seq = 0;
+        let mut read = |cache: &mut HeaderCache, len: usize| {
+            seq += 1;
+            let bytes = header_bytes(seq, len);
+            let header = cache.parse(&bytes).unwrap();
+            assert_eq!(header, Header::parse(&bytes, &limits).unwrap());
+        };
+        // A new shape with every message: a few templates, then one per RELEARN_EVERY misses.
+        for k in 0..320 {
+            read(&mut cache, 100 + k);
+        }
+        assert_eq!(cache.hits(), 0);
+        let bound = u64::from(VOLATILE_AFTER) + 320 / u64::from(RELEARN_EVERY);
+        assert!(
+            bound <= 320 / 10,
+            "a volatile prefix is to be remembered rarely"
+        );
+        assert!(cache.learned <= bound, "{} templates", cache.learned);
+        // The stream settles on one shape: read through a template again within RELEARN_EVERY
+        // messages, and then for every message.
+        for _ in 0..100 {
+            read(&mut cache, 64);
+        }
+        let missed = 100 - cache.hits();
+        assert!(missed <= u64::from(RELEARN_EVERY), "{missed} of 100 missed");
+        let template = cache.templates.values().next().unwrap();
+        assert_eq!(template.misses, 0);
     }
 }
