@@ -3,6 +3,10 @@
 //! of order.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// The hasher of the maps looked up once per message. foldhash, seeded per map: the keys come
+/// from the network, and the maps are bounded ([`MAX_SOURCES`], [`MAX_SESSIONS_PER_SOURCE`]).
+type FastHash = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -117,7 +121,7 @@ impl SeqTracker {
 /// The sessions of one source being followed, oldest first.
 #[derive(Debug, Default)]
 struct Sessions {
-    trackers: HashMap<String, SeqTracker>,
+    trackers: HashMap<String, SeqTracker, FastHash>,
     order: std::collections::VecDeque<String>,
 }
 
@@ -215,7 +219,7 @@ struct Inner {
     rejected: u64,
     sink_errors: BTreeMap<String, u64>,
     sources: BTreeMap<String, SourceStats>,
-    sessions: HashMap<String, Sessions>,
+    sessions: HashMap<String, Sessions, FastHash>,
 }
 
 impl Inner {
