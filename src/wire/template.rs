@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn a_stream_whose_shapes_keep_changing_is_parsed_without_relearning_each_header() {
         let limits = Limits::default();
-        let mut cache = HeaderCache::new(limits.clone());
+        let mut cache = HeaderCache::new(limits);
         let mut seq = 0;
         let mut read = |cache: &mut HeaderCache, len: usize| {
             seq += 1;
