@@ -51,3 +51,47 @@ fn demo_stores_every_record_and_points_at_a_real_file() {
     let bytes = std::fs::read(path).unwrap();
     assert!(bytes.starts_with(b"\x93NUMPY"));
 }
+
+/// The README's first command is `cargo run --release -- demo`: with two binaries in the
+/// package, that works only if `default-run` names the `ndbridge` binary.
+#[test]
+fn the_readme_first_command_runs_the_ndbridge_binary() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let first_command = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.lines().next())
+        .unwrap();
+    assert!(
+        first_command.starts_with("cargo run --release -- demo"),
+        "{first_command}"
+    );
+    let metadata = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        metadata.status.success(),
+        "{}",
+        String::from_utf8_lossy(&metadata.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    let package = &metadata["packages"][0];
+    assert_eq!(package["default_run"], "ndbridge");
+    let bins: Vec<&str> = package["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"][0] == "bin")
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(bins.contains(&"ndbridge"), "{bins:?}");
+}
