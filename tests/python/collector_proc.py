@@ -1,7 +1,8 @@
 """Test helpers: the Rust `ndbridge` binary as a subprocess (a collector on ephemeral loopback
 ports, `ndbridge send`), waiting for its output, and live subscriptions to its forward socket.
 
-The binary is ``target/debug/ndbridge`` (``cargo build``). A missing binary fails the tests that
+The binary is ``debug/ndbridge`` in cargo's build directory (``cargo build``; see
+``golden_io.TARGET_DIR``). A missing binary fails the tests that
 need it, unless NDBRIDGE_ALLOW_MISSING_RUST=1 is set: then they skip.
 """
 
@@ -21,9 +22,9 @@ import pytest
 import zmq
 
 import ndbridge
-from golden_io import REPO
+from golden_io import REPO, TARGET_DIR
 
-BINARY = REPO / "target" / "debug" / "ndbridge"
+BINARY = TARGET_DIR / "debug" / "ndbridge"
 
 #: Longest wait for the collector to start, to store a record, or to stop, in seconds.
 WAIT_S = 30.0
@@ -36,10 +37,9 @@ def require_binary() -> Path:
     """The path of the `ndbridge` binary; fails (or skips, see the module doc) if it is missing."""
     if BINARY.exists():
         return BINARY
-    where = BINARY.relative_to(REPO)
     if os.environ.get("NDBRIDGE_ALLOW_MISSING_RUST") == "1":
-        pytest.skip(f"{where} is not built and NDBRIDGE_ALLOW_MISSING_RUST=1 allows that")
-    pytest.fail(f"{where} is missing: run `cargo build` in {REPO} first (or set "
+        pytest.skip(f"{BINARY} is not built and NDBRIDGE_ALLOW_MISSING_RUST=1 allows that")
+    pytest.fail(f"{BINARY} is missing: run `cargo build` in {REPO} first (or set "
                 f"NDBRIDGE_ALLOW_MISSING_RUST=1 to skip these tests)", pytrace=False)
     raise AssertionError("unreachable")
 

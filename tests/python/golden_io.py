@@ -4,6 +4,7 @@ ZeroMQ socket pairs on ephemeral loopback ports that cannot hang."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import time
@@ -14,6 +15,10 @@ import numpy as np
 import zmq
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: Cargo's build directory: ``$NDBRIDGE_TARGET_DIR`` (scripts/test-all sets it from
+#: ``cargo metadata``, so that a ``CARGO_TARGET_DIR`` elsewhere is honoured), else ``target``.
+TARGET_DIR = Path(os.environ.get("NDBRIDGE_TARGET_DIR") or REPO / "target")
 GOLDEN = REPO / "tests" / "data" / "golden"
 SPEC = REPO / "docs" / "wire-format.md"
 

@@ -1,6 +1,6 @@
 """Messages encoded by ndbridge's Rust side decode bit-exactly in Python.
 
-``target/debug/examples/write_frames OUTDIR`` (built with ``cargo build --example write_frames``)
+``debug/examples/write_frames OUTDIR`` in cargo's build directory (built with ``cargo build --example write_frames``)
 writes Rust-encoded messages in the golden format of tests/data/make_golden.py. Each case is
 decoded (a) by the ``ndbridge`` package and (b) by the reader snippet of docs/wire-format.md,
 through a real PUSH -> PULL pair, and compared with the ``.bin`` files.
@@ -20,9 +20,9 @@ import pytest
 import zmq
 
 import ndbridge
-from golden_io import REPO, check_case, load_manifest, push_pull, read_frames, spec_recv_arrays
+from golden_io import REPO, TARGET_DIR, check_case, load_manifest, push_pull, read_frames, spec_recv_arrays
 
-BINARY = REPO / "target" / "debug" / "examples" / "write_frames"
+BINARY = TARGET_DIR / "debug" / "examples" / "write_frames"
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def rust_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory of Rust-written vectors, made once for this module."""
     if not BINARY.exists():
         if os.environ.get("NDBRIDGE_ALLOW_MISSING_RUST") == "1":
-            pytest.skip(f"{BINARY.relative_to(REPO)} is not built and "
+            pytest.skip(f"{BINARY} is not built and "
                         f"NDBRIDGE_ALLOW_MISSING_RUST=1 allows that")
-        pytest.fail(f"{BINARY.relative_to(REPO)} is missing: build it with "
+        pytest.fail(f"{BINARY} is missing: build it with "
                     f"`cargo build --example write_frames` (or set NDBRIDGE_ALLOW_MISSING_RUST=1 "
                     f"to skip these tests)", pytrace=False)
     out = tmp_path_factory.mktemp("rust_frames")
