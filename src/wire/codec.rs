@@ -64,7 +64,9 @@ impl Compression {
         }
     }
 
-    /// Automatic: shuffle + zstd level 1, kept when it saves at least 10%.
+    /// Automatic: shuffle + zstd level 1, kept when it saves at least 10%. A
+    /// [`Publisher`](crate::Publisher) also sends raw while its link keeps up (see
+    /// [`Compression::Auto`]).
     pub fn auto() -> Compression {
         Compression::Auto {
             level: 1,
