@@ -1,6 +1,6 @@
 //! The disk sink: each record becomes `<out>/<source>/<name>/<seq>.npy` (one array) or `.npz`
-//! (several), written under a temporary name and renamed when complete, plus one JSON line per
-//! record in `<out>/manifest.jsonl`. Names from the network are escaped so that no name can
+//! (several), written under a temporary name and moved into place when complete, never replacing
+//! a file, plus one JSON line per record in `<out>/manifest.jsonl`. Names from the network are escaped so that no name can
 //! reach outside `<out>`.
 
 use std::fs::{self, File, OpenOptions};
@@ -16,6 +16,9 @@ use crate::npy::{write_npy, write_npz};
 
 /// Longest path component written, in bytes; longer names are cut and given a hash suffix.
 const MAX_COMPONENT: usize = 120;
+
+/// Most files kept of one record name and sequence number (see [`DiskSink::place`]).
+const MAX_NAME_ATTEMPTS: u64 = 1000;
 
 /// Turns a name from the network into one safe path component.
 ///
@@ -70,10 +73,6 @@ pub struct DiskSink {
     files: AtomicU64,
     bytes: AtomicU64,
     temp_counter: AtomicU64,
-    /// Held while a final name is chosen and taken, so that two sessions storing the same
-    /// sequence number at once cannot both take `<seq>.<ext>` (the second rename would replace
-    /// the first file).
-    placing: Mutex<()>,
 }
 
 impl DiskSink {
@@ -94,7 +93,6 @@ impl DiskSink {
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             temp_counter: AtomicU64::new(0),
-            placing: Mutex::new(()),
         })
     }
 
@@ -128,16 +126,40 @@ impl DiskSink {
         }
     }
 
-    /// Picks the final file name: `<seq>.<ext>`, or `<seq>.<session>.<ext>` when another
-    /// session already wrote that sequence number.
-    fn final_path(&self, dir: &Path, seq: u64, session: &str, ext: &str) -> PathBuf {
-        let plain = dir.join(format!("{seq}.{ext}"));
-        if plain.exists() {
-            let (session, _) = path_component(session);
-            dir.join(format!("{seq}.{session}.{ext}"))
-        } else {
-            plain
+    /// Moves a finished temporary file to its final name, never replacing a file: the first of
+    /// `<seq>.<ext>`, `<seq>.<session>.<ext>`, `<seq>.<session>.1.<ext>`, ... that is free. Each
+    /// name is taken with a hard link, which fails if the name exists, so two writers (threads,
+    /// or collectors sharing the directory) can never take the same one. A publisher that resends
+    /// a sequence number thus keeps both files, and the manifest has a line for each.
+    fn place(
+        &self,
+        temp: &Path,
+        dir: &Path,
+        seq: u64,
+        session: &str,
+        ext: &str,
+    ) -> std::io::Result<PathBuf> {
+        let (session, _) = path_component(session);
+        for attempt in 0..MAX_NAME_ATTEMPTS {
+            let name = match attempt {
+                0 => format!("{seq}.{ext}"),
+                1 => format!("{seq}.{session}.{ext}"),
+                n => format!("{seq}.{session}.{}.{ext}", n - 1),
+            };
+            let path = dir.join(name);
+            match fs::hard_link(temp, &path) {
+                Ok(()) => {
+                    fs::remove_file(temp)?;
+                    return Ok(path);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
         }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{MAX_NAME_ATTEMPTS} files of sequence number {seq} exist already"),
+        ))
     }
 }
 
@@ -193,14 +215,12 @@ impl Sink for DiskSink {
             let _ = fs::remove_file(&temp);
             return Err(io_error(&temp)(e));
         }
-        let path = {
-            let _placing = self.placing.lock().expect("placing lock");
-            let path = self.final_path(&dir, header.seq, &header.session, ext);
-            if let Err(e) = fs::rename(&temp, &path) {
+        let path = match self.place(&temp, &dir, header.seq, &header.session, ext) {
+            Ok(path) => path,
+            Err(e) => {
                 let _ = fs::remove_file(&temp);
-                return Err(io_error(&path)(e));
+                return Err(io_error(&dir)(e));
             }
-            path
         };
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes
