@@ -489,6 +489,32 @@ fn total_decoded_size_of_a_message_is_limited() {
 }
 
 #[test]
+fn decoded_sizes_that_add_up_past_u64_are_over_the_limit() {
+    // Four arrays of 2^62 bytes each, allowed one by one: their sum does not fit a u64.
+    let (h, b) = valid(Compression::zstd(1));
+    let mut four = h.clone();
+    let entry = |name: &str| {
+        let mut e = h["arrays"][0].clone();
+        e["name"] = json!(name);
+        e["shape"] = json!([1u64 << 59]);
+        e["nbytes"] = json!(1u64 << 62);
+        e
+    };
+    four["arrays"] = json!([entry("a"), entry("b"), entry("c"), entry("d")]);
+    let limits = Limits::default()
+        .max_array_bytes(u64::MAX)
+        .max_message_bytes(1 << 63);
+    let buffers = [b.clone(), b.clone(), b.clone(), b];
+    assert_eq!(
+        decode(&frames(&four, &buffers), &limits).unwrap_err(),
+        DecodeError::MessageTooLarge {
+            total: u64::MAX,
+            limit: 1 << 63
+        }
+    );
+}
+
+#[test]
 fn empty_arrays_with_absurd_axes_are_rejected() {
     let (mut h, _) = valid(Compression::Raw);
     h["arrays"][0]["shape"] = json!([0, 1u64 << 62, 1u64 << 62]);

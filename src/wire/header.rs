@@ -199,7 +199,8 @@ fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeE
         .enumerate()
         .map(|(i, entry)| parse_array(i, entry, limits))
         .collect::<Result<Vec<_>, _>>()?;
-    let total: u64 = arrays.iter().map(|a| a.nbytes).sum();
+    // A sum past u64::MAX is over any limit.
+    let total = total_nbytes(&arrays).unwrap_or(u64::MAX);
     if total > limits.max_message_bytes {
         return Err(DecodeError::MessageTooLarge {
             total,
@@ -323,7 +324,7 @@ fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
             nbytes: a.nbytes,
         });
     }
-    if arrays.iter().map(|a| a.nbytes).sum::<u64>() > limits.max_message_bytes {
+    if total_nbytes(&arrays).is_none_or(|total| total > limits.max_message_bytes) {
         return None;
     }
     Some(Header {
@@ -335,6 +336,14 @@ fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
         arrays,
         attrs: h.attrs,
     })
+}
+
+/// The arrays' decoded bytes together; `None` past `u64::MAX` (each may be up to
+/// [`Limits::max_array_bytes`], which can be set that high).
+fn total_nbytes(arrays: &[ArrayMeta]) -> Option<u64> {
+    arrays
+        .iter()
+        .try_fold(0u64, |total, a| total.checked_add(a.nbytes))
 }
 
 fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta, DecodeError> {
