@@ -137,8 +137,9 @@ def _get_str(obj: Dict[str, Any], key: str, path: str) -> str:
 
 def _get_uint(obj: Dict[str, Any], key: str, path: str) -> int:
     value = _require(obj, key, path)
-    if not _is_int(value) or value < 0:
-        raise HeaderError(path, f"expected a non-negative integer, found {describe(value)}")
+    if not _is_int(value) or not 0 <= value < 2**64:
+        raise HeaderError(path, "expected a non-negative integer below 2**64, "
+                                f"found {describe(value)}")
     return value
 
 

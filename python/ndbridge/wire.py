@@ -242,8 +242,8 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
         items = [(name, arrays)]
     if attrs is not None and not isinstance(attrs, Mapping):
         raise TypeError(f"attrs: expected a mapping (a JSON object), found {type(attrs).__name__}")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ValueError(f"seq: expected a non-negative integer, found {seq!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
+        raise ValueError(f"seq: expected a non-negative integer below 2**64, found {seq!r}")
 
     entries: List[Dict[str, Any]] = []
     frames: List[Frame] = []

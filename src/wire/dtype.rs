@@ -192,7 +192,12 @@ impl FromStr for DType {
             _ => return Err(bad()),
         };
         let digits = chars.as_str();
-        if digits.is_empty() || digits.len() > 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        // One or two digits, no leading zero (as numpy writes them).
+        if digits.is_empty()
+            || digits.len() > 2
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(bad());
         }
         let itemsize: usize = digits.parse().map_err(|_| bad())?;
@@ -328,7 +333,8 @@ mod tests {
     #[test]
     fn rejects_unknown_and_malformed_type_strings() {
         for s in [
-            "", "f8", "<f16", "<f1", "<i3", "|f8", "<b2", "<c4", "<U8", "<f8 ", "<f08x", "O", "<M8",
+            "", "f8", "<f16", "<f1", "<i3", "|f8", "<b2", "<c4", "<U8", "<f8 ", "<f08x", "O",
+            "<M8", "<f08", "|u01", "<i04",
         ] {
             let err = s.parse::<DType>().unwrap_err();
             assert_eq!(err.found, s.chars().take(32).collect::<String>());

@@ -107,9 +107,11 @@ def test_unknown_version(version: int) -> None:
     ("name", 5, "name: expected a string, found number 5"),
     ("source", None, "source: expected a string, found null"),
     ("session", ["x"], 'session: expected a string, found list ["x"]'),
-    ("seq", -1, "seq: expected a non-negative integer, found number -1"),
-    ("seq", 1.5, "seq: expected a non-negative integer, found number 1.5"),
-    ("seq", False, "seq: expected a non-negative integer, found boolean false"),
+    ("seq", -1, "seq: expected a non-negative integer below 2**64, found number -1"),
+    ("seq", 1.5, "seq: expected a non-negative integer below 2**64, found number 1.5"),
+    ("seq", False, "seq: expected a non-negative integer below 2**64, found boolean false"),
+    ("seq", 2 ** 64, "seq: expected a non-negative integer below 2**64, found number "
+                     "18446744073709551616"),
     ("time", "now", 'time: expected a number, found string "now"'),
     ("time", 10 ** 400, "time: expected seconds since the Unix epoch"),
     ("attrs", [1], "attrs: expected a JSON object, found list [1]"),
@@ -137,9 +139,10 @@ def test_unknown_version(version: int) -> None:
                                                  'most once, found string "shuffle" again (first '
                                                  'at filters[0])'),
     ("arrays.0.filters", ["shuffle", "delta"], "arrays[0].filters[1]: expected one of"),
-    ("arrays.0.nbytes", -96, "arrays[0].nbytes: expected a non-negative integer, found number "
-                             "-96"),
-    ("arrays.0.nbytes", "96", 'arrays[0].nbytes: expected a non-negative integer, found string'),
+    ("arrays.0.nbytes", -96, "arrays[0].nbytes: expected a non-negative integer below 2**64, "
+                             "found number -96"),
+    ("arrays.0.nbytes", "96", 'arrays[0].nbytes: expected a non-negative integer below 2**64, '
+                              'found string'),
 ])
 def test_bad_field(path: str, value: Any, text: str) -> None:
     raises(edit(path, value), HeaderError, text)
