@@ -48,3 +48,22 @@ def test_snippet_pub_sub_with_topic(ctx: zmq.Context) -> None:
     for case in sent:
         header, arrays = recv_arrays(sub)
         check_case(GOLDEN, case, arrays)
+
+
+def test_snippet_reads_null_filters_as_none(ctx: zmq.Context) -> None:
+    """`"filters": null` means absent (the spec's table): the snippet reads such headers too."""
+    recv_arrays = spec_recv_arrays()
+    push, pull = push_pull(ctx)
+    nulled = 0
+    for case in CASES:
+        frames = read_frames(GOLDEN / case["file"])
+        header = json.loads(frames[0])
+        for meta in header["arrays"]:
+            if not meta.get("filters"):
+                meta["filters"] = None
+                nulled += 1
+        push.send_multipart([json.dumps(header).encode()] + frames[1:])
+        got, arrays = recv_arrays(pull)
+        assert got == header
+        check_case(GOLDEN, case, arrays)
+    assert nulled > 0
