@@ -203,6 +203,9 @@ pub fn recv_message_capped(
         match socket.recv(&mut msg, if first { flags } else { 0 }) {
             Ok(()) => {}
             Err(zmq::Error::EAGAIN) if first => return Ok(None),
+            // The rest of a message arrives with its first frame: a signal while reading it
+            // must not leave its frames to be read as a message of their own.
+            Err(zmq::Error::EINTR) if !first => continue,
             Err(e) => return Err(e),
         }
         first = false;
@@ -251,6 +254,7 @@ fn send_frame(socket: &mut zmq::Socket, frame: &Bytes, flags: i32) -> zmq::Resul
     if rc != 0 {
         // SAFETY: init failed, so libzmq never took the box: it is still ours to free.
         drop(unsafe { Box::from_raw(hint) });
+        // SAFETY: `zmq_errno` only reads this thread's errno.
         return Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }));
     }
     // SAFETY: `msg` was initialised above and `socket.as_mut_ptr()` is a live socket that this
