@@ -46,7 +46,7 @@ struct RunArgs {
     /// Codecs: raw, auto, zstd1, shuffle-zstd1, shuffle-zstd3.
     #[arg(long, value_delimiter = ',', default_value = "raw,auto")]
     codecs: Vec<String>,
-    /// Also measure with the disk sink (files written to --out, removed after each case).
+    /// Also measure with the disk sink (files written below --out, removed after each case).
     #[arg(long)]
     disk: bool,
     /// Only with the disk sink.
@@ -65,7 +65,8 @@ struct RunArgs {
     /// Repeats per case; the table reports the median and min-max.
     #[arg(long, default_value_t = 1)]
     repeats: usize,
-    /// Directory for the disk sink.
+    /// Where disk cases write: each case in a new directory of its own below this one,
+    /// removed when the case ends.
     #[arg(long, default_value = "/tmp/ndbridge-bench-out")]
     out: String,
     /// Print JSON lines (one per case) instead of a table.
@@ -492,6 +493,9 @@ fn wait_for_parent() {
 const COLLECTOR_MALLOC: &str =
     "glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432";
 
+/// Cases run so far by this process (names each disk case's directory).
+static CASES_RUN: AtomicU64 = AtomicU64::new(0);
+
 /// Runs one case once: one collector process, `publishers` publisher processes.
 fn run_case(
     args: &RunArgs,
@@ -518,9 +522,14 @@ fn run_case(
         "--expect",
         &expect.to_string(),
     ]);
+    // A directory of this case's own under --out: only it is removed afterwards.
+    let case_dir = Path::new(&args.out).join(format!(
+        "case-{}-{}",
+        std::process::id(),
+        CASES_RUN.fetch_add(1, Ordering::Relaxed)
+    ));
     if disk {
-        let _ = std::fs::remove_dir_all(&args.out);
-        collector_cmd.args(["--disk", &args.out]);
+        collector_cmd.arg("--disk").arg(&case_dir);
     }
     if bare {
         collector_cmd.arg("--bare");
@@ -589,7 +598,7 @@ fn run_case(
     let result = result.ok_or_else(|| anyhow!("collector printed no result"))??;
     collector.wait()?;
     if disk {
-        let _ = std::fs::remove_dir_all(&args.out);
+        let _ = std::fs::remove_dir_all(&case_dir);
     }
     let mut measured: Measured = serde_json::from_str(&result)?;
     measured.publisher_cpu_seconds = publisher_cpu_seconds;
