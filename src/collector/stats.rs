@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 /// The hasher of the maps looked up once per message. foldhash, seeded per map: the keys come
-/// from the network, and the maps are bounded ([`MAX_SOURCES`], [`MAX_SESSIONS_PER_SOURCE`]).
+/// from the network, and the maps are bounded ([`MAX_SOURCES`], [`MAX_TRACKED_SESSIONS`]).
 type FastHash = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,16 +15,33 @@ use serde::Serialize;
 
 /// Most runs of missing sequence numbers remembered per session; past this the oldest run is
 /// forgotten (still counted as gaps, but a late arrival can no longer cancel it).
-const MAX_MISSING_RUNS: usize = 4096;
+const MAX_MISSING_RUNS: usize = 1024;
 
 /// Most sessions followed per source; past this the least recently started one is forgotten.
 const MAX_SESSIONS_PER_SOURCE: usize = 256;
 
+/// Most sessions followed at once over all sources. A new session of a source that has reached
+/// this makes the source forget its oldest one; a new session of a source that has none is
+/// counted but not followed (`untracked_sessions`). With [`MAX_MISSING_RUNS`] and
+/// [`MAX_KEY`], this bounds what sequence tracking holds, whatever peers send, to some
+/// hundreds of MiB in the worst case: each session at most about 40 KiB of missing runs and
+/// two keys of at most 256 bytes.
+const MAX_TRACKED_SESSIONS: usize = 16_384;
+
 /// Most sources counted separately; further ones are counted together under `"(other)"`.
 const MAX_SOURCES: usize = 4096;
 
-/// Longest source name kept as a key; longer ones are cut.
-const MAX_SOURCE_KEY: usize = 256;
+/// Longest source or session id kept as a key; longer ones are cut.
+const MAX_KEY: usize = 256;
+
+/// `id` cut to at most [`MAX_KEY`] bytes, at a character boundary.
+fn key_of(id: &str) -> &str {
+    let mut end = id.len().min(MAX_KEY);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
+}
 
 /// Follows one publisher session's `seq` numbers, remembering missing ones as runs, so memory
 /// and time stay small whatever numbers a peer sends.
@@ -142,6 +159,10 @@ pub struct SourceStats {
     pub duplicates: u64,
     /// Sessions seen (publisher restarts start new ones).
     pub sessions: u64,
+    /// Messages of sessions that arrived while the collector already followed as many sessions
+    /// as it does at once and this source had none to give up: counted in `messages`, but
+    /// neither their sessions nor their gaps and duplicates are.
+    pub untracked_messages: u64,
 }
 
 impl SourceStats {
@@ -220,17 +241,15 @@ struct Inner {
     sink_errors: BTreeMap<String, u64>,
     sources: BTreeMap<String, SourceStats>,
     sessions: HashMap<String, Sessions, FastHash>,
+    /// Sessions followed, over all sources.
+    tracked: usize,
 }
 
 impl Inner {
     /// The key a source is counted under: cut to a sane length, and past the source limit,
     /// the shared `"(other)"`.
     fn source_key(&self, source: &str) -> String {
-        let mut end = source.len().min(MAX_SOURCE_KEY);
-        while !source.is_char_boundary(end) {
-            end -= 1;
-        }
-        let key = &source[..end];
+        let key = key_of(source);
         if self.sources.contains_key(key) || self.sources.len() < MAX_SOURCES {
             key.to_owned()
         } else {
@@ -291,19 +310,30 @@ impl Stats {
             }
         }
         let key = inner.source_key(source);
+        let session = key_of(session);
         let s = inner.sources.entry(key.clone()).or_default();
         let sessions = inner.sessions.entry(key).or_default();
         if !sessions.trackers.contains_key(session) {
-            s.sessions += 1;
-            if sessions.order.len() >= MAX_SESSIONS_PER_SOURCE {
+            let all_followed = inner.tracked >= MAX_TRACKED_SESSIONS;
+            if sessions.order.len() >= MAX_SESSIONS_PER_SOURCE || all_followed {
                 if let Some(oldest) = sessions.order.pop_front() {
                     sessions.trackers.remove(&oldest);
+                    inner.tracked -= 1;
                 }
             }
+            if inner.tracked >= MAX_TRACKED_SESSIONS {
+                s.untracked_messages += 1;
+                s.messages += 1;
+                s.wire_bytes += wire;
+                s.raw_bytes += raw;
+                return;
+            }
+            s.sessions += 1;
             sessions.order.push_back(session.to_owned());
             sessions
                 .trackers
                 .insert(session.to_owned(), SeqTracker::default());
+            inner.tracked += 1;
         }
         let tracker = sessions.trackers.get_mut(session).expect("inserted above");
         count_message(s, tracker, seq, wire, raw);
@@ -473,5 +503,75 @@ mod tests {
         assert_eq!(snap.sources["?"].errors["not_json"], 1);
         assert_eq!((snap.wire_bytes, snap.raw_bytes, snap.gaps), (30, 60, 1));
         assert_eq!(snap.stored, 2);
+    }
+
+    #[test]
+    fn long_session_ids_are_kept_cut_and_still_followed() {
+        let stats = Stats::new(100);
+        let session = "s".repeat(1 << 20);
+        for seq in [0, 2] {
+            stats.on_decoded("a", &session, seq, 1, 1, true);
+        }
+        let inner = stats.lock();
+        let keys: Vec<usize> = inner.sessions["a"]
+            .trackers
+            .keys()
+            .map(String::len)
+            .collect();
+        assert_eq!(keys, [MAX_KEY]);
+        assert_eq!(inner.sessions["a"].order[0].len(), MAX_KEY);
+        assert_eq!(
+            (inner.sources["a"].sessions, inner.sources["a"].gaps),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn sessions_are_followed_up_to_a_total_over_all_sources() {
+        let stats = Stats::new(100);
+        let (sources, per_source) = (80, 210);
+        assert!(
+            sources * per_source > MAX_TRACKED_SESSIONS && per_source < MAX_SESSIONS_PER_SOURCE
+        );
+        for source in 0..sources {
+            for session in 0..per_source {
+                stats.on_decoded(
+                    &format!("src{source}"),
+                    &format!("s{session}"),
+                    0,
+                    1,
+                    1,
+                    true,
+                );
+            }
+        }
+        let followed =
+            |inner: &Inner| -> usize { inner.sessions.values().map(|s| s.trackers.len()).sum() };
+        {
+            let inner = stats.lock();
+            assert_eq!(inner.tracked, MAX_TRACKED_SESSIONS);
+            assert_eq!(followed(&inner), MAX_TRACKED_SESSIONS);
+        }
+        // A new source: counted, not followed.
+        stats.on_decoded("late", "s", 0, 5, 7, true);
+        stats.on_decoded("late", "s", 9, 5, 7, true);
+        // A new session of a source already followed: it gives up its oldest session.
+        stats.on_decoded("src0", "new", 0, 1, 1, true);
+        stats.on_decoded("src0", "new", 2, 1, 1, true);
+        let inner = stats.lock();
+        assert_eq!(followed(&inner), MAX_TRACKED_SESSIONS);
+        let late = &inner.sources["late"];
+        assert_eq!(
+            (
+                late.messages,
+                late.untracked_messages,
+                late.sessions,
+                late.gaps,
+                late.wire_bytes
+            ),
+            (2, 2, 0, 0, 10)
+        );
+        assert!(inner.sessions["src0"].trackers.contains_key("new"));
+        assert_eq!(inner.sources["src0"].gaps, 1);
     }
 }
