@@ -1281,3 +1281,66 @@ fn cheap_records_stay_on_the_receiver_and_slow_ones_go_to_the_workers() {
         "slow records mostly on the receiver: {slow:?}"
     );
 }
+
+/// A subscriber that stops reading makes ZeroMQ keep the messages forwarded to it; the forward
+/// sink holds at most its byte limit of them, drops (and counts) the rest, and the bytes come
+/// back once the subscriber has read what was queued for it.
+#[test]
+fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
+    use ndbridge::collector::ForwardSink;
+    use ndbridge::wire::{decode, encode, Envelope, Limits};
+    let _watchdog = watchdog("forward limit", Duration::from_secs(60));
+    const LIMIT: u64 = 8 << 20;
+    let context = zmq::Context::new();
+    let sink = ForwardSink::bind(&context, "tcp://127.0.0.1:*")
+        .unwrap()
+        .max_bytes(LIMIT);
+    let sub = context.socket(zmq::SUB).unwrap();
+    sub.set_rcvhwm(1).unwrap();
+    sub.set_rcvtimeo(100).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.connect(sink.endpoint()).unwrap();
+    let record = |seq: u64, len: usize| {
+        let envelope = Envelope {
+            name: "big".into(),
+            source: "w".into(),
+            session: "s".into(),
+            seq,
+            time: 0.0,
+            attrs: None,
+        };
+        let a = Array1::<u8>::from_elem(len, seq as u8);
+        let message = encode(
+            envelope,
+            vec![("big".to_owned(), ArrayBuffer::from_owned(a))],
+            Compression::Raw,
+        )
+        .unwrap();
+        Received {
+            record: decode(&message.frames, &Limits::default()).unwrap(),
+            frames: message.frames,
+            received_at: std::time::SystemTime::now(),
+        }
+    };
+    // Forward small records until one arrives: the subscription is live.
+    wait_until("a live subscription", Duration::from_secs(20), || {
+        sink.write(&record(0, 16)).unwrap();
+        sub.recv_multipart(0).is_ok()
+    });
+    // The subscriber stops reading; 64 records of 1 MiB go out.
+    for seq in 1..=64 {
+        sink.write(&record(seq, 1 << 20)).unwrap();
+        assert!(
+            sink.held_bytes() <= LIMIT,
+            "{} bytes held",
+            sink.held_bytes()
+        );
+    }
+    assert!(sink.dropped() > 0, "nothing was dropped");
+    // Reading what was queued gives every byte back.
+    wait_until("every held frame released", Duration::from_secs(20), || {
+        while sub.recv_multipart(0).is_ok() {}
+        sink.held_bytes() == 0
+    });
+    sink.finish().unwrap();
+}

@@ -58,6 +58,10 @@ struct CollectArgs {
     /// Re-publish every valid message on a PUB socket bound here (e.g. tcp://127.0.0.1:5556).
     #[arg(long)]
     forward: Option<String>,
+    /// Most MiB of forwarded messages held for slow subscribers; past it, messages are not
+    /// forwarded (counted as dropped in the forward report).
+    #[arg(long, default_value_t = 256, value_parser = mebibytes)]
+    forward_max_mib: u64,
     /// Decode worker threads [default: number of cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -270,7 +274,8 @@ fn collect(args: CollectArgs) -> Result<()> {
     let mut forward_endpoint = None;
     if let Some(addr) = &args.forward {
         let forward = ForwardSink::bind(&context, addr)
-            .with_context(|| format!("binding the forward socket {addr}"))?;
+            .with_context(|| format!("binding the forward socket {addr}"))?
+            .max_bytes(args.forward_max_mib << 20);
         forward_endpoint = Some(forward.endpoint().to_owned());
         builder = builder.sink(forward);
     }

@@ -1,9 +1,14 @@
 //! The forward sink: re-publishes every valid message on a PUB socket as
 //! `[topic, header, buffers...]`, with the original frames (no re-encode, no copy), so live
 //! subscribers (Python notebooks, `ndbridge tail`) see the stream.
+//!
+//! The frames stay alive while the sink's queue or ZeroMQ holds them (a slow subscriber's queue
+//! holds up to 1000 messages). The sink counts those bytes and drops a message, counted, that
+//! would take them over its limit ([`ForwardSink::max_bytes`], 256 MiB by default), so that
+//! subscribers cannot make the collector hold unbounded memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -17,13 +22,39 @@ use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
 /// Messages waiting for the forward socket before new ones are dropped.
 const QUEUE: usize = 1024;
 
+/// Bytes of forwarded frames held at once by default (see [`ForwardSink::max_bytes`]).
+pub const DEFAULT_FORWARD_MAX_BYTES: u64 = 256 << 20;
+
 /// Re-publishes records on a bound PUB socket, owned by its own thread.
 pub struct ForwardSink {
     endpoint: String,
     queue: Mutex<Option<Sender<Vec<Bytes>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    forwarded: std::sync::Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
     dropped: AtomicU64,
+    /// Bytes of frames handed to the forward path and not yet released by it.
+    held: Arc<AtomicU64>,
+    max_bytes: u64,
+}
+
+/// A forwarded frame: gives its bytes back to the sink's count when the last holder (the queue,
+/// or ZeroMQ once it has sent the frame to every subscriber) drops it.
+struct HeldFrame {
+    frame: Bytes,
+    held: Arc<AtomicU64>,
+}
+
+impl AsRef<[u8]> for HeldFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.frame
+    }
+}
+
+impl Drop for HeldFrame {
+    fn drop(&mut self) {
+        self.held
+            .fetch_sub(self.frame.len() as u64, Ordering::Relaxed);
+    }
 }
 
 impl ForwardSink {
@@ -38,8 +69,8 @@ impl ForwardSink {
         let socket = transport::open(context, SocketKind::Pub, &[Endpoint::bind(addr)], &options)?;
         let endpoint = transport::last_endpoint(&socket).unwrap_or_else(|| addr.to_owned());
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let forwarded = std::sync::Arc::new(AtomicU64::new(0));
-        let counter = std::sync::Arc::clone(&forwarded);
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&forwarded);
         let thread = std::thread::Builder::new()
             .name("ndbridge-forward".into())
             .spawn(move || forward_loop(socket, rx, &counter))
@@ -53,12 +84,32 @@ impl ForwardSink {
             thread: Mutex::new(Some(thread)),
             forwarded,
             dropped: AtomicU64::new(0),
+            held: Arc::new(AtomicU64::new(0)),
+            max_bytes: DEFAULT_FORWARD_MAX_BYTES,
         })
+    }
+
+    /// Sets the most bytes of forwarded frames held at once: in the sink's queue and in ZeroMQ's
+    /// queues for slow subscribers. A message that would go over it is dropped and counted
+    /// (`dropped`); one larger than the limit is forwarded only when nothing else is held.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
     }
 
     /// The bound address, with the port resolved.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Bytes of forwarded frames held now.
+    pub fn held_bytes(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped so far: the queue was full or the held bytes at their limit.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -80,9 +131,24 @@ impl Sink for ForwardSink {
     }
 
     fn write(&self, message: &Received) -> Result<(), SinkError> {
+        let size: u64 = message.frames.iter().map(|f| f.len() as u64).sum();
+        let taken = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held == 0 || held + size <= self.max_bytes).then_some(held + size)
+            });
+        if taken.is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let mut frames = Vec::with_capacity(message.frames.len() + 1);
         frames.push(Bytes::from(message.record.header.name.clone().into_bytes()));
-        frames.extend(message.frames.iter().cloned());
+        frames.extend(message.frames.iter().map(|frame| {
+            Bytes::from_owner(HeldFrame {
+                frame: frame.clone(),
+                held: Arc::clone(&self.held),
+            })
+        }));
         let queue = self.queue.lock().expect("forward queue lock");
         let Some(tx) = queue.as_ref() else {
             return Err(SinkError::Dropped("forward sink is closed"));
@@ -114,10 +180,9 @@ impl Sink for ForwardSink {
             "forwarded".into(),
             json!(self.forwarded.load(Ordering::Relaxed)),
         );
-        m.insert(
-            "dropped".into(),
-            json!(self.dropped.load(Ordering::Relaxed)),
-        );
+        m.insert("dropped".into(), json!(self.dropped()));
+        m.insert("held_bytes".into(), json!(self.held_bytes()));
+        m.insert("max_bytes".into(), json!(self.max_bytes));
         m
     }
 }
