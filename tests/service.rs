@@ -1344,3 +1344,40 @@ fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
     });
     sink.finish().unwrap();
 }
+
+/// A message taken from the socket but left without budget when the drain time runs out at
+/// shutdown is counted (received, and rejected as `shutdown`), not lost from the counts.
+#[test]
+fn a_message_that_cannot_be_drained_in_time_is_counted() {
+    let _watchdog = watchdog("drain at shutdown", Duration::from_secs(60));
+    let sink = Arc::new(NotingSink::new(Duration::from_millis(1500), |r| {
+        r.record.header.seq
+    }));
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .max_inflight_bytes(1)
+        .inline_cost(Duration::ZERO)
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .compression(Compression::Raw)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        publisher.send_owned("x", Array1::<f64>::zeros(8)).unwrap();
+    }
+    publisher.flush(Duration::from_secs(10)).unwrap();
+    wait_until(
+        "the first record in the sink",
+        Duration::from_secs(10),
+        || collector.stats().received >= 1,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let summary = collector.stop();
+    let s = &summary.stats;
+    assert_eq!(s.received, 3, "{s:?}");
+    assert_eq!(s.stored + s.rejected, 3, "{s:?}");
+    assert_eq!(s.errors.get("shutdown").copied().unwrap_or(0), s.rejected);
+}

@@ -162,7 +162,14 @@ impl Receiver<'_> {
                         let give_up = || drain_until.is_some_and(|until| Instant::now() >= until);
                         match self.budget.acquire(bytes, give_up) {
                             Some(in_use) => in_use,
-                            None => break,
+                            None => {
+                                // The drain time is up with the budget still full: this
+                                // message was taken from the socket, so it is counted,
+                                // rejected as not stored.
+                                self.stats.on_received();
+                                self.stats.on_rejected(None, "shutdown");
+                                break;
+                            }
                         }
                     }
                 };
