@@ -3,8 +3,6 @@
 //! dtypes for a few seconds. `ndbridge demo` runs it; tests run it small.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array1, Array2};
@@ -64,12 +62,7 @@ pub struct DemoReport {
 
 /// One simulated worker: sends `temperature` (f64, n x n), `pressure` (f32, n/2 x 2n) and a
 /// `state` record (`u`, `v` f32 and a `wet` bool mask, with the step in `attrs`) every step.
-fn simulate(
-    worker: usize,
-    endpoint: &str,
-    config: &DemoConfig,
-    stop: &AtomicBool,
-) -> Result<PublisherStats, Error> {
+fn simulate(worker: usize, endpoint: &str, config: &DemoConfig) -> Result<PublisherStats, Error> {
     let publisher = Publisher::builder()
         .connect(endpoint)
         .source(format!("sim-{worker}"))
@@ -80,7 +73,7 @@ fn simulate(
         .then(|| Duration::from_secs_f64(1.0 / config.steps_per_second));
     let start = Instant::now();
     let mut step = 0u64;
-    while !stop.load(Ordering::Relaxed) && start.elapsed() < config.duration {
+    while start.elapsed() < config.duration {
         let t = step as f64 * 0.05 + worker as f64;
         let seed = (worker as u64) << 32 | step;
         let temperature = Array2::from_shape_vec((n, n), smooth_field(n, n, t, seed))
@@ -135,12 +128,11 @@ pub fn run(
         })?)
         .start()?;
     let endpoint = collector.endpoint().to_owned();
-    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let handles: Vec<_> = (0..config.workers)
         .map(|w| {
-            let (endpoint, config, stop) = (endpoint.clone(), config.clone(), Arc::clone(&stop));
-            std::thread::spawn(move || simulate(w, &endpoint, &config, &stop))
+            let (endpoint, config) = (endpoint.clone(), config.clone());
+            std::thread::spawn(move || simulate(w, &endpoint, &config))
         })
         .collect();
     while !handles.iter().all(|h| h.is_finished()) {
@@ -148,8 +140,13 @@ pub fn run(
         progress(&collector.stats());
     }
     let mut publishers = Vec::with_capacity(handles.len());
-    for handle in handles {
-        let stats = handle.join().map_err(|_| Error::Closed).and_then(|r| r)?;
+    for (w, handle) in handles.into_iter().enumerate() {
+        let stats = handle
+            .join()
+            .map_err(|_| Error::ThreadPanicked {
+                name: format!("demo worker {w}"),
+            })
+            .and_then(|r| r)?;
         publishers.push(stats);
     }
     let sent: u64 = publishers.iter().map(|p| p.sent).sum();

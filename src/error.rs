@@ -61,4 +61,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A thread ended by panicking.
+    #[error("thread {name} panicked")]
+    ThreadPanicked {
+        /// The thread's name.
+        name: String,
+    },
 }

@@ -348,21 +348,34 @@ impl DecodedArray {
 
 /// An array of any wire type, borrowed where possible (see [`DecodedArray::view`]).
 #[derive(Debug, Clone)]
-#[allow(missing_docs)] // one variant per element type, named after it
 pub enum DynArray<'a> {
+    /// `|b1`.
     Bool(CowArray<'a, bool, IxDyn>),
+    /// `|i1`.
     I8(CowArray<'a, i8, IxDyn>),
+    /// `<i2` / `>i2`.
     I16(CowArray<'a, i16, IxDyn>),
+    /// `<i4` / `>i4`.
     I32(CowArray<'a, i32, IxDyn>),
+    /// `<i8` / `>i8`.
     I64(CowArray<'a, i64, IxDyn>),
+    /// `|u1`.
     U8(CowArray<'a, u8, IxDyn>),
+    /// `<u2` / `>u2`.
     U16(CowArray<'a, u16, IxDyn>),
+    /// `<u4` / `>u4`.
     U32(CowArray<'a, u32, IxDyn>),
+    /// `<u8` / `>u8`.
     U64(CowArray<'a, u64, IxDyn>),
+    /// `<f2` / `>f2`.
     F16(CowArray<'a, half::f16, IxDyn>),
+    /// `<f4` / `>f4`.
     F32(CowArray<'a, f32, IxDyn>),
+    /// `<f8` / `>f8`.
     F64(CowArray<'a, f64, IxDyn>),
+    /// `<c8` / `>c8`.
     C64(CowArray<'a, Complex<f32>, IxDyn>),
+    /// `<c16` / `>c16`.
     C128(CowArray<'a, Complex<f64>, IxDyn>),
 }
 

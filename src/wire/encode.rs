@@ -35,6 +35,20 @@ pub struct ArrayBuffer {
 
 impl ArrayBuffer {
     /// Wraps bytes already laid out as `dtype` elements in `order`; checks the length.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ndbridge::wire::{ArrayBuffer, EncodeError, Order};
+    ///
+    /// let f8 = "<f8".parse()?;
+    /// let ok = ArrayBuffer::new(f8, vec![2], Order::C, Bytes::from(vec![0u8; 16]))?;
+    /// assert_eq!(ok.shape(), &[2]);
+    /// let short = ArrayBuffer::new(f8, vec![3], Order::C, Bytes::from(vec![0u8; 16]));
+    /// let err = short.unwrap_err();
+    /// assert_eq!(err, EncodeError::BufferLength { expected: 24, found: 16 });
+    /// assert_eq!(err.to_string(), "buffer holds 16 bytes, shape and dtype need 24");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(
         dtype: DType,
         shape: Vec<usize>,
@@ -47,7 +61,6 @@ impl ArrayBuffer {
             .unwrap_or(u64::MAX);
         if data.len() as u64 != expected {
             return Err(EncodeError::BufferLength {
-                array: String::new(),
                 expected,
                 found: data.len() as u64,
             });

@@ -204,10 +204,8 @@ pub enum EncodeError {
         name: String,
     },
     /// A buffer whose length does not match its shape and dtype.
-    #[error("array `{array}`: buffer holds {found} bytes, shape and dtype need {expected}")]
+    #[error("buffer holds {found} bytes, shape and dtype need {expected}")]
     BufferLength {
-        /// The array's name.
-        array: String,
         /// `product(shape) * itemsize`.
         expected: u64,
         /// Bytes given.
