@@ -1381,3 +1381,47 @@ fn a_message_that_cannot_be_drained_in_time_is_counted() {
     assert_eq!(s.stored + s.rejected, 3, "{s:?}");
     assert_eq!(s.errors.get("shutdown").copied().unwrap_or(0), s.rejected);
 }
+
+/// What compressed frames decode to counts against the in-flight cap before they are
+/// decompressed: two records that each decode to more than half the cap are never held decoded
+/// at once, though their frames are tiny (a stream of decompression bombs stays bounded).
+#[test]
+fn decoded_sizes_are_bounded_like_received_bytes() {
+    let _watchdog = watchdog("decode budget", Duration::from_secs(60));
+    const DELAY: Duration = Duration::from_millis(300);
+    let sink = Arc::new(NotingSink::new(DELAY, |_| Instant::now()));
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .workers(2)
+        .max_inflight_bytes(1 << 20)
+        .inline_cost(Duration::ZERO)
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .compression(Compression::zstd(1))
+        .build()
+        .unwrap();
+    // Each decodes to 768 KiB from a frame of a few hundred bytes; sent apart, so that each
+    // is a batch of its own and both workers take one.
+    for _ in 0..4 {
+        publisher
+            .send_owned("zeros", Array1::<f64>::zeros(96 * 1024))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_until("four records", Duration::from_secs(20), || {
+        sink.count() == 4
+    });
+    let mut done = sink.notes();
+    done.sort();
+    for pair in done.windows(2) {
+        let apart = pair[1] - pair[0];
+        assert!(
+            apart >= DELAY * 8 / 10,
+            "two records held decoded at once: {apart:?} apart"
+        );
+    }
+    collector.stop();
+}

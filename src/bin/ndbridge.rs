@@ -66,6 +66,7 @@ struct CollectArgs {
     #[arg(long)]
     workers: Option<usize>,
     /// Cap on received bytes not yet stored, in MiB; the collector stops reading at the cap.
+    /// Decoding has a cap of its own of the same size (what compressed frames decode to).
     #[arg(long, default_value_t = 1024, value_parser = mebibytes)]
     max_inflight_mib: u64,
     /// Largest array accepted, in MiB (also the most decoded bytes of one message).

@@ -7,15 +7,22 @@ use std::sync::{Condvar, Mutex};
 /// A counting semaphore over bytes.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    used: Mutex<u64>,
+    state: Mutex<State>,
     freed: Condvar,
     cap: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    used: u64,
+    /// Threads waiting in [`Budget::acquire`]: a release wakes them only when there are any.
+    waiting: usize,
 }
 
 impl Budget {
     pub(crate) fn new(cap: u64) -> Budget {
         Budget {
-            used: Mutex::new(0),
+            state: Mutex::new(State::default()),
             freed: Condvar::new(),
             cap,
         }
@@ -25,43 +32,47 @@ impl Budget {
     /// (then `None`). A message larger than the whole cap is let through alone, when nothing
     /// else is in flight. Returns the bytes now in use.
     pub(crate) fn acquire(&self, bytes: u64, give_up: impl Fn() -> bool) -> Option<u64> {
-        let mut used = self.lock();
-        while *used > 0 && *used + bytes > self.cap {
+        let mut state = self.lock();
+        while state.used > 0 && state.used + bytes > self.cap {
             if give_up() {
                 return None;
             }
-            used = self
+            state.waiting += 1;
+            state = self
                 .freed
-                .wait_timeout(used, std::time::Duration::from_millis(50))
+                .wait_timeout(state, std::time::Duration::from_millis(50))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.waiting -= 1;
         }
-        *used += bytes;
-        Some(*used)
+        state.used += bytes;
+        Some(state.used)
     }
 
-    /// The counter; a panic elsewhere while holding the lock leaves it usable.
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    /// The state; a panic elsewhere while holding the lock leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes `bytes` if that fits now (or nothing is in flight); `None` otherwise.
     pub(crate) fn try_acquire(&self, bytes: u64) -> Option<u64> {
-        let mut used = self.lock();
-        if *used > 0 && *used + bytes > self.cap {
+        let mut state = self.lock();
+        if state.used > 0 && state.used + bytes > self.cap {
             return None;
         }
-        *used += bytes;
-        Some(*used)
+        state.used += bytes;
+        Some(state.used)
     }
 
     /// Gives `bytes` back. Returns the bytes still in use.
     pub(crate) fn release(&self, bytes: u64) -> u64 {
-        let mut used = self.lock();
-        *used -= bytes;
-        let now = *used;
-        drop(used);
-        self.freed.notify_all();
+        let mut state = self.lock();
+        state.used -= bytes;
+        let (now, wake) = (state.used, state.waiting > 0);
+        drop(state);
+        if wake {
+            self.freed.notify_all();
+        }
         now
     }
 }

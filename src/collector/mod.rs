@@ -149,7 +149,8 @@ impl CollectorBuilder {
         self
     }
 
-    /// Cap on bytes received but not yet through the sinks. Default: 1 GiB.
+    /// Cap on bytes received but not yet through the sinks, and, separately, on what decoding
+    /// them allocates (what compressed frames decode to). Default: 1 GiB.
     pub fn max_inflight_bytes(mut self, bytes: u64) -> Self {
         self.inflight_bytes = bytes.max(1);
         self
@@ -230,6 +231,7 @@ impl CollectorBuilder {
             sinks: self.sinks.clone(),
             stats: Arc::clone(&stats),
             budget: Arc::clone(&budget),
+            decode_budget: Budget::new(self.inflight_bytes),
             log: RateLimitedLog::new(),
             cost_ns: AtomicU64::new(pool::UNMEASURED_COST_NS),
         });

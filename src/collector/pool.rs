@@ -14,7 +14,7 @@ use super::receiver::Incoming;
 use super::sink::{Received, Sink};
 use super::stats::Stats;
 use crate::transport;
-use crate::wire::{Decoder, Limits};
+use crate::wire::{decode_allocation, Decoder, Limits};
 
 /// Everything a decode worker needs, shared by all of them.
 pub(crate) struct Pool {
@@ -23,6 +23,10 @@ pub(crate) struct Pool {
     pub sinks: Vec<Arc<dyn Sink>>,
     pub stats: Arc<Stats>,
     pub budget: Arc<Budget>,
+    /// Bytes that decoding allocates ([`decode_allocation`]), taken from the header before the
+    /// buffers are decoded and given back after the sinks. Its cap is the in-flight cap: what
+    /// compressed frames decode to is bounded as what arrives is, whatever sizes they declare.
+    pub decode_budget: Budget,
     pub log: RateLimitedLog,
     /// Recent handling time per message, in nanoseconds (a moving average over batches); start
     /// with [`UNMEASURED_COST_NS`].
@@ -73,10 +77,17 @@ impl Pool {
         }
         // Decoding is pure code over the bytes and must not panic; if it ever does, the message
         // is counted as rejected and the thread (possibly the receiver) goes on.
-        let decoded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&frames)));
-        let record = match decoded {
-            Ok(Ok(record)) => record,
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let header = decoder.header(&frames)?;
+            let allocation = header.arrays.iter().fold(0u64, |sum, meta| {
+                sum.saturating_add(decode_allocation(meta))
+            });
+            // Held until the sinks are done with the record (the end of this function).
+            let permit = Permit::take(&self.decode_budget, allocation);
+            Decoder::buffers(header, &frames).map(|record| (record, permit))
+        }));
+        let (record, _permit) = match decoded {
+            Ok(Ok(decoded)) => decoded,
             failed => {
                 let source = peek_source(&frames, &self.limits);
                 let kind = match &failed {
@@ -143,6 +154,32 @@ impl Drop for Release<'_> {
     fn drop(&mut self) {
         let in_use = self.budget.release(self.bytes);
         self.stats.set_inflight(in_use);
+    }
+}
+
+/// Bytes taken from a budget, given back when dropped.
+struct Permit<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl<'a> Permit<'a> {
+    /// Takes `bytes` from `budget`, waiting for room (none are taken for zero bytes). Only
+    /// threads that are decoding hold this budget, and they give it back without waiting for
+    /// anything else, so the wait ends.
+    fn take(budget: &'a Budget, bytes: u64) -> Permit<'a> {
+        if bytes > 0 {
+            budget.acquire(bytes, || false);
+        }
+        Permit { budget, bytes }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.release(self.bytes);
+        }
     }
 }
 

@@ -222,6 +222,35 @@ fn raw(data: &Bytes) -> EncodedBuffer {
     }
 }
 
+/// The bytes [`decode_buffer`] allocates for an array while it decodes it: none for a raw,
+/// unfiltered frame (handed out as it is), `nbytes` for a decompressed or unshuffled buffer,
+/// and another `nbytes` of scratch for a shuffled zstd frame. A 100 KB zstd frame can declare
+/// gigabytes: this is what a receiver weighs before decompressing.
+///
+/// ```
+/// use ndbridge::wire::{decode_allocation, Header, Limits};
+///
+/// let json = br#"{"v":1,"name":"r","source":"w","session":"s","seq":0,"time":0,"arrays":[
+///     {"name":"a","dtype":"<f8","shape":[1000],"order":"C","codec":"raw","nbytes":8000},
+///     {"name":"b","dtype":"<f8","shape":[1000],"order":"C","codec":"zstd","nbytes":8000},
+///     {"name":"c","dtype":"<f8","shape":[1000],"order":"C","codec":"zstd",
+///      "filters":["shuffle"],"nbytes":8000}]}"#;
+/// let header = Header::parse(json, &Limits::default())?;
+/// let bytes: Vec<u64> = header.arrays.iter().map(decode_allocation).collect();
+/// assert_eq!(bytes, [0, 8000, 16000]);
+/// # Ok::<(), ndbridge::wire::DecodeError>(())
+/// ```
+pub fn decode_allocation(meta: &ArrayMeta) -> u64 {
+    match meta.codec {
+        Codec::Raw if meta.is_shuffled() => meta.nbytes,
+        Codec::Raw => 0,
+        Codec::Zstd if meta.is_shuffled() && meta.dtype.itemsize() > 1 => {
+            meta.nbytes.saturating_mul(2)
+        }
+        Codec::Zstd => meta.nbytes,
+    }
+}
+
 /// Decodes one buffer frame described by `meta` into its `nbytes` decoded bytes.
 ///
 /// A raw, unfiltered frame is returned as is (no copy). A zstd frame must declare a content

@@ -112,8 +112,23 @@ impl Decoder {
 
     /// Decodes a message `[header, buf_0, ..., buf_{n-1}]`, with the same result as [`decode`].
     pub fn decode(&mut self, frames: &[Bytes]) -> Result<Record, DecodeError> {
+        let header = self.header(frames)?;
+        Self::buffers(header, frames)
+    }
+
+    /// The first half of [`Decoder::decode`]: parses and checks the header of a message, so
+    /// that a caller can weigh what decoding its buffers will take
+    /// ([`decode_allocation`](super::codec::decode_allocation)) before
+    /// [`Decoder::buffers`] does it.
+    pub fn header(&mut self, frames: &[Bytes]) -> Result<Header, DecodeError> {
+        let header_frame = frames.first().ok_or(DecodeError::Empty)?;
+        self.headers.parse(header_frame)
+    }
+
+    /// The second half of [`Decoder::decode`]: checks and decodes the buffer frames of
+    /// `frames` against the `header` that [`Decoder::header`] read from it.
+    pub fn buffers(header: Header, frames: &[Bytes]) -> Result<Record, DecodeError> {
         let (header_frame, buffers) = frames.split_first().ok_or(DecodeError::Empty)?;
-        let header = self.headers.parse(header_frame)?;
         decode_buffers(header, header_frame.len(), buffers)
     }
 }
