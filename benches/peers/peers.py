@@ -241,7 +241,7 @@ def ndbridge_cases(repeats: int, quick: bool) -> dict:
 
 def codec_cases(repeats: int) -> list[dict]:
     """blosc2 and ndbridge on the same bytes, one thread each, in alternating rounds of five
-    timed runs (after one untimed run each), so that the machine's slow spells fall on both."""
+    timed runs (after five untimed runs each), so that the machine's slow spells fall on both."""
     import blosc2
 
     blosc2.set_nthreads(1)
@@ -279,7 +279,7 @@ def codec_cases(repeats: int) -> list[dict]:
             a = smooth_field(n, dtype=dtype)
             path = os.path.join(tmp, "field.npy")
             np.save(path, a)
-            blosc2_round(a, 1)  # untimed
+            blosc2_round(a, 5)  # untimed, as the ndbridge codec role's five warm-up rounds
             runs = {who: ([], [], 0.0) for who in ["blosc2"] + ndbridge_codecs}
             for _ in range(repeats):
                 for who in runs:

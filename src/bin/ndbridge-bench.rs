@@ -110,7 +110,7 @@ enum Role {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Codec speed on one thread over a .npy file (after one untimed round): median encode and
+    /// Codec speed on one thread over a .npy file (after untimed rounds): median encode and
     /// decode GB/s with min and max, every timed run's figures, and the size
     /// ratio, as one JSON line (used by benches/peers to compare on the same bytes).
     Codec {
@@ -123,6 +123,9 @@ enum Role {
         /// Timed runs; the median is reported with min and max.
         #[arg(long, default_value_t = 15)]
         repeats: usize,
+        /// Untimed runs before them.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
     },
     /// (internal) One publisher of one case.
     #[command(hide = true)]
@@ -750,7 +753,7 @@ fn emit(args: &RunArgs, row: &CaseResult) -> Result<()> {
 }
 
 /// Times encode and decode of one array, single-threaded, and prints one JSON line.
-fn run_codec(input: &str, codec: &str, repeats: usize) -> Result<()> {
+fn run_codec(input: &str, codec: &str, repeats: usize, warmup: usize) -> Result<()> {
     use ndbridge::wire::{decode, encode, Envelope, Limits};
     let bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
     let array = ndbridge::npy::read_npy(Bytes::from(bytes))?;
@@ -766,10 +769,12 @@ fn run_codec(input: &str, codec: &str, repeats: usize) -> Result<()> {
     let raw = array.data().len() as f64;
     let mut enc = Vec::with_capacity(repeats);
     let mut dec = Vec::with_capacity(repeats);
-    // One untimed round first: the zstd contexts and the output buffers' pages are set up
-    // there, not in the first timed round.
-    let warm_up = encode(envelope(), vec![("a".into(), array.clone())], policy)?;
-    std::hint::black_box(decode(&warm_up.frames, &Limits::default())?);
+    // Untimed rounds first: the zstd contexts, the reused buffers and their pages are set up
+    // there (a long-running sender or receiver has them), not in the timed rounds.
+    for _ in 0..warmup {
+        let warm_up = encode(envelope(), vec![("a".into(), array.clone())], policy)?;
+        std::hint::black_box(decode(&warm_up.frames, &Limits::default())?);
+    }
     let mut wire = 0usize;
     for _ in 0..repeats.max(1) {
         let t = Instant::now();
@@ -808,7 +813,8 @@ fn main() -> std::process::ExitCode {
             input,
             codec,
             repeats,
-        }) => run_codec(&input, &codec, repeats),
+            warmup,
+        }) => run_codec(&input, &codec, repeats, warmup),
         Some(Role::Collector {
             transport,
             expect,
