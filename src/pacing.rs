@@ -17,8 +17,14 @@ const ALPHA: f64 = 0.2;
 /// Sends faster than this many seconds per byte are not limited by the link (about 100 GB/s).
 const UNBLOCKED_SECONDS_PER_BYTE: f64 = 1e-11;
 
-/// While the link limits and raw is chosen, re-measure the compressor every this many messages.
+/// While the link limits and raw is chosen, re-measure the compressor every this many messages
+/// and at least [`SAMPLE_EVERY_BYTES`] apart.
 const SAMPLE_EVERY: u64 = 16;
+
+/// Raw bytes sent between two measurements of the compressor, at least: small messages are
+/// sampled rarely, since compressing a small sample costs zstd's setup more than its speed (one
+/// sample per 16 messages of 800 bytes had cost more than the rest of the automatic mode).
+const SAMPLE_EVERY_BYTES: u64 = 4 << 20;
 
 /// Tracks link and compressor speed and decides, message by message, whether to compress.
 ///
@@ -40,6 +46,7 @@ pub struct Pacing {
     codec_seconds_per_byte: Option<f64>,
     ratio: Option<f64>,
     since_sample: u64,
+    bytes_since_sample: u64,
 }
 
 fn ewma(old: Option<f64>, new: f64) -> Option<f64> {
@@ -70,6 +77,7 @@ impl Pacing {
             };
             self.ratio = ewma(self.ratio, compressed_bytes as f64 / raw_bytes as f64);
             self.since_sample = 0;
+            self.bytes_since_sample = 0;
         }
     }
 
@@ -93,15 +101,20 @@ impl Pacing {
         }
     }
 
-    /// Should the caller measure the compressor on a sample of the next message? True when the
-    /// link limits but the compressor's figures are missing or old.
-    pub fn wants_sample(&mut self) -> bool {
+    /// Should the caller measure the compressor on a sample of the next message, of `raw_bytes`?
+    /// True when the link limits but the compressor's figures are missing or old: 16 messages
+    /// and 4 MiB ago.
+    pub fn wants_sample(&mut self, raw_bytes: u64) -> bool {
         if !self.link_limited() || self.should_compress() {
             return false;
         }
         self.since_sample += 1;
-        if self.codec_seconds_per_byte.is_none() || self.since_sample >= SAMPLE_EVERY {
+        self.bytes_since_sample = self.bytes_since_sample.saturating_add(raw_bytes);
+        let old =
+            self.since_sample >= SAMPLE_EVERY && self.bytes_since_sample >= SAMPLE_EVERY_BYTES;
+        if self.codec_seconds_per_byte.is_none() || old {
             self.since_sample = 0;
+            self.bytes_since_sample = 0;
             return true;
         }
         false
@@ -138,7 +151,10 @@ mod tests {
     fn slow_link_compresses_and_switches_back_when_the_link_frees_up() {
         let mut p = Pacing::default();
         p.observe_send(1_000_000, Duration::from_millis(8)); // 125 MB/s
-        assert!(p.wants_sample(), "link limits and the codec is unmeasured");
+        assert!(
+            p.wants_sample(1_000_000),
+            "link limits and the codec is unmeasured"
+        );
         p.observe_compress(1_000_000, 700_000, Duration::from_millis(1));
         assert!(p.should_compress());
         for _ in 0..30 {
@@ -163,7 +179,18 @@ mod tests {
         p.observe_send(1_000_000, Duration::from_micros(300)); // 3.3 GB/s, blocked
         p.observe_compress(1_000_000, 900_000, Duration::from_millis(1));
         assert!(!p.should_compress());
-        let samples = (0..64).filter(|_| p.wants_sample()).count();
+        let samples = (0..64).filter(|_| p.wants_sample(1_000_000)).count();
         assert_eq!(samples, 4);
+    }
+
+    #[test]
+    fn small_messages_are_sampled_by_the_megabyte() {
+        let mut p = Pacing::default();
+        p.observe_send(800, Duration::from_micros(2)); // blocked
+        p.observe_compress(800, 700, Duration::from_micros(10));
+        assert!(!p.should_compress());
+        // 4 MiB of 800-byte messages between samples, not 16 messages.
+        let samples = (0..100_000).filter(|_| p.wants_sample(800)).count();
+        assert_eq!(samples, 100_000 * 800 / (4 << 20));
     }
 }

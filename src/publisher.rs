@@ -200,6 +200,7 @@ impl PublisherBuilder {
             seq: 0,
             compression: self.compression,
             pacing: Pacing::default(),
+            untimed_bytes: TIME_SENDS_EVERY_BYTES,
             linger: self.options.linger,
             shared: Arc::clone(&shared),
             encoder: Encoder::default(),
@@ -505,6 +506,11 @@ impl Shared {
 }
 
 /// The publisher thread: owns the socket.
+/// In the automatic mode, a send is timed (for [`Pacing`]) once this many bytes have gone out
+/// since the last timed one: every send of a large message, one in about eighty of 800-byte ones
+/// (two clock reads cost a tenth of sending a small message).
+const TIME_SENDS_EVERY_BYTES: u64 = 64 << 10;
+
 struct SendLoop {
     socket: zmq::Socket,
     kind: SocketKind,
@@ -513,6 +519,8 @@ struct SendLoop {
     seq: u64,
     compression: Compression,
     pacing: Pacing,
+    /// Bytes sent since the last send that was timed for `pacing`.
+    untimed_bytes: u64,
     linger: Duration,
     shared: Arc<Shared>,
     /// Reuses the header bytes that consecutive messages share.
@@ -577,7 +585,7 @@ impl SendLoop {
         let policy = self.choose_compression(&queued.arrays);
         // Only the automatic mode measures the codec and the link (clock reads cost per message).
         let paced = matches!(self.compression, Compression::Auto { .. });
-        let encode_started = paced.then(Instant::now);
+        let encode_started = (paced && policy != Compression::Raw).then(Instant::now);
         let arrays = queued
             .arrays
             .into_iter()
@@ -595,7 +603,7 @@ impl SendLoop {
         };
         self.source = std::mem::take(&mut message.header.source);
         self.session = std::mem::take(&mut message.header.session);
-        if let (Some(started), true) = (encode_started, policy != Compression::Raw) {
+        if let Some(started) = encode_started {
             let header = message.frames[0].len() as u64;
             self.pacing.observe_compress(
                 message.raw_bytes(),
@@ -613,7 +621,8 @@ impl SendLoop {
         } else {
             &message.frames
         };
-        let send_started = paced.then(Instant::now);
+        let send_started =
+            (paced && self.untimed_bytes >= TIME_SENDS_EVERY_BYTES).then(Instant::now);
         loop {
             match transport::send_message(&mut self.socket, frames, 0) {
                 Ok(()) => break,
@@ -637,6 +646,9 @@ impl SendLoop {
         if let Some(started) = send_started {
             self.pacing
                 .observe_send(message.wire_bytes(), started.elapsed());
+            self.untimed_bytes = 0;
+        } else {
+            self.untimed_bytes = self.untimed_bytes.saturating_add(message.wire_bytes());
         }
         self.seq += 1;
         counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -657,7 +669,8 @@ impl SendLoop {
         let Compression::Auto { level, shuffle, .. } = self.compression else {
             return self.compression;
         };
-        if self.pacing.wants_sample() {
+        let raw_bytes = arrays.iter().map(|(_, a)| a.data().len() as u64).sum();
+        if self.pacing.wants_sample(raw_bytes) {
             self.measure_sample(arrays, Compression::Zstd { level, shuffle });
         }
         if self.pacing.should_compress() {
