@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use collector::{Collector, CollectorBuilder, Shutdown, Sink};
 pub use error::Error;
-pub use publisher::{FullPolicy, Publisher, PublisherBuilder, PublisherStats};
+pub use publisher::{FullPolicy, Link, Publisher, PublisherBuilder, PublisherStats};
 pub use transport::SocketKind;
 pub use wire::{ArrayBuffer, Compression, Limits};
 

@@ -2,10 +2,12 @@
 //! drains bytes against how fast the compressor runs and how much it saves.
 //!
 //! Compressing costs `raw / codec_speed` seconds and saves `(1 - ratio) * raw / link_speed`
-//! seconds of sending, so it pays when `codec_speed * (1 - ratio) > link_speed`. On loopback or a
-//! fast LAN the link outruns zstd and arrays go raw; on a slow link they are compressed. The
-//! link's speed shows in how long sends block once ZeroMQ's queue is full: a send that does not
-//! block means the link keeps up, and compressing would only slow the producer.
+//! seconds of sending, so it pays when `codec_speed * (1 - ratio) > link_speed`. On a fast LAN
+//! the link outruns zstd and arrays go raw; on a slow link they are compressed. The link's speed
+//! shows in how long sends block once ZeroMQ's queue is full: a send that does not block means
+//! the link keeps up, and compressing would only slow the producer. (On a local link, loopback
+//! or ipc, sends that block mean a busy receiver, not a slow link: there the publisher sends raw
+//! without asking this; see [`crate::Link`].)
 //!
 //! Pure logic: durations are measured by the caller and passed in.
 

@@ -22,6 +22,23 @@ use crate::wire::codec::encode_buffer;
 use crate::wire::encode::check_names;
 use crate::wire::{ArrayBuffer, Compression, Element, Encoder, Envelope};
 
+/// What the publisher's link is, for the automatic codec ([`Compression::Auto`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Link {
+    /// Local when every endpoint is ([`Endpoint::is_local`]: `ipc://`, `inproc://`, loopback
+    /// `tcp://`), a network otherwise.
+    #[default]
+    Detect,
+    /// This machine only: bytes move at memory speed, so compression never pays and
+    /// [`Compression::Auto`] sends raw without measuring anything. (Sends that block here mean
+    /// a busy receiver, and compressing would only give it decompression to do.)
+    Local,
+    /// A network, also behind a local port that forwards to one (an SSH tunnel):
+    /// [`Compression::Auto`] weighs the link's speed against the compressor's
+    /// (see [`crate::pacing`]).
+    Network,
+}
+
 /// What `send` does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FullPolicy {
@@ -90,6 +107,7 @@ pub struct PublisherBuilder {
     on_full: FullPolicy,
     options: SocketOptions,
     context: Option<zmq::Context>,
+    link: Link,
 }
 
 impl Default for PublisherBuilder {
@@ -103,6 +121,7 @@ impl Default for PublisherBuilder {
             on_full: FullPolicy::Block,
             options: SocketOptions::default(),
             context: None,
+            link: Link::Detect,
         }
     }
 }
@@ -158,6 +177,13 @@ impl PublisherBuilder {
         self
     }
 
+    /// What the link is, for the automatic codec. Default: [`Link::Detect`] (from the
+    /// endpoints).
+    pub fn link(mut self, link: Link) -> Self {
+        self.link = link;
+        self
+    }
+
     /// Shares a ZeroMQ context (needed for `inproc://` endpoints). Default: a new context.
     pub fn context(mut self, context: zmq::Context) -> Self {
         self.context = Some(context);
@@ -174,6 +200,13 @@ impl PublisherBuilder {
             }));
         }
         self.compression.validate()?;
+        let local_link = match self.link {
+            Link::Detect => {
+                !self.endpoints.is_empty() && self.endpoints.iter().all(Endpoint::is_local)
+            }
+            Link::Local => true,
+            Link::Network => false,
+        };
         let context = self.context.unwrap_or_default();
         let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
         let shared = Arc::new(Shared {
@@ -199,6 +232,7 @@ impl PublisherBuilder {
             session,
             seq: 0,
             compression: self.compression,
+            local_link,
             pacing: Pacing::default(),
             untimed_bytes: TIME_SENDS_EVERY_BYTES,
             linger: self.options.linger,
@@ -518,6 +552,8 @@ struct SendLoop {
     session: String,
     seq: u64,
     compression: Compression,
+    /// The link is local ([`Link`]): the automatic codec sends raw without measuring.
+    local_link: bool,
     pacing: Pacing,
     /// Bytes sent since the last send that was timed for `pacing`.
     untimed_bytes: u64,
@@ -583,8 +619,9 @@ impl SendLoop {
             attrs: queued.attrs,
         };
         let policy = self.choose_compression(&queued.arrays);
-        // Only the automatic mode measures the codec and the link (clock reads cost per message).
-        let paced = matches!(self.compression, Compression::Auto { .. });
+        // Only the automatic mode on a network measures the codec and the link (clock reads cost
+        // per message).
+        let paced = matches!(self.compression, Compression::Auto { .. }) && !self.local_link;
         let encode_started = (paced && policy != Compression::Raw).then(Instant::now);
         let arrays = queued
             .arrays
@@ -669,6 +706,9 @@ impl SendLoop {
         let Compression::Auto { level, shuffle, .. } = self.compression else {
             return self.compression;
         };
+        if self.local_link {
+            return Compression::Raw;
+        }
         let raw_bytes = arrays.iter().map(|(_, a)| a.data().len() as u64).sum();
         if self.pacing.wants_sample(raw_bytes) {
             self.measure_sample(arrays, Compression::Zstd { level, shuffle });

@@ -69,6 +69,35 @@ impl Endpoint {
             Endpoint::Bind(a) | Endpoint::Connect(a) => a,
         }
     }
+
+    /// True when the address can only reach this machine: `ipc://`, `inproc://`, or `tcp://` to
+    /// or on a loopback address (`127.*`, `localhost`, `[::1]`). Bytes then move at memory
+    /// speed, not at a network's.
+    ///
+    /// ```
+    /// use ndbridge::transport::Endpoint;
+    ///
+    /// assert!(Endpoint::connect("tcp://127.0.0.1:5555").is_local());
+    /// assert!(Endpoint::bind("tcp://localhost:*").is_local());
+    /// assert!(Endpoint::connect("tcp://[::1]:5555").is_local());
+    /// assert!(Endpoint::connect("ipc:///tmp/ndbridge.sock").is_local());
+    /// assert!(!Endpoint::connect("tcp://head-node:5555").is_local());
+    /// assert!(!Endpoint::bind("tcp://0.0.0.0:5555").is_local());
+    /// assert!(!Endpoint::connect("tcp://eth0;10.0.0.2:5555").is_local());
+    /// ```
+    pub fn is_local(&self) -> bool {
+        let addr = self.addr();
+        if addr.starts_with("ipc://") || addr.starts_with("inproc://") {
+            return true;
+        }
+        let Some(rest) = addr.strip_prefix("tcp://") else {
+            return false;
+        };
+        // `tcp://[source;]host:port`: the host is after any source and before the last colon.
+        let target = rest.rsplit(';').next().unwrap_or(rest);
+        let host = target.rsplit_once(':').map_or(target, |(host, _port)| host);
+        host == "localhost" || host == "[::1]" || host.starts_with("127.")
+    }
 }
 
 impl fmt::Display for Endpoint {

@@ -1,5 +1,6 @@
-//! The publisher's automatic codec on real sockets: raw while the receiver keeps up, zstd once
-//! the receiver (standing in for a slow link) makes sends block.
+//! The publisher's automatic codec on real sockets. On a network link: raw while the receiver
+//! keeps up, zstd once the receiver (standing in for a slow link) makes sends block. On a local
+//! link: always raw.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,11 @@ use ndarray::Array1;
 use ndbridge::collector::Collector;
 use ndbridge::transport::SocketOptions;
 use ndbridge::wire::Codec;
-use ndbridge::{Compression, Publisher};
+use ndbridge::{Compression, Link, Publisher};
 
-fn run(delay: Duration, messages: usize) -> Vec<Codec> {
+/// The codec of each of `messages` records sent over loopback, told to be `link`, to a receiver
+/// that takes `delay` per record.
+fn run(delay: Duration, messages: usize, link: Link) -> Vec<Codec> {
     // Takes `delay` per record and notes each record's codec.
     let sink = Arc::new(NotingSink::new(delay, |message| {
         message.record.arrays[0].meta().codec
@@ -34,6 +37,7 @@ fn run(delay: Duration, messages: usize) -> Vec<Codec> {
     let publisher = Publisher::builder()
         .connect(collector.endpoint())
         .compression(Compression::auto())
+        .link(link)
         .queue_bytes(4 << 20)
         .socket_options(small_queues)
         .build()
@@ -52,7 +56,7 @@ fn run(delay: Duration, messages: usize) -> Vec<Codec> {
 
 #[test]
 fn fast_receiver_gets_raw_arrays() {
-    let codecs = run(Duration::ZERO, 30);
+    let codecs = run(Duration::ZERO, 30, Link::Network);
     assert!(
         codecs.iter().all(|&c| c == Codec::Raw),
         "a receiver that keeps up must get raw arrays: {codecs:?}"
@@ -64,7 +68,7 @@ fn slow_receiver_gets_compressed_arrays() {
     // 1 MB per 100 ms is 10 MB/s: far slower than zstd saves time at, even in a debug build on
     // a busy machine. The first messages fill the socket buffers without blocking, so the
     // publisher learns the link's speed only then.
-    let codecs = run(Duration::from_millis(100), 60);
+    let codecs = run(Duration::from_millis(100), 60, Link::Network);
     assert_eq!(
         codecs.first(),
         Some(&Codec::Raw),
@@ -75,5 +79,16 @@ fn slow_receiver_gets_compressed_arrays() {
     assert!(
         compressed >= 18,
         "once sends block, arrays must go compressed: {compressed} of the last 20 ({codecs:?})"
+    );
+}
+
+#[test]
+fn a_local_link_gets_raw_arrays_even_from_a_slow_receiver() {
+    // Loopback is detected as local: sends that block mean a busy receiver, and compressing
+    // would only add decompression to its work.
+    let codecs = run(Duration::from_millis(20), 40, Link::Detect);
+    assert!(
+        codecs.iter().all(|&c| c == Codec::Raw),
+        "a local link must get raw arrays: {codecs:?}"
     );
 }

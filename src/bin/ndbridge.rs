@@ -11,7 +11,7 @@ use ndbridge::collector::{Collector, DiskSink, ForwardSink, Shutdown, StatsSnaps
 use ndbridge::demo::{DemoConfig, DemoReport};
 use ndbridge::transport::{self, Endpoint, SocketKind, SocketOptions};
 use ndbridge::wire::{decode, Limits};
-use ndbridge::{ArrayBuffer, Compression, Publisher};
+use ndbridge::{ArrayBuffer, Compression, Link, Publisher};
 
 /// Move numpy / ndarray arrays between processes over ZeroMQ: fast, compressed when that pays,
 /// never pickled.
@@ -89,8 +89,8 @@ enum CodecArg {
     Raw,
     /// Always zstd.
     Zstd,
-    /// zstd once the link is slower than compressing would make up for (sends block), kept
-    /// when it saves at least 10%; raw otherwise (on loopback or a fast LAN: raw).
+    /// Raw on a local link (loopback, ipc); on a network, zstd once the link is slower than
+    /// compressing would make up for (sends block), kept when it saves at least 10%.
     Auto,
 }
 
@@ -145,6 +145,28 @@ struct SendArgs {
     timeout: f64,
     #[command(flatten)]
     codec: CodecArgs,
+    /// The link, for --codec auto: detect (local for loopback and ipc endpoints), local (always
+    /// raw), or network (weigh the link against the compressor; e.g. a local port that is an
+    /// SSH tunnel to another machine).
+    #[arg(long, value_enum, default_value = "detect")]
+    link: LinkArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LinkArg {
+    Detect,
+    Local,
+    Network,
+}
+
+impl From<LinkArg> for Link {
+    fn from(link: LinkArg) -> Link {
+        match link {
+            LinkArg::Detect => Link::Detect,
+            LinkArg::Local => Link::Local,
+            LinkArg::Network => Link::Network,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -338,7 +360,8 @@ fn print_summary(summary: &Summary) {
 fn send(args: SendArgs) -> Result<()> {
     let mut builder = Publisher::builder()
         .connect(&args.to)
-        .compression(args.codec.compression());
+        .compression(args.codec.compression())
+        .link(args.link.into());
     if let Some(source) = &args.source {
         builder = builder.source(source);
     }

@@ -36,8 +36,9 @@ pub enum Compression {
     },
     /// Compress like `Zstd`, but send raw whenever the compressed frame is larger than
     /// `max_ratio` times the raw size: the data decides. A [`Publisher`](crate::Publisher)
-    /// also sends raw while its link drains bytes faster than compression would save time
-    /// (loopback, a fast LAN): see [`crate::pacing`].
+    /// also sends raw on a local link (loopback, ipc: see [`Link`](crate::Link)) and while a
+    /// network link drains bytes faster than compression would save time (a fast LAN): see
+    /// [`crate::pacing`].
     Auto {
         /// zstd level.
         level: i32,
@@ -65,8 +66,8 @@ impl Compression {
     }
 
     /// Automatic: shuffle + zstd level 1, kept when it saves at least 10%. A
-    /// [`Publisher`](crate::Publisher) also sends raw while its link keeps up (see
-    /// [`Compression::Auto`]).
+    /// [`Publisher`](crate::Publisher) also sends raw on a local link and while its link keeps
+    /// up (see [`Compression::Auto`]).
     pub fn auto() -> Compression {
         Compression::Auto {
             level: 1,
