@@ -62,7 +62,8 @@ struct RunArgs {
     /// also bare libzmq writing each payload to its own file.
     #[arg(long)]
     baseline: bool,
-    /// Repeats per case; the table reports the median and min-max.
+    /// Repeats per case, in rounds: each round runs every variant of a case (bare libzmq, each
+    /// codec, with and without disk) once. The table reports the median and min-max.
     #[arg(long, default_value_t = 1)]
     repeats: usize,
     /// Where disk cases write: each case in a new directory of its own below this one,
@@ -711,30 +712,31 @@ fn run_all(args: &RunArgs) -> Result<()> {
     for &transport in &args.transport {
         for &size in &args.sizes {
             for &publishers in &args.publishers {
+                // Every variant of this case (bare libzmq, each codec, with and without disk)
+                // runs once per round, so that the machine's slow spells fall on all of them.
+                let mut variants: Vec<(&'static str, &str, bool)> = Vec::new();
                 if args.baseline {
-                    for &disk in &disk_modes {
-                        let runs = (0..args.repeats)
-                            .map(|_| run_case(args, transport, publishers, size, "raw", disk, true))
-                            .collect::<Result<Vec<_>>>()?;
-                        let row =
-                            summarize("libzmq", (transport, publishers, size, "raw", disk), &runs);
-                        emit(args, &row)?;
-                    }
+                    variants.extend(disk_modes.iter().map(|&disk| ("libzmq", "raw", disk)));
                 }
                 for codec in &args.codecs {
-                    for &disk in &disk_modes {
-                        let runs = (0..args.repeats)
-                            .map(|_| {
-                                run_case(args, transport, publishers, size, codec, disk, false)
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        let row = summarize(
-                            "ndbridge",
-                            (transport, publishers, size, codec, disk),
-                            &runs,
-                        );
-                        emit(args, &row)?;
+                    variants.extend(
+                        disk_modes
+                            .iter()
+                            .map(|&disk| ("ndbridge", codec.as_str(), disk)),
+                    );
+                }
+                let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); variants.len()];
+                for _ in 0..args.repeats {
+                    for (&(mode, codec, disk), runs) in variants.iter().zip(&mut runs) {
+                        let bare = mode == "libzmq";
+                        runs.push(run_case(
+                            args, transport, publishers, size, codec, disk, bare,
+                        )?);
                     }
+                }
+                for (&(mode, codec, disk), runs) in variants.iter().zip(&runs) {
+                    let row = summarize(mode, (transport, publishers, size, codec, disk), runs);
+                    emit(args, &row)?;
                 }
             }
         }
