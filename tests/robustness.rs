@@ -11,22 +11,12 @@ use common::wait_until;
 
 use ndarray::Array1;
 use ndbridge::collector::{Collector, Received, Sink, SinkError};
-use ndbridge::wire::{encode, ArrayBuffer, Compression, Envelope, Limits};
+use ndbridge::wire::{ArrayBuffer, Limits};
 
-/// Frames of a valid one-array message.
+/// Frames of a valid one-array message: 16 float64 equal to `seq`.
 fn message(name: &str, source: &str, session: &str, seq: u64) -> Vec<bytes::Bytes> {
-    let envelope = Envelope {
-        name: name.into(),
-        source: source.into(),
-        session: session.into(),
-        seq,
-        time: 0.0,
-        attrs: None,
-    };
     let array = ArrayBuffer::from_owned(Array1::from(vec![seq as f64; 16]));
-    encode(envelope, vec![(name.into(), array)], Compression::Raw)
-        .unwrap()
-        .frames
+    common::one_array_message(name, source, session, seq, array)
 }
 
 fn push(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {

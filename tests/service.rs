@@ -1120,29 +1120,20 @@ fn close_keeps_its_timeout_when_no_collector_ever_appears() {
     }
 }
 
-/// A decoded record of source `twin`, name `x`: ten elements equal to `value`.
-fn twin_record(session: &str, seq: u64, value: f64) -> Received {
-    use ndbridge::wire::{decode, encode, Envelope, Limits};
-    let envelope = Envelope {
-        name: "x".into(),
-        source: "twin".into(),
-        session: session.into(),
-        seq,
-        time: 0.0,
-        attrs: None,
-    };
-    let a = Array1::from_elem(10, value);
-    let message = encode(
-        envelope,
-        vec![("x".to_owned(), ArrayBuffer::from_owned(a))],
-        Compression::Raw,
-    )
-    .unwrap();
+/// A decoded record of one array named like the record, as a sink receives it.
+fn received(name: &str, source: &str, session: &str, seq: u64, array: ArrayBuffer) -> Received {
+    let frames = common::one_array_message(name, source, session, seq, array);
     Received {
-        record: decode(&message.frames, &Limits::default()).unwrap(),
-        frames: message.frames,
+        record: ndbridge::wire::decode(&frames, &ndbridge::wire::Limits::default()).unwrap(),
+        frames,
         received_at: std::time::SystemTime::now(),
     }
+}
+
+/// A decoded record of source `twin`, name `x`: ten elements equal to `value`.
+fn twin_record(session: &str, seq: u64, value: f64) -> Received {
+    let a = ArrayBuffer::from_owned(Array1::from_elem(10, value));
+    received("x", "twin", session, seq, a)
 }
 
 /// Every manifest line names its own file, every file has a line, and each file holds the
@@ -1288,7 +1279,6 @@ fn cheap_records_stay_on_the_receiver_and_slow_ones_go_to_the_workers() {
 #[test]
 fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
     use ndbridge::collector::ForwardSink;
-    use ndbridge::wire::{decode, encode, Envelope, Limits};
     let _watchdog = watchdog("forward limit", Duration::from_secs(60));
     const LIMIT: u64 = 8 << 20;
     let context = zmq::Context::new();
@@ -1301,26 +1291,8 @@ fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
     sub.set_subscribe(b"").unwrap();
     sub.connect(sink.endpoint()).unwrap();
     let record = |seq: u64, len: usize| {
-        let envelope = Envelope {
-            name: "big".into(),
-            source: "w".into(),
-            session: "s".into(),
-            seq,
-            time: 0.0,
-            attrs: None,
-        };
-        let a = Array1::<u8>::from_elem(len, seq as u8);
-        let message = encode(
-            envelope,
-            vec![("big".to_owned(), ArrayBuffer::from_owned(a))],
-            Compression::Raw,
-        )
-        .unwrap();
-        Received {
-            record: decode(&message.frames, &Limits::default()).unwrap(),
-            frames: message.frames,
-            received_at: std::time::SystemTime::now(),
-        }
+        let a = ArrayBuffer::from_owned(Array1::<u8>::from_elem(len, seq as u8));
+        received("big", "w", "s", seq, a)
     };
     // Forward small records until one arrives: the subscription is live.
     wait_until("a live subscription", Duration::from_secs(20), || {

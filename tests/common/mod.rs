@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: the golden `.frames` file format, logical-order
-//! byte dumps of decoded arrays, waiting for a condition with a timeout, a slow sink that notes
-//! what it sees, and the length of a zstd frame header.
+//! byte dumps of decoded arrays, raw one-array messages, waiting for a condition with a
+//! timeout, a slow sink that notes what it sees, and the length of a zstd frame header.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ndbridge::collector::{Received, Sink, SinkError};
-use ndbridge::wire::{DecodedArray, DynArray};
+use ndbridge::wire::{encode, ArrayBuffer, Compression, DecodedArray, DynArray, Envelope};
 
 /// Reads a `.frames` file: frames, each an 8-byte little-endian length and its bytes.
 pub fn read_frames(path: &Path) -> Vec<Bytes> {
@@ -116,4 +116,25 @@ pub fn zstd_frame_header_len(frame: &[u8]) -> usize {
     };
     let dictionary_id = [0, 1, 2, 4][usize::from(descriptor & 3)];
     5 + usize::from(!single_segment) + dictionary_id + content_size
+}
+
+/// The frames of a raw message of one array named like the record, with time 0.
+pub fn one_array_message(
+    name: &str,
+    source: &str,
+    session: &str,
+    seq: u64,
+    array: ArrayBuffer,
+) -> Vec<Bytes> {
+    let envelope = Envelope {
+        name: name.into(),
+        source: source.into(),
+        session: session.into(),
+        seq,
+        time: 0.0,
+        attrs: None,
+    };
+    encode(envelope, vec![(name.to_owned(), array)], Compression::Raw)
+        .unwrap()
+        .frames
 }
