@@ -1397,3 +1397,61 @@ fn decoded_sizes_are_bounded_like_received_bytes() {
     }
     collector.stop();
 }
+
+/// A message that cannot be decoded (here: a header declaring a compressed array, and no buffer
+/// frame) is refused at once, without waiting for the decode budget that a valid record holds.
+#[test]
+fn a_malformed_message_does_not_wait_for_the_decode_budget() {
+    let _watchdog = watchdog("malformed and budget", Duration::from_secs(60));
+    let sink = Arc::new(NotingSink::new(Duration::from_millis(1500), |_| ()));
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .workers(2)
+        .max_inflight_bytes(1 << 20)
+        .inline_cost(Duration::ZERO)
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    let ctx = zmq::Context::new();
+    let push = ctx.socket(zmq::PUSH).unwrap();
+    push.set_linger(1000).unwrap();
+    push.connect(collector.endpoint()).unwrap();
+    // Decodes to 768 KiB of the 1 MiB budget, held in the sink for 1.5 s.
+    let envelope = ndbridge::wire::Envelope {
+        name: "zeros".into(),
+        source: "w".into(),
+        session: "s".into(),
+        seq: 0,
+        time: 0.0,
+        attrs: None,
+    };
+    let zeros = ArrayBuffer::from_owned(Array1::<f64>::zeros(96 * 1024));
+    let message = ndbridge::wire::encode(
+        envelope,
+        vec![("zeros".into(), zeros)],
+        Compression::zstd(1),
+    )
+    .unwrap()
+    .frames;
+    push.send_multipart(message.iter().map(|f| f.to_vec()), 0)
+        .unwrap();
+    wait_until(
+        "the first record in the sink",
+        Duration::from_secs(10),
+        || collector.stats().received == 1,
+    );
+    // The same header alone: it declares 768 KiB more, and has no buffer frame.
+    push.send(message[0].to_vec(), 0).unwrap();
+    wait_until(
+        "the malformed message rejected",
+        Duration::from_secs(10),
+        || collector.stats().rejected == 1,
+    );
+    assert_eq!(
+        sink.count(),
+        0,
+        "rejected only once the valid record left the sink"
+    );
+    let summary = collector.stop();
+    assert_eq!(summary.stats.errors["frame_count"], 1);
+}

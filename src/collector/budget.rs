@@ -33,7 +33,7 @@ impl Budget {
     /// else is in flight. Returns the bytes now in use.
     pub(crate) fn acquire(&self, bytes: u64, give_up: impl Fn() -> bool) -> Option<u64> {
         let mut state = self.lock();
-        while state.used > 0 && state.used + bytes > self.cap {
+        while state.used > 0 && state.used.saturating_add(bytes) > self.cap {
             if give_up() {
                 return None;
             }
@@ -45,7 +45,7 @@ impl Budget {
                 .0;
             state.waiting -= 1;
         }
-        state.used += bytes;
+        state.used = state.used.saturating_add(bytes);
         Some(state.used)
     }
 
@@ -57,10 +57,10 @@ impl Budget {
     /// Takes `bytes` if that fits now (or nothing is in flight); `None` otherwise.
     pub(crate) fn try_acquire(&self, bytes: u64) -> Option<u64> {
         let mut state = self.lock();
-        if state.used > 0 && state.used + bytes > self.cap {
+        if state.used > 0 && state.used.saturating_add(bytes) > self.cap {
             return None;
         }
-        state.used += bytes;
+        state.used = state.used.saturating_add(bytes);
         Some(state.used)
     }
 

@@ -79,12 +79,21 @@ impl Pool {
         // is counted as rejected and the thread (possibly the receiver) goes on.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let header = decoder.header(&frames)?;
-            let allocation = header.arrays.iter().fold(0u64, |sum, meta| {
-                sum.saturating_add(decode_allocation(meta))
+            // A message that cannot be decoded is refused before it waits for any budget.
+            Decoder::check_buffers(&header, &frames)?;
+            let (allocation, output) = header.arrays.iter().fold((0u64, 0u64), |(all, out), m| {
+                let bytes = decode_allocation(m);
+                (
+                    all.saturating_add(bytes),
+                    out.saturating_add(bytes.min(m.nbytes)),
+                )
             });
-            // Held until the sinks are done with the record (the end of this function).
-            let permit = Permit::take(&self.decode_budget, allocation);
-            Decoder::buffers(header, &frames).map(|record| (record, permit))
+            let mut permit = Permit::take(&self.decode_budget, allocation);
+            let record = Decoder::buffers(header, &frames)?;
+            // The scratch is free again; the decoded arrays are held until the sinks are done
+            // with the record (the end of this function).
+            permit.shrink_to(output);
+            Ok::<_, crate::wire::DecodeError>((record, permit))
         }));
         let (record, _permit) = match decoded {
             Ok(Ok(decoded)) => decoded,
@@ -172,6 +181,16 @@ impl<'a> Permit<'a> {
             budget.acquire(bytes, || false);
         }
         Permit { budget, bytes }
+    }
+}
+
+impl Permit<'_> {
+    /// Gives back all but `bytes`.
+    fn shrink_to(&mut self, bytes: u64) {
+        if bytes < self.bytes {
+            self.budget.release(self.bytes - bytes);
+            self.bytes = bytes;
+        }
     }
 }
 

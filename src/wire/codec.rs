@@ -252,6 +252,21 @@ pub fn decode_allocation(meta: &ArrayMeta) -> u64 {
     }
 }
 
+/// The checks [`decode_buffer`] makes before it allocates anything: a raw frame's length, a zstd
+/// frame's declared content size and its extent. Cheap (no decompression), so that a receiver can
+/// refuse a malformed message before it weighs what decoding it would take.
+pub fn check_buffer(meta: &ArrayMeta, frame: &[u8]) -> Result<(), DecodeError> {
+    match meta.codec {
+        Codec::Raw if frame.len() as u64 != meta.nbytes => Err(DecodeError::BufferLength {
+            array: meta.name.clone(),
+            expected: meta.nbytes,
+            found: frame.len() as u64,
+        }),
+        Codec::Raw => Ok(()),
+        Codec::Zstd => check_zstd_frame(meta, frame),
+    }
+}
+
 /// Decodes one buffer frame described by `meta` into its `nbytes` decoded bytes.
 ///
 /// A raw, unfiltered frame is returned as is (no copy). A zstd frame must declare a content

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn, ShapeBuilder};
 use num_complex::Complex;
 
-use super::codec::decode_buffer;
+use super::codec::{check_buffer, decode_buffer};
 use super::dtype::{DType, Element, Kind};
 use super::error::{DecodeError, ViewError};
 use super::header::{ArrayMeta, Header, Order};
@@ -125,6 +125,19 @@ impl Decoder {
         self.headers.parse(header_frame)
     }
 
+    /// The checks of [`Decoder::buffers`] that come before any allocation: the frame count,
+    /// raw frames' lengths, zstd frames' declared sizes ([`check_buffer`]). For a caller that
+    /// weighs what decoding will take only for messages that can be decoded.
+    pub fn check_buffers(header: &Header, frames: &[Bytes]) -> Result<(), DecodeError> {
+        let buffers = frames.get(1..).unwrap_or_default();
+        check_frame_count(header, buffers)?;
+        header
+            .arrays
+            .iter()
+            .zip(buffers)
+            .try_for_each(|(meta, frame)| check_buffer(meta, frame))
+    }
+
     /// The second half of [`Decoder::decode`]: checks and decodes the buffer frames of
     /// `frames` against the `header` that [`Decoder::header`] read from it.
     pub fn buffers(header: Header, frames: &[Bytes]) -> Result<Record, DecodeError> {
@@ -133,18 +146,24 @@ impl Decoder {
     }
 }
 
-/// Checks the buffer frames against a parsed header and decodes each.
-fn decode_buffers(
-    header: Header,
-    header_bytes: usize,
-    buffers: &[Bytes],
-) -> Result<Record, DecodeError> {
+/// One buffer frame per array.
+fn check_frame_count(header: &Header, buffers: &[Bytes]) -> Result<(), DecodeError> {
     if buffers.len() != header.arrays.len() {
         return Err(DecodeError::FrameCount {
             expected: header.arrays.len() + 1,
             found: buffers.len() + 1,
         });
     }
+    Ok(())
+}
+
+/// Checks the buffer frames against a parsed header and decodes each.
+fn decode_buffers(
+    header: Header,
+    header_bytes: usize,
+    buffers: &[Bytes],
+) -> Result<Record, DecodeError> {
+    check_frame_count(&header, buffers)?;
     let arrays = header
         .arrays
         .iter()
