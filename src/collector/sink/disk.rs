@@ -126,11 +126,30 @@ impl DiskSink {
         }
     }
 
+    /// Creates a new temporary file in `dir`: `.<seq>.<ext>.tmp-<pid>-<n>`, never one that
+    /// exists (another collector writing to the same directory can have the same process id,
+    /// in another container, and the same count).
+    fn create_temp(&self, dir: &Path, seq: u64, ext: &str) -> Result<(PathBuf, File), SinkError> {
+        loop {
+            let temp = dir.join(format!(
+                ".{seq}.{ext}.tmp-{}-{}",
+                std::process::id(),
+                self.temp_counter.fetch_add(1, Ordering::Relaxed)
+            ));
+            match OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(file) => return Ok((temp, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(&temp)(e)),
+            }
+        }
+    }
+
     /// Moves a finished temporary file to its final name, never replacing a file: the first of
     /// `<seq>.<ext>`, `<seq>.<session>.<ext>`, `<seq>.<session>.1.<ext>`, ... that is free. Each
     /// name is taken with a hard link, which fails if the name exists, so two writers (threads,
-    /// or collectors sharing the directory) can never take the same one. A publisher that resends
-    /// a sequence number thus keeps both files, and the manifest has a line for each.
+    /// or collectors sharing the directory) can never take the same one; on a file system
+    /// without hard links, by a rename once the name is seen free. A publisher that resends a
+    /// sequence number thus keeps both files, and the manifest has a line for each.
     fn place(
         &self,
         temp: &Path,
@@ -149,11 +168,20 @@ impl DiskSink {
             let path = dir.join(name);
             match fs::hard_link(temp, &path) {
                 Ok(()) => {
-                    fs::remove_file(temp)?;
+                    // The file is in place: a temporary name left behind is only clutter.
+                    if let Err(e) = fs::remove_file(temp) {
+                        tracing::warn!("disk sink: cannot remove {}: {e}", temp.display());
+                    }
                     return Ok(path);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
+                Err(_) if !path.exists() => {
+                    // A file system without hard links (FAT, some network mounts): a rename
+                    // after checking the name, which another writer could take in between.
+                    fs::rename(temp, &path)?;
+                    return Ok(path);
+                }
+                Err(_) => continue,
             }
         }
         Err(std::io::Error::new(
@@ -185,14 +213,8 @@ impl Sink for DiskSink {
         let arrays = &message.record.arrays;
         let single = arrays.len() == 1;
         let ext = if single { "npy" } else { "npz" };
-        let temp = dir.join(format!(
-            ".{}.{ext}.tmp-{}-{}",
-            header.seq,
-            std::process::id(),
-            self.temp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
+        let (temp, file) = self.create_temp(&dir, header.seq, ext)?;
         let written = (|| -> std::io::Result<()> {
-            let file = File::create(&temp)?;
             if single {
                 let mut w = BufWriter::with_capacity(1 << 16, file);
                 write_npy(&mut w, &arrays[0])?;
