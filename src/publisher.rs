@@ -315,11 +315,18 @@ struct Counters {
 fn queued_bytes<N: AsRef<str>>(name: &str, arrays: &[(N, ArrayBuffer)]) -> usize {
     const PER_MESSAGE: usize = 176;
     const PER_ARRAY: usize = 80;
+    // Past one array, the list moves to the heap: an entry of about 112 bytes per array.
+    const PER_SPILLED_ARRAY: usize = 128;
     let per_array: usize = arrays
         .iter()
         .map(|(n, a)| a.data().len() + PER_ARRAY + n.as_ref().len() + 8 * a.shape().len())
         .sum();
-    PER_MESSAGE + name.len() + per_array
+    let spilled = if arrays.len() > 1 {
+        PER_SPILLED_ARRAY * arrays.len()
+    } else {
+        0
+    };
+    PER_MESSAGE + name.len() + per_array + spilled
 }
 
 enum Job {
@@ -795,7 +802,7 @@ mod tests {
         ];
         assert_eq!(
             queued_bytes("r", &two),
-            64 + 176 + 1 + (80 + 1 + 16) + (80 + 1 + 8)
+            64 + 176 + 1 + (80 + 1 + 16) + (80 + 1 + 8) + 2 * 128
         );
     }
 

@@ -512,6 +512,15 @@ fn decoded_sizes_that_add_up_past_u64_are_over_the_limit() {
             limit: 1 << 63
         }
     );
+    // Even with no limit at all.
+    let unlimited = limits.max_message_bytes(u64::MAX);
+    assert_eq!(
+        decode(&frames(&four, &buffers), &unlimited).unwrap_err(),
+        DecodeError::MessageTooLarge {
+            total: u64::MAX,
+            limit: u64::MAX
+        }
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ const MAX_SESSIONS_PER_SOURCE: usize = 256;
 
 /// Most sessions followed at once over all sources. A new session of a source that has reached
 /// this makes the source forget its oldest one; a new session of a source that has none is
-/// counted but not followed (`untracked_sessions`). With [`MAX_MISSING_RUNS`] and
+/// counted but not followed (`untracked_messages`). With [`MAX_MISSING_RUNS`] and
 /// [`MAX_KEY`], this bounds what sequence tracking holds, whatever peers send, to some
 /// hundreds of MiB in the worst case: each session at most about 40 KiB of missing runs and
 /// two keys of at most 256 bytes.
@@ -301,10 +301,10 @@ impl Stats {
         }
         // The common case, a source and session seen before: one lookup per map, no allocation.
         if let (Some(s), Some(sessions)) = (
-            inner.sources.get_mut(source),
-            inner.sessions.get_mut(source),
+            inner.sources.get_mut(key_of(source)),
+            inner.sessions.get_mut(key_of(source)),
         ) {
-            if let Some(tracker) = sessions.trackers.get_mut(session) {
+            if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
                 count_message(s, tracker, seq, wire, raw);
                 return;
             }

@@ -199,13 +199,15 @@ fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeE
         .enumerate()
         .map(|(i, entry)| parse_array(i, entry, limits))
         .collect::<Result<Vec<_>, _>>()?;
-    // A sum past u64::MAX is over any limit.
-    let total = total_nbytes(&arrays).unwrap_or(u64::MAX);
-    if total > limits.max_message_bytes {
-        return Err(DecodeError::MessageTooLarge {
-            total,
-            limit: limits.max_message_bytes,
-        });
+    // A sum past u64::MAX is over any limit, u64::MAX included.
+    match total_nbytes(&arrays) {
+        Some(total) if total <= limits.max_message_bytes => {}
+        total => {
+            return Err(DecodeError::MessageTooLarge {
+                total: total.unwrap_or(u64::MAX),
+                limit: limits.max_message_bytes,
+            })
+        }
     }
     for (i, meta) in arrays.iter().enumerate() {
         if arrays[..i].iter().any(|other| other.name == meta.name) {

@@ -299,7 +299,8 @@ impl HeaderCache {
                     self.hits += 1;
                     return Ok(header);
                 }
-                template.misses = template.misses.saturating_add(1);
+                // Wrapping: a count stuck at u32::MAX would never be relearned.
+                template.misses = template.misses.wrapping_add(1);
                 misses = template.misses;
             }
         }
