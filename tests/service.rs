@@ -1318,11 +1318,12 @@ fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
 }
 
 /// A message taken from the socket but left without budget when the drain time runs out at
-/// shutdown is counted (received, and rejected as `shutdown`), not lost from the counts.
+/// shutdown is counted (received, and rejected as `shutdown`), not lost from the counts; the
+/// drain time also bounds a wait for budget that the shutdown interrupts.
 #[test]
 fn a_message_that_cannot_be_drained_in_time_is_counted() {
     let _watchdog = watchdog("drain at shutdown", Duration::from_secs(60));
-    let sink = Arc::new(NotingSink::new(Duration::from_millis(1500), |r| {
+    let sink = Arc::new(NotingSink::new(Duration::from_millis(2500), |r| {
         r.record.header.seq
     }));
     let collector = Collector::builder()
@@ -1346,12 +1347,22 @@ fn a_message_that_cannot_be_drained_in_time_is_counted() {
         Duration::from_secs(10),
         || collector.stats().received >= 1,
     );
+    // The receiver now waits for budget for the second record, until the first leaves the
+    // sink 2.5 s from now; the shutdown gives that wait 1 s.
     std::thread::sleep(Duration::from_millis(200));
+    let stopping = Instant::now();
     let summary = collector.stop();
     let s = &summary.stats;
-    assert_eq!(s.received, 3, "{s:?}");
-    assert_eq!(s.stored + s.rejected, 3, "{s:?}");
+    assert!(s.received >= 2, "{s:?}");
+    assert_eq!(s.stored + s.rejected, s.received, "{s:?}");
+    assert!(s.rejected >= 1, "{s:?}");
     assert_eq!(s.errors.get("shutdown").copied().unwrap_or(0), s.rejected);
+    // Stopped once the first record left the sink, not after every record was stored.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        stopping.elapsed()
+    );
 }
 
 /// What compressed frames decode to counts against the in-flight cap before they are
