@@ -24,8 +24,8 @@ const UNBLOCKED_SECONDS_PER_BYTE: f64 = 1e-11;
 const SAMPLE_EVERY: u64 = 16;
 
 /// Raw bytes sent between two measurements of the compressor, at least: small messages are
-/// sampled rarely, since compressing a small sample costs zstd's setup more than its speed (one
-/// sample per 16 messages of 800 bytes had cost more than the rest of the automatic mode).
+/// sampled rarely, since compressing a small sample measures zstd's setup more than its speed
+/// (a sample per 16 messages of 800 bytes costs more than the rest of the automatic mode).
 const SAMPLE_EVERY_BYTES: u64 = 4 << 20;
 
 /// Tracks link and compressor speed and decides, message by message, whether to compress.

@@ -225,8 +225,8 @@ fn raw(data: &Bytes) -> EncodedBuffer {
 
 /// The bytes [`decode_buffer`] allocates for an array while it decodes it: none for a raw,
 /// unfiltered frame (handed out as it is), `nbytes` for a decompressed or unshuffled buffer,
-/// and another `nbytes` of scratch for a shuffled zstd frame. A 100 KB zstd frame can declare
-/// gigabytes: this is what a receiver weighs before decompressing.
+/// and another `nbytes` of scratch for a shuffled zstd frame. A zstd frame of about 100 KB can
+/// declare gigabytes: this is what a receiver weighs before decompressing.
 ///
 /// ```
 /// use ndbridge::wire::{decode_allocation, Header, Limits};
