@@ -234,7 +234,7 @@ impl PublisherBuilder {
             compression: self.compression,
             local_link,
             pacing: Pacing::default(),
-            untimed_bytes: TIME_SENDS_EVERY_BYTES,
+            untimed_bytes: 0,
             linger: self.options.linger,
             shared: Arc::clone(&shared),
             encoder: Encoder::default(),
@@ -547,9 +547,9 @@ impl Shared {
 }
 
 /// The publisher thread: owns the socket.
-/// In the automatic mode, a send is timed (for [`Pacing`]) once this many bytes have gone out
-/// since the last timed one: every send of a large message, one in about eighty of 800-byte ones
-/// (two clock reads cost a tenth of sending a small message).
+/// In the automatic mode, a send is timed (for [`Pacing`]) when it brings the bytes sent since
+/// the last timed one to this many: every send of a message this large, one in about eighty of
+/// 800-byte ones (two clock reads cost a tenth of sending a small message).
 const TIME_SENDS_EVERY_BYTES: u64 = 64 << 10;
 
 struct SendLoop {
@@ -665,8 +665,11 @@ impl SendLoop {
         } else {
             &message.frames
         };
-        let send_started =
-            (paced && self.untimed_bytes >= TIME_SENDS_EVERY_BYTES).then(Instant::now);
+        // Timed when this message brings the bytes since the last timed send to the threshold:
+        // every message that large, one in about eighty of 800 bytes.
+        let timed =
+            self.untimed_bytes.saturating_add(message.wire_bytes()) >= TIME_SENDS_EVERY_BYTES;
+        let send_started = (paced && timed).then(Instant::now);
         loop {
             match transport::send_message(&mut self.socket, frames, 0) {
                 Ok(()) => break,
