@@ -14,7 +14,7 @@ use super::receiver::Incoming;
 use super::sink::{Received, Sink};
 use super::stats::Stats;
 use crate::transport;
-use crate::wire::{decode_allocation, Decoder, Limits};
+use crate::wire::{decode_allocation, DecodeAllocation, Decoder, Limits};
 
 /// Everything a decode worker needs, shared by all of them.
 pub(crate) struct Pool {
@@ -81,18 +81,16 @@ impl Pool {
             let header = decoder.header(&frames)?;
             // A message that cannot be decoded is refused before it waits for any budget.
             Decoder::check_buffers(&header, &frames)?;
-            let (allocation, output) = header.arrays.iter().fold((0u64, 0u64), |(all, out), m| {
-                let bytes = decode_allocation(m);
-                (
-                    all.saturating_add(bytes),
-                    out.saturating_add(bytes.min(m.nbytes)),
-                )
-            });
-            let mut permit = Permit::take(&self.decode_budget, allocation);
+            let allocation = header
+                .arrays
+                .iter()
+                .map(decode_allocation)
+                .fold(DecodeAllocation::default(), |sum, a| sum + a);
+            let mut permit = Permit::take(&self.decode_budget, allocation.total());
             let record = Decoder::buffers(header, &frames)?;
             // The scratch is free again; the decoded arrays are held until the sinks are done
             // with the record (the end of this function).
-            permit.shrink_to(output);
+            permit.shrink_to(allocation.output);
             Ok::<_, crate::wire::DecodeError>((record, permit))
         }));
         let (record, _permit) = match decoded {
@@ -182,9 +180,7 @@ impl<'a> Permit<'a> {
         }
         Permit { budget, bytes }
     }
-}
 
-impl Permit<'_> {
     /// Gives back all but `bytes`.
     fn shrink_to(&mut self, bytes: u64) {
         if bytes < self.bytes {

@@ -223,10 +223,38 @@ fn raw(data: &Bytes) -> EncodedBuffer {
     }
 }
 
-/// The bytes [`decode_buffer`] allocates for an array while it decodes it: none for a raw,
-/// unfiltered frame (handed out as it is), `nbytes` for a decompressed or unshuffled buffer,
-/// and another `nbytes` of scratch for a shuffled zstd frame. A zstd frame of about 100 KB can
-/// declare gigabytes: this is what a receiver weighs before decompressing.
+/// What [`decode_buffer`] allocates for an array: the buffer it hands out (none for a raw,
+/// unfiltered frame, handed out as it is; `nbytes` for a decompressed or unshuffled one) and,
+/// while it decodes only, scratch (`nbytes` more for a shuffled zstd frame). A zstd frame of
+/// about 100 KB can declare gigabytes: this is what a receiver weighs before decompressing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeAllocation {
+    /// Bytes of the decoded buffer, held as long as the array is.
+    pub output: u64,
+    /// Bytes used while decoding only.
+    pub scratch: u64,
+}
+
+impl DecodeAllocation {
+    /// Output and scratch together: the most held at once.
+    pub fn total(self) -> u64 {
+        self.output.saturating_add(self.scratch)
+    }
+}
+
+impl std::ops::Add for DecodeAllocation {
+    type Output = DecodeAllocation;
+
+    /// Saturating: sizes come from the network.
+    fn add(self, other: DecodeAllocation) -> DecodeAllocation {
+        DecodeAllocation {
+            output: self.output.saturating_add(other.output),
+            scratch: self.scratch.saturating_add(other.scratch),
+        }
+    }
+}
+
+/// What decoding the array `meta` describes allocates (see [`DecodeAllocation`]).
 ///
 /// ```
 /// use ndbridge::wire::{decode_allocation, Header, Limits};
@@ -237,19 +265,25 @@ fn raw(data: &Bytes) -> EncodedBuffer {
 ///     {"name":"c","dtype":"<f8","shape":[1000],"order":"C","codec":"zstd",
 ///      "filters":["shuffle"],"nbytes":8000}]}"#;
 /// let header = Header::parse(json, &Limits::default())?;
-/// let bytes: Vec<u64> = header.arrays.iter().map(decode_allocation).collect();
-/// assert_eq!(bytes, [0, 8000, 16000]);
+/// let bytes: Vec<(u64, u64)> = header
+///     .arrays
+///     .iter()
+///     .map(|meta| decode_allocation(meta))
+///     .map(|a| (a.output, a.scratch))
+///     .collect();
+/// assert_eq!(bytes, [(0, 0), (8000, 0), (8000, 8000)]);
 /// # Ok::<(), ndbridge::wire::DecodeError>(())
 /// ```
-pub fn decode_allocation(meta: &ArrayMeta) -> u64 {
-    match meta.codec {
-        Codec::Raw if meta.is_shuffled() => meta.nbytes,
-        Codec::Raw => 0,
+pub fn decode_allocation(meta: &ArrayMeta) -> DecodeAllocation {
+    let (output, scratch) = match meta.codec {
+        Codec::Raw if meta.is_shuffled() => (meta.nbytes, 0),
+        Codec::Raw => (0, 0),
         Codec::Zstd if meta.is_shuffled() && meta.dtype.itemsize() > 1 => {
-            meta.nbytes.saturating_mul(2)
+            (meta.nbytes, meta.nbytes)
         }
-        Codec::Zstd => meta.nbytes,
-    }
+        Codec::Zstd => (meta.nbytes, 0),
+    };
+    DecodeAllocation { output, scratch }
 }
 
 /// The checks [`decode_buffer`] makes before it allocates anything: a raw frame's length, a zstd

@@ -26,7 +26,7 @@ pub mod template;
 mod zstd_blocks;
 mod zstd_streams;
 
-pub use codec::{check_buffer, decode_allocation, Compression};
+pub use codec::{check_buffer, decode_allocation, Compression, DecodeAllocation};
 pub use decode::{decode, DecodedArray, Decoder, DynArray, Record};
 pub use dtype::{ByteOrder, DType, Element, Kind};
 pub use encode::{encode, ArrayBuffer, EncodedMessage, Encoder, Envelope};
