@@ -4,14 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-/// The hasher of the maps looked up once per message. foldhash, seeded per map: the keys come
-/// from the network, and the maps are bounded ([`MAX_SOURCES`], [`MAX_TRACKED_SESSIONS`]).
-type FastHash = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
+
+/// The hasher of the maps looked up once per message. foldhash, seeded per map: the keys come
+/// from the network, and the maps are bounded ([`MAX_SOURCES`], [`MAX_TRACKED_SESSIONS`]).
+type FastHash = foldhash::fast::RandomState;
 
 /// Most runs of missing sequence numbers remembered per session; past this the oldest run is
 /// forgotten (still counted as gaps, but a late arrival can no longer cancel it).
@@ -217,11 +218,21 @@ pub struct Stats {
     inner: Mutex<Inner>,
 }
 
-/// Counts one decoded message of a source and session.
-fn count_message(s: &mut SourceStats, tracker: &mut SeqTracker, seq: u64, wire: u64, raw: u64) {
+/// Counts one decoded message of a source and, when it is followed, of its session.
+fn count_message(
+    s: &mut SourceStats,
+    tracker: Option<&mut SeqTracker>,
+    seq: u64,
+    wire: u64,
+    raw: u64,
+) {
     s.messages += 1;
     s.wire_bytes += wire;
     s.raw_bytes += raw;
+    let Some(tracker) = tracker else {
+        s.untracked_messages += 1;
+        return;
+    };
     let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
     tracker.observe(seq);
     let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
@@ -300,12 +311,13 @@ impl Stats {
             inner.stored += 1;
         }
         // The common case, a source and session seen before: one lookup per map, no allocation.
+        let source_key = key_of(source);
         if let (Some(s), Some(sessions)) = (
-            inner.sources.get_mut(key_of(source)),
-            inner.sessions.get_mut(key_of(source)),
+            inner.sources.get_mut(source_key),
+            inner.sessions.get_mut(source_key),
         ) {
             if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
-                count_message(s, tracker, seq, wire, raw);
+                count_message(s, Some(tracker), seq, wire, raw);
                 return;
             }
         }
@@ -322,10 +334,7 @@ impl Stats {
                 }
             }
             if inner.tracked >= MAX_TRACKED_SESSIONS {
-                s.untracked_messages += 1;
-                s.messages += 1;
-                s.wire_bytes += wire;
-                s.raw_bytes += raw;
+                count_message(s, None, seq, wire, raw);
                 return;
             }
             s.sessions += 1;
@@ -336,7 +345,7 @@ impl Stats {
             inner.tracked += 1;
         }
         let tracker = sessions.trackers.get_mut(session).expect("inserted above");
-        count_message(s, tracker, seq, wire, raw);
+        count_message(s, Some(tracker), seq, wire, raw);
     }
 
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {
