@@ -1,6 +1,7 @@
 //! Measures the memory behind two bounds that ndbridge documents: what a queued message takes
-//! in a publisher besides its array (what `queue_bytes` counts per message), and what a header
-//! cache takes when a peer fills it with the largest headers it remembers.
+//! in a publisher besides its arrays (what `queue_bytes` counts per message), for one array and
+//! for two, and what a header cache takes when a peer fills it with the largest headers it
+//! remembers.
 //!
 //! `cargo run --release --example memory_bounds` (Linux: reads `VmRSS` from `/proc/self/status`).
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use ndarray::Array1;
 use ndbridge::wire::{HeaderCache, Limits, MAX_TEMPLATE_BYTES};
-use ndbridge::{Compression, Publisher};
+use ndbridge::{ArrayBuffer, Compression, Publisher};
 
 fn resident_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
@@ -38,6 +39,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per_message = (resident_bytes() - before) / messages;
     println!(
         "queued message of one 800-byte array: {per_message} bytes resident, {} besides the array",
+        per_message.saturating_sub(800)
+    );
+    // Two arrays: the list of arrays no longer fits inline.
+    let before = resident_bytes();
+    for _ in 0..messages {
+        let u = ArrayBuffer::from_owned(Array1::<f64>::zeros(50));
+        let v = ArrayBuffer::from_owned(Array1::<f64>::zeros(50));
+        publisher.send_record("state", [("u", u), ("v", v)], None)?;
+    }
+    let per_message = (resident_bytes() - before) / messages;
+    println!(
+        "queued message of two 400-byte arrays: {per_message} bytes resident, {} besides the arrays",
         per_message.saturating_sub(800)
     );
 

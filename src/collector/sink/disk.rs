@@ -1,7 +1,7 @@
 //! The disk sink: each record becomes `<out>/<source>/<name>/<seq>.npy` (one array) or `.npz`
 //! (several), written under a temporary name and moved into place when complete, never replacing
-//! a file, plus one JSON line per record in `<out>/manifest.jsonl`. Names from the network are escaped so that no name can
-//! reach outside `<out>`.
+//! a file, plus one JSON line per record in `<out>/manifest.jsonl`. Names from the network are
+//! escaped so that no name can reach outside `<out>`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
