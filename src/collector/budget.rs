@@ -31,7 +31,7 @@ impl Budget {
     /// Takes `bytes`, waiting while that would exceed the cap, until `give_up` returns true
     /// (then `None`). A message larger than the whole cap is let through alone, when nothing
     /// else is in flight. Returns the bytes now in use.
-    pub(crate) fn acquire(&self, bytes: u64, give_up: impl Fn() -> bool) -> Option<u64> {
+    pub(crate) fn acquire(&self, bytes: u64, mut give_up: impl FnMut() -> bool) -> Option<u64> {
         let mut state = self.lock();
         while state.used > 0 && state.used.saturating_add(bytes) > self.cap {
             if give_up() {

@@ -160,18 +160,14 @@ impl Receiver<'_> {
                         }
                         // While draining the workers are still running, so waiting is bounded.
                         // A shutdown that comes during the wait starts the drain time.
-                        let deadline = std::cell::Cell::new(drain_until);
+                        let shutdown = &self.shutdown;
                         let give_up = || {
-                            if deadline.get().is_none() && self.shutdown.is_triggered() {
-                                deadline.set(Some(Instant::now() + DRAIN));
+                            if drain_until.is_none() && shutdown.is_triggered() {
+                                drain_until = Some(Instant::now() + DRAIN);
                             }
-                            deadline.get().is_some_and(|until| Instant::now() >= until)
+                            drain_until.is_some_and(|until| Instant::now() >= until)
                         };
-                        let acquired = self.budget.acquire(bytes, give_up);
-                        if drain_until.is_none() {
-                            drain_until = deadline.get();
-                        }
-                        match acquired {
+                        match self.budget.acquire(bytes, give_up) {
                             Some(in_use) => in_use,
                             None => {
                                 // The drain time is up with the budget still full: this
