@@ -79,13 +79,15 @@ impl Pool {
         // is counted as rejected and the thread (possibly the receiver) goes on.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let header = decoder.header(&frames)?;
-            // A message that cannot be decoded is refused before it waits for any budget.
-            Decoder::check_buffers(&header, &frames)?;
             let allocation = header
                 .arrays
                 .iter()
                 .map(decode_allocation)
                 .fold(DecodeAllocation::default(), |sum, a| sum + a);
+            if allocation.total() > 0 {
+                // A message that cannot be decoded is refused before it waits for budget.
+                Decoder::check_buffers(&header, &frames)?;
+            }
             let mut permit = Permit::take(&self.decode_budget, allocation.total());
             let record = Decoder::buffers(header, &frames)?;
             // The scratch is free again; the decoded arrays are held until the sinks are done
