@@ -35,6 +35,18 @@ pub enum SinkError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A path the disk sink writes through is not what it must be: a symbolic link or another
+    /// kind of file where a directory is expected, or where the manifest is expected something
+    /// other than a regular file of one link. The sink never follows or writes through it.
+    #[error("{path}: expected {expected}, found {found}; not written through")]
+    UnsafePath {
+        /// The path concerned.
+        path: std::path::PathBuf,
+        /// What the sink needs there, for example "a directory".
+        expected: &'static str,
+        /// What is there, for example "a symbolic link".
+        found: String,
+    },
     /// The sink is full or closed and dropped the record.
     #[error("{0}")]
     Dropped(&'static str),
