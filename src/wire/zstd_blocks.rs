@@ -4,15 +4,26 @@
 //! ([`unshuffle_parts`](super::shuffle::unshuffle_parts)), which saves copying the raw blocks:
 //! zstd stores the noisy low-order byte streams of a numeric field raw, often most of a frame.
 //!
-//! Only the frame header and the 3-byte block headers are read here (RFC 8878, sections 3.1.1.1
-//! and 3.1.1.2); every compressed block goes to zstd's own block decoder, with the history the
-//! format defines. Anything this path does not take (a checksum to verify, a dictionary, a match
-//! reaching further back than the previous block's piece, a malformed frame) returns `None`, and
-//! the caller decompresses the frame as a whole, which also reports what is wrong.
+//! Only the frame header ([`layout`]) and the 3-byte block headers are read here (RFC 8878,
+//! sections 3.1.1.1 and 3.1.1.2); every compressed block goes to zstd's own block decoder, with
+//! the history the format defines. Anything this path does not take (a checksum to verify, a
+//! dictionary, an empty block, a block larger than the frame's block maximum, a match reaching
+//! further back than the previous block's piece, a malformed frame) returns `None`, and the caller
+//! decompresses the frame as a whole with zstd's reference decoder, which also reports what is
+//! wrong. `tests/zstd_block_frames.rs` and the fuzz target `block_frames` check that both paths
+//! give the reference decoder's bytes on frames built block by block.
+//!
+//! Memory safety rests on zstd's history tracking seeing every block: each call names where the
+//! block's bytes are, and a block not directly after the previous one makes the previous run the
+//! only history behind it. An empty range would not (zstd skips its continuity check for empty
+//! ranges but still moves its record of the previous output's end, after which the next block
+//! would be taken as following bytes of another buffer), so no empty range is ever given.
 
 use std::cell::RefCell;
 use std::ops::Range;
 use std::ptr::NonNull;
+
+use super::zstd_frame::{layout, BLOCK_MAX};
 
 /// Where one block of the decoded buffer is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +43,6 @@ impl Piece {
         }
     }
 }
-
-const MAGIC: u32 = 0xFD2F_B528;
-
-/// The largest block, compressed or decoded (RFC 8878, `Block_Maximum_Size`).
-const BLOCK_MAX: usize = 128 << 10;
 
 /// The largest window this path accepts: zstd's default limit for decoders (`1 << 27`).
 const WINDOW_MAX: u64 = 1 << 27;
@@ -62,32 +68,16 @@ thread_local! {
     static DECODER: RefCell<Option<BlockDecoder>> = const { RefCell::new(None) };
 }
 
-/// The frame header's length and whether this path can take the frame.
-fn frame_header_len(frame: &[u8]) -> Option<usize> {
-    let magic = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?);
-    let descriptor = *frame.get(4)?;
-    let single_segment = descriptor & 0x20 != 0;
-    let reserved = descriptor & 0x08 != 0;
-    let checksum = descriptor & 0x04 != 0;
-    let dictionary = descriptor & 0x03 != 0;
-    if magic != MAGIC || reserved || checksum || dictionary {
+/// Where the frame's blocks start and the frame's block maximum (its window, at most 128 KiB),
+/// if this path can take the frame: no checksum to verify, no dictionary, a window zstd's own
+/// decoder accepts by default.
+fn frame_blocks(frame: &[u8]) -> Option<(usize, usize)> {
+    let layout = layout(frame).ok()?;
+    if layout.checksum || layout.dictionary || layout.window > WINDOW_MAX {
         return None;
     }
-    if !single_segment {
-        let window = *frame.get(5)?;
-        let log = 10 + u32::from(window >> 3);
-        let base = 1u64 << log;
-        if base + (base / 8) * u64::from(window & 7) > WINDOW_MAX {
-            return None;
-        }
-    }
-    let content_size = match descriptor >> 6 {
-        0 => usize::from(single_segment),
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    Some(5 + usize::from(!single_segment) + content_size)
+    let block_max = usize::try_from(layout.window.min(BLOCK_MAX)).ok()?;
+    Some((layout.header_len, block_max))
 }
 
 /// Decodes `frame`, one complete zstd frame of exactly `scratch.len()` decoded bytes, into
@@ -95,7 +85,7 @@ fn frame_header_len(frame: &[u8]) -> Option<usize> {
 /// their offsets. The pieces in order are the decoded buffer. `None`: decode the frame as a
 /// whole instead (see the module documentation).
 pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<Piece>> {
-    let mut pos = frame_header_len(frame)?;
+    let (mut pos, block_max) = frame_blocks(frame)?;
     DECODER.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -120,11 +110,18 @@ pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<P
             pos += 3;
             let last = header & 1 != 0;
             let size = (header >> 3) as usize;
+            // An empty block takes no part here: zstd's continuity check skips empty ranges
+            // yet still moves its record of where the previous output ended, so after one the
+            // next block could be taken as following history in another buffer. The whole-frame
+            // decoder takes such frames.
+            if size == 0 || at == out_len {
+                return None;
+            }
             let decoded = match (header >> 1) & 3 {
                 // Raw: the next `size` bytes of the frame are the block.
                 0 => {
                     let block = frame.get(pos..pos + size)?;
-                    if size > BLOCK_MAX || at + size > out_len {
+                    if size > block_max || at + size > out_len {
                         return None;
                     }
                     // SAFETY: `block` lies in `frame`, which outlives this call; zstd records it
@@ -139,7 +136,7 @@ pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<P
                 // RLE: one byte, repeated `size` times.
                 1 => {
                     let byte = *frame.get(pos)?;
-                    if size > BLOCK_MAX || at + size > out_len {
+                    if size > block_max || at + size > out_len {
                         return None;
                     }
                     // SAFETY: `at + size <= out_len`, so the range is inside `scratch`, and it
@@ -155,10 +152,12 @@ pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<P
                 // Compressed: zstd decodes it into the scratch buffer at its offset.
                 2 => {
                     let block = frame.get(pos..pos + size)?;
-                    if size > BLOCK_MAX {
+                    if size > block_max {
                         return None;
                     }
-                    let capacity = (out_len - at).min(BLOCK_MAX);
+                    // No more than the block maximum: zstd's whole-frame decoder refuses some
+                    // blocks that decode past it, so such frames are left to that decoder.
+                    let capacity = (out_len - at).min(block_max);
                     // SAFETY: zstd writes at most `capacity` bytes at `out + at`, inside
                     // `scratch`, and reads `block` (inside `frame`) and history from earlier
                     // blocks of this call, all still alive. A match reaching beyond the history
@@ -173,7 +172,7 @@ pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<P
                         )
                     };
                     // SAFETY: a pure function of the code.
-                    if unsafe { zstd_sys::ZSTD_isError(written) } != 0 {
+                    if unsafe { zstd_sys::ZSTD_isError(written) } != 0 || written == 0 {
                         return None;
                     }
                     pieces.push(Piece::Scratch(at..at + written));
@@ -238,8 +237,8 @@ mod tests {
     fn a_match_two_raw_blocks_back_is_left_to_the_whole_frame_decoder() {
         // Random A, random B (both stored raw), then A again: the third block is a match
         // 256 KiB back, into a raw block that is not the one just before it.
-        let a = random_bytes(BLOCK_MAX, 1);
-        let b = random_bytes(BLOCK_MAX, 2);
+        let a = random_bytes(BLOCK_MAX as usize, 1);
+        let b = random_bytes(BLOCK_MAX as usize, 2);
         let data = [a.as_slice(), &b, &a].concat();
         let frame = zstd::bulk::compress(&data, 3).unwrap();
         let mut scratch = vec![0; data.len()];

@@ -3,6 +3,8 @@
 //! timeout, a slow sink that notes what it sees, and the length of a zstd frame header.
 #![allow(dead_code)]
 
+pub mod block_frames;
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
