@@ -98,7 +98,7 @@ fn check(data: &[u8], itemsize: usize, level: i32) -> Vec<u8> {
         filters: vec![Filter::Shuffle],
         nbytes: data.len() as u64,
     };
-    let decoded = decode_buffer(&meta, &encoded.frame).unwrap();
+    let decoded = decode_buffer(&meta, &encoded.frame, &Default::default()).unwrap();
     assert!(
         decoded[..] == *data,
         "ndbridge decodes the frame to the array"

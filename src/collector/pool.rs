@@ -86,10 +86,10 @@ impl Pool {
                 .fold(DecodeAllocation::default(), |sum, a| sum + a);
             if allocation.total() > 0 {
                 // A message that cannot be decoded is refused before it waits for budget.
-                Decoder::check_buffers(&header, &frames)?;
+                decoder.check_buffers(&header, &frames)?;
             }
             let mut permit = Permit::take(&self.decode_budget, allocation.total());
-            let record = Decoder::buffers(header, &frames)?;
+            let record = decoder.buffers(header, &frames)?;
             // The scratch is free again; the decoded arrays are held until the sinks are done
             // with the record (the end of this function).
             permit.shrink_to(allocation.output);

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use super::buffer::AlignedBuf;
 use super::error::{DecodeError, EncodeError};
 use super::header::{ArrayMeta, Codec, Filter};
+use super::limits::{Limits, EXPANSION_FREE_BYTES};
 use super::shuffle::{shuffle, unshuffle, unshuffle_parts};
 use super::zstd_blocks::decode_in_pieces;
-use super::zstd_streams;
+use super::{zstd_frame, zstd_streams};
 
 /// How a sender encodes array buffers.
 ///
@@ -289,7 +290,7 @@ pub fn decode_allocation(meta: &ArrayMeta) -> DecodeAllocation {
 /// The checks [`decode_buffer`] makes before it allocates anything: a raw frame's length, a zstd
 /// frame's declared content size and its extent. Cheap (no decompression), so that a receiver can
 /// refuse a malformed message before it weighs what decoding it would take.
-pub fn check_buffer(meta: &ArrayMeta, frame: &[u8]) -> Result<(), DecodeError> {
+pub fn check_buffer(meta: &ArrayMeta, frame: &[u8], limits: &Limits) -> Result<(), DecodeError> {
     match meta.codec {
         Codec::Raw if frame.len() as u64 != meta.nbytes => Err(DecodeError::BufferLength {
             array: meta.name.clone(),
@@ -297,7 +298,7 @@ pub fn check_buffer(meta: &ArrayMeta, frame: &[u8]) -> Result<(), DecodeError> {
             found: frame.len() as u64,
         }),
         Codec::Raw => Ok(()),
-        Codec::Zstd => check_zstd_frame(meta, frame),
+        Codec::Zstd => check_zstd_frame(meta, frame, limits),
     }
 }
 
@@ -307,7 +308,11 @@ pub fn check_buffer(meta: &ArrayMeta, frame: &[u8]) -> Result<(), DecodeError> {
 /// size equal to `nbytes` and be a single frame filling the buffer; it is decompressed straight
 /// into a new buffer aligned for every element type, so nothing larger than `nbytes` (already
 /// checked against the limits) is ever allocated.
-pub fn decode_buffer(meta: &ArrayMeta, frame: &Bytes) -> Result<Bytes, DecodeError> {
+pub fn decode_buffer(
+    meta: &ArrayMeta,
+    frame: &Bytes,
+    limits: &Limits,
+) -> Result<Bytes, DecodeError> {
     let nbytes = meta.nbytes;
     match meta.codec {
         Codec::Raw => {
@@ -327,7 +332,7 @@ pub fn decode_buffer(meta: &ArrayMeta, frame: &Bytes) -> Result<Bytes, DecodeErr
             }
         }
         Codec::Zstd => {
-            check_zstd_frame(meta, frame)?;
+            check_zstd_frame(meta, frame, limits)?;
             let len = nbytes as usize;
             // Every byte is written below (the decompressed length is checked) before the
             // buffer is handed out.
@@ -355,22 +360,22 @@ pub fn decode_buffer(meta: &ArrayMeta, frame: &Bytes) -> Result<Bytes, DecodeErr
     }
 }
 
-fn check_zstd_frame(meta: &ArrayMeta, frame: &[u8]) -> Result<(), DecodeError> {
+/// Checks a zstd frame's headers against `meta` and `limits` without decompressing: one frame
+/// filling the buffer, declaring `nbytes`, whose blocks can hold that many bytes, within the
+/// expansion limit.
+fn check_zstd_frame(meta: &ArrayMeta, frame: &[u8], limits: &Limits) -> Result<(), DecodeError> {
     let zstd_error = |reason: String| DecodeError::Zstd {
         array: meta.name.clone(),
         reason,
     };
-    let declared = match zstd::zstd_safe::get_frame_content_size(frame) {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            return Err(DecodeError::ZstdContentSize {
-                array: meta.name.clone(),
-                expected: meta.nbytes,
-                found: "not declared".to_owned(),
-            })
-        }
-        Err(_) => return Err(zstd_error("not a zstd frame".to_owned())),
-    };
+    let layout = zstd_frame::layout(frame).map_err(|e| zstd_error(e.to_string()))?;
+    let declared = layout
+        .content_size
+        .ok_or_else(|| DecodeError::ZstdContentSize {
+            array: meta.name.clone(),
+            expected: meta.nbytes,
+            found: "not declared".to_owned(),
+        })?;
     if declared != meta.nbytes {
         return Err(DecodeError::ZstdContentSize {
             array: meta.name.clone(),
@@ -378,14 +383,29 @@ fn check_zstd_frame(meta: &ArrayMeta, frame: &[u8]) -> Result<(), DecodeError> {
             found: declared.to_string(),
         });
     }
-    match zstd::zstd_safe::find_frame_compressed_size(frame) {
-        Ok(size) if size == frame.len() => Ok(()),
-        Ok(size) => Err(zstd_error(format!(
-            "frame ends at byte {size} but the buffer holds {} bytes",
+    if layout.end != frame.len() {
+        return Err(zstd_error(format!(
+            "frame ends at byte {} but the buffer holds {} bytes",
+            layout.end,
             frame.len()
-        ))),
-        Err(code) => Err(zstd_error(zstd::zstd_safe::get_error_name(code).to_owned())),
+        )));
     }
+    if declared > layout.capacity {
+        return Err(zstd_error(format!(
+            "frame declares {declared} bytes but its blocks hold at most {}",
+            layout.capacity
+        )));
+    }
+    let frame_bytes = frame.len() as u64;
+    if declared > EXPANSION_FREE_BYTES && declared / limits.max_expansion.max(1) > frame_bytes {
+        return Err(DecodeError::Expansion {
+            array: meta.name.clone(),
+            nbytes: declared,
+            frame_bytes,
+            max_expansion: limits.max_expansion,
+        });
+    }
+    Ok(())
 }
 
 fn decompress_exact(meta: &ArrayMeta, frame: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
@@ -446,7 +466,7 @@ mod tests {
         shuffle(&smooth, &mut field, 8);
         for (shuffled, level) in [(far, 3), (field, 1)] {
             let frame = Bytes::from(zstd::bulk::compress(&shuffled, level).unwrap());
-            let decoded = decode_buffer(&meta(shuffled.len()), &frame).unwrap();
+            let decoded = decode_buffer(&meta(shuffled.len()), &frame, &Limits::default()).unwrap();
             let mut expected = vec![0; shuffled.len()];
             unshuffle(&shuffled, &mut expected, 8);
             assert_eq!(&decoded[..], &expected[..]);

@@ -69,7 +69,7 @@ impl std::fmt::Debug for DecodedArray {
 pub fn decode(frames: &[Bytes], limits: &Limits) -> Result<Record, DecodeError> {
     let (header_frame, buffers) = frames.split_first().ok_or(DecodeError::Empty)?;
     let header = Header::parse(header_frame, limits)?;
-    decode_buffers(header, header_frame.len(), buffers)
+    decode_buffers(header, header_frame.len(), buffers, limits)
 }
 
 /// Decodes a stream of messages under fixed limits, as [`decode`] does, reading the headers
@@ -113,7 +113,7 @@ impl Decoder {
     /// Decodes a message `[header, buf_0, ..., buf_{n-1}]`, with the same result as [`decode`].
     pub fn decode(&mut self, frames: &[Bytes]) -> Result<Record, DecodeError> {
         let header = self.header(frames)?;
-        Self::buffers(header, frames)
+        self.buffers(header, frames)
     }
 
     /// The first half of [`Decoder::decode`]: parses and checks the header of a message, so
@@ -128,21 +128,21 @@ impl Decoder {
     /// The checks of [`Decoder::buffers`] that come before any allocation: the frame count,
     /// raw frames' lengths, zstd frames' declared sizes ([`check_buffer`]). For a caller that
     /// weighs what decoding will take only for messages that can be decoded.
-    pub fn check_buffers(header: &Header, frames: &[Bytes]) -> Result<(), DecodeError> {
+    pub fn check_buffers(&self, header: &Header, frames: &[Bytes]) -> Result<(), DecodeError> {
         let buffers = frames.get(1..).unwrap_or_default();
         check_frame_count(header, buffers)?;
         header
             .arrays
             .iter()
             .zip(buffers)
-            .try_for_each(|(meta, frame)| check_buffer(meta, frame))
+            .try_for_each(|(meta, frame)| check_buffer(meta, frame, self.limits()))
     }
 
     /// The second half of [`Decoder::decode`]: checks and decodes the buffer frames of
     /// `frames` against the `header` that [`Decoder::header`] read from it.
-    pub fn buffers(header: Header, frames: &[Bytes]) -> Result<Record, DecodeError> {
+    pub fn buffers(&self, header: Header, frames: &[Bytes]) -> Result<Record, DecodeError> {
         let (header_frame, buffers) = frames.split_first().ok_or(DecodeError::Empty)?;
-        decode_buffers(header, header_frame.len(), buffers)
+        decode_buffers(header, header_frame.len(), buffers, self.limits())
     }
 }
 
@@ -162,6 +162,7 @@ fn decode_buffers(
     header: Header,
     header_bytes: usize,
     buffers: &[Bytes],
+    limits: &Limits,
 ) -> Result<Record, DecodeError> {
     check_frame_count(&header, buffers)?;
     let arrays = header
@@ -169,7 +170,7 @@ fn decode_buffers(
         .iter()
         .zip(buffers)
         .map(|(meta, frame)| {
-            let data = decode_buffer(meta, frame)?;
+            let data = decode_buffer(meta, frame, limits)?;
             if meta.dtype.kind() == Kind::Bool {
                 if let Some(index) = data.iter().position(|&b| b > 1) {
                     return Err(DecodeError::InvalidBool {

@@ -130,6 +130,23 @@ pub enum DecodeError {
         /// Bytes in the frame.
         found: u64,
     },
+    /// A zstd frame that would decode to more than [`Limits::max_expansion`] times its own size.
+    ///
+    /// [`Limits::max_expansion`]: super::Limits::max_expansion
+    #[error(
+        "array `{array}`: {nbytes} bytes from a zstd frame of {frame_bytes}, more than \
+         {max_expansion} times its size (the expansion limit)"
+    )]
+    Expansion {
+        /// The array's name.
+        array: String,
+        /// `nbytes` in the header.
+        nbytes: u64,
+        /// Bytes of the zstd frame.
+        frame_bytes: u64,
+        /// The limit.
+        max_expansion: u64,
+    },
     /// A zstd frame whose declared content size is absent or differs from `nbytes`.
     #[error("array `{array}`: zstd frame content size is {found}, expected {expected} (nbytes)")]
     ZstdContentSize {
@@ -179,6 +196,7 @@ impl DecodeError {
             DecodeError::MessageTooLarge { .. } => "message_too_large",
             DecodeError::BufferLength { .. } => "buffer_length",
             DecodeError::ZstdContentSize { .. } => "zstd_content_size",
+            DecodeError::Expansion { .. } => "expansion",
             DecodeError::InvalidBool { .. } => "invalid_bool",
             DecodeError::Zstd { .. } => "zstd",
         }

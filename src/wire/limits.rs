@@ -24,7 +24,17 @@ pub struct Limits {
     /// Largest total of decoded bytes (`nbytes` summed over the arrays) of one message. Default
     /// 4 GiB. Bounds what one message can make a decoder allocate, however small its frames.
     pub max_message_bytes: u64,
+    /// Largest ratio of an array's decoded size to its zstd frame's size, for arrays larger
+    /// than [`EXPANSION_FREE_BYTES`]. Default 1024: a 128 KB frame may decode to 128 MiB, not to
+    /// 4 GiB. Smooth fields compress far less than that; an array of one repeated value (a field
+    /// of zeros) compresses about 30,000 to 1, so raise this (`u64::MAX`: no limit) to receive
+    /// constant arrays larger than 64 MiB compressed.
+    pub max_expansion: u64,
 }
+
+/// Arrays of at most this many decoded bytes (64 MiB) are not held to
+/// [`Limits::max_expansion`].
+pub const EXPANSION_FREE_BYTES: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -34,6 +44,7 @@ impl Default for Limits {
             max_array_bytes: 4 << 30,
             max_ndim: 64,
             max_message_bytes: 4 << 30,
+            max_expansion: 1024,
         }
     }
 }
@@ -60,6 +71,19 @@ impl Limits {
     /// Sets the largest total of decoded bytes per message.
     pub fn max_message_bytes(mut self, bytes: u64) -> Self {
         self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest decoded/compressed size ratio of an array larger than 64 MiB.
+    ///
+    /// ```
+    /// use ndbridge::wire::Limits;
+    ///
+    /// let unlimited = Limits::default().max_expansion(u64::MAX);
+    /// assert_eq!(unlimited.max_expansion, u64::MAX);
+    /// ```
+    pub fn max_expansion(mut self, ratio: u64) -> Self {
+        self.max_expansion = ratio;
         self
     }
 

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod shuffle;
 pub mod template;
 mod zstd_blocks;
+mod zstd_frame;
 mod zstd_streams;
 
 pub use codec::{check_buffer, decode_allocation, Compression, DecodeAllocation};
@@ -32,6 +33,6 @@ pub use dtype::{ByteOrder, DType, Element, Kind};
 pub use encode::{encode, ArrayBuffer, EncodedMessage, Encoder, Envelope};
 pub use error::{DTypeError, DecodeError, EncodeError, ViewError};
 pub use header::{ArrayMeta, Codec, Filter, Header, Order, FORMAT_VERSION, MAX_NAME_BYTES};
-pub use limits::Limits;
+pub use limits::{Limits, EXPANSION_FREE_BYTES};
 pub use shuffle::{shuffle, unshuffle};
 pub use template::{HeaderCache, HeaderWriter, MAX_TEMPLATE_BYTES};
