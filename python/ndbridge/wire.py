@@ -187,11 +187,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _prepare(value: Any) -> Tuple[np.ndarray, str, np.ndarray]:
-    """An array-like as ``(array, order, flat uint8 view of its bytes)``, copying only if the
-    array is neither C- nor F-contiguous."""
-    array = np.asarray(value)
-    wire_dtype(array.dtype)  # TypeError for types the format cannot carry
+def _as_array(value: Any) -> np.ndarray:
+    """`value` as an array holding all of its content; ``TypeError`` for what would not survive
+    the trip: a masked array (the mask would be lost), objects, text, ragged nesting."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError("expected a plain array, found a masked array (numpy.ma): the wire "
+                        "carries no mask; send a.filled(fill_value), or a.data and "
+                        "np.ma.getmaskarray(a) as two arrays")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as e:  # ragged nesting, objects numpy cannot convert
+        raise TypeError(f"expected an array of numbers, found {type(value).__name__} that numpy "
+                        f"cannot make into one: {e}") from None
+    if array.dtype.kind == "O":
+        raise TypeError(f"dtype: expected numbers, found object ({type(value).__name__} "
+                        f"holding Python objects): the wire carries numbers only, never Python objects")
+    return array
+
+
+def _contiguous(array: np.ndarray) -> Tuple[np.ndarray, str, np.ndarray]:
+    """An array as ``(array, order, flat uint8 view of its bytes)``, copying only if the array
+    is neither C- nor F-contiguous."""
     if array.flags.c_contiguous:
         order = "C"
     elif array.flags.f_contiguous:
@@ -202,10 +218,20 @@ def _prepare(value: Any) -> Tuple[np.ndarray, str, np.ndarray]:
     return array, order, flat.view(np.uint8)
 
 
+def _over(limit: str, value: int, maximum: int, what: str) -> ValueError:
+    """The error for a message over one of the reader's limits, before anything is sent."""
+    hint = " (a collector started with --max-array-mib N takes up to N MiB; pass the same " \
+           "limits=ndbridge.Limits(...))" if limit in ("max_array_bytes", "max_message_bytes") \
+        else ""
+    return ValueError(f"{what} {value} exceeds the limit {limit}={maximum}, so a reader with "
+                      f"these limits would reject the message{hint}")
+
+
 def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1,
            shuffle: Optional[bool] = None, attrs: Optional[Mapping[str, Any]] = None,
            source: Optional[str] = None, session: Optional[str] = None, seq: int = 0,
-           time: Optional[float] = None) -> List[Frame]:
+           time: Optional[float] = None,
+           limits: Optional[Limits] = DEFAULT_LIMITS) -> List[Frame]:
     """Encodes arrays as the frames ``[header, buf_0, ...]`` of one message (no topic frame).
 
     Args:
@@ -224,9 +250,14 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
         session: Session id; default a random id made once per process.
         seq: Position in the session. :class:`~ndbridge.Publisher` numbers messages for you.
         time: Seconds since the Unix epoch; default now.
+        limits: The limits of the reader the message is for (default ndbridge's, which a
+            collector enforces): a message over any of them raises ``ValueError`` before
+            anything is compressed. ``None`` checks nothing.
 
     Raw frames are memoryviews of the arrays' memory: they stay valid while the arrays do, and
-    show any later change to them. Raises ``TypeError`` or ``ValueError`` for bad arguments.
+    show any later change to them. Raises ``ValueError`` for bad arguments and ``TypeError``
+    for values that would not arrive as they are: masked arrays (the mask would be lost),
+    object arrays, text, and dtypes the format cannot carry.
 
     >>> import numpy as np
     >>> frames = encode("u", np.zeros((2, 3)), codec="raw", seq=5)
@@ -238,6 +269,8 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
         raise ValueError(f"name: {problem}")
     if isinstance(arrays, Mapping):
         items: Iterable[Tuple[Any, Any]] = arrays.items()
+        if limits is not None and len(arrays) > limits.max_arrays:
+            raise _over("max_arrays", len(arrays), limits.max_arrays, "arrays: count")
     else:
         items = [(name, arrays)]
     if attrs is not None and not isinstance(attrs, Mapping):
@@ -245,16 +278,36 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
         raise ValueError(f"seq: expected a non-negative integer below 2**64, found {seq!r}")
 
-    entries: List[Dict[str, Any]] = []
-    frames: List[Frame] = []
+    # Every array is checked before anything is copied or compressed.
+    checked: List[Tuple[str, np.ndarray]] = []
+    total = 0
     for array_name, value in items:
         problem = check_name(array_name)
         if problem:
             raise ValueError(f"arrays[{array_name!r}]: name {problem}")
         try:
-            array, order, data = _prepare(value)
+            array = _as_array(value)
+            wire_dtype(array.dtype)  # TypeError for types the format cannot carry
         except TypeError as e:
-            raise TypeError(f"arrays[{array_name!r}].{e}") from None
+            sep = "." if str(e).startswith("dtype:") else ": "
+            raise TypeError(f"arrays[{array_name!r}]{sep}{e}") from None
+        if limits is not None:
+            field = f"arrays[{array_name!r}]:"
+            if array.ndim > limits.max_ndim:
+                raise _over("max_ndim", array.ndim, limits.max_ndim, f"{field} ndim")
+            if array.nbytes > limits.max_array_bytes:
+                raise _over("max_array_bytes", array.nbytes, limits.max_array_bytes,
+                            f"{field} nbytes")
+            total += array.nbytes
+            if total > limits.max_message_bytes:
+                raise _over("max_message_bytes", total, limits.max_message_bytes,
+                            "arrays: nbytes summed over the message")
+        checked.append((array_name, array))
+
+    entries: List[Dict[str, Any]] = []
+    frames: List[Frame] = []
+    for array_name, array in checked:
+        array, order, data = _contiguous(array)
         used_codec, filters, frame = encode_buffer(data, array.dtype.itemsize, codec, level,
                                                    shuffle)
         entry: Dict[str, Any] = {
@@ -287,4 +340,8 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
     except (TypeError, ValueError) as e:
         raise ValueError(f"attrs: expected JSON-serializable values (no NaN or infinity), {e}") \
             from None
-    return [text.encode("utf-8")] + frames
+    header_bytes = text.encode("utf-8")
+    if limits is not None and len(header_bytes) > limits.max_header_bytes:
+        raise _over("max_header_bytes", len(header_bytes), limits.max_header_bytes,
+                    "header: bytes (names and attrs)")
+    return [header_bytes] + frames

@@ -197,10 +197,53 @@ def test_strip_topic() -> None:
     (np.array([object()]), TypeError, "found object"),
     (np.zeros(2, dtype=[("a", "<f4")]), TypeError, "dtype"),
     (np.array(["2025-01-01"], dtype="datetime64[D]"), TypeError, "datetime64"),
+    (np.ma.array([1.0, 2.0], mask=[False, True]), TypeError,
+     "arrays['x']: expected a plain array, found a masked array (numpy.ma)"),
+    (np.ma.array([1.0, 2.0]), TypeError, "found a masked array"),  # even with nothing masked
+    (np.ma.masked, TypeError, "found a masked array"),
+    ([1.0, "a", None], TypeError, "arrays['x'].dtype: expected numbers, found object (list"),
+    ([[1, 2], [3]], TypeError, "arrays['x']: expected an array of numbers, found list that "
+                               "numpy cannot make into one"),
+    ({1, 2}, TypeError, "found object (set holding Python objects)"),
+    ("text", TypeError, "arrays['x'].dtype: expected bool"),
 ])
 def test_encode_rejects_types_the_format_cannot_carry(value, error, text) -> None:
-    with pytest.raises(error, match=text.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(error, match=text.replace("[", r"\[").replace("]", r"\]")
+                       .replace("(", r"\(").replace(")", r"\)")):
         ndbridge.encode("x", {"x": value})
+
+
+# A 5 GiB array that takes no memory: every element is the same one.
+HUGE = np.broadcast_to(np.float64(0), (5 << 27,))
+
+
+@pytest.mark.parametrize("arrays, limits, text", [
+    (HUGE, ndbridge.DEFAULT_LIMITS,
+     "arrays['x']: nbytes 5368709120 exceeds the limit max_array_bytes=4294967296"),
+    (np.zeros(129, np.uint8), ndbridge.Limits(max_array_bytes=128),
+     "arrays['x']: nbytes 129 exceeds the limit max_array_bytes=128"),
+    ({"a": np.zeros(100, np.uint8), "b": np.zeros(100, np.uint8)},
+     ndbridge.Limits(max_message_bytes=150),
+     "arrays: nbytes summed over the message 200 exceeds the limit max_message_bytes=150"),
+    ({f"a{i}": np.zeros(1) for i in range(4)}, ndbridge.Limits(max_arrays=3),
+     "arrays: count 4 exceeds the limit max_arrays=3"),
+    (np.zeros((1,) * 4), ndbridge.Limits(max_ndim=3),
+     "arrays['x']: ndim 4 exceeds the limit max_ndim=3"),
+])
+def test_encode_rejects_messages_over_the_limits(arrays, limits, text) -> None:
+    with pytest.raises(ValueError, match=text.replace("[", r"\[").replace("]", r"\]")):
+        ndbridge.encode("x", arrays, limits=limits)
+
+
+def test_encode_checks_the_header_size_and_can_skip_the_checks() -> None:
+    attrs = {"note": "x" * (1 << 20)}
+    with pytest.raises(ValueError, match="header: bytes .* exceeds the limit "
+                                         "max_header_bytes=1048576"):
+        ndbridge.encode("x", np.zeros(1), attrs=attrs)
+    frames = ndbridge.encode("x", np.zeros(1), attrs=attrs, limits=None)
+    assert len(frames[0]) > 1 << 20
+    with pytest.raises(ndbridge.LimitError, match="max_header_bytes"):
+        ndbridge.decode(frames)  # what a reader with the default limits does with it
 
 
 @pytest.mark.parametrize("kwargs, text", [
