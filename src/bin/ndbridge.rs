@@ -72,6 +72,11 @@ struct CollectArgs {
     /// Largest array accepted, in MiB (also the most decoded bytes of one message).
     #[arg(long, default_value_t = 4096, value_parser = mebibytes)]
     max_array_mib: u64,
+    /// Largest ratio of decoded to compressed size for zstd arrays over 64 MiB: a small
+    /// message cannot make the collector write gigabytes. Constant arrays (all zeros) compress
+    /// about 30,000 to 1: raise this to receive such arrays over 64 MiB (0: no limit).
+    #[arg(long, default_value_t = 1024)]
+    max_expansion: u64,
     /// Seconds between stats lines (0: none).
     #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     stats_every: f64,
@@ -271,7 +276,11 @@ fn collect(args: CollectArgs) -> Result<()> {
         .limits(
             Limits::default()
                 .max_array_bytes(args.max_array_mib << 20)
-                .max_message_bytes(args.max_array_mib << 20),
+                .max_message_bytes(args.max_array_mib << 20)
+                .max_expansion(match args.max_expansion {
+                    0 => u64::MAX,
+                    ratio => ratio,
+                }),
         )
         .context(context.clone())
         .shutdown(shutdown.clone());
