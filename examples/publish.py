@@ -62,18 +62,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128,
                         help="side of the square field, float64 (default: %(default)s)")
     parser.add_argument("--codec", choices=["auto", "zstd", "raw"], default="auto",
-                        help="auto compresses when that saves at least 10%% "
-                             "(default: %(default)s)")
+                        help="auto: raw on this machine, otherwise compressed when that saves "
+                             "at least 10%% (default: %(default)s)")
     parser.add_argument("--source", default=None,
                         help="publisher id sent with every record (default: host:pid)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the initial field (default: %(default)s)")
-    parser.add_argument("--linger", type=float, default=10.0, metavar="SECONDS",
-                        help="at exit, how long to wait for unsent records "
-                             "(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="at the end, how long to wait for the records to go out before "
+                             "failing (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.steps < 0 or args.rate < 0 or args.size < 1 or args.linger < 0:
-        parser.error("--steps, --rate and --linger must be >= 0 and --size >= 1")
+    if args.steps < 0 or args.rate < 0 or args.size < 1 or args.timeout < 0:
+        parser.error("--steps, --rate and --timeout must be >= 0 and --size >= 1")
     return args
 
 
@@ -82,20 +82,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     period = 1.0 / args.rate if args.rate else 0.0
     sent = 0
     start = time.monotonic()
-    with ndbridge.Publisher(args.to, source=args.source, codec=args.codec,
-                            linger_ms=int(args.linger * 1000)) as pub:
-        print(f"sending {args.name!r} ({args.size}x{args.size} float64) to {args.to} as "
-              f"{pub.source}, session {pub.session}", file=sys.stderr)
-        try:
-            for step, t, u in simulate(args.size, args.seed):
-                if args.steps and step >= args.steps:
-                    break
-                pub.send(args.name, {"u": u, "t": np.float64(t)}, attrs={"step": step})
-                sent += 1
-                if period:
-                    time.sleep(max(0.0, start + sent * period - time.monotonic()))
-        except KeyboardInterrupt:
-            pass
+    # Leaving the block waits until every record has gone out, or fails after --timeout.
+    try:
+        with ndbridge.Publisher(args.to, source=args.source, codec=args.codec,
+                                timeout=args.timeout) as pub:
+            print(f"sending {args.name!r} ({args.size}x{args.size} float64) to {args.to} as "
+                  f"{pub.source}, session {pub.session}", file=sys.stderr)
+            try:
+                for step, t, u in simulate(args.size, args.seed):
+                    if args.steps and step >= args.steps:
+                        break
+                    pub.send(args.name, {"u": u, "t": np.float64(t)}, attrs={"step": step})
+                    sent += 1
+                    if period:
+                        time.sleep(max(0.0, start + sent * period - time.monotonic()))
+            except KeyboardInterrupt:
+                pass
+    except ndbridge.DeliveryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     elapsed = time.monotonic() - start
     print(f"sent {sent} records in {elapsed:.2f} s", file=sys.stderr)
     return 0

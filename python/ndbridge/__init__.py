@@ -25,14 +25,16 @@ Layout
 - :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames. Pure: these
   five modules never touch a socket.
 - :mod:`ndbridge.net`: :func:`send`, :func:`recv`, :class:`Publisher`, :class:`Subscriber`.
+- :mod:`ndbridge.lifetime`: closes the publishers still open when the process ends.
 
 Data flow: ``arrays -> encode -> frames -> send => zmq => recv -> frames -> decode -> Record``.
 """
 
-from .errors import CodecError, FrameError, HeaderError, LimitError, VersionError, WireError
+from .errors import (CodecError, DeliveryError, FrameError, HeaderError, LimitError, VersionError,
+                     WireError)
 from .header import FORMAT_VERSION
 from .limits import DEFAULT_LIMITS, Limits
-from .net import Publisher, Subscriber, recv, send
+from .net import Publisher, Subscriber, is_local, recv, send
 from .wire import Record, decode, default_source, encode, new_session, strip_topic
 
 __version__ = "0.1.0"
@@ -49,6 +51,7 @@ __all__ = [
     "new_session",
     "send",
     "recv",
+    "is_local",
     "Publisher",
     "Subscriber",
     "WireError",
@@ -57,4 +60,5 @@ __all__ = [
     "FrameError",
     "CodecError",
     "LimitError",
+    "DeliveryError",
 ]

@@ -1,9 +1,10 @@
-"""The errors a received message can raise: :class:`WireError` and one subclass per kind of fault.
+"""The errors ndbridge raises: :class:`WireError` and one subclass per kind of fault in a
+received message, and :class:`DeliveryError` for records a publisher could not send.
 
 A :class:`WireError` always means the peer sent something that does not follow the wire format
 (or exceeds this reader's limits). Mistakes in the caller's own arguments (an unsupported dtype
-passed to ``encode``, an empty record name) raise ``TypeError`` or ``ValueError`` instead, so the
-two are never confused.
+passed to ``encode``, an empty record name, an array over the limits) raise ``TypeError`` or
+``ValueError`` instead, so the two are never confused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "FrameError",
     "CodecError",
     "LimitError",
+    "DeliveryError",
     "describe",
 ]
 
@@ -80,6 +82,39 @@ class LimitError(WireError):
         self.limit = limit
         self.value = value
         self.maximum = maximum
+
+
+class DeliveryError(TimeoutError):
+    """Records a :class:`~ndbridge.Publisher` did not hand to a peer within the time allowed.
+
+    Raised by :meth:`~ndbridge.Publisher.flush` (the records stay queued and may still go out)
+    and by :meth:`~ndbridge.Publisher.close` (the records are dropped). ``str(err)`` names the
+    endpoint, how many records did not go out and what became of them.
+
+    Attributes:
+        endpoint: The publisher's endpoint.
+        unsent: Records not handed to a peer.
+        sent: Records the publisher sent in all.
+        timeout: The wait that ran out, in seconds.
+        dropped: True when the records were dropped (``close``), False when they are still
+            queued (``flush``).
+        at_most: True when `unsent` is an upper bound: ZeroMQ had released every record, but
+            the last bytes (of at most `unsent` records) had not reached the operating system
+            when the time ran out.
+    """
+
+    def __init__(self, endpoint: str, unsent: int, sent: int, timeout: float,
+                 dropped: bool, at_most: bool = False) -> None:
+        fate = "they are dropped" if dropped else "they are still queued"
+        count = f"up to {unsent} (the last) of {sent}" if at_most else f"{unsent} of {sent}"
+        super().__init__(f"{endpoint}: {count} records did not go out to a peer within "
+                         f"{timeout:g} s; {fate} (is the collector running and reachable?)")
+        self.endpoint = endpoint
+        self.unsent = unsent
+        self.sent = sent
+        self.timeout = timeout
+        self.dropped = dropped
+        self.at_most = at_most
 
 
 def describe(value: object) -> str:

@@ -1,20 +1,36 @@
 """Sockets: sending and receiving messages with pyzmq, and the :class:`Publisher` and
-:class:`Subscriber` wrappers. The only module here that touches ZeroMQ.
+:class:`Subscriber` wrappers. The only modules here that touch ZeroMQ are this one and
+:mod:`ndbridge.lifetime`.
 
 A pyzmq socket belongs to one thread: use each Publisher or Subscriber from one thread only.
+
+How a publisher knows that a record has gone out: the last frame of every record is handed to
+ZeroMQ without a copy and with a pyzmq ``MessageTracker``, which is done once ZeroMQ releases
+the frame. ZeroMQ writes a connection's messages in order and releases each one when its bytes
+have been written to the kernel (frames of 8 KiB or more) or copied into the connection's 8 KiB
+output buffer (smaller frames), so a released last frame means the whole record has left
+ZeroMQ's queue. Closing then terminates the publisher's own context, which returns once that
+output buffer too has been written (or, with a timeout, once the linger time is over: if it
+took that long, the last records are reported as possibly lost). Until a record is released,
+the publisher keeps a reference to every buffer ZeroMQ reads without a copy.
 """
 
 from __future__ import annotations
 
 import time as _time
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
+from collections import deque
+from typing import Any, Deque, Iterable, Iterator, List, Mapping, Optional, Union
 
 import zmq
 
+from . import lifetime
+from .codec import CODECS, check_level
+from .errors import DeliveryError
 from .limits import DEFAULT_LIMITS, Limits
 from .wire import ArraysLike, Record, decode, default_source, encode, new_session, strip_topic
 
-__all__ = ["send", "recv", "Publisher", "Subscriber", "COPY_THRESHOLD"]
+__all__ = ["send", "recv", "is_local", "Publisher", "Subscriber", "COPY_THRESHOLD", "LINKS",
+           "DEFAULT_TIMEOUT", "DEFAULT_QUEUE_BYTES"]
 
 #: Frames at least this many bytes are handed to ZeroMQ without a copy.
 COPY_THRESHOLD = 64 * 1024
@@ -25,19 +41,26 @@ _TOPIC_RECEIVERS = (zmq.SUB, zmq.XSUB)
 
 
 def send(sock: zmq.Socket, name: str, arrays: ArraysLike, *,
-         copy_threshold: Optional[int] = COPY_THRESHOLD, **options: Any) -> None:
+         copy_threshold: Optional[int] = COPY_THRESHOLD, limits: Optional[Limits] = DEFAULT_LIMITS,
+         **options: Any) -> None:
     """Encodes and sends one message on `sock`.
 
     On a PUB (or XPUB) socket the record name goes first as the topic frame. `options` are
     :func:`~ndbridge.encode`'s keyword arguments (``codec``, ``level``, ``shuffle``, ``attrs``,
-    ``source``, ``session``, ``seq``, ``time``).
+    ``source``, ``session``, ``seq``, ``time``). A message over `limits` (default ndbridge's,
+    which a collector enforces) raises ``ValueError`` and nothing is sent.
 
     Frames of at least `copy_threshold` bytes are sent with ``copy=False``: ZeroMQ reads a raw
     array's memory after this call returns, so do not modify such an array in place until the
     message is gone (for example, write the next step into a new array). ``copy_threshold=None``
     copies every frame, which makes in-place updates right after ``send`` safe.
+
+    This function does not wait for the message to go out, and a process that ends while
+    ZeroMQ still holds messages loses them: close the socket with a linger time and terminate
+    its context (``ctx.term()`` waits) before the process ends, or use :class:`Publisher`,
+    which does all of that.
     """
-    frames: List[Union[bytes, memoryview]] = list(encode(name, arrays, **options))
+    frames: List[Union[bytes, memoryview]] = list(encode(name, arrays, limits=limits, **options))
     if sock.type in _TOPIC_SENDERS:
         frames.insert(0, name.encode("utf-8"))
     last = len(frames) - 1
@@ -71,75 +94,372 @@ def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
         sock.close(linger=0)
         raise
 
+
+def is_local(endpoint: str) -> bool:
+    """True for an endpoint on this machine: ``ipc://``, ``inproc://``, or ``tcp://`` to
+    ``localhost``, ``127.x.x.x`` or ``[::1]``. The rule of Rust's ``Endpoint::is_local``.
+
+    >>> is_local("tcp://127.0.0.1:5555"), is_local("ipc:///tmp/nd.sock")
+    (True, True)
+    >>> is_local("tcp://head-node:5555"), is_local("tcp://0.0.0.0:5555")
+    (False, False)
+    """
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    # tcp://[source;]host:port: the host is after any source and before the last colon.
+    target = endpoint[len("tcp://"):].rsplit(";", 1)[-1]
+    host = target.rsplit(":", 1)[0] if ":" in target else target
+    return host == "localhost" or host == "[::1]" or host.startswith("127.")
+
+
+#: What ``Publisher(link=...)`` accepts besides ``None`` (detect from the endpoint).
+LINKS = ("local", "network")
+
+#: The default wait of :meth:`Publisher.close`, :meth:`Publisher.flush` and the exit hook for
+#: records to go out, in seconds.
+DEFAULT_TIMEOUT = 60.0
+
+#: Default bound on the bytes of records sent but not yet handed to a peer (as Rust's
+#: ``PublisherBuilder::queue_bytes``).
+DEFAULT_QUEUE_BYTES = 256 << 20
+
+_DEFAULT: Any = object()  # "the constructor's timeout"
+
+# libzmq copies frames smaller than this into an output buffer of this size, and releases them
+# then, before the buffer is written to the kernel (larger frames are released once written).
+_OUT_BATCH_BYTES = 8192
+# Bytes of ZeroMQ framing per frame, at most.
+_FRAME_OVERHEAD = 9
+# Extra linger time close gives ZeroMQ's output buffer beyond the timeout, in milliseconds.
+_CLOSE_GRACE_MS = 100
+
+
+class _Queued:
+    """One record ZeroMQ has not released yet: the tracker of its last frame, and the
+    buffers it reads without a copy, kept alive here until then."""
+
+    __slots__ = ("tracker", "buffers", "nbytes")
+
+    def __init__(self, tracker: zmq.MessageTracker, buffers: List[Any], nbytes: int) -> None:
+        self.tracker = tracker
+        self.buffers = buffers
+        self.nbytes = nbytes
+
+
+def _wait(tracker: zmq.MessageTracker, deadline: Optional[float]) -> bool:
+    """Waits until ZeroMQ released a tracked message or `deadline` (monotonic) passed."""
+    while not tracker.done:
+        if deadline is None:
+            step = 3600.0
+        else:
+            step = deadline - _time.monotonic()
+            if step <= 0:
+                return False
+        try:
+            tracker.wait(step)
+        except zmq.NotDone:
+            pass
+    return True
+
+
 class Publisher:
-    """Sends records, numbered 0, 1, 2, ... within a random session id.
+    """Sends records, numbered 0, 1, 2, ... within a random session id, and makes sure they go
+    out.
 
     >>> with Publisher("tcp://127.0.0.1:5555") as pub:          # doctest: +SKIP
     ...     pub.send("u", u, attrs={"step": 41})
 
+    :meth:`close` (and leaving the ``with`` block) returns once every record has been handed to
+    the operating system for a peer, or raises :class:`~ndbridge.DeliveryError` after
+    `timeout` naming how many did not go out. A publisher still open when the process ends is
+    closed the same way at exit, in ``multiprocessing`` children too (see
+    :mod:`ndbridge.lifetime`); records that cannot go out make the process exit with status 1.
+
     Args:
         endpoint: A ZeroMQ endpoint such as ``"tcp://127.0.0.1:5555"``.
         source: Publisher id sent with every record; default ``"<host>:<pid>"``.
-        codec: ``"auto"`` (compress when it saves at least 10%), ``"zstd"`` or ``"raw"``.
-        level: zstd level.
-        shuffle: Byte-shuffle before compressing; see :func:`~ndbridge.encode`.
+        codec: ``"auto"`` (default): raw on a local link, otherwise shuffle + zstd kept when it
+            saves at least 10%; ``"zstd"`` always compresses; ``"raw"`` never does.
         bind: Bind to `endpoint` instead of connecting (``"tcp://127.0.0.1:*"`` picks a free
             port; read it back from :attr:`endpoint`).
         kind: Socket type: ``zmq.PUSH`` (default, to a collector's PULL) or ``zmq.PUB``.
-        linger_ms: How long :meth:`close` waits for queued messages to go out.
+        level: zstd level.
+        shuffle: Byte-shuffle before compressing; see :func:`~ndbridge.encode`.
+        link: ``"local"`` or ``"network"``, for ``codec="auto"``; default ``None`` detects it
+            from `endpoint` (:func:`is_local`). Say ``"network"`` for a local port that
+            forwards to another machine (an SSH tunnel).
+        timeout: Longest wait of :meth:`close`, :meth:`flush` and the exit hook for records
+            to go out, in seconds; ``None`` waits forever. Default 60.
+        queue_bytes: Most bytes of records sent but not yet handed to a peer; :meth:`send`
+            waits while more are queued (a record larger than this waits for an empty queue).
+        limits: The limits of the receiving collector (default ndbridge's); :meth:`send`
+            raises ``ValueError`` for a record over them, before sending anything.
         copy_threshold: See :func:`send`.
-        context: The ZeroMQ context; default the process-wide one.
+        context: A ZeroMQ context to share (needed for ``inproc://``); default a new one of
+            this publisher's own, terminated by :meth:`close`.
 
     Attributes:
         session: This publisher's session id, 16 hex characters.
-        seq: The sequence number the next record will carry.
+        seq: The sequence number the next record will carry (the number of records sent).
+        link: ``"local"`` or ``"network"``: the link ``codec="auto"`` decides for.
         socket: The underlying pyzmq socket.
+
+    Use a publisher from one thread only, and do not modify an array after sending it (raw
+    arrays go out without a copy; see :func:`send`).
     """
 
     def __init__(self, endpoint: str, source: Optional[str] = None, codec: str = "auto",
                  bind: bool = False, kind: int = zmq.PUSH, *, level: int = 1,
-                 shuffle: Optional[bool] = None, linger_ms: int = 1000,
+                 shuffle: Optional[bool] = None, link: Optional[str] = None,
+                 timeout: Optional[float] = DEFAULT_TIMEOUT,
+                 queue_bytes: int = DEFAULT_QUEUE_BYTES, limits: Optional[Limits] = DEFAULT_LIMITS,
                  copy_threshold: Optional[int] = COPY_THRESHOLD,
                  context: Optional[zmq.Context] = None) -> None:
         if kind not in (zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.PAIR):
             raise ValueError(f"kind: expected zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER or "
                              f"zmq.PAIR, found {kind!r}")
+        if codec not in CODECS:
+            raise ValueError(f"codec: expected one of {list(CODECS)}, found {codec!r}")
+        if codec != "raw":
+            check_level(level)
+        if link is None:
+            link = "local" if is_local(endpoint) else "network"
+        elif link not in LINKS:
+            raise ValueError(f"link: expected None, 'local' or 'network', found {link!r}")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
+        if not isinstance(queue_bytes, int) or queue_bytes < 1:
+            raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
         self.source = default_source() if source is None else source
         self.session = new_session()
         self.seq = 0
         self.codec = codec
         self.level = level
         self.shuffle = shuffle
-        self.linger_ms = linger_ms
+        self.link = link
+        self.timeout = timeout
+        self.queue_bytes = queue_bytes
+        self.limits = limits
         self.copy_threshold = copy_threshold
-        self.socket = (context or zmq.Context.instance()).socket(kind)
-        _attach(self.socket, endpoint, bind)
+        # "auto" on a local link: bytes move at memory speed, compressing never pays.
+        self._wire_codec = "raw" if codec == "auto" and link == "local" else codec
+        self._queue: Deque[_Queued] = deque()
+        self._queued_bytes = 0
+        self._tail: Deque[int] = deque()
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._closed = False
+        try:
+            self.socket = self._context.socket(kind)
+            _attach(self.socket, endpoint, bind)
+            self._endpoint = self.endpoint
+        except BaseException:
+            if self._own_context:
+                self._context.term()
+            raise
+        lifetime.track(self)
 
     @property
     def endpoint(self) -> str:
         """The endpoint last bound or connected, with the real port if it was ``*``."""
+        if self._closed:
+            return self._endpoint
         return self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Records sent that ZeroMQ has not yet handed to a peer."""
+        self._release()
+        return sum(1 for q in self._queue if not q.tracker.done)
+
     def send(self, name: str, arrays: ArraysLike, attrs: Optional[Mapping[str, Any]] = None) -> int:
-        """Sends one record; returns the sequence number it carried."""
+        """Sends one record; returns the sequence number it carried.
+
+        Raises ``TypeError`` for values that would not arrive as they are (masked arrays,
+        object arrays, text) and ``ValueError`` for a record over :attr:`limits`; nothing is
+        sent then. Waits while more than `queue_bytes` are queued.
+        """
+        if self._closed:
+            raise ValueError(f"send: the publisher to {self._endpoint} is closed")
         seq = self.seq
-        send(self.socket, name, arrays, copy_threshold=self.copy_threshold, codec=self.codec,
-             level=self.level, shuffle=self.shuffle, attrs=attrs, source=self.source,
-             session=self.session, seq=seq)
+        frames: List[Any] = list(encode(
+            name, arrays, codec=self._wire_codec, level=self.level, shuffle=self.shuffle,
+            attrs=attrs, source=self.source, session=self.session, seq=seq,
+            limits=self.limits))
+        if self.socket.type in _TOPIC_SENDERS:
+            frames.insert(0, name.encode("utf-8"))
+        nbytes = sum(len(f) for f in frames)
+        self._wait_for_room(nbytes)
+        self._send_frames(frames, nbytes)
         self.seq = seq + 1
         return seq
 
-    def close(self, linger_ms: Optional[int] = None) -> None:
-        """Closes the socket, waiting up to `linger_ms` (default the constructor's) for queued
-        messages to go out."""
-        if not self.socket.closed:
-            self.socket.close(linger=self.linger_ms if linger_ms is None else linger_ms)
+    def _send_frames(self, frames: List[Any], nbytes: int) -> None:
+        """Sends one record's frames; the last one always without a copy and tracked, so that
+        its release by ZeroMQ tells that the record has gone out."""
+        sock = self.socket
+        threshold = self.copy_threshold
+        buffers: List[Any] = []
+        last = len(frames) - 1
+        for i, frame in enumerate(frames[:last]):
+            if threshold is not None and len(frame) >= threshold:
+                sock.send(zmq.Frame(frame, copy=False), zmq.SNDMORE, copy=False)
+                buffers.append(frame)
+            else:
+                sock.send(frame, zmq.SNDMORE, copy=True)
+        frame = frames[last]
+        if threshold is None or len(frame) < threshold:
+            frame = bytes(frame)  # a copy (none for a bytes frame): the caller's array is free
+        # The Frame object must not outlive the send: its own reference would keep the
+        # message from being released.
+        tracker = sock.send(zmq.Frame(frame, copy=False, track=True), 0, copy=False, track=True)
+        buffers.append(frame)
+        self._queue.append(_Queued(tracker, buffers, nbytes))
+        self._queued_bytes += nbytes
+        # The records that may have bytes in ZeroMQ's output buffer once it has released them
+        # all: those in the last OUT_BATCH_BYTES of the stream.
+        tail = self._tail
+        tail.append(nbytes + _FRAME_OVERHEAD * len(frames))
+        while len(tail) > 1 and sum(tail) - tail[0] >= _OUT_BATCH_BYTES:
+            tail.popleft()
+
+    def _release(self) -> None:
+        """Drops the references to records ZeroMQ has released, oldest first."""
+        queue = self._queue
+        while queue and queue[0].tracker.done:
+            self._queued_bytes -= queue.popleft().nbytes
+
+    def _wait_for_room(self, nbytes: int) -> None:
+        self._release()
+        while self._queue and self._queued_bytes + nbytes > self.queue_bytes:
+            _wait(self._queue[0].tracker, None)
+            self._release()
+
+    def _drain(self, deadline: Optional[float]) -> int:
+        """Waits until every record is out or `deadline` passes; returns how many are not."""
+        for queued in list(self._queue):
+            if not _wait(queued.tracker, deadline):
+                break
+        self._release()
+        return sum(1 for q in self._queue if not q.tracker.done)
+
+    def _deadline(self, timeout: Optional[float], start: Optional[float] = None) -> Optional[float]:
+        if timeout is None:
+            return None
+        if not timeout >= 0:
+            raise ValueError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
+        return (_time.monotonic() if start is None else start) + timeout
+
+    def flush(self, timeout: Optional[float] = _DEFAULT) -> None:
+        """Waits until every record sent so far has been handed to the operating system for a
+        peer.
+
+        Args:
+            timeout: Longest wait in seconds (default the constructor's); ``None`` waits
+                forever.
+
+        Raises:
+            DeliveryError: Records did not go out in time. They stay queued: a later
+                ``flush`` or ``close`` waits for them again.
+        """
+        if self._closed:
+            raise ValueError(f"flush: the publisher to {self._endpoint} is closed")
+        timeout = self.timeout if timeout is _DEFAULT else timeout
+        unsent = self._drain(self._deadline(timeout))
+        if unsent:
+            raise DeliveryError(self._endpoint, unsent, self.seq, timeout, dropped=False)
+
+    def close(self, timeout: Optional[float] = _DEFAULT) -> None:
+        """Waits until every record has been handed to the operating system for a peer, then
+        closes the socket (and terminates the publisher's own context). Closing twice is
+        harmless.
+
+        Args:
+            timeout: Longest wait in seconds (default the constructor's); ``None`` waits
+                forever.
+
+        Raises:
+            DeliveryError: Records did not go out in time; they are dropped, and the publisher
+                is closed all the same. If the wait is interrupted (``KeyboardInterrupt``), the
+                publisher stays open and the exit hook tries again.
+        """
+        if self._closed:
+            return
+        timeout = self.timeout if timeout is _DEFAULT else timeout
+        self._close_by(timeout, self._deadline(timeout))
+
+    def _close_from(self, start: float) -> None:
+        """:meth:`close` with the constructor's timeout counted from `start` (the exit hook)."""
+        if not self._closed:
+            self._close_by(self.timeout, self._deadline(self.timeout, start))
+
+    def _close_by(self, timeout: Optional[float], deadline: Optional[float]) -> None:
+        unsent = self._drain(deadline)
+        sent = self.seq
+        if unsent:
+            self._shutdown(linger_ms=0)
+            raise DeliveryError(self._endpoint, unsent, sent, timeout or 0.0, dropped=True)
+        # ZeroMQ has taken every record off its queue; the last few kilobytes may still wait in
+        # its output buffer for the kernel. The context's termination waits for them, for at
+        # most the linger time: if it took that long, they may have been dropped.
+        linger_ms = -1
+        if deadline is not None:
+            linger_ms = max(0, int((deadline - _time.monotonic()) * 1000)) + _CLOSE_GRACE_MS
+        start = _time.monotonic()
+        self._shutdown(linger_ms)
+        took_ms = (_time.monotonic() - start) * 1000
+        if self._tail and self._own_context and linger_ms >= 0 and took_ms >= linger_ms:
+            raise DeliveryError(self._endpoint, len(self._tail), sent, timeout or 0.0,
+                                dropped=True, at_most=True)
+
+    def _abandon(self) -> List[BaseException]:
+        """Closes at once, dropping what is queued; returns the error that says so, if any."""
+        if self._closed:
+            return []
+        self._release()
+        unsent = sum(1 for q in self._queue if not q.tracker.done)
+        self._shutdown(linger_ms=0)
+        if unsent:
+            return [DeliveryError(self._endpoint, unsent, self.seq, 0.0, dropped=True)]
+        return []
+
+    def _shutdown(self, linger_ms: int) -> None:
+        """Closes the socket and, if it is the publisher's own, terminates the context: that
+        returns once ZeroMQ's threads have stopped and released every message."""
+        self._closed = True
+        lifetime.forget(self)
+        self.socket.close(linger=linger_ms)
+        if self._own_context:
+            self._context.term()
+            self._queue.clear()
+        else:
+            # A shared context stays up: keep the buffers of dropped messages alive until
+            # ZeroMQ releases them.
+            _orphans.extend(self._queue)
+            self._queue.clear()
+            _orphans[:] = [q for q in _orphans if not q.tracker.done]
+        self._queued_bytes = 0
 
     def __enter__(self) -> "Publisher":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.pending} pending"
+        return f"<ndbridge.Publisher to {self._endpoint} seq={self.seq} {state}>"
+
+
+# Records dropped by publishers on a shared context, until ZeroMQ releases their buffers.
+_orphans: List[_Queued] = []
 
 
 class Subscriber:

@@ -186,7 +186,7 @@ def wait_subscribed(sub: Union[ndbridge.Subscriber, zmq.Socket], collector: Coll
         def arrived() -> bool:
             return bool(sub.poll(50, zmq.POLLIN))
     deadline = time.monotonic() + timeout_s
-    with ndbridge.Publisher(collector.input, source="probe", linger_ms=0) as pub:
+    with ndbridge.Publisher(collector.input, source="probe", timeout=10) as pub:
         while True:
             pub.send(PROBE, np.zeros(1, np.uint8), attrs={"probe": pub.seq})
             if arrived():

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh ZeroMQ context per test and a time limit on every test."""
+"""Shared fixtures: a fresh ZeroMQ context per test, a time limit on every test, and no
+publisher left open after one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Iterator
 
 import pytest
 import zmq
+
+from ndbridge import lifetime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -33,6 +36,18 @@ def time_limit(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(autouse=True)
+def no_open_publishers() -> Iterator[None]:
+    """Drops the publishers a test left open (a failed one, typically), so that the exit hook
+    does not wait for their records when pytest ends; fails the test that left them."""
+    before = set(map(id, lifetime.open_publishers()))
+    yield
+    left = [p for p in lifetime.open_publishers() if id(p) not in before]
+    for pub in left:
+        pub._abandon()
+    assert not left, f"publishers left open: {left}"
 
 
 @pytest.fixture

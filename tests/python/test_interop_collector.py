@@ -37,6 +37,7 @@ PY_CODECS = {
     "zstd": {"codec": "zstd"},
     "zstd-noshuffle": {"codec": "zstd", "shuffle": False},
     "auto": {"codec": "auto"},
+    "auto-network": {"codec": "auto", "link": "network"},
 }
 
 BIG_BYTES = 64 << 20
@@ -251,7 +252,7 @@ def test_python_publisher_to_collector_disk(collector: Collector, codec: str) ->
     source = f"py-{codec}"
     extras = python_extras()
     expected: Dict[str, Dict[str, np.ndarray]] = {}
-    with ndbridge.Publisher(collector.input, source=source, linger_ms=10_000,
+    with ndbridge.Publisher(collector.input, source=source, timeout=30,
                             **PY_CODECS[codec]) as pub:
         for name, a in MATRIX.items():
             pub.send(name, a, attrs={"case": name})
@@ -275,7 +276,9 @@ def test_python_publisher_to_collector_disk(collector: Collector, codec: str) ->
             if codec == "raw":
                 assert entry["codec"] == "raw" and entry["wire_bytes"] == a.nbytes
                 assert entry["shuffle"] is False
-            elif codec == "auto":
+            elif codec == "auto":  # a local link: raw
+                assert entry["codec"] == "raw" and entry["shuffle"] is False
+            elif codec == "auto-network":
                 assert entry["codec"] in ("raw", "zstd")
             else:
                 check_entry(entry, a, "zstd", codec == "zstd")
@@ -286,7 +289,7 @@ def test_python_publisher_to_collector_disk(collector: Collector, codec: str) ->
 def test_python_publisher_large_array(collector: Collector) -> None:
     big = big_array()
     with ndbridge.Publisher(collector.input, source="py-big", codec="raw",
-                            linger_ms=20_000) as pub:
+                            timeout=30) as pub:
         pub.send("big", big)
     line, = collector.wait_records("py-big", 1)
     assert line["arrays"][0]["wire_bytes"] == big.nbytes
