@@ -13,8 +13,9 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import zstandard
 
-from .errors import CodecError, FrameError
+from .errors import CodecError, FrameError, LimitError
 from .header import ArrayMeta
+from .limits import DEFAULT_LIMITS, EXPANSION_FREE_BYTES, Limits
 
 __all__ = [
     "AUTO_MAX_RATIO",
@@ -24,6 +25,7 @@ __all__ = [
     "compress",
     "encode_buffer",
     "decode_buffer",
+    "over_expansion",
 ]
 
 #: ``codec="auto"`` keeps a zstd frame only when it is at most this fraction of the raw size.
@@ -135,12 +137,19 @@ def _raw(data: np.ndarray, itemsize: int, forced: bool,
     return "raw", ("shuffle",), memoryview(shuffled)
 
 
-def decode_buffer(meta: ArrayMeta, frame: memoryview) -> Buffer:
+def over_expansion(nbytes: int, frame_bytes: int, limits: Limits) -> bool:
+    """True when a zstd frame of `frame_bytes` decoding to `nbytes` exceeds
+    :attr:`Limits.max_expansion` (only arrays over 64 MiB are held to it)."""
+    return nbytes > EXPANSION_FREE_BYTES and nbytes // max(1, limits.max_expansion) > frame_bytes
+
+
+def decode_buffer(meta: ArrayMeta, frame: memoryview, limits: Limits = DEFAULT_LIMITS) -> Buffer:
     """The decoded bytes of one buffer frame, exactly ``meta.nbytes`` long.
 
     A raw frame without filters is returned as is (no copy). Raises :class:`~ndbridge.FrameError`
-    for a raw frame of the wrong length and :class:`~ndbridge.CodecError` for a zstd frame that
-    is not exactly one frame declaring ``nbytes`` as its content size.
+    for a raw frame of the wrong length, :class:`~ndbridge.CodecError` for a zstd frame that
+    is not exactly one frame declaring ``nbytes`` as its content size, and
+    :class:`~ndbridge.LimitError` for one over ``limits.max_expansion``.
     """
     if meta.codec == "raw":
         if len(frame) != meta.nbytes:
@@ -148,14 +157,14 @@ def decode_buffer(meta: ArrayMeta, frame: memoryview) -> Buffer:
                                          f"nbytes declares {meta.nbytes}")
         data: Buffer = frame
     else:
-        data = _decompress(meta, frame)
+        data = _decompress(meta, frame, limits)
     for name in reversed(meta.filters):
         if name == "shuffle" and meta.dtype.itemsize > 1:
             data = unshuffle(data, meta.dtype.itemsize)
     return data
 
 
-def _decompress(meta: ArrayMeta, frame: memoryview) -> bytes:
+def _decompress(meta: ArrayMeta, frame: memoryview, limits: Limits) -> bytes:
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError:
@@ -167,6 +176,9 @@ def _decompress(meta: ArrayMeta, frame: memoryview) -> bytes:
     if declared != meta.nbytes:
         raise CodecError(meta.field, f"zstd content size {declared} declared, nbytes declares "
                                      f"{meta.nbytes}")
+    if over_expansion(declared, len(frame), limits):
+        raise LimitError(meta.field, "max_expansion", declared // max(1, len(frame)),
+                         limits.max_expansion, what="decoded/compressed size ratio")
     try:
         if meta.nbytes == 0:
             # An empty frame takes the streaming path, which reports trailing bytes reliably.

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .codec import decode_buffer, encode_buffer
+from .codec import decode_buffer, encode_buffer, over_expansion
 from .dtypes import wire_dtype
 from .errors import FrameError, WireError
 from .header import FORMAT_VERSION, ArrayMeta, check_name, parse_header
@@ -149,7 +149,7 @@ def decode(frames: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS, native: bo
                                    f"{len(header.arrays)} buffer(s)), found {len(buffers)}")
     arrays: Dict[str, np.ndarray] = {}
     for meta, buf in zip(header.arrays, buffers[1:]):
-        arrays[meta.name] = _to_array(meta, decode_buffer(meta, buf), native)
+        arrays[meta.name] = _to_array(meta, decode_buffer(meta, buf, limits), native)
     return Record(name=header.name, source=header.source, session=header.session,
                   seq=header.seq, time=header.time, attrs=header.attrs, arrays=arrays,
                   header=header.raw)
@@ -220,9 +220,15 @@ def _contiguous(array: np.ndarray) -> Tuple[np.ndarray, str, np.ndarray]:
 
 def _over(limit: str, value: int, maximum: int, what: str) -> ValueError:
     """The error for a message over one of the reader's limits, before anything is sent."""
-    hint = " (a collector started with --max-array-mib N takes up to N MiB; pass the same " \
-           "limits=ndbridge.Limits(...))" if limit in ("max_array_bytes", "max_message_bytes") \
-        else ""
+    if limit in ("max_array_bytes", "max_message_bytes"):
+        hint = " (a collector started with --max-array-mib N takes up to N MiB; pass the same " \
+               "limits=ndbridge.Limits(...))"
+    elif limit == "max_expansion":
+        hint = " (codec='auto' sends such an array raw; a collector started with " \
+               "--max-expansion 0 takes it compressed, with limits=ndbridge.Limits(" \
+               "max_expansion=2**64))"
+    else:
+        hint = ""
     return ValueError(f"{what} {value} exceeds the limit {limit}={maximum}, so a reader with "
                       f"these limits would reject the message{hint}")
 
@@ -241,7 +247,8 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
             C- and F-contiguous arrays are sent without a copy (order ``"C"`` / ``"F"``);
             other arrays are made C-contiguous once.
         codec: ``"raw"`` sends the bytes as they are; ``"zstd"`` compresses; ``"auto"``
-            compresses and keeps the result only when it is at most 90% of the raw size.
+            compresses and keeps the result only when it is at most 90% of the raw size (and
+            within ``limits.max_expansion``).
         level: zstd level (1 is fast; up to 22).
         shuffle: ``None`` byte-shuffles multi-byte arrays that are compressed; ``True`` always
             adds the shuffle filter (raw frames too); ``False`` never shuffles.
@@ -310,6 +317,15 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
         array, order, data = _contiguous(array)
         used_codec, filters, frame = encode_buffer(data, array.dtype.itemsize, codec, level,
                                                    shuffle)
+        if used_codec == "zstd" and limits is not None \
+                and over_expansion(data.size, len(frame), limits):
+            if codec != "auto":
+                raise _over("max_expansion", data.size // max(1, len(frame)),
+                            limits.max_expansion,
+                            f"arrays[{array_name!r}]: decoded/compressed size ratio")
+            # "auto": compressed, the reader would refuse it; raw, it takes it.
+            used_codec, filters, frame = encode_buffer(data, array.dtype.itemsize, "raw", level,
+                                                       shuffle)
         entry: Dict[str, Any] = {
             "name": array_name,
             "dtype": array.dtype.str,

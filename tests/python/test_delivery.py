@@ -326,15 +326,25 @@ def test_send_refuses_a_record_over_the_collectors_limits(ctx: zmq.Context) -> N
     assert pull.poll(200) == 0
 
 
-def test_collector_drops_what_send_refuses(collector: Collector, tmp_path: Path) -> None:
-    """The limits send checks are the collector's: a record just over them, sent with the
-    checks off, is refused by the collector."""
-    with ndbridge.Publisher(collector.input, source="limits", timeout=10, limits=None) as pub:
+def test_collector_drops_what_send_refuses(collector: Collector) -> None:
+    """The limits send checks are the collector's: records just over them, sent with the checks
+    off, are refused by the collector; with the checks on, "auto" sends the constant array raw
+    and it is stored."""
+    zeros = np.zeros(9 << 20)  # 72 MiB that zstd makes about 30,000 times smaller
+    with ndbridge.Publisher(collector.input, source="unchecked", codec="zstd", limits=None,
+                            timeout=10) as pub:
         pub.send("u", np.zeros(10), attrs={"note": "x" * (1 << 20)})  # header over 1 MiB
+        pub.send("zeros", zeros)  # over the expansion limit
         pub.send("ok", np.zeros(10))
-    collector.wait_records("limits", 1)
+    with ndbridge.Publisher(collector.input, source="checked", link="network",
+                            timeout=10) as pub:
+        pub.send("zeros", zeros)
+    collector.wait_records("unchecked", 1)
+    line, = collector.wait_records("checked", 1)
+    assert line["arrays"][0]["codec"] == "raw"
     stats = collector.stop()["stats"]
-    assert stats["rejected"] == 1 and stats["stored"] == 1, stats
+    assert stats["rejected"] == 2 and stats["stored"] == 2, stats
+    assert stats["errors"] == {"header_too_large": 1, "expansion": 1}, stats
 
 
 # ---------------------------------------------------------------------------------------------

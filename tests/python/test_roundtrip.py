@@ -235,6 +235,24 @@ def test_encode_rejects_messages_over_the_limits(arrays, limits, text) -> None:
         ndbridge.encode("x", arrays, limits=limits)
 
 
+def test_expansion_limit_on_arrays_over_64_mib() -> None:
+    zeros = np.zeros(9 << 20)  # 72 MiB of one value: zstd makes it about 30,000 times smaller
+    with pytest.raises(ValueError, match=r"arrays\['x'\]: decoded/compressed size ratio \d+ "
+                                         r"exceeds the limit max_expansion=1024"):
+        ndbridge.encode("x", zeros, codec="zstd")
+    frames = ndbridge.encode("x", zeros, codec="auto")  # the reader would refuse it compressed
+    assert header_of(frames)["arrays"][0]["codec"] == "raw" and len(frames[1]) == zeros.nbytes
+    unlimited = ndbridge.Limits(max_expansion=2**64)
+    frames = ndbridge.encode("x", zeros, codec="zstd", limits=unlimited)
+    assert len(frames[1]) < zeros.nbytes // 1024
+    with pytest.raises(ndbridge.LimitError, match=r"arrays\[0\]: decoded/compressed size ratio "
+                                                  r"\d+ exceeds the limit max_expansion=1024"):
+        ndbridge.decode(frames)
+    assert same(ndbridge.decode(frames, limits=unlimited)["x"], zeros)
+    small = np.zeros(8 << 20)  # 64 MiB: not held to the limit
+    assert header_of(ndbridge.encode("x", small, codec="zstd"))["arrays"][0]["codec"] == "zstd"
+
+
 def test_encode_checks_the_header_size_and_can_skip_the_checks() -> None:
     attrs = {"note": "x" * (1 << 20)}
     with pytest.raises(ValueError, match="header: bytes .* exceeds the limit "
