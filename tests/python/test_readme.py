@@ -51,7 +51,8 @@ def test_readme_documents_the_essentials() -> None:
     text = README.read_text(encoding="utf-8")
     for needle in (".copy()", "read-only", "WireError", "HeaderError", "FrameError",
                    "CodecError", "LimitError", "examples/publish.py", "examples/subscribe.py",
-                   "--count", "copy_threshold", "timeout_ms"):
+                   "--count", "copy_threshold", "timeout_ms", "DeliveryError", "flush",
+                   'link="network"', "os._exit", "queue_bytes"):
         assert needle in text, needle
     assert len(python_blocks()) == 2
 
