@@ -120,9 +120,11 @@ pub struct SocketOptions {
     pub linger: Duration,
     /// The wait of one blocking send before control returns to ndbridge (ZMQ_SNDTIMEO).
     pub send_poll: Duration,
-    /// Largest frame a receiving socket accepts; a peer sending a larger one is disconnected
-    /// before anything that large is allocated (ZMQ_MAXMSGSIZE). `None`: no limit.
-    pub max_frame_bytes: Option<u64>,
+    /// Largest message a receiving socket accepts, its frames counted together with 64 bytes
+    /// each besides their data (ZMQ_MAXMSGSIZE, as ndbridge's build of libzmq applies it); a
+    /// peer sending a larger one is disconnected before the excess is allocated. `None`: no
+    /// limit.
+    pub max_message_bytes: Option<u64>,
 }
 
 impl Default for SocketOptions {
@@ -132,7 +134,7 @@ impl Default for SocketOptions {
             recv_hwm: 64,
             linger: Duration::from_secs(2),
             send_poll: Duration::from_millis(100),
-            max_frame_bytes: None,
+            max_message_bytes: None,
         }
     }
 }
@@ -177,7 +179,7 @@ pub fn open(
     set(socket.set_rcvhwm(options.recv_hwm))?;
     set(socket.set_linger(millis(options.linger)))?;
     set(socket.set_sndtimeo(millis(options.send_poll).max(1)))?;
-    if let Some(max) = options.max_frame_bytes {
+    if let Some(max) = options.max_message_bytes {
         set(socket.set_maxmsgsize(i64::try_from(max).unwrap_or(i64::MAX)))?;
     }
     if kind == SocketKind::Sub {

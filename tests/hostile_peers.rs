@@ -25,6 +25,10 @@ struct CollectorProcess {
 
 impl CollectorProcess {
     fn start(out: &Path, stats: &Path, stderr: &Path) -> CollectorProcess {
+        CollectorProcess::start_with(out, stats, stderr, &[])
+    }
+
+    fn start_with(out: &Path, stats: &Path, stderr: &Path, args: &[&str]) -> CollectorProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
             .args([
                 "collect",
@@ -33,6 +37,7 @@ impl CollectorProcess {
                 "--print-endpoints",
             ])
             .args(["--stats-every", "0", "--workers", "2"])
+            .args(args)
             .arg("--out")
             .arg(out)
             .arg("--stats-json")
@@ -267,4 +272,45 @@ fn lying_frames_and_zstd_bombs_are_refused_within_memory() {
         peak >> 20
     );
     assert!(peak < 1_200_000_000, "peak RSS {peak} bytes");
+}
+
+#[test]
+fn a_message_of_millions_of_empty_frames_costs_only_its_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, stats_path) = (dir.path().join("out"), dir.path().join("stats.json"));
+    // The limits set the largest message: 1 MiB arrays, so about 3.4 MB with frames counted.
+    let mut collector = CollectorProcess::start_with(
+        &out,
+        &stats_path,
+        &dir.path().join("err.log"),
+        &["--max-array-mib", "1"],
+    );
+    let before = collector.peak_rss();
+    let ctx = zmq::Context::new();
+    let attacker = push(&ctx, &collector.endpoint);
+    // 4,000,000 empty frames: 8 MB on the wire, 256 MB of queued frames if accepted.
+    let mut flood = valid("flood", 0, 0.0);
+    flood.extend(std::iter::repeat_n(Bytes::new(), 4_000_000));
+    send(&attacker, &flood);
+    let honest = push(&ctx, &collector.endpoint);
+    for seq in 0..10 {
+        send(&honest, &valid("honest", seq, 2.0));
+    }
+    common::wait_until("the honest records stored", Duration::from_secs(60), || {
+        std::fs::read_to_string(out.join("manifest.jsonl")).is_ok_and(|m| m.lines().count() == 10)
+    });
+    // Let the attacker's frames arrive: libzmq drops its connection once the message passes
+    // the bound.
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = collector.peak_rss().saturating_sub(before);
+    assert!(collector.alive());
+    assert!(collector.stop().success());
+    let s = stats(&stats_path);
+    assert_eq!(s["stats"]["stored"].as_u64(), Some(10), "{s}");
+    assert!(s["stats"]["sources"].get("flood").is_none(), "{s}");
+    eprintln!(
+        "4,000,000 empty frames: collector peak RSS grew by {} MB",
+        grown >> 20
+    );
+    assert!(grown < 64 << 20, "peak RSS grew by {grown} bytes");
 }

@@ -115,7 +115,10 @@ fn a_message_of_many_frames_is_rejected_and_the_next_one_stored() {
 
 #[test]
 fn a_frame_over_the_size_limit_drops_only_that_peer() {
-    let limits = Limits::default().max_array_bytes(1 << 20);
+    let limits = Limits::default()
+        .max_array_bytes(1 << 20)
+        .max_message_bytes(1 << 20)
+        .max_arrays(2);
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
         .limits(limits)

@@ -207,15 +207,13 @@ impl CollectorBuilder {
             }));
         }
         let context = self.context.unwrap_or_default();
-        // No frame may be larger than the largest array compressed badly, or the header.
-        let largest_frame = (self.limits.max_header_bytes as u64).max(
-            self.limits
-                .max_array_bytes
-                .saturating_add(self.limits.max_array_bytes / 128)
-                .saturating_add(64 << 10),
-        );
+        // No message may be larger than the largest the limits allow, frames counted.
         let options = SocketOptions {
-            max_frame_bytes: Some(self.options.max_frame_bytes.unwrap_or(largest_frame)),
+            max_message_bytes: Some(
+                self.options
+                    .max_message_bytes
+                    .unwrap_or(self.limits.max_wire_bytes()),
+            ),
             ..self.options
         };
         let socket = transport::open(&context, self.kind, &self.endpoints, &options)?;

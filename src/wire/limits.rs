@@ -87,6 +87,28 @@ impl Limits {
         self
     }
 
+    /// The most bytes a message within these limits can take on the wire, each frame counted
+    /// with 64 bytes besides its data (what a receiving socket holds per frame): the header, the
+    /// most decoded bytes of a message, zstd's worst case on top (1/128, and 256 bytes per
+    /// frame), and a topic frame. A receiver refuses larger messages before reading them.
+    ///
+    /// ```
+    /// use ndbridge::wire::Limits;
+    ///
+    /// let small = Limits::default().max_arrays(2).max_message_bytes(1 << 20);
+    /// assert_eq!(small.max_wire_bytes(), (1 << 20) + (1 << 20) + (1 << 13) + 5 * (256 + 64));
+    /// ```
+    pub fn max_wire_bytes(&self) -> u64 {
+        let decoded = self
+            .max_message_bytes
+            .min(self.max_array_bytes.saturating_mul(self.max_arrays as u64));
+        let frames = (self.max_arrays as u64).saturating_add(3);
+        (self.max_header_bytes as u64)
+            .saturating_add(decoded)
+            .saturating_add(decoded / 128)
+            .saturating_add(frames.saturating_mul(256 + 64))
+    }
+
     /// Sets the most dimensions per array.
     pub fn max_ndim(mut self, ndim: usize) -> Self {
         self.max_ndim = ndim;
