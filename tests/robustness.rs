@@ -170,3 +170,41 @@ fn a_flood_of_sessions_and_seq_jumps_keeps_stats_bounded() {
     assert!(snapshot.sources["flooder"].gaps >= (1 << 40) - 1);
     collector.stop();
 }
+
+#[test]
+fn peers_beyond_the_limit_are_refused_until_one_leaves() {
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .max_peers(2)
+        .start()
+        .unwrap();
+    let ctx = zmq::Context::new();
+    let first = push(&ctx, collector.endpoint());
+    let second = push(&ctx, collector.endpoint());
+    send(&first, &message("m", "first", "a", 0));
+    send(&second, &message("m", "second", "b", 0));
+    wait_until("two peers stored", Duration::from_secs(20), || {
+        let s = collector.stats();
+        s.stored == 2 && s.peers == 2
+    });
+    let third = push(&ctx, collector.endpoint());
+    send(&third, &message("m", "third", "c", 0));
+    wait_until("the third peer refused", Duration::from_secs(20), || {
+        collector.stats().refused_peers >= 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        collector.stats().stored,
+        2,
+        "a refused peer's message waits"
+    );
+    first.set_linger(0).unwrap();
+    drop(first);
+    // ZeroMQ reconnects the third peer; with the first gone, it is let in.
+    wait_until("the third peer stored", Duration::from_secs(20), || {
+        collector.stats().stored == 3
+    });
+    let summary = collector.stop();
+    assert!(summary.stats.sources.contains_key("third"));
+    drop((second, third));
+}

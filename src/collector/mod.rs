@@ -10,6 +10,7 @@
 //! ```
 
 mod budget;
+mod peers;
 mod pool;
 mod receiver;
 pub mod sink;
@@ -94,6 +95,7 @@ pub struct CollectorBuilder {
     report_every: Option<Duration>,
     context: Option<zmq::Context>,
     shutdown: Shutdown,
+    max_peers: u64,
 }
 
 impl Default for CollectorBuilder {
@@ -110,6 +112,7 @@ impl Default for CollectorBuilder {
             report_every: None,
             context: None,
             shutdown: Shutdown::new(),
+            max_peers: peers::DEFAULT_MAX_PEERS,
         }
     }
 }
@@ -191,6 +194,15 @@ impl CollectorBuilder {
         self
     }
 
+    /// Most publishers connected to the input socket at once (accepted connections); one more
+    /// is disconnected at once and counted (`refused_peers`). With the receive high-water mark
+    /// and [`Limits::max_wire_bytes`], this bounds what ZeroMQ queues before the in-flight cap
+    /// applies. Default: 64.
+    pub fn max_peers(mut self, peers: u64) -> Self {
+        self.max_peers = peers;
+        self
+    }
+
     /// Uses this shutdown flag (for example one registered with signal handlers).
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
@@ -221,6 +233,7 @@ impl CollectorBuilder {
         let max_frames = self.limits.max_arrays.saturating_add(3);
         let endpoints = bound_endpoints(&socket, &self.endpoints);
         let stats = Arc::new(Stats::new(self.inflight_bytes));
+        let peers = peers::PeerGuard::start(&context, &socket, self.max_peers, Arc::clone(&stats))?;
         let budget = Arc::new(Budget::new(self.inflight_bytes));
         let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
         let pool = Arc::new(Pool {
@@ -282,6 +295,7 @@ impl CollectorBuilder {
             receiver: Some(receiver),
             workers,
             reporter,
+            _peers: peers,
             _context: context,
         })
     }
@@ -346,6 +360,7 @@ pub struct Collector {
     receiver: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     reporter: Option<JoinHandle<()>>,
+    _peers: peers::PeerGuard,
     _context: zmq::Context,
 }
 

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::peers::PeerCounts;
+
 use serde::Serialize;
 
 /// The hasher of the maps looked up once per message. foldhash, seeded per map: the keys come
@@ -206,6 +208,10 @@ pub struct StatsSnapshot {
     pub errors: BTreeMap<String, u64>,
     /// Per source (`"?"` collects messages whose header named none).
     pub sources: BTreeMap<String, SourceStats>,
+    /// Publishers connected to the input socket now (accepted connections).
+    pub peers: u64,
+    /// Connections refused because as many peers as allowed were connected (`--max-peers`).
+    pub refused_peers: u64,
 }
 
 /// The collector's live statistics, shared by its threads.
@@ -215,6 +221,8 @@ pub struct Stats {
     received: AtomicU64,
     inflight: AtomicU64,
     inflight_cap: u64,
+    /// The input socket's accepted connections.
+    pub(crate) peers: PeerCounts,
     inner: Mutex<Inner>,
 }
 
@@ -276,6 +284,7 @@ impl Stats {
             received: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
             inflight_cap,
+            peers: PeerCounts::default(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -373,6 +382,8 @@ impl Stats {
             inflight_bytes: self.inflight.load(Ordering::Relaxed),
             inflight_cap: self.inflight_cap,
             sources: inner.sources.clone(),
+            peers: self.peers.connected.load(Ordering::Relaxed),
+            refused_peers: self.peers.refused.load(Ordering::Relaxed),
             ..StatsSnapshot::default()
         };
         for s in snap.sources.values() {
