@@ -147,7 +147,7 @@ fn push_content(c: &mut Choices, content: &mut Vec<u8>, len: usize) {
 /// Builds a case from `input` (any bytes).
 pub fn build(input: &[u8]) -> Case {
     let mut c = Choices(input);
-    let level = c.pick(&[1, 3, 9, 19, -5]);
+    let level = c.pick(&[1, 3, 9, 3, -5]);
     let itemsize = c.pick(&[2usize, 4, 8]);
     let single_segment = c.byte() % 4 == 0;
     let window_descriptor = c.pick(&[0u8, 0x18, 0x38, 0x39, 0x58, 0x88, 0x8f]);
