@@ -93,7 +93,8 @@ class DeliveryError(TimeoutError):
 
     Attributes:
         endpoint: The publisher's endpoint.
-        unsent: Records not handed to a peer.
+        unsent: Records not handed to a peer (counted on the safe side: the first of them may
+            have been on its way out, and may arrive whole).
         sent: Records the publisher sent in all.
         timeout: The wait that ran out, in seconds.
         dropped: True when the records were dropped (``close``), False when they are still

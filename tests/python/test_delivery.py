@@ -243,7 +243,8 @@ def test_close_against_a_peer_that_stops_reading(ctx: zmq.Context) -> None:
     assert 0.5 <= time.monotonic() - start < 5
     unsent = info.value.unsent
     assert 0 < unsent < count and info.value.dropped
-    # What close did not report as lost arrives when the peer reads again; nothing else does.
+    # What close did not report as lost arrives when the peer reads again, and at most the one
+    # record that was on its way out when the time ran out besides.
     got = []
     pull.rcvtimeo = 2000
     while True:
@@ -251,7 +252,8 @@ def test_close_against_a_peer_that_stops_reading(ctx: zmq.Context) -> None:
             got.append(ndbridge.recv(pull).seq)
         except zmq.Again:
             break
-    assert got == list(range(count - unsent))
+    assert got[:count - unsent] == list(range(count - unsent)), (got, unsent)
+    assert len(got) <= count - unsent + 1, (got, unsent)
 
 
 def test_zero_copy_buffers_live_until_zeromq_is_done(ctx: zmq.Context) -> None:
