@@ -308,7 +308,7 @@ class Publisher:
         threshold = self.copy_threshold
         buffers: List[Any] = []
         last = len(frames) - 1
-        for i, frame in enumerate(frames[:last]):
+        for frame in frames[:last]:
             if threshold is not None and len(frame) >= threshold:
                 sock.send(zmq.Frame(frame, copy=False), zmq.SNDMORE, copy=False)
                 buffers.append(frame)
