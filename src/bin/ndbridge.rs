@@ -55,13 +55,21 @@ struct CollectArgs {
     /// Do not store anything on disk (forward only, or count only).
     #[arg(long)]
     no_disk: bool,
-    /// Re-publish every valid message on a PUB socket bound here (e.g. tcp://127.0.0.1:5556).
+    /// Re-publish every valid message to ZeroMQ SUB sockets that connect here
+    /// (tcp://HOST:PORT or ipc://PATH, e.g. tcp://127.0.0.1:5556).
     #[arg(long)]
     forward: Option<String>,
-    /// Most MiB of forwarded messages held for slow subscribers; past it, messages are not
-    /// forwarded (counted as dropped in the forward report).
-    #[arg(long, default_value_t = 256, value_parser = mebibytes)]
-    forward_max_mib: u64,
+    /// Most MiB of forwarded messages queued for one subscriber. A subscriber that reads slower
+    /// than records arrive loses the records that do not fit, counted for it alone (its
+    /// `dropped` in the forward report); the other subscribers are not affected. A record
+    /// larger than this goes to a subscriber only when nothing else is queued for it.
+    #[arg(long, default_value_t = 64, value_parser = mebibytes)]
+    forward_subscriber_mib: u64,
+    /// Most subscribers connected to the forward socket at once; a connection beyond is closed
+    /// at once and counted (`refused`). The forward sink holds at most this many times
+    /// max(--forward-subscriber-mib, largest record).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_subscribers: u32,
     /// Decode worker threads [default: number of cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -305,9 +313,10 @@ fn collect(args: CollectArgs) -> Result<()> {
     }
     let mut forward_endpoint = None;
     if let Some(addr) = &args.forward {
-        let forward = ForwardSink::bind(&context, addr)
-            .with_context(|| format!("binding the forward socket {addr}"))?
-            .max_bytes(args.forward_max_mib << 20);
+        let forward = ForwardSink::listen(addr)
+            .with_context(|| format!("opening the forward socket {addr}"))?
+            .subscriber_bytes(args.forward_subscriber_mib << 20)
+            .max_subscribers(args.max_subscribers as usize);
         forward_endpoint = Some(forward.endpoint().to_owned());
         builder = builder.sink(forward);
     }

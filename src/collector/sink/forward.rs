@@ -1,126 +1,953 @@
-//! The forward sink: re-publishes every valid message on a PUB socket as
-//! `[topic, header, buffers...]`, with the original frames (no re-encode, no copy), so live
-//! subscribers (Python notebooks, `ndbridge tail`) see the stream.
+//! The forward sink: re-publishes every valid message to live subscribers (Python notebooks,
+//! `ndbridge tail`, any ZeroMQ SUB socket) as `[topic, header, buffers...]`, with the frames as
+//! received (no re-encode, no copy).
 //!
-//! The frames stay alive while the sink's queue or ZeroMQ holds them (a slow subscriber's queue
-//! holds up to 1000 messages). The sink counts those bytes and drops a message, counted, that
-//! would take them over its limit ([`ForwardSink::max_bytes`], 256 MiB by default), so that
-//! subscribers cannot make the collector hold unbounded memory.
+//! The sink is a PUB socket of its own: it speaks ZMTP 3.1 with the NULL mechanism (what
+//! ZeroMQ sockets speak without CURVE) over TCP or Unix sockets, and keeps one queue per
+//! subscriber, bounded in bytes. libzmq's PUB socket bounds each subscriber's queue in
+//! messages only, and a bound changed on open connections can stop a subscriber that reads
+//! for good (its queue stays marked full once the new bound is under what it has read since
+//! its last acknowledgement), so it cannot give this isolation.
+//!
+//! - **Isolation.** A message goes to every subscriber whose subscriptions match its topic (by
+//!   prefix, as in ZeroMQ). A subscriber whose queue is at its limit loses that message alone,
+//!   counted as its `dropped`; the others get it. A subscriber that stops reading costs nobody
+//!   else a record.
+//! - **Memory per subscriber.** A queue takes a message when it holds nothing, or when the
+//!   message fits within the limit ([`ForwardSink::subscriber_bytes`], 64 MiB by default), and
+//!   takes at most 1024 messages. So the frames a subscriber holds (queued, or being written
+//!   to its connection) never exceed `max(limit, largest message)`. What has been written to
+//!   the kernel's socket buffer is a copy and no longer held.
+//! - **Memory in all.** Subscribers share frames, so the sink holds at most
+//!   `max_subscribers × max(limit, largest message)`: 1 GiB with the defaults and messages up
+//!   to 64 MiB. An optional total cap ([`ForwardSink::max_bytes`]) drops a message for every
+//!   subscriber when the total is at it; set below that product, it lets stalled subscribers
+//!   cost the others records.
+//! - **Number of subscribers.** At most [`ForwardSink::max_subscribers`] (16) connections at
+//!   once, counting those still in their handshake; a connection beyond is closed at once and
+//!   counted (`refused`).
+//! - **Hostile peers.** A peer is disconnected and counted (`failed`) when it has not completed
+//!   its handshake within 5 s, or when it speaks something other than ZMTP 3 with the NULL
+//!   mechanism as a SUB or XSUB socket, sends a frame over 64 KiB, or holds more than 1024
+//!   subscriptions or 1 MiB of them. Heartbeats (PING) are answered, with at most one PONG
+//!   pending per subscriber.
+//!
+//! Each subscriber has two threads: one writes its queue to its connection (a slow connection
+//! blocks that thread alone), one reads its subscriptions and heartbeats. A third thread
+//! accepts connections.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, BufReader, IoSlice, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
 use serde_json::json;
 
 use super::{Received, Sink, SinkError};
-use crate::error::Error;
-use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
+use crate::collector::pool::RateLimitedLog;
 
-/// Messages waiting for the forward socket before new ones are dropped.
-const QUEUE: usize = 1024;
+/// Bytes of frames queued for one subscriber by default (see [`ForwardSink::subscriber_bytes`]).
+pub const DEFAULT_SUBSCRIBER_BYTES: u64 = 64 << 20;
 
-/// Bytes of forwarded frames held at once by default (see [`ForwardSink::max_bytes`]).
-pub const DEFAULT_FORWARD_MAX_BYTES: u64 = 256 << 20;
+/// Subscribers connected at once by default (see [`ForwardSink::max_subscribers`]).
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 16;
 
-/// Re-publishes records on a bound PUB socket, owned by its own thread.
+/// Messages queued for one subscriber at most, whatever their size.
+const QUEUE_MESSAGES: usize = 1024;
+
+/// Messages written to a connection in one system call at most.
+const BATCH_MESSAGES: usize = 64;
+
+/// Time a new connection has to complete its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time [`Sink::finish`] gives subscribers to take what is queued for them before closing.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// How often the accept thread looks at the stop flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
+
+/// Largest frame a subscriber may send (subscriptions, heartbeats, its READY command).
+const MAX_PEER_FRAME: u64 = 64 << 10;
+
+/// Distinct subscriptions one subscriber may hold.
+const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// Bytes of distinct subscriptions one subscriber may hold.
+const MAX_SUBSCRIPTION_BYTES: usize = 1 << 20;
+
+/// The forward sink could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// The address is not one the sink can listen on.
+    #[error(
+        "forward address {address:?}: expected tcp://HOST:PORT (HOST an IP address, a name, \
+         or *; PORT a number or *) or ipc://PATH"
+    )]
+    Address {
+        /// The address given.
+        address: String,
+    },
+    /// Listening on the address failed.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address given.
+        address: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The accept thread could not be started.
+    #[error("cannot start the forward sink's thread: {0}")]
+    Thread(io::Error),
+}
+
+/// One subscriber's state and counters (see [`ForwardSink::subscribers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriberStats {
+    /// The peer's address (`ip:port`), or `ipc#` and a connection number on a Unix socket.
+    pub peer: String,
+    /// True once its handshake is done: from then on messages are queued for it.
+    pub ready: bool,
+    /// Distinct topic prefixes it subscribes to.
+    pub subscriptions: usize,
+    /// Messages written to its connection.
+    pub sent: u64,
+    /// Messages it did not get: its queue was at its limit, or it left before they were written.
+    pub dropped: u64,
+    /// Messages queued for it or being written to it.
+    pub queued: u64,
+    /// Bytes of frames queued for it or being written to it.
+    pub held_bytes: u64,
+}
+
+/// Subscriber counters since the sink started (see [`ForwardSink::totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriberTotals {
+    /// Connections open now, including those still in their handshake.
+    pub connected: usize,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed at once because `max_subscribers` were open.
+    pub refused: u64,
+    /// Connections closed for a failed handshake or a protocol error.
+    pub failed: u64,
+    /// Messages written, summed over subscribers.
+    pub sent: u64,
+    /// Messages dropped for one subscriber, summed over subscribers.
+    pub dropped: u64,
+}
+
+/// Re-publishes records to subscribers, each with a queue of its own (see the module docs).
 pub struct ForwardSink {
     endpoint: String,
-    queue: Mutex<Option<Sender<Vec<Bytes>>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    forwarded: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+    /// The socket file of an `ipc://` endpoint, removed when the sink finishes.
+    socket_file: Option<PathBuf>,
+    /// The subscribers connected when the sink finished, with their last counters.
+    at_finish: Mutex<Vec<SubscriberStats>>,
+}
+
+/// What the sink, its accept thread and its connection threads share.
+struct Shared {
+    closed: AtomicBool,
+    subscriber_bytes: AtomicU64,
+    max_subscribers: AtomicUsize,
+    /// The total cap; `u64::MAX` for none.
+    max_bytes: AtomicU64,
+    /// Bytes of frames of messages held by any subscriber queue or connection.
+    held: Arc<AtomicU64>,
+    connections: Mutex<Vec<Arc<Subscriber>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next_id: AtomicU64,
+    forwarded: AtomicU64,
     dropped: AtomicU64,
-    /// Bytes of frames handed to the forward path and not yet released by it.
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+    /// Counters of subscribers that have left.
+    departed_sent: AtomicU64,
+    departed_dropped: AtomicU64,
+    log: RateLimitedLog,
+}
+
+/// A message on its way to subscribers: its frames, shared by every queue that takes it.
+struct Outgoing {
+    frames: Vec<Bytes>,
+    bytes: u64,
     held: Arc<AtomicU64>,
-    max_bytes: u64,
 }
 
-/// A forwarded frame: gives its bytes back to the sink's count when the last holder (the queue,
-/// or ZeroMQ once it has sent the frame to every subscriber) drops it.
-struct HeldFrame {
-    frame: Bytes,
-    held: Arc<AtomicU64>,
-}
-
-impl AsRef<[u8]> for HeldFrame {
-    fn as_ref(&self) -> &[u8] {
-        &self.frame
-    }
-}
-
-impl Drop for HeldFrame {
+impl Drop for Outgoing {
     fn drop(&mut self) {
-        self.held
-            .fetch_sub(self.frame.len() as u64, Ordering::Relaxed);
+        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
-impl ForwardSink {
-    /// Binds a PUB socket at `addr` (`tcp://127.0.0.1:*` picks a port; see
-    /// [`ForwardSink::endpoint`]).
-    pub fn bind(context: &zmq::Context, addr: &str) -> Result<ForwardSink, Error> {
-        let options = SocketOptions {
-            send_hwm: 1000,
-            linger: std::time::Duration::from_millis(500),
-            ..SocketOptions::default()
+/// One connection: its queue, subscriptions and counters.
+struct Subscriber {
+    peer: String,
+    /// A handle on the connection, to close it from another thread.
+    stream: Stream,
+    /// `None` before the handshake is done and after the connection ends.
+    queue: Mutex<Option<Sender<Arc<Outgoing>>>>,
+    subscriptions: Mutex<Subscriptions>,
+    held: AtomicU64,
+    queued: AtomicU64,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl Subscriber {
+    fn stats(&self) -> SubscriberStats {
+        SubscriberStats {
+            peer: self.peer.clone(),
+            ready: self.queue.lock().expect("subscriber queue lock").is_some(),
+            subscriptions: self.subscriptions.lock().expect("subscriptions lock").len(),
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            held_bytes: self.held.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues `message` if its topic matches and it fits within `limit`; counts a drop if the
+    /// topic matches and it does not fit.
+    fn offer(&self, topic: &[u8], message: &Arc<Outgoing>, limit: u64, log: &RateLimitedLog) {
+        let queue = self.queue.lock().expect("subscriber queue lock");
+        let Some(tx) = queue.as_ref() else {
+            return;
         };
-        let socket = transport::open(context, SocketKind::Pub, &[Endpoint::bind(addr)], &options)?;
-        let endpoint = transport::last_endpoint(&socket).unwrap_or_else(|| addr.to_owned());
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let forwarded = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&forwarded);
-        let thread = std::thread::Builder::new()
-            .name("ndbridge-forward".into())
-            .spawn(move || forward_loop(socket, rx, &counter))
-            .map_err(|source| Error::Thread {
-                name: "ndbridge-forward".into(),
-                source,
-            })?;
-        Ok(ForwardSink {
-            endpoint,
-            queue: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-            forwarded,
-            dropped: AtomicU64::new(0),
-            held: Arc::new(AtomicU64::new(0)),
-            max_bytes: DEFAULT_FORWARD_MAX_BYTES,
+        if !self
+            .subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .matches(topic)
+        {
+            return;
+        }
+        let size = message.bytes;
+        let fits = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held == 0 || held.saturating_add(size) <= limit).then_some(held + size)
+            })
+            .is_ok();
+        if fits {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            match tx.try_send(Arc::clone(message)) {
+                Ok(()) => return,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.held.fetch_sub(size, Ordering::Relaxed);
+                }
+            }
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            log.warn(|| {
+                format!(
+                    "forward: subscriber {} reads slower than records arrive; records over its \
+                     {limit} bytes of queue are dropped for it alone",
+                    self.peer
+                )
+            });
+        }
+    }
+}
+
+/// A subscriber's topic prefixes, each with how many times it was subscribed.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    topics: Vec<(Vec<u8>, u32)>,
+    bytes: usize,
+}
+
+impl Subscriptions {
+    fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    fn subscribe(&mut self, topic: &[u8]) -> Result<(), String> {
+        if let Some((_, count)) = self.topics.iter_mut().find(|(t, _)| t == topic) {
+            *count = count.saturating_add(1);
+            return Ok(());
+        }
+        if self.topics.len() >= MAX_SUBSCRIPTIONS
+            || self.bytes + topic.len() > MAX_SUBSCRIPTION_BYTES
+        {
+            return Err(format!(
+                "expected at most {MAX_SUBSCRIPTIONS} subscriptions of \
+                 {MAX_SUBSCRIPTION_BYTES} bytes in all, got one more ({} bytes) on top of {} \
+                 ({} bytes)",
+                topic.len(),
+                self.topics.len(),
+                self.bytes
+            ));
+        }
+        self.bytes += topic.len();
+        self.topics.push((topic.to_vec(), 1));
+        Ok(())
+    }
+
+    fn cancel(&mut self, topic: &[u8]) {
+        if let Some(i) = self.topics.iter().position(|(t, _)| t == topic) {
+            self.topics[i].1 -= 1;
+            if self.topics[i].1 == 0 {
+                self.bytes -= topic.len();
+                self.topics.swap_remove(i);
+            }
+        }
+    }
+
+    fn matches(&self, topic: &[u8]) -> bool {
+        self.topics.iter().any(|(t, _)| topic.starts_with(t))
+    }
+}
+
+/// A listening socket: TCP or Unix.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+
+    /// The next connection and a name for its peer.
+    fn accept(&self, id: u64) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                stream.set_nonblocking(false)?;
+                stream.set_nodelay(true)?;
+                Ok((Stream::Tcp(stream), peer.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (stream, _) = l.accept()?;
+                stream.set_nonblocking(false)?;
+                Ok((Stream::Unix(stream), format!("ipc#{id}")))
+            }
+        }
+    }
+}
+
+/// A connection to a subscriber: TCP or Unix.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
         })
     }
 
-    /// Sets the most bytes of forwarded frames held at once: in the sink's queue and in ZeroMQ's
-    /// queues for slow subscribers. A message that would go over it is dropped and counted
-    /// (`dropped`); one larger than the limit is forwarded only when nothing else is held.
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = bytes;
+    /// Ends the connection both ways: blocked reads and writes on it return.
+    fn close(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
+    fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where the sink listens, parsed from a ZeroMQ-style address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Address {
+    Tcp(SocketAddr),
+    Ipc(PathBuf),
+}
+
+fn parse_address(address: &str) -> Result<Address, ForwardError> {
+    let invalid = || ForwardError::Address {
+        address: address.to_owned(),
+    };
+    if let Some(path) = address.strip_prefix("ipc://") {
+        if path.is_empty() || path == "*" {
+            return Err(invalid());
+        }
+        return Ok(Address::Ipc(PathBuf::from(path)));
+    }
+    let rest = address.strip_prefix("tcp://").ok_or_else(invalid)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = match port {
+        "*" => 0,
+        p => p.parse().map_err(|_| invalid())?,
+    };
+    let host = match host {
+        "*" => "0.0.0.0",
+        h => h
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(h),
+    };
+    if host.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(Address::Tcp(SocketAddr::new(ip, port)));
+    }
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| ForwardError::Listen {
+            address: address.to_owned(),
+            source,
+        })?;
+    let mut resolved: Vec<SocketAddr> = resolved.collect();
+    // As ZeroMQ: an IPv4 address when the name has one.
+    resolved.sort_by_key(|a| a.is_ipv6());
+    resolved
+        .first()
+        .copied()
+        .map(Address::Tcp)
+        .ok_or_else(invalid)
+}
+
+impl ForwardSink {
+    /// Listens at `address` (`tcp://127.0.0.1:*` picks a port, see [`ForwardSink::endpoint`];
+    /// `tcp://*:5556` listens on every interface; `ipc:///path` on a Unix socket, replacing a
+    /// socket file left there).
+    pub fn listen(address: &str) -> Result<ForwardSink, ForwardError> {
+        let listen_error = |source| ForwardError::Listen {
+            address: address.to_owned(),
+            source,
+        };
+        let (listener, endpoint, socket_file) = match parse_address(address)? {
+            Address::Tcp(addr) => {
+                let listener = TcpListener::bind(addr).map_err(listen_error)?;
+                let local = listener.local_addr().map_err(listen_error)?;
+                (Listener::Tcp(listener), format!("tcp://{local}"), None)
+            }
+            Address::Ipc(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                    if !meta.file_type().is_socket() {
+                        return Err(listen_error(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!(
+                                "expected no file or a socket at {}, found another kind of file",
+                                path.display()
+                            ),
+                        )));
+                    }
+                    std::fs::remove_file(&path).map_err(listen_error)?;
+                }
+                let listener = UnixListener::bind(&path).map_err(listen_error)?;
+                let endpoint = format!("ipc://{}", path.display());
+                (Listener::Unix(listener), endpoint, Some(path))
+            }
+        };
+        match &listener {
+            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Unix(l) => l.set_nonblocking(true),
+        }
+        .map_err(listen_error)?;
+        let shared = Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            subscriber_bytes: AtomicU64::new(DEFAULT_SUBSCRIBER_BYTES),
+            max_subscribers: AtomicUsize::new(DEFAULT_MAX_SUBSCRIBERS),
+            max_bytes: AtomicU64::new(u64::MAX),
+            held: Arc::new(AtomicU64::new(0)),
+            connections: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            departed_sent: AtomicU64::new(0),
+            departed_dropped: AtomicU64::new(0),
+            log: RateLimitedLog::new(),
+        });
+        let accept_shared = Arc::clone(&shared);
+        let accept = std::thread::Builder::new()
+            .name("ndbridge-forward".into())
+            .spawn(move || accept_loop(&listener, &accept_shared))
+            .map_err(ForwardError::Thread)?;
+        Ok(ForwardSink {
+            endpoint,
+            shared,
+            accept: Mutex::new(Some(accept)),
+            socket_file,
+            at_finish: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// [`ForwardSink::listen`]: the sink serves its subscribers without ZeroMQ's sockets, so
+    /// `context` is not used.
+    pub fn bind(_context: &zmq::Context, address: &str) -> Result<ForwardSink, ForwardError> {
+        ForwardSink::listen(address)
+    }
+
+    /// Sets the most bytes of frames queued for one subscriber (64 MiB by default). A message
+    /// that would take a subscriber over it is dropped for that subscriber alone and counted
+    /// there; a larger message is queued only when nothing else is.
+    pub fn subscriber_bytes(self, bytes: u64) -> Self {
+        self.shared.subscriber_bytes.store(bytes, Ordering::Relaxed);
         self
     }
 
-    /// The bound address, with the port resolved.
+    /// Sets the most connections open at once (16 by default); a connection beyond is closed
+    /// as soon as it is accepted, and counted as `refused`.
+    pub fn max_subscribers(self, subscribers: usize) -> Self {
+        self.shared
+            .max_subscribers
+            .store(subscribers, Ordering::Relaxed);
+        self
+    }
+
+    /// Caps the bytes of frames held for all subscribers together (no cap by default: the
+    /// per-subscriber limit and the number of subscribers bound them). A message that would go
+    /// over it is dropped for every subscriber and counted as `dropped`; one larger than the
+    /// cap goes out only when nothing else is held. A cap below `max_subscribers` times the
+    /// per-subscriber limit lets stalled subscribers cost the others records.
+    pub fn max_bytes(self, bytes: u64) -> Self {
+        self.shared.max_bytes.store(bytes, Ordering::Relaxed);
+        self
+    }
+
+    /// The address listened on, with the port resolved (`tcp://127.0.0.1:40123`).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
-    /// Bytes of forwarded frames held now.
+    /// Bytes of frames held now for all subscribers (each frame once, however many
+    /// subscribers it is queued for).
     pub fn held_bytes(&self) -> u64 {
-        self.held.load(Ordering::Relaxed)
+        self.shared.held.load(Ordering::Relaxed)
     }
 
-    /// Messages dropped so far: the queue was full or the held bytes at their limit.
+    /// Messages dropped for every subscriber: the total cap ([`ForwardSink::max_bytes`]) was
+    /// reached. Drops for one subscriber are in [`ForwardSink::subscribers`] and
+    /// [`ForwardSink::totals`].
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The connections open now, in the order they were accepted; once the sink has finished,
+    /// those that were open then, with their last counters.
+    pub fn subscribers(&self) -> Vec<SubscriberStats> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            let at_finish = self.at_finish.lock().expect("finish lock");
+            if !at_finish.is_empty() {
+                return at_finish.clone();
+            }
+        }
+        self.shared
+            .connections
+            .lock()
+            .expect("connections lock")
+            .iter()
+            .map(|s| s.stats())
+            .collect()
+    }
+
+    /// Counters over every subscriber since the sink started, those gone included.
+    pub fn totals(&self) -> SubscriberTotals {
+        let connections = self.shared.connections.lock().expect("connections lock");
+        let (mut sent, mut dropped) = (
+            self.shared.departed_sent.load(Ordering::Relaxed),
+            self.shared.departed_dropped.load(Ordering::Relaxed),
+        );
+        for s in connections.iter() {
+            sent += s.sent.load(Ordering::Relaxed);
+            dropped += s.dropped.load(Ordering::Relaxed);
+        }
+        SubscriberTotals {
+            connected: connections.len(),
+            accepted: self.shared.accepted.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            sent,
+            dropped,
+        }
     }
 }
 
-fn forward_loop(mut socket: zmq::Socket, rx: Receiver<Vec<Bytes>>, forwarded: &AtomicU64) {
-    for frames in rx.iter() {
-        // PUB never blocks: at the high-water mark ZeroMQ drops for that subscriber.
-        match transport::send_message(&mut socket, &frames, 0) {
-            Ok(()) => {
-                forwarded.fetch_add(1, Ordering::Relaxed);
+impl Shared {
+    /// Removes a connection that has ended, keeping its counters in the totals.
+    fn remove(&self, subscriber: &Arc<Subscriber>) {
+        let mut connections = self.connections.lock().expect("connections lock");
+        connections.retain(|s| !Arc::ptr_eq(s, subscriber));
+        self.departed_sent
+            .fetch_add(subscriber.sent.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.departed_dropped.fetch_add(
+            subscriber.dropped.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Joins the connection threads that have ended.
+    fn reap(&self) {
+        let mut threads = self.threads.lock().expect("threads lock");
+        let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+        *threads = running;
+        drop(threads);
+        for thread in done {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &Listener, shared: &Arc<Shared>) {
+    let poll = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: ACCEPT_POLL.as_nanos() as _,
+    };
+    while !shared.closed.load(Ordering::Relaxed) {
+        shared.reap();
+        let mut fds = [rustix::event::PollFd::from_borrowed_fd(
+            listener.fd(),
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&poll)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                shared
+                    .log
+                    .warn(|| format!("forward: cannot wait for subscribers: {e}"));
+                std::thread::sleep(ACCEPT_POLL);
+                continue;
             }
-            Err(e) => tracing::warn!("forward: cannot publish: {e}"),
+        }
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        match listener.accept(id) {
+            Ok((stream, peer)) => admit(shared, stream, peer),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // Out of file descriptors, say: the connection waits in the backlog.
+                shared
+                    .log
+                    .warn(|| format!("forward: cannot accept a subscriber: {e}"));
+                std::thread::sleep(ACCEPT_POLL);
+            }
+        }
+    }
+}
+
+/// Serves a new connection on threads of its own, or refuses it when `max_subscribers` are open.
+fn admit(shared: &Arc<Shared>, stream: Stream, peer: String) {
+    let handle = match stream.try_clone() {
+        Ok(handle) => handle,
+        Err(e) => {
+            shared
+                .log
+                .warn(|| format!("forward: subscriber {peer}: cannot use the connection: {e}"));
+            return;
+        }
+    };
+    let subscriber = Arc::new(Subscriber {
+        peer,
+        stream: handle,
+        queue: Mutex::new(None),
+        subscriptions: Mutex::new(Subscriptions::default()),
+        held: AtomicU64::new(0),
+        queued: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        warned: AtomicBool::new(false),
+    });
+    {
+        let mut connections = shared.connections.lock().expect("connections lock");
+        let max = shared.max_subscribers.load(Ordering::Relaxed);
+        if connections.len() >= max {
+            drop(connections);
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            shared.log.warn(|| {
+                format!(
+                    "forward: subscriber {} refused: {max} subscribers connected already",
+                    subscriber.peer
+                )
+            });
+            subscriber.stream.close();
+            return;
+        }
+        connections.push(Arc::clone(&subscriber));
+    }
+    shared.accepted.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("forward: subscriber {} connected", subscriber.peer);
+    let thread_shared = Arc::clone(shared);
+    let thread_subscriber = Arc::clone(&subscriber);
+    let spawned = std::thread::Builder::new()
+        .name("ndbridge-fwd-out".into())
+        .spawn(move || serve(&thread_shared, &thread_subscriber, stream));
+    match spawned {
+        Ok(thread) => shared.threads.lock().expect("threads lock").push(thread),
+        Err(e) => {
+            shared.log.warn(|| {
+                format!(
+                    "forward: subscriber {}: cannot start its thread: {e}",
+                    subscriber.peer
+                )
+            });
+            subscriber.stream.close();
+            shared.remove(&subscriber);
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+enum End {
+    /// The peer closed it, the sink finished, or the connection broke.
+    Closed,
+    /// The peer broke the protocol or did not complete its handshake.
+    Failed(String),
+}
+
+/// Runs a connection to its end: handshake, then the writer here and the reader on a thread.
+fn serve(shared: &Arc<Shared>, subscriber: &Arc<Subscriber>, stream: Stream) {
+    let end = run(subscriber, stream);
+    subscriber.stream.close();
+    match end {
+        End::Closed => tracing::debug!(
+            "forward: subscriber {} left: {} messages sent, {} dropped",
+            subscriber.peer,
+            subscriber.sent.load(Ordering::Relaxed),
+            subscriber.dropped.load(Ordering::Relaxed)
+        ),
+        End::Failed(why) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.log.warn(|| {
+                format!(
+                    "forward: subscriber {} disconnected: {why}",
+                    subscriber.peer
+                )
+            });
+        }
+    }
+    shared.remove(subscriber);
+}
+
+fn run(subscriber: &Arc<Subscriber>, mut stream: Stream) -> End {
+    let mut reader = match stream.try_clone() {
+        Ok(s) => BufReader::new(s),
+        Err(_) => return End::Closed,
+    };
+    let started = Instant::now();
+    if let Err(end) = handshake(&mut stream, &mut reader) {
+        return match end {
+            End::Closed if started.elapsed() >= HANDSHAKE_TIMEOUT => End::Failed(format!(
+                "expected a ZMTP handshake within {HANDSHAKE_TIMEOUT:?}"
+            )),
+            end => end,
+        };
+    }
+    if stream.set_timeouts(None).is_err() {
+        return End::Closed;
+    }
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_MESSAGES);
+    let (pong_tx, pong_rx) = crossbeam_channel::bounded(1);
+    let reader_subscriber = Arc::clone(subscriber);
+    let reader = std::thread::Builder::new()
+        .name("ndbridge-fwd-in".into())
+        .spawn(move || read_loop(&mut reader, &reader_subscriber, &pong_tx));
+    let Ok(reader) = reader else {
+        return End::Closed;
+    };
+    *subscriber.queue.lock().expect("subscriber queue lock") = Some(tx);
+    write_loop(&mut stream, subscriber, &rx, &pong_rx);
+    subscriber
+        .queue
+        .lock()
+        .expect("subscriber queue lock")
+        .take();
+    // What is still queued will not be written: dropped for this subscriber.
+    for message in rx.try_iter() {
+        subscriber.held.fetch_sub(message.bytes, Ordering::Relaxed);
+        subscriber.dropped.fetch_add(1, Ordering::Relaxed);
+        subscriber.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+    subscriber.stream.close();
+    reader.join().unwrap_or(End::Closed)
+}
+
+/// Greeting and READY both ways; the peer must be a SUB or XSUB socket with the NULL
+/// mechanism.
+fn handshake(stream: &mut Stream, reader: &mut BufReader<Stream>) -> Result<(), End> {
+    let io = |_| End::Closed;
+    stream.set_timeouts(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
+    stream.write_all(&zmtp::greeting()).map_err(io)?;
+    let mut greeting = [0u8; zmtp::GREETING_LEN];
+    reader.read_exact(&mut greeting).map_err(io)?;
+    zmtp::check_greeting(&greeting).map_err(End::Failed)?;
+    stream.write_all(&zmtp::ready_frame()).map_err(io)?;
+    let frame = zmtp::read_frame(reader)?;
+    if !frame.command {
+        return Err(End::Failed(
+            "expected the READY command, found a message".into(),
+        ));
+    }
+    zmtp::check_ready(&frame.body).map_err(End::Failed)
+}
+
+/// Reads subscriptions and heartbeats until the connection ends.
+fn read_loop(
+    reader: &mut BufReader<Stream>,
+    subscriber: &Subscriber,
+    pongs: &Sender<Vec<u8>>,
+) -> End {
+    let mut in_message = false;
+    loop {
+        let frame = match zmtp::read_frame(reader) {
+            Ok(frame) => frame,
+            Err(end) => return end,
+        };
+        let change = if frame.command {
+            match zmtp::command(&frame.body) {
+                Some((b"SUBSCRIBE", topic)) => Some((true, topic)),
+                Some((b"CANCEL", topic)) => Some((false, topic)),
+                Some((b"PING", data)) => {
+                    // A PONG already pending answers this PING as well.
+                    let context = data.get(2..).unwrap_or_default();
+                    let _ = pongs.try_send(context[..context.len().min(16)].to_vec());
+                    None
+                }
+                Some((b"ERROR", reason)) => {
+                    return End::Failed(format!(
+                        "the subscriber reported an error: {}",
+                        String::from_utf8_lossy(reason.get(1..).unwrap_or_default())
+                    ))
+                }
+                Some(_) => None,
+                None => return End::Failed("expected a command name, found none".into()),
+            }
+        } else {
+            // ZMTP 3.0: the first frame of a message, 1 or 0 then the topic.
+            let first = !in_message;
+            in_message = frame.more;
+            match frame.body.split_first() {
+                Some((1, topic)) if first => Some((true, topic)),
+                Some((0, topic)) if first => Some((false, topic)),
+                _ => None,
+            }
+        };
+        if let Some((subscribe, topic)) = change {
+            let mut subscriptions = subscriber.subscriptions.lock().expect("subscriptions lock");
+            if subscribe {
+                if let Err(why) = subscriptions.subscribe(topic) {
+                    return End::Failed(why);
+                }
+            } else {
+                subscriptions.cancel(topic);
+            }
+        }
+    }
+}
+
+/// Writes queued messages and PONGs until the queue is closed and empty, the reader has ended,
+/// or the connection breaks.
+fn write_loop(
+    stream: &mut Stream,
+    subscriber: &Subscriber,
+    rx: &Receiver<Arc<Outgoing>>,
+    pongs: &Receiver<Vec<u8>>,
+) {
+    let mut batch: Vec<Arc<Outgoing>> = Vec::with_capacity(BATCH_MESSAGES);
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> message => {
+                let Ok(message) = message else {
+                    return;
+                };
+                batch.push(message);
+                while batch.len() < BATCH_MESSAGES {
+                    match rx.try_recv() {
+                        Ok(message) => batch.push(message),
+                        Err(_) => break,
+                    }
+                }
+                let written = zmtp::write_messages(stream, batch.iter().map(|m| &m.frames[..]));
+                for message in batch.drain(..) {
+                    subscriber.held.fetch_sub(message.bytes, Ordering::Relaxed);
+                    let counter = if written.is_ok() {
+                        &subscriber.sent
+                    } else {
+                        &subscriber.dropped
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    subscriber.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                if written.is_err() {
+                    return;
+                }
+            }
+            recv(pongs) -> context => {
+                let Ok(context) = context else {
+                    // The reader has ended: the peer is gone or broke the protocol.
+                    return;
+                };
+                if stream.write_all(&zmtp::pong_frame(&context)).is_err() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -131,58 +958,123 @@ impl Sink for ForwardSink {
     }
 
     fn write(&self, message: &Received) -> Result<(), SinkError> {
-        let size: u64 = message.frames.iter().map(|f| f.len() as u64).sum();
-        let taken = self
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Relaxed) {
+            return Err(SinkError::Dropped("forward sink is closed"));
+        }
+        let topic = Bytes::from(message.record.header.name.clone().into_bytes());
+        let size = topic.len() as u64 + message.frames.iter().map(|f| f.len() as u64).sum::<u64>();
+        let max = shared.max_bytes.load(Ordering::Relaxed);
+        let taken = shared
             .held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held == 0 || held + size <= self.max_bytes).then_some(held + size)
+                (held == 0 || held.saturating_add(size) <= max).then_some(held + size)
             });
         if taken.is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         let mut frames = Vec::with_capacity(message.frames.len() + 1);
-        frames.push(Bytes::from(message.record.header.name.clone().into_bytes()));
-        frames.extend(message.frames.iter().map(|frame| {
-            Bytes::from_owner(HeldFrame {
-                frame: frame.clone(),
-                held: Arc::clone(&self.held),
-            })
-        }));
-        let queue = self.queue.lock().expect("forward queue lock");
-        let Some(tx) = queue.as_ref() else {
-            return Err(SinkError::Dropped("forward sink is closed"));
-        };
-        match tx.try_send(frames) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                Err(SinkError::Dropped("forward thread has stopped"))
-            }
+        frames.push(topic);
+        frames.extend(message.frames.iter().cloned());
+        let outgoing = Arc::new(Outgoing {
+            frames,
+            bytes: size,
+            held: Arc::clone(&shared.held),
+        });
+        let limit = shared.subscriber_bytes.load(Ordering::Relaxed);
+        let name = message.record.header.name.as_bytes();
+        for subscriber in shared.connections.lock().expect("connections lock").iter() {
+            subscriber.offer(name, &outgoing, limit, &shared.log);
         }
+        shared.forwarded.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn finish(&self) -> Result<(), SinkError> {
-        self.queue.lock().expect("forward queue lock").take();
-        if let Some(thread) = self.thread.lock().expect("forward thread lock").take() {
+        let shared = &self.shared;
+        if shared.closed.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Some(accept) = self.accept.lock().expect("accept thread lock").take() {
+            let _ = accept.join();
+        }
+        // No more messages; each writer writes what is queued, then ends.
+        let connections = shared.connections.lock().expect("connections lock").clone();
+        for subscriber in &connections {
+            subscriber
+                .queue
+                .lock()
+                .expect("subscriber queue lock")
+                .take();
+        }
+        let deadline = Instant::now() + LINGER;
+        while Instant::now() < deadline
+            && shared
+                .threads
+                .lock()
+                .expect("threads lock")
+                .iter()
+                .any(|t| !t.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for subscriber in &connections {
+            subscriber.stream.close();
+        }
+        let threads = std::mem::take(&mut *shared.threads.lock().expect("threads lock"));
+        for thread in threads {
             let _ = thread.join();
+        }
+        *self.at_finish.lock().expect("finish lock") =
+            connections.iter().map(|s| s.stats()).collect();
+        if let Some(path) = &self.socket_file {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let totals = self.totals();
+        if totals.dropped > 0 || totals.refused > 0 || totals.failed > 0 {
+            tracing::info!(
+                "forward: {} messages dropped for slow subscribers, {} subscribers refused, {} \
+                 disconnected for protocol errors",
+                totals.dropped,
+                totals.refused,
+                totals.failed
+            );
         }
         Ok(())
     }
 
     fn report(&self) -> serde_json::Map<String, serde_json::Value> {
+        let shared = &self.shared;
+        let max_bytes = shared.max_bytes.load(Ordering::Relaxed);
         let mut m = serde_json::Map::new();
         m.insert("endpoint".into(), json!(self.endpoint));
         m.insert(
             "forwarded".into(),
-            json!(self.forwarded.load(Ordering::Relaxed)),
+            json!(shared.forwarded.load(Ordering::Relaxed)),
         );
         m.insert("dropped".into(), json!(self.dropped()));
         m.insert("held_bytes".into(), json!(self.held_bytes()));
-        m.insert("max_bytes".into(), json!(self.max_bytes));
+        m.insert(
+            "max_bytes".into(),
+            if max_bytes == u64::MAX {
+                serde_json::Value::Null
+            } else {
+                json!(max_bytes)
+            },
+        );
+        m.insert(
+            "subscriber_max_bytes".into(),
+            json!(shared.subscriber_bytes.load(Ordering::Relaxed)),
+        );
+        m.insert(
+            "max_subscribers".into(),
+            json!(shared.max_subscribers.load(Ordering::Relaxed)),
+        );
+        m.insert("subscribers".into(), json!(self.totals()));
+        m.insert("per_subscriber".into(), json!(self.subscribers()));
         m
     }
 }
@@ -190,5 +1082,370 @@ impl Sink for ForwardSink {
 impl Drop for ForwardSink {
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+/// The parts of ZMTP 3.1 (rfc.zeromq.org/spec/37) a PUB socket with the NULL mechanism needs.
+mod zmtp {
+    use std::io::{self, IoSlice, Read, Write};
+
+    use bytes::Bytes;
+
+    use super::{End, MAX_PEER_FRAME};
+
+    /// Bytes of a greeting.
+    pub const GREETING_LEN: usize = 64;
+
+    const MORE: u8 = 0x01;
+    const LONG: u8 = 0x02;
+    const COMMAND: u8 = 0x04;
+
+    /// Ours: signature, version 3.1, mechanism NULL, not as server.
+    pub fn greeting() -> [u8; GREETING_LEN] {
+        let mut g = [0u8; GREETING_LEN];
+        g[0] = 0xFF;
+        g[8] = 0x01;
+        g[9] = 0x7F;
+        g[10] = 3;
+        g[11] = 1;
+        g[12..16].copy_from_slice(b"NULL");
+        g
+    }
+
+    /// Checks a peer's greeting: ZMTP 3 or later, the NULL mechanism.
+    pub fn check_greeting(g: &[u8; GREETING_LEN]) -> Result<(), String> {
+        if g[0] != 0xFF || g[9] & 0x01 == 0 {
+            return Err(format!(
+                "expected a ZMTP greeting (0xff, 8 bytes, then an odd byte), found {:02x?}",
+                &g[..10]
+            ));
+        }
+        if g[10] < 3 {
+            return Err(format!(
+                "expected ZMTP 3.0 or later, found version {}",
+                g[10]
+            ));
+        }
+        let mechanism = &g[12..32];
+        if mechanism != b"NULL\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" {
+            let name = mechanism.split(|&b| b == 0).next().unwrap_or_default();
+            return Err(format!(
+                "expected the NULL security mechanism, found {:?}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A command's name and the bytes after it, or `None` when the body is too short.
+    pub fn command(body: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (&len, rest) = body.split_first()?;
+        let len = usize::from(len);
+        (rest.len() >= len).then(|| rest.split_at(len))
+    }
+
+    /// Our READY command: `Socket-Type` `PUB`.
+    pub fn ready_frame() -> Vec<u8> {
+        let mut body = Vec::with_capacity(32);
+        body.push(5);
+        body.extend_from_slice(b"READY");
+        body.push(11);
+        body.extend_from_slice(b"Socket-Type");
+        body.extend_from_slice(&3u32.to_be_bytes());
+        body.extend_from_slice(b"PUB");
+        command_frame(&body)
+    }
+
+    /// A PONG command echoing `context`.
+    pub fn pong_frame(context: &[u8]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(5 + context.len());
+        body.push(4);
+        body.extend_from_slice(b"PONG");
+        body.extend_from_slice(context);
+        command_frame(&body)
+    }
+
+    fn command_frame(body: &[u8]) -> Vec<u8> {
+        let mut header = [0u8; 9];
+        let n = frame_header(false, true, body.len(), &mut header);
+        let mut frame = header[..n].to_vec();
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    /// Checks a peer's READY command: its socket type must be SUB or XSUB.
+    pub fn check_ready(body: &[u8]) -> Result<(), String> {
+        let (name, mut properties) =
+            command(body).ok_or_else(|| "expected the READY command, found none".to_owned())?;
+        if name == b"ERROR" {
+            return Err(format!(
+                "the peer refused the connection: {}",
+                String::from_utf8_lossy(properties.get(1..).unwrap_or_default())
+            ));
+        }
+        if name != b"READY" {
+            return Err(format!(
+                "expected the READY command, found {:?}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        let malformed =
+            || "expected READY properties (name, 4-byte length, value), found a cut one";
+        let mut socket_type = None;
+        while !properties.is_empty() {
+            let (name, rest) = command(properties).ok_or_else(malformed)?;
+            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if rest.len() < len {
+                return Err(malformed().into());
+            }
+            let (value, rest) = rest.split_at(len);
+            if name.eq_ignore_ascii_case(b"Socket-Type") {
+                socket_type = Some(value);
+            }
+            properties = rest;
+        }
+        match socket_type {
+            Some(b"SUB" | b"XSUB") => Ok(()),
+            Some(other) => Err(format!(
+                "expected a SUB or XSUB socket, found {:?}",
+                String::from_utf8_lossy(other)
+            )),
+            None => Err("expected a Socket-Type in READY, found none".into()),
+        }
+    }
+
+    /// Writes a frame header into `out`; returns its length (2 or 9 bytes).
+    pub fn frame_header(more: bool, command: bool, len: usize, out: &mut [u8; 9]) -> usize {
+        let mut flags = 0;
+        if more {
+            flags |= MORE;
+        }
+        if command {
+            flags |= COMMAND;
+        }
+        if len > 255 {
+            out[0] = flags | LONG;
+            out[1..9].copy_from_slice(&(len as u64).to_be_bytes());
+            9
+        } else {
+            out[0] = flags;
+            out[1] = len as u8;
+            2
+        }
+    }
+
+    /// A frame read from a peer.
+    #[derive(Debug)]
+    pub struct Frame {
+        pub command: bool,
+        pub more: bool,
+        pub body: Vec<u8>,
+    }
+
+    /// Reads one frame of at most `MAX_PEER_FRAME` bytes; anything larger ends the connection
+    /// before its body is read.
+    pub fn read_frame(reader: &mut impl Read) -> Result<Frame, End> {
+        let io = |_| End::Closed;
+        let mut flags = [0u8; 1];
+        reader.read_exact(&mut flags).map_err(io)?;
+        let flags = flags[0];
+        if flags & !(MORE | LONG | COMMAND) != 0 || flags & (MORE | COMMAND) == MORE | COMMAND {
+            return Err(End::Failed(format!(
+                "expected frame flags MORE, LONG or COMMAND (not MORE with COMMAND), found \
+                 {flags:#04x}"
+            )));
+        }
+        let len = if flags & LONG != 0 {
+            let mut len = [0u8; 8];
+            reader.read_exact(&mut len).map_err(io)?;
+            u64::from_be_bytes(len)
+        } else {
+            let mut len = [0u8; 1];
+            reader.read_exact(&mut len).map_err(io)?;
+            u64::from(len[0])
+        };
+        if len > MAX_PEER_FRAME {
+            return Err(End::Failed(format!(
+                "expected frames of at most {MAX_PEER_FRAME} bytes from a subscriber, found one \
+                 of {len}"
+            )));
+        }
+        let mut body = vec![0u8; len as usize];
+        reader.read_exact(&mut body).map_err(io)?;
+        Ok(Frame {
+            command: flags & COMMAND != 0,
+            more: flags & MORE != 0,
+            body,
+        })
+    }
+
+    /// Writes whole messages, their frames straight from the buffers they are in.
+    pub fn write_messages<'a>(
+        stream: &mut impl Write,
+        messages: impl Iterator<Item = &'a [Bytes]> + Clone,
+    ) -> io::Result<()> {
+        let mut headers: Vec<([u8; 9], usize)> = Vec::new();
+        for frames in messages.clone() {
+            for (i, frame) in frames.iter().enumerate() {
+                let mut header = [0u8; 9];
+                let n = frame_header(i + 1 < frames.len(), false, frame.len(), &mut header);
+                headers.push((header, n));
+            }
+        }
+        let mut slices = Vec::with_capacity(headers.len() * 2);
+        for (frame, (header, n)) in messages.flatten().zip(&headers) {
+            slices.push(IoSlice::new(&header[..*n]));
+            if !frame.is_empty() {
+                slices.push(IoSlice::new(frame));
+            }
+        }
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match stream.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_like_zeromq_endpoints() {
+        let tcp = |s: &str| Address::Tcp(s.parse().unwrap());
+        assert_eq!(
+            parse_address("tcp://127.0.0.1:*").unwrap(),
+            tcp("127.0.0.1:0")
+        );
+        assert_eq!(parse_address("tcp://*:5556").unwrap(), tcp("0.0.0.0:5556"));
+        assert_eq!(parse_address("tcp://[::1]:7").unwrap(), tcp("[::1]:7"));
+        assert_eq!(
+            parse_address("tcp://localhost:9").unwrap(),
+            tcp("127.0.0.1:9")
+        );
+        assert_eq!(
+            parse_address("ipc:///tmp/x.sock").unwrap(),
+            Address::Ipc("/tmp/x.sock".into())
+        );
+        for bad in [
+            "inproc://x",
+            "tcp://127.0.0.1",
+            "tcp://:5",
+            "tcp://h:port",
+            "ipc://",
+        ] {
+            let err = parse_address(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("expected tcp://HOST:PORT"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn greetings_other_than_zmtp3_null_are_refused_with_what_came() {
+        assert!(zmtp::check_greeting(&zmtp::greeting()).is_ok());
+        let mut old = zmtp::greeting();
+        old[10] = 2;
+        assert!(zmtp::check_greeting(&old)
+            .unwrap_err()
+            .contains("found version 2"));
+        let mut curve = zmtp::greeting();
+        curve[12..17].copy_from_slice(b"CURVE");
+        assert!(zmtp::check_greeting(&curve)
+            .unwrap_err()
+            .contains("found \"CURVE\""));
+        let http = *b"GET / HTTP/1.1\r\nHost: x\r\n\r\n.....................................";
+        assert!(zmtp::check_greeting(&http)
+            .unwrap_err()
+            .starts_with("expected a ZMTP greeting"));
+    }
+
+    fn ready(socket_type: &[u8]) -> Vec<u8> {
+        let mut body = b"\x05READY\x0bSocket-Type".to_vec();
+        body.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
+        body.extend_from_slice(socket_type);
+        body
+    }
+
+    #[test]
+    fn ready_must_name_a_subscriber_socket_type() {
+        assert!(zmtp::check_ready(&ready(b"SUB")).is_ok());
+        assert!(zmtp::check_ready(&ready(b"XSUB")).is_ok());
+        assert!(zmtp::check_ready(&ready(b"PUSH"))
+            .unwrap_err()
+            .contains("found \"PUSH\""));
+        // Our own READY frame, without its 2-byte header, names PUB.
+        assert!(zmtp::check_ready(&zmtp::ready_frame()[2..])
+            .unwrap_err()
+            .contains("found \"PUB\""));
+        let mut cut = ready(b"SUB");
+        cut.truncate(cut.len() - 1);
+        assert!(zmtp::check_ready(&cut).unwrap_err().contains("a cut one"));
+        assert!(zmtp::check_ready(b"\x05ERROR\x04nope")
+            .unwrap_err()
+            .contains("refused the connection: nope"));
+    }
+
+    #[test]
+    fn frames_over_the_limit_end_the_connection_before_their_body_is_read() {
+        let mut huge = vec![0x02u8];
+        huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        match zmtp::read_frame(&mut &huge[..]) {
+            Err(End::Failed(why)) => assert!(why.contains("found one of 1099511627776"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match zmtp::read_frame(&mut &[0x05u8, 0][..]) {
+            Err(End::Failed(why)) => assert!(why.contains("found 0x05"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let frame = zmtp::read_frame(&mut &[0x01u8, 2, b'a', b'b'][..]).unwrap();
+        assert!(frame.more && !frame.command);
+        assert_eq!(frame.body, b"ab");
+    }
+
+    #[test]
+    fn messages_are_framed_as_zmtp_with_long_sizes_past_255_bytes() {
+        let frames = [
+            Bytes::from_static(b"topic"),
+            Bytes::new(),
+            Bytes::from(vec![7u8; 300]),
+        ];
+        let mut out = Vec::new();
+        zmtp::write_messages(&mut out, [&frames[..]].into_iter()).unwrap();
+        let mut expected = vec![0x01, 5];
+        expected.extend_from_slice(b"topic");
+        expected.extend_from_slice(&[0x01, 0]);
+        expected.push(0x02);
+        expected.extend_from_slice(&300u64.to_be_bytes());
+        expected.extend_from_slice(&[7u8; 300]);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn subscriptions_match_by_prefix_and_count_repeats() {
+        let mut s = Subscriptions::default();
+        assert!(!s.matches(b"temperature"));
+        s.subscribe(b"temp").unwrap();
+        s.subscribe(b"temp").unwrap();
+        assert!(s.matches(b"temperature") && !s.matches(b"pressure"));
+        s.cancel(b"temp");
+        assert!(s.matches(b"temperature"));
+        s.cancel(b"temp");
+        assert!(!s.matches(b"temperature"));
+        s.subscribe(b"").unwrap();
+        assert!(s.matches(b"anything"));
+        for i in 1..MAX_SUBSCRIPTIONS {
+            s.subscribe(format!("t{i}").as_bytes()).unwrap();
+        }
+        let err = s.subscribe(b"one-too-many").unwrap_err();
+        assert!(err.contains("expected at most 1024 subscriptions"), "{err}");
     }
 }
