@@ -42,13 +42,24 @@ pub enum Error {
         /// How long `send` waited.
         waited: Duration,
     },
-    /// `flush` or `close` ran out of time before every queued message was handed to ZeroMQ.
-    #[error("timed out after {waited:?} with {pending} messages not yet handed to ZeroMQ")]
+    /// `flush` or `close` ran out of time before every message was passed on to a peer.
+    #[error("timed out after {waited:?} with {pending} messages not passed on to a peer")]
     Timeout {
         /// How long it waited.
         waited: Duration,
-        /// Messages still queued.
+        /// Messages queued, or held by ZeroMQ, and not passed on (after `close`: discarded).
         pending: usize,
+    },
+    /// `close` found that no peer ever took a message: nothing listens at the endpoints (or
+    /// not the right kind of socket).
+    #[error(
+        "no peer took any of {messages} messages from {endpoints}: is a collector listening there?"
+    )]
+    NoPeer {
+        /// The publisher's endpoints.
+        endpoints: String,
+        /// Messages sent and discarded.
+        messages: usize,
     },
     /// The publisher has been closed: it takes no more messages.
     #[error("the publisher is closed and takes no more messages")]

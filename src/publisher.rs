@@ -59,6 +59,10 @@ pub enum FullPolicy {
 pub struct PublisherStats {
     /// Messages handed to ZeroMQ.
     pub sent: u64,
+    /// Messages ZeroMQ has passed on: written to the operating system for a peer (on a PUB
+    /// socket: to every subscriber, or dropped for want of any). After `close`, those passed
+    /// on before the socket closed; the rest of `sent` was discarded, and `close` said so.
+    pub delivered: u64,
     /// Messages dropped: by [`FullPolicy::Drop`], or still queued when `close` timed out.
     pub dropped: u64,
     /// Messages that failed to encode (see the log) and were not sent.
@@ -219,6 +223,12 @@ impl PublisherBuilder {
             limit: self.queue_bytes,
             on_full: self.on_full,
             counters: Counters::default(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| e.addr())
+                .collect::<Vec<_>>()
+                .join(", "),
             close_deadline: Mutex::new(None),
             linger: self.options.linger,
         });
@@ -273,6 +283,8 @@ struct Shared {
     limit: usize,
     on_full: FullPolicy,
     counters: Counters,
+    /// The endpoints, for messages.
+    endpoints: String,
     close_deadline: Mutex<Option<Instant>>,
     linger: Duration,
 }
@@ -301,6 +313,10 @@ impl QueueState {
 #[derive(Default)]
 struct Counters {
     sent: AtomicU64,
+    /// Raised by ZeroMQ's threads as each sent message is passed on.
+    passed_on: Arc<AtomicU64>,
+    /// `passed_on` when the socket closed, plus one: what stays delivered (0: still open).
+    delivered_at_close: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
     raw_bytes: AtomicU64,
@@ -465,17 +481,29 @@ impl Publisher {
         Ok(true)
     }
 
-    /// Waits until every message queued so far has been handed to ZeroMQ, at most `timeout`.
+    /// Waits until every message queued so far has been passed on by ZeroMQ (written to the
+    /// operating system for a peer), at most `timeout`. [`Error::Timeout`] names how many were
+    /// not; they stay queued and may still go out.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
         let (ack, done) = crossbeam_channel::bounded(1);
         match &*self.jobs.lock().expect("jobs lock") {
             Some(jobs) => jobs.send(Job::Flush(ack)).map_err(|_| Error::Closed)?,
             None => return Err(Error::Closed),
         }
-        done.recv_timeout(timeout).map_err(|_| Error::Timeout {
+        let timed_out = |stats: PublisherStats| Error::Timeout {
             waited: timeout,
-            pending: self.stats().queued as usize,
-        })
+            pending: (stats.queued + stats.sent - stats.delivered) as usize,
+        };
+        if done.recv_timeout(timeout).is_err() {
+            return Err(timed_out(self.stats()));
+        }
+        let sent = self.shared.counters.sent.load(Ordering::Relaxed);
+        if self.shared.wait_passed_on(sent, started + timeout) {
+            Ok(())
+        } else {
+            Err(timed_out(self.stats()))
+        }
     }
 
     /// Sends what is queued and lets ZeroMQ deliver it, for at most `timeout` in all, then stops
@@ -495,10 +523,17 @@ impl Publisher {
         }
         let stats = self.stats();
         let abandoned = stats.dropped - dropped_before;
-        if abandoned > 0 {
+        let undelivered = stats.sent - stats.delivered;
+        if stats.sent > 0 && stats.delivered == 0 {
+            return Err(Error::NoPeer {
+                endpoints: self.shared.endpoints.clone(),
+                messages: (stats.sent + abandoned) as usize,
+            });
+        }
+        if abandoned + undelivered > 0 {
             return Err(Error::Timeout {
                 waited: timeout,
-                pending: abandoned as usize,
+                pending: (abandoned + undelivered) as usize,
             });
         }
         Ok(stats)
@@ -507,8 +542,14 @@ impl Publisher {
     /// The counters now.
     pub fn stats(&self) -> PublisherStats {
         let c = &self.shared.counters;
+        let sent = c.sent.load(Ordering::Relaxed);
+        let delivered = match c.delivered_at_close.load(Ordering::Acquire) {
+            0 => c.passed_on.load(Ordering::Acquire).min(sent),
+            frozen => frozen - 1,
+        };
         PublisherStats {
-            sent: c.sent.load(Ordering::Relaxed),
+            sent,
+            delivered,
             dropped: c.dropped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             queued: self.shared.queue.lock().expect("queue lock").messages as u64,
@@ -541,6 +582,21 @@ impl Shared {
         if wake {
             self.room.notify_all();
         }
+    }
+
+    /// Waits until ZeroMQ has passed on `sent` messages or `deadline` passes; true if it has.
+    fn wait_passed_on(&self, sent: u64, deadline: Instant) -> bool {
+        let passed_on = &self.counters.passed_on;
+        let mut pause = Duration::from_micros(50);
+        while passed_on.load(Ordering::Acquire) < sent {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+        true
     }
 
     fn past_close_deadline(&self) -> bool {
@@ -597,15 +653,29 @@ impl SendLoop {
                 }
             }
         }
-        // Give ZeroMQ the rest of the close timeout to deliver what it holds: the context is
-        // terminated when the publisher drops, which waits that long at most.
-        let deadline = *self.shared.close_deadline.lock().expect("deadline lock");
-        let linger = deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(self.linger);
-        let _ = self
-            .socket
-            .set_linger(linger.as_millis().min(i32::MAX as u128) as i32);
+        self.finish();
+    }
+
+    /// Gives ZeroMQ the rest of the close timeout to pass on what it holds, then closes the
+    /// socket at once, discarding the rest: what counts as delivered is fixed then.
+    fn finish(&mut self) {
+        let deadline = self
+            .shared
+            .close_deadline
+            .lock()
+            .expect("deadline lock")
+            .unwrap_or_else(|| Instant::now() + self.linger);
+        let counters = &self.shared.counters;
+        self.shared
+            .wait_passed_on(counters.sent.load(Ordering::Relaxed), deadline);
+        let _ = self.socket.set_linger(0);
+        let delivered = counters
+            .passed_on
+            .load(Ordering::Acquire)
+            .min(counters.sent.load(Ordering::Relaxed));
+        counters
+            .delivered_at_close
+            .store(delivered + 1, Ordering::Release);
     }
 
     fn send(&mut self, queued: Queued) {
@@ -673,7 +743,7 @@ impl SendLoop {
             self.untimed_bytes.saturating_add(message.wire_bytes()) >= TIME_SENDS_EVERY_BYTES;
         let send_started = (paced && timed).then(Instant::now);
         loop {
-            match transport::send_message(&mut self.socket, frames, 0) {
+            match transport::send_tracked(&mut self.socket, frames, 0, &counters.passed_on) {
                 Ok(()) => break,
                 // A full queue (EAGAIN) or a signal (EINTR): try again until the deadline.
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR)

@@ -3,6 +3,8 @@
 
 use std::ffi::c_void;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -254,21 +256,41 @@ pub fn recv_message_capped(
 /// than handing over ownership (two allocations and a release callback).
 const COPY_BELOW: usize = 2048;
 
-/// Called by libzmq (on any of its threads) when it no longer needs a frame sent by
-/// [`send_message`]: drops the `Bytes` that kept the frame's memory alive.
-unsafe extern "C" fn release_frame(_data: *mut c_void, hint: *mut c_void) {
-    // SAFETY: `hint` is the `Box<Bytes>` leaked in `send_frame`, and libzmq calls this exactly
-    // once per message; `Bytes` is `Send`, so dropping it on libzmq's thread is sound.
-    drop(unsafe { Box::from_raw(hint as *mut Bytes) });
+/// A frame handed to libzmq without a copy: the `Bytes` that keeps its memory alive, and the
+/// counter to raise once libzmq has passed it on (the last frame of a tracked message).
+struct HandedFrame {
+    frame: Bytes,
+    passed_on: Option<Arc<AtomicU64>>,
 }
 
-fn send_frame(socket: &mut zmq::Socket, frame: &Bytes, flags: i32) -> zmq::Result<()> {
-    if frame.len() < COPY_BELOW {
+/// Called by libzmq (on any of its threads) when it no longer needs a frame sent by
+/// [`send_message`] or [`send_tracked`]: drops the `Bytes` that kept the frame's memory alive,
+/// and counts the message as passed on if it is tracked.
+unsafe extern "C" fn release_frame(_data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the `Box<HandedFrame>` leaked in `send_frame`, and libzmq calls this
+    // exactly once per message; `HandedFrame` is `Send`, so dropping it on libzmq's thread is
+    // sound.
+    let handed = unsafe { Box::from_raw(hint as *mut HandedFrame) };
+    if let Some(counter) = &handed.passed_on {
+        counter.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn send_frame(
+    socket: &mut zmq::Socket,
+    frame: &Bytes,
+    flags: i32,
+    passed_on: Option<&Arc<AtomicU64>>,
+) -> zmq::Result<()> {
+    if frame.len() < COPY_BELOW && passed_on.is_none() {
         return socket.send(&frame[..], flags);
     }
-    let owner = Box::new(frame.clone());
-    let data = owner.as_ptr() as *mut c_void;
-    let len = owner.len();
+    let owner = Box::new(HandedFrame {
+        frame: frame.clone(),
+        passed_on: passed_on.cloned(),
+    });
+    let data = owner.frame.as_ptr() as *mut c_void;
+    let len = owner.frame.len();
     let hint = Box::into_raw(owner);
     let mut msg = zmq_sys::zmq_msg_t::default();
     // SAFETY: `data..data+len` lies in the buffer that the leaked `Bytes` at `hint` keeps alive
@@ -290,7 +312,8 @@ fn send_frame(socket: &mut zmq::Socket, frame: &Bytes, flags: i32) -> zmq::Resul
     }
     // SAFETY: `msg` was initialised above and `socket.as_mut_ptr()` is a live socket that this
     // thread owns (`&mut`). On success libzmq owns `msg`; on failure we must close it, which
-    // runs `release_frame`.
+    // runs `release_frame` (so a failed tracked message is counted as passed on: the caller
+    // knows it failed and counts it apart).
     unsafe {
         if zmq_sys::zmq_msg_send(&mut msg, socket.as_mut_ptr(), flags) == -1 {
             let error = zmq::Error::from_raw(zmq_sys::zmq_errno());
@@ -307,11 +330,34 @@ fn send_frame(socket: &mut zmq::Socket, frame: &Bytes, flags: i32) -> zmq::Resul
 /// `flags` apply to the first frame (e.g. `zmq::DONTWAIT`); once the first frame is accepted,
 /// ZeroMQ accepts the rest of the message.
 pub fn send_message(socket: &mut zmq::Socket, frames: &[Bytes], flags: i32) -> zmq::Result<()> {
+    send_frames(socket, frames, flags, None)
+}
+
+/// Sends `frames` as [`send_message`] does, and raises `passed_on` once ZeroMQ has passed the
+/// message on: written to the operating system for a peer (or, on a PUB socket, to every
+/// subscriber, or dropped for want of any). A message ZeroMQ discards when its socket closes
+/// is counted then too, so a caller compares the count with what it sent before closing.
+pub fn send_tracked(
+    socket: &mut zmq::Socket,
+    frames: &[Bytes],
+    flags: i32,
+    passed_on: &Arc<AtomicU64>,
+) -> zmq::Result<()> {
+    send_frames(socket, frames, flags, Some(passed_on))
+}
+
+fn send_frames(
+    socket: &mut zmq::Socket,
+    frames: &[Bytes],
+    flags: i32,
+    passed_on: Option<&Arc<AtomicU64>>,
+) -> zmq::Result<()> {
     let last = frames.len().saturating_sub(1);
     for (i, frame) in frames.iter().enumerate() {
         let more = if i < last { zmq::SNDMORE } else { 0 };
         let first_flags = if i == 0 { flags } else { 0 };
-        send_frame(socket, frame, first_flags | more)?;
+        let tracker = if i == last { passed_on } else { None };
+        send_frame(socket, frame, first_flags | more, tracker)?;
     }
     Ok(())
 }

@@ -158,3 +158,65 @@ fn pub_publisher_to_sub_collector() {
     );
     assert_eq!(summary.stats.sources["live"].gaps, 0);
 }
+
+#[test]
+fn close_says_so_when_no_collector_ever_took_a_message() {
+    // A port that was bound a moment ago and is closed now: nothing listens there.
+    let endpoint = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", listener.local_addr().unwrap())
+    };
+    let publisher = Publisher::builder()
+        .connect(endpoint.clone())
+        .compression(Compression::Raw)
+        .build()
+        .unwrap();
+    publisher
+        .send_owned("u", Array1::<f64>::zeros(1000))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = publisher.close(Duration::from_millis(300)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    match &err {
+        ndbridge::Error::NoPeer {
+            endpoints,
+            messages,
+        } => {
+            assert_eq!((endpoints.as_str(), *messages), (endpoint.as_str(), 1));
+        }
+        other => panic!("expected NoPeer, got {other}"),
+    }
+    assert!(err.to_string().contains("is a collector listening there?"));
+    let stats = publisher.stats();
+    assert_eq!((stats.sent, stats.delivered), (1, 0));
+}
+
+#[test]
+fn flush_and_close_wait_until_the_collector_has_every_message() {
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .start()
+        .unwrap();
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .compression(Compression::Raw)
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        publisher
+            .send_owned("u", Array1::<f64>::from_elem(1 << 17, i as f64))
+            .unwrap();
+    }
+    publisher.flush(Duration::from_secs(20)).unwrap();
+    let stats = publisher.stats();
+    assert_eq!((stats.sent, stats.delivered, stats.queued), (50, 50, 0));
+    publisher.send_owned("u", Array1::<f64>::zeros(10)).unwrap();
+    let stats = publisher.close(Duration::from_secs(20)).unwrap();
+    assert_eq!((stats.sent, stats.delivered), (51, 51));
+    let stored = || collector.stats().stored;
+    let started = std::time::Instant::now();
+    while stored() < 51 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(collector.stop().stats.stored, 51);
+}

@@ -1111,12 +1111,17 @@ fn close_keeps_its_timeout_when_no_collector_ever_appears() {
     // Every message is accounted for once: handed to ZeroMQ, dropped, or failed.
     assert_eq!(after.queued, 0);
     assert_eq!(after.sent + after.dropped + after.failed, 40, "{after:?}");
+    // Nothing was delivered, and close says that no peer ever took a message.
+    assert_eq!(after.delivered, 0, "{after:?}");
+    let abandoned = after.dropped - before.dropped;
     match result {
-        Err(ndbridge::Error::Timeout { pending, .. }) => {
-            assert_eq!(pending as u64, after.dropped - before.dropped, "{after:?}");
+        Err(ndbridge::Error::NoPeer { messages, .. }) if after.sent > 0 => {
+            assert_eq!(messages as u64, after.sent + abandoned, "{after:?}");
         }
-        Ok(stats) => assert_eq!(stats.dropped, before.dropped),
-        Err(e) => panic!("close: {e}"),
+        Err(ndbridge::Error::Timeout { pending, .. }) if after.sent == 0 => {
+            assert_eq!(pending as u64, abandoned, "{after:?}");
+        }
+        other => panic!("close: {other:?} with {after:?}"),
     }
 }
 

@@ -167,7 +167,7 @@ def test_rust_send_to_python_subscriber(collector: Collector, npy_files: List[Pa
     with ndbridge.Subscriber(collector.forward, timeout_ms=10_000, context=ctx) as sub:
         wait_subscribed(sub, collector)  # before sending: PUB drops what nobody subscribed to
         log = rust_send(npy_files, collector.input, "--source", source, *RUST_CODECS[codec])
-        assert f"sent {len(npy_files)} messages" in log, log
+        assert f"delivered {len(npy_files)} messages" in log, log
         records = recv_records(sub, [p.stem for p in npy_files])
     sessions = {rec.session for rec in records.values()}
     assert len(sessions) == 1
