@@ -122,6 +122,10 @@ pub struct SocketOptions {
     pub linger: Duration,
     /// The wait of one blocking send before control returns to ndbridge (ZMQ_SNDTIMEO).
     pub send_poll: Duration,
+    /// Every handshake asks the context's admission handler (ZeroMQ's ZAP, domain
+    /// [`ADMISSION_DOMAIN`]) whether to let the peer in; the collector answers it to bound its
+    /// peers.
+    pub admission: bool,
     /// Largest message a receiving socket accepts, its frames counted together with 64 bytes
     /// each besides their data (ZMQ_MAXMSGSIZE, as ndbridge's build of libzmq applies it); a
     /// peer sending a larger one is disconnected before the excess is allocated. `None`: no
@@ -137,9 +141,13 @@ impl Default for SocketOptions {
             linger: Duration::from_secs(2),
             send_poll: Duration::from_millis(100),
             max_message_bytes: None,
+            admission: false,
         }
     }
 }
+
+/// The ZAP domain of sockets opened with [`SocketOptions::admission`].
+pub const ADMISSION_DOMAIN: &str = "ndbridge";
 
 /// A socket failed to open, bind, connect or take an option.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +185,9 @@ pub fn open(
         .socket(kind.zmq())
         .map_err(fail("create socket for", "ZeroMQ context"))?;
     let set = |r: zmq::Result<()>| r.map_err(fail("set an option on", "socket"));
+    if options.admission {
+        set(socket.set_zap_domain(ADMISSION_DOMAIN))?;
+    }
     set(socket.set_sndhwm(options.send_hwm))?;
     set(socket.set_rcvhwm(options.recv_hwm))?;
     set(socket.set_linger(millis(options.linger)))?;

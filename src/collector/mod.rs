@@ -195,7 +195,8 @@ impl CollectorBuilder {
     }
 
     /// Most publishers connected to the input socket at once (accepted connections); one more
-    /// is disconnected at once and counted (`refused_peers`). With the receive high-water mark
+    /// is shut down before its handshake completes, so before any message crosses, and counted
+    /// (`refused_peers`); it keeps its messages and retries later. With the receive high-water mark
     /// and [`Limits::max_wire_bytes`], this bounds what ZeroMQ queues before the in-flight cap
     /// applies. Default: 64.
     pub fn max_peers(mut self, peers: u64) -> Self {
@@ -221,6 +222,8 @@ impl CollectorBuilder {
         let context = self.context.unwrap_or_default();
         // No message may be larger than the largest the limits allow, frames counted.
         let options = SocketOptions {
+            // Each handshake asks `peers` whether there is room for one more publisher.
+            admission: true,
             max_message_bytes: Some(
                 self.options
                     .max_message_bytes

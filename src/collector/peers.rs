@@ -1,11 +1,15 @@
 //! The input socket's connections: a thread that follows them through ZeroMQ's socket monitor,
-//! counts them, and closes each connection accepted beyond the limit (`--max-peers`), so that
-//! what libzmq queues per peer is bounded in total by the number of peers allowed.
+//! counts them, and shuts down each connection accepted beyond the limit (`--max-peers`), so
+//! that what libzmq queues per peer is bounded in total by the number of peers allowed.
 //!
-//! A refused connection is shut down at the system level; its publisher sees the connection
-//! reset and, like any ZeroMQ peer, retries later. Publishers the collector connects to
-//! (`connect`) are not counted.
+//! No message crosses a refused connection: the thread also answers every handshake (ZeroMQ's
+//! ZAP, on the input socket's context), and a handshake cannot complete before its answer, which
+//! comes only after every connection accepted so far has been weighed. The refused publisher
+//! sees its connection reset, keeps its messages, and retries later like any ZeroMQ peer.
+//! Connections are counted from the moment they are accepted, so one that left a moment ago may
+//! still count. Publishers the collector connects to (`connect`) are not counted.
 
+use std::collections::HashSet;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +40,10 @@ pub(crate) struct PeerGuard {
 }
 
 impl PeerGuard {
-    /// Starts following `socket`'s accepted connections, allowing `max` at once.
+    /// Starts following `socket`'s accepted connections and answering their handshakes,
+    /// allowing `max` at once. `socket` must have been opened with
+    /// [`SocketOptions::admission`](crate::transport::SocketOptions::admission), and `context`
+    /// must have no other ZAP handler.
     pub(crate) fn start(
         context: &zmq::Context,
         socket: &zmq::Socket,
@@ -50,26 +57,45 @@ impl PeerGuard {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let events = zmq::SocketEvent::ACCEPTED.to_raw() | zmq::SocketEvent::DISCONNECTED.to_raw();
-        let socket_error = |action: &'static str| {
+        let socket_error = |action: &'static str, address: &str| {
+            let address = address.to_owned();
             move |source| {
                 Error::Socket(crate::transport::SocketError {
                     action,
-                    address: "the input socket's monitor".into(),
+                    address,
                     source,
                 })
             }
         };
         socket
             .monitor(&address, i32::from(events))
-            .map_err(socket_error("monitor"))?;
-        let monitor = context.socket(zmq::PAIR).map_err(socket_error("open"))?;
-        monitor.connect(&address).map_err(socket_error("connect"))?;
+            .map_err(socket_error("monitor", &address))?;
+        let monitor = context
+            .socket(zmq::PAIR)
+            .map_err(socket_error("open", &address))?;
+        monitor
+            .connect(&address)
+            .map_err(socket_error("connect", &address))?;
+        let zap = context
+            .socket(zmq::REP)
+            .map_err(socket_error("open", ZAP_ENDPOINT))?;
+        zap.bind(ZAP_ENDPOINT).map_err(socket_error(
+            "bind (is another ZAP handler on this context?)",
+            ZAP_ENDPOINT,
+        ))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
+            let mut admission = Admission {
+                monitor,
+                zap,
+                accepted: HashSet::new(),
+                max,
+                stats,
+            };
             std::thread::Builder::new()
                 .name("ndbridge-peers".into())
-                .spawn(move || follow(&monitor, &stop, &stats.peers, max))
+                .spawn(move || admission.run(&stop))
                 .map_err(|source| Error::Thread {
                     name: "ndbridge-peers".into(),
                     source,
@@ -91,41 +117,82 @@ impl Drop for PeerGuard {
     }
 }
 
-/// One monitor event: what happened, its value (the connection's descriptor for both events
-/// followed here) and the listening endpoint it concerns.
+/// Where ZeroMQ asks a context's ZAP handler about each handshake.
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// The thread's state: the two sockets it answers, and the accepted connections by descriptor.
+struct Admission {
+    monitor: zmq::Socket,
+    zap: zmq::Socket,
+    accepted: HashSet<u32>,
+    max: u64,
+    stats: Arc<Stats>,
+}
+
+impl Admission {
+    fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let mut items = [
+                self.monitor.as_poll_item(zmq::POLLIN),
+                self.zap.as_poll_item(zmq::POLLIN),
+            ];
+            if zmq::poll(&mut items, POLL_MS).is_err() {
+                return;
+            }
+            let requests = items[1].is_readable();
+            // Every event first, so that no handshake is answered before its connection has
+            // been weighed (and shut down if beyond the limit).
+            while let Some((event, fd, endpoint)) = read_event(&self.monitor) {
+                self.on_event(event, fd, &endpoint);
+            }
+            if requests {
+                self.answer();
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: u16, fd: u32, endpoint: &str) {
+        if event == zmq::SocketEvent::ACCEPTED.to_raw() {
+            if self.accepted.len() as u64 >= self.max {
+                refuse(fd as RawFd, endpoint);
+                self.stats.peers.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "a publisher was refused: {} connected, --max-peers {}",
+                    self.accepted.len(),
+                    self.max
+                );
+            }
+            // A refused connection still ends with a disconnect event of its own.
+            self.accepted.insert(fd);
+        } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
+            self.accepted.remove(&fd);
+        }
+        self.stats
+            .peers
+            .connected
+            .store(self.accepted.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Answers one ZAP request (RFC 27) with "200": what is refused was shut down before.
+    fn answer(&mut self) {
+        let Ok(request) = self.zap.recv_multipart(zmq::DONTWAIT) else {
+            return;
+        };
+        let id = request.get(1).cloned().unwrap_or_default();
+        let reply: [&[u8]; 6] = [b"1.0", &id, b"200", b"OK", b"", b""];
+        let _ = self.zap.send_multipart(reply, 0);
+    }
+}
+
+/// One monitor event, if one is waiting: what happened, its value (the connection's
+/// descriptor for both events followed here) and the listening endpoint it concerns.
 fn read_event(monitor: &zmq::Socket) -> Option<(u16, u32, String)> {
-    let frames = monitor.recv_multipart(0).ok()?;
+    let frames = monitor.recv_multipart(zmq::DONTWAIT).ok()?;
     let first = frames.first()?;
     let event = u16::from_le_bytes(first.get(..2)?.try_into().ok()?);
     let value = u32::from_le_bytes(first.get(2..6)?.try_into().ok()?);
     let endpoint = String::from_utf8_lossy(frames.get(1)?).into_owned();
     Some((event, value, endpoint))
-}
-
-fn follow(monitor: &zmq::Socket, stop: &AtomicBool, counts: &PeerCounts, max: u64) {
-    while !stop.load(Ordering::Relaxed) {
-        match monitor.poll(zmq::POLLIN, POLL_MS) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-        let Some((event, fd, endpoint)) = read_event(monitor) else {
-            continue;
-        };
-        if event == zmq::SocketEvent::ACCEPTED.to_raw() {
-            if counts.connected.load(Ordering::Relaxed) >= max {
-                refuse(fd as RawFd, &endpoint);
-                counts.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("a connection beyond --max-peers ({max}) was refused");
-            }
-            // The refused connection still ends with a disconnect event of its own.
-            counts.connected.fetch_add(1, Ordering::Relaxed);
-        } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
-            let _ = counts
-                .connected
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
-    }
 }
 
 /// Ends a connection libzmq accepted on `endpoint`: both directions shut down, so libzmq sees
