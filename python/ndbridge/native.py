@@ -1,0 +1,403 @@
+"""The native core: ndbridge's Rust publisher and codec, from the extension module
+``ndbridge._native`` (built by ``pip install ./python`` when a Rust toolchain is present).
+
+:data:`AVAILABLE` says whether it is built. :func:`encode` and :func:`decode` take the same
+arguments as :func:`ndbridge.encode` and :func:`ndbridge.decode` and produce the same frames
+(header bytes identical; a zstd frame with the byte shuffle may differ in its bytes, see
+python/README, and decodes to the same array). :class:`Publisher` is the Rust publisher:
+encoding, compression and socket I/O run on its own thread, without the interpreter lock.
+
+Zero copy: a C- or F-contiguous array of at least ``copy_threshold`` bytes (64 KiB by default)
+is handed to the Rust publisher without a copy, and the publisher holds a reference to the
+array until ZeroMQ has written its bytes to the kernel. As with the pure-Python publisher, do not
+modify such an array in place until its record has gone out (:meth:`Publisher.flush`), or pass
+``copy_threshold=None``. Other arrays are copied once.
+"""
+
+from __future__ import annotations
+
+import json
+import time as _time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import lifetime
+from .dtypes import wire_dtype
+from .errors import DeliveryError, WireError
+from .header import check_name, parse_header
+from .limits import DEFAULT_LIMITS, Limits
+from .wire import ArraysLike, Record, default_source, new_session
+
+try:
+    from . import _native
+except ImportError:  # the package was installed without a Rust toolchain
+    _native = None  # type: ignore[assignment]
+
+__all__ = ["AVAILABLE", "encode", "decode", "compress", "Publisher"]
+
+#: True when the extension module is built and importable.
+AVAILABLE = _native is not None
+
+# The session `encode` uses when none is given: one per process.
+_PROCESS_SESSION = new_session()
+
+_DEFAULT: Any = object()  # "the constructor's timeout"
+
+
+def _require() -> Any:
+    if _native is None:
+        raise ImportError("ndbridge._native is not built: install the package with a Rust "
+                          "toolchain on the PATH (see python/README, Install)")
+    return _native
+
+
+def _over(limit: str, value: int, maximum: int, what: str) -> ValueError:
+    return ValueError(f"{what} {value} exceeds the limit {limit}={maximum}, so a reader with "
+                      f"these limits would reject the message")
+
+
+def _as_array(field: str, value: Any) -> np.ndarray:
+    """`value` as an ndarray the wire carries whole; ``TypeError`` for what would not arrive
+    as it is (masked arrays, objects, text, ragged nesting)."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{field}: expected a plain array, found a masked array (numpy.ma): the "
+                        f"wire carries no mask; send a.filled(fill_value), or a.data and "
+                        f"np.ma.getmaskarray(a) as two arrays")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{field}: expected an array of numbers, found {type(value).__name__} "
+                        f"that numpy cannot make into one: {e}") from None
+    try:
+        wire_dtype(array.dtype)
+    except TypeError as e:
+        raise TypeError(f"{field}.{e}") from None
+    return array
+
+
+def _arrays(name: str, arrays: ArraysLike, limits: Optional[Limits]) -> List[Tuple[str, np.ndarray]]:
+    """The record's arrays as ``(name, contiguous ndarray)``, checked against `limits`."""
+    problem = check_name(name)
+    if problem:
+        raise ValueError(f"name: {problem}")
+    if isinstance(arrays, Mapping):
+        items: Iterable[Tuple[Any, Any]] = arrays.items()
+        if limits is not None and len(arrays) > limits.max_arrays:
+            raise _over("max_arrays", len(arrays), limits.max_arrays, "arrays: count")
+    else:
+        items = [(name, arrays)]
+    out: List[Tuple[str, np.ndarray]] = []
+    total = 0
+    for array_name, value in items:
+        problem = check_name(array_name)
+        if problem:
+            raise ValueError(f"arrays[{array_name!r}]: name {problem}")
+        field = f"arrays[{array_name!r}]"
+        array = _as_array(field, value)
+        if limits is not None:
+            if array.ndim > limits.max_ndim:
+                raise _over("max_ndim", array.ndim, limits.max_ndim, f"{field}: ndim")
+            if array.nbytes > limits.max_array_bytes:
+                raise _over("max_array_bytes", array.nbytes, limits.max_array_bytes,
+                            f"{field}: nbytes")
+            total += array.nbytes
+            if total > limits.max_message_bytes:
+                raise _over("max_message_bytes", total, limits.max_message_bytes,
+                            "arrays: nbytes summed over the message")
+        if not (array.flags.c_contiguous or array.flags.f_contiguous):
+            array = np.ascontiguousarray(array)  # checked first: the copy is within the limits
+        out.append((array_name, array))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _attrs_json(attrs: Optional[Mapping[str, Any]]) -> Optional[str]:
+    if attrs is None:
+        return None
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"attrs: expected a mapping (a JSON object), found {type(attrs).__name__}")
+    try:
+        return json.dumps(dict(attrs), separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"attrs: expected JSON-serializable values (no NaN or infinity), {e}") \
+            from None
+
+
+def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1,
+           shuffle: Optional[bool] = None, attrs: Optional[Mapping[str, Any]] = None,
+           source: Optional[str] = None, session: Optional[str] = None, seq: int = 0,
+           time: Optional[float] = None,
+           limits: Optional[Limits] = DEFAULT_LIMITS) -> List[Union[bytes, Any]]:
+    """:func:`ndbridge.encode` with the Rust codec: the frames ``[header, buf_0, ...]``.
+
+    The header is ``bytes``; each buffer frame is a read-only buffer object (``bytes(f)``,
+    ``memoryview(f)``, pyzmq's ``send`` all take it). A raw frame is the array's own memory.
+    Compression runs without the interpreter lock.
+    """
+    native = _require()
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
+        raise ValueError(f"seq: expected a non-negative integer below 2**64, found {seq!r}")
+    if time is not None:
+        time = float(time)
+        if not np.isfinite(time):
+            raise ValueError(f"time: expected finite seconds since the Unix epoch, found {time!r}")
+    if not isinstance(level, int) or isinstance(level, bool):
+        raise ValueError(f"level: expected an integer zstd level, found {level!r}")
+    if shuffle not in (None, True, False):
+        raise ValueError(f"shuffle: expected True, False or None, found {shuffle!r}")
+    checked = _arrays(name, arrays, limits)
+    attrs_json = _attrs_json(attrs)
+    frames = native.encode(name, checked, codec, level, shuffle, attrs_json,
+                           default_source() if source is None else str(source),
+                           _PROCESS_SESSION if session is None else str(session), seq, time,
+                           None if limits is None else limits.max_expansion)
+    if limits is not None and len(frames[0]) > limits.max_header_bytes:
+        raise _over("max_header_bytes", len(frames[0]), limits.max_header_bytes,
+                    "header: bytes (names and attrs)")
+    return frames
+
+
+def _frame(value: Any, index: int) -> Any:
+    """A frame as a flat buffer of bytes for the Rust decoder."""
+    try:
+        view = memoryview(value)
+    except TypeError:
+        raise TypeError(f"frames[{index}]: expected bytes, zmq.Frame or another buffer, found "
+                        f"{type(value).__name__}") from None
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        if not view.c_contiguous:
+            raise TypeError(f"frames[{index}]: expected a contiguous buffer")
+        view = view.cast("B")
+    elif view.format != "B":
+        view = view.cast("B")
+    return view
+
+
+def decode(frames: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS, native: bool = False,
+           topic: Optional[str] = None) -> Record:
+    """:func:`ndbridge.decode` with the Rust decoder: a :class:`~ndbridge.Record`.
+
+    Raw arrays are read-only views of the received frames (numpy handles frames that are not
+    aligned for the element type); decompressed ones view buffers the Rust decoder allocated.
+    A malformed message raises :class:`~ndbridge.WireError`, its text saying what was expected
+    and what came.
+    """
+    mod = _require()
+    frames = [_frame(f, i) for i, f in enumerate(frames)]
+    try:
+        decoded = mod.decode(frames, limits.max_header_bytes, limits.max_arrays,
+                             limits.max_array_bytes, limits.max_ndim, limits.max_message_bytes,
+                             limits.max_expansion)
+    except ValueError as e:
+        raise WireError("message", str(e)) from None
+    header = parse_header(bytes(frames[0]), limits)
+    if topic is not None and topic != header.name:
+        raise WireError("topic", f"expected the record name {header.name!r}, found {topic!r}")
+    arrays: Dict[str, np.ndarray] = {}
+    for array_name, dtype, shape, order, buffer in decoded:
+        dt = np.dtype(dtype)
+        flat = np.frombuffer(buffer, dtype=dt) if len(buffer) else np.empty(0, dt)
+        array = flat.reshape(shape, order=order)
+        if native and not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="), order="K")
+        array.flags.writeable = False
+        arrays[array_name] = array
+    return Record(name=header.name, source=header.source, session=header.session,
+                  seq=header.seq, time=header.time, attrs=header.attrs, arrays=arrays,
+                  header=header.raw)
+
+
+def compress(data: Any, itemsize: int, level: int = 1) -> Any:
+    """One buffer byte-shuffled and zstd-compressed by the Rust codec, as the publisher does:
+    the frame as a read-only buffer object."""
+    return _require().compress(_frame(data, 0), itemsize, level)
+
+
+class Publisher:
+    """The Rust publisher behind the same interface as :class:`ndbridge.Publisher`.
+
+    Records are queued by :meth:`send` and encoded, compressed and sent by the publisher's own
+    thread, without the interpreter lock. :meth:`close` (and leaving the ``with`` block) returns
+    once every record has been handed to ZeroMQ and ZeroMQ has delivered what it holds, or
+    raises :class:`~ndbridge.DeliveryError` after `timeout` naming how many records did not go
+    out. A publisher still open when the process ends is closed at exit, in ``multiprocessing``
+    children too (:mod:`ndbridge.lifetime`).
+
+    Args:
+        endpoint: A ZeroMQ endpoint, or a list of them (records are spread over them).
+        source: Publisher id sent with every record; default ``"<host>:<pid>"``.
+        codec: ``"auto"`` (default; raw on a local link, otherwise shuffle + zstd when the link
+            is slower than the compressor and the result saves at least 10%), ``"zstd"`` or
+            ``"raw"``.
+        bind: Bind instead of connecting.
+        kind: ``"push"`` (default) or ``"pub"`` (or ``zmq.PUSH`` / ``zmq.PUB``).
+        level: zstd level.
+        shuffle: Byte-shuffle before compressing (``None`` and ``True``: yes; ``False``: no).
+        link: ``"local"`` or ``"network"``, for ``codec="auto"``; default ``None`` detects it
+            from the endpoints.
+        timeout: Longest wait of :meth:`close`, :meth:`flush` and the exit hook, in seconds;
+            ``None`` waits forever. Default 60.
+        queue_bytes: Bound on the bytes of queued records; :meth:`send` waits while it is
+            reached (``on_full``).
+        on_full: ``"block"`` (default), ``"drop"`` (dropped records are counted in
+            :meth:`stats`), or seconds to wait before ``TimeoutError``.
+        limits: The limits of the receiving collector; :meth:`send` raises ``ValueError`` for a
+            record over them, before queueing it.
+        copy_threshold: Arrays of at least this many bytes go to the Rust side without a copy;
+            ``None`` copies every array (then an array may be modified right after ``send``).
+    """
+
+    def __init__(self, endpoint: Union[str, Sequence[str]], source: Optional[str] = None,
+                 codec: str = "auto", bind: bool = False, kind: Any = "push", *, level: int = 1,
+                 shuffle: Optional[bool] = None, link: Optional[str] = None,
+                 timeout: Optional[float] = 60.0, queue_bytes: int = 256 << 20,
+                 on_full: Union[str, float] = "block",
+                 limits: Optional[Limits] = DEFAULT_LIMITS,
+                 copy_threshold: Optional[int] = 64 * 1024) -> None:
+        native = _require()
+        endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        kind = {"push": "push", "pub": "pub"}.get(kind) if isinstance(kind, str) else \
+            _zmq_kind(kind)
+        if kind is None:
+            raise ValueError("kind: expected 'push', 'pub', zmq.PUSH or zmq.PUB")
+        if codec not in ("raw", "zstd", "auto"):
+            raise ValueError(f"codec: expected one of ['raw', 'zstd', 'auto'], found {codec!r}")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
+        if not isinstance(queue_bytes, int) or queue_bytes < 1:
+            raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
+        self.source = default_source() if source is None else source
+        self.codec = codec
+        self.timeout = timeout
+        self.limits = limits
+        self._endpoint = ", ".join(endpoints)
+        self._inner = native.Publisher(
+            endpoints, bind=bind, kind=kind, codec=codec, level=level,
+            shuffle=shuffle is not False, link=link, source=self.source,
+            queue_bytes=queue_bytes, on_full=on_full,
+            linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold)
+        self._last_stats: Optional[Dict[str, Any]] = None
+        lifetime.track(self)  # type: ignore[arg-type]
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoints, comma-separated."""
+        return self._endpoint
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return bool(self._inner.closed)
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet handed to ZeroMQ."""
+        return 0 if self.closed else int(self._inner.stats()["queued"])
+
+    def send(self, name: str, arrays: ArraysLike, attrs: Optional[Mapping[str, Any]] = None) -> int:
+        """Queues one record; returns the number of records queued before it (its sequence
+        number unless an earlier one was dropped or failed).
+
+        Raises ``TypeError`` for values that would not arrive as they are, ``ValueError`` for a
+        record over :attr:`limits` (nothing is queued then).
+        """
+        if self.closed:
+            raise ValueError(f"send: the publisher to {self._endpoint} is closed")
+        checked = _arrays(name, arrays, self.limits)
+        return int(self._inner.send(name, checked, _attrs_json(attrs)))
+
+    def flush(self, timeout: Optional[float] = _DEFAULT) -> None:
+        """Waits until every record sent so far has been handed to ZeroMQ.
+
+        Raises:
+            DeliveryError: Records did not go out in time; they stay queued.
+        """
+        if self.closed:
+            raise ValueError(f"flush: the publisher to {self._endpoint} is closed")
+        timeout = self.timeout if timeout is _DEFAULT else timeout
+        try:
+            self._inner.flush(timeout)
+        except _native.DeliveryFailure as e:
+            raise self._delivery_error(e, timeout, dropped=False) from None
+
+    def close(self, timeout: Optional[float] = _DEFAULT) -> None:
+        """Sends what is queued, lets ZeroMQ deliver it, then stops the publisher's thread and
+        closes its socket; at most `timeout` seconds in all (``None``: forever). Closing twice
+        is harmless.
+
+        Raises:
+            DeliveryError: Records did not go out in time; they are dropped, and the publisher
+                is closed all the same.
+        """
+        if self.closed:
+            return
+        timeout = self.timeout if timeout is _DEFAULT else timeout
+        self._close_by(timeout)
+
+    def _close_by(self, timeout: Optional[float]) -> None:
+        lifetime.forget(self)  # type: ignore[arg-type]
+        try:
+            self._last_stats = self._inner.close(timeout)
+        except _native.DeliveryFailure as e:
+            raise self._delivery_error(e, timeout, dropped=True) from None
+
+    def _close_from(self, start: float) -> None:
+        """:meth:`close` with the constructor's timeout counted from `start` (the exit hook)."""
+        if self.closed:
+            return
+        timeout = self.timeout
+        if timeout is not None:
+            timeout = max(0.0, start + timeout - _time.monotonic())
+        self._close_by(timeout)
+
+    def _abandon(self) -> List[BaseException]:
+        """Closes at once, dropping what is queued; returns the error that says so, if any."""
+        if self.closed:
+            return []
+        try:
+            self._close_by(0.0)
+        except DeliveryError as e:
+            return [e]
+        return []
+
+    def _delivery_error(self, e: BaseException, timeout: Optional[float],
+                        dropped: bool) -> DeliveryError:
+        message, pending = e.args[0], e.args[1] if len(e.args) > 1 else None
+        sent = self.stats().get("sent", 0) if not self.closed else 0
+        error = DeliveryError(self._endpoint, pending if pending is not None else 1,
+                              int(sent) + int(pending or 0), timeout or 0.0, dropped=dropped)
+        error.args = (f"{error.args[0]} ({message})",)
+        return error
+
+    def stats(self) -> Dict[str, Any]:
+        """The Rust publisher's counters: ``sent``, ``dropped``, ``failed``, ``queued``,
+        ``raw_bytes``, ``wire_bytes``, ``compression_ratio`` (the final ones after close)."""
+        if self.closed:
+            return dict(self._last_stats or {})
+        return dict(self._inner.stats())
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.pending} pending"
+        return f"<ndbridge.native.Publisher to {self._endpoint} {state}>"
+
+
+def _zmq_kind(kind: Any) -> Optional[str]:
+    """``"push"`` / ``"pub"`` for pyzmq's socket type constants, else ``None``."""
+    try:
+        import zmq
+    except ImportError:
+        return None
+    return {zmq.PUSH: "push", zmq.PUB: "pub"}.get(kind)
