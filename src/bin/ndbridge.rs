@@ -442,8 +442,9 @@ fn send(args: SendArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "delivered {} messages, {:.1} MB decoded, {:.1} MB on the wire",
+        "delivered {} message{}, {:.1} MB decoded, {:.1} MB on the wire",
         stats.delivered,
+        if stats.delivered == 1 { "" } else { "s" },
         stats.raw_bytes as f64 / 1e6,
         stats.wire_bytes as f64 / 1e6
     );
