@@ -284,6 +284,7 @@ class Publisher:
             queue_bytes=queue_bytes, on_full=on_full,
             linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold)
         self._last_stats: Optional[Dict[str, Any]] = None
+        self._sent = 0
         lifetime.track(self)  # type: ignore[arg-type]
 
     @property
@@ -298,8 +299,17 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        """Records queued and not yet handed to ZeroMQ."""
-        return 0 if self.closed else int(self._inner.stats()["queued"])
+        """Records sent that ZeroMQ has not yet passed on to a peer."""
+        if self.closed:
+            return 0
+        stats = self._inner.stats()
+        return int(stats["queued"] + stats["sent"] - stats["delivered"])
+
+    @property
+    def seq(self) -> int:
+        """The number of records :meth:`send` has accepted: the sequence number the next one
+        carries, unless a record was dropped (``on_full="drop"``) or failed to encode."""
+        return self._sent
 
     def send(self, name: str, arrays: ArraysLike, attrs: Optional[Mapping[str, Any]] = None) -> int:
         """Queues one record; returns the number of records queued before it (its sequence
@@ -311,7 +321,9 @@ class Publisher:
         if self.closed:
             raise ValueError(f"send: the publisher to {self._endpoint} is closed")
         checked = _arrays(name, arrays, self.limits)
-        return int(self._inner.send(name, checked, _attrs_json(attrs)))
+        seq = int(self._inner.send(name, checked, _attrs_json(attrs)))
+        self._sent = seq + 1
+        return seq
 
     def flush(self, timeout: Optional[float] = _DEFAULT) -> None:
         """Waits until every record sent so far has been handed to ZeroMQ.
@@ -370,15 +382,16 @@ class Publisher:
     def _delivery_error(self, e: BaseException, timeout: Optional[float],
                         dropped: bool) -> DeliveryError:
         message, pending = e.args[0], e.args[1] if len(e.args) > 1 else None
-        sent = self.stats().get("sent", 0) if not self.closed else 0
-        error = DeliveryError(self._endpoint, pending if pending is not None else 1,
-                              int(sent) + int(pending or 0), timeout or 0.0, dropped=dropped)
+        unsent = self._sent if pending is None else int(pending)
+        error = DeliveryError(self._endpoint, unsent, max(self._sent, unsent), timeout or 0.0,
+                              dropped=dropped)
         error.args = (f"{error.args[0]} ({message})",)
         return error
 
     def stats(self) -> Dict[str, Any]:
-        """The Rust publisher's counters: ``sent``, ``dropped``, ``failed``, ``queued``,
-        ``raw_bytes``, ``wire_bytes``, ``compression_ratio`` (the final ones after close)."""
+        """The Rust publisher's counters: ``sent`` (handed to ZeroMQ), ``delivered`` (passed on
+        to a peer), ``dropped``, ``failed``, ``queued``, ``raw_bytes``, ``wire_bytes``,
+        ``compression_ratio`` (the final ones after close)."""
         if self.closed:
             return dict(self._last_stats or {})
         return dict(self._inner.stats())

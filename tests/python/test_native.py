@@ -188,7 +188,9 @@ def test_native_publisher_delivers_every_record_to_a_collector(collector: Collec
             assert pub.send("u", np.sin(x[:, None] * (step + 1)) * np.cos(x),
                             attrs={"step": step}) == step
     stats = pub.stats()
-    assert (stats["sent"], stats["dropped"], stats["failed"]) == (RECORDS, 0, 0)
+    assert (stats["sent"], stats["delivered"], stats["dropped"], stats["failed"]) == \
+        (RECORDS, RECORDS, 0, 0)
+    assert pub.seq == RECORDS and pub.pending == 0
     if codec == "zstd":
         assert stats["wire_bytes"] < stats["raw_bytes"]
     check_arrived(collector, source)
@@ -228,8 +230,9 @@ def test_an_unreachable_collector_makes_close_raise_within_its_timeout(ctx: zmq.
     for _ in range(3):
         pub.send("u", np.zeros(1 << 18))
     start = time.monotonic()
-    with pytest.raises(ndbridge.DeliveryError):
+    with pytest.raises(ndbridge.DeliveryError, match="3 of 3 records") as info:
         pub.close()
+    assert info.value.dropped and info.value.unsent == 3
     assert time.monotonic() - start < 5.0
     assert pub.closed
 

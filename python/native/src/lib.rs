@@ -550,6 +550,7 @@ fn stats_dict<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("sent", stats.sent)?;
+    d.set_item("delivered", stats.delivered)?;
     d.set_item("dropped", stats.dropped)?;
     d.set_item("failed", stats.failed)?;
     d.set_item("queued", stats.queued)?;
@@ -750,8 +751,8 @@ impl NativePublisher {
         }
     }
 
-    /// The counters now: sent, dropped, failed, queued, raw_bytes, wire_bytes,
-    /// compression_ratio.
+    /// The counters now: sent (handed to ZeroMQ), delivered (passed on by ZeroMQ to a peer),
+    /// dropped, failed, queued, raw_bytes, wire_bytes, compression_ratio.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let publisher = self.publisher("stats")?;
         stats_dict(py, &publisher.stats())
@@ -783,6 +784,7 @@ impl Drop for NativePublisher {
 fn delivery_error(e: ndbridge::Error) -> PyErr {
     let pending = match &e {
         ndbridge::Error::Timeout { pending, .. } => Some(*pending),
+        ndbridge::Error::NoPeer { messages, .. } => Some(*messages),
         _ => None,
     };
     DeliveryFailure::new_err((e.to_string(), pending))
