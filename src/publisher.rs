@@ -234,6 +234,7 @@ impl PublisherBuilder {
         });
         let (jobs, rx) = crossbeam_channel::unbounded();
         let (source, session) = (self.source.unwrap_or_else(default_source), new_session_id());
+        let session_id = session.clone();
         let worker = SendLoop {
             socket,
             kind: self.kind,
@@ -260,6 +261,7 @@ impl PublisherBuilder {
             shared,
             jobs: Mutex::new(Some(jobs)),
             thread: Mutex::new(Some(thread)),
+            session: session_id,
             _context: context,
         })
     }
@@ -274,6 +276,7 @@ pub struct Publisher {
     shared: Arc<Shared>,
     jobs: Mutex<Option<Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    session: String,
     _context: zmq::Context,
 }
 
@@ -537,6 +540,12 @@ impl Publisher {
             });
         }
         Ok(stats)
+    }
+
+    /// The session id in every header this publisher sends: 16 random hex digits chosen when
+    /// it was built.
+    pub fn session(&self) -> &str {
+        &self.session
     }
 
     /// The counters now.
