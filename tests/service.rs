@@ -1287,7 +1287,7 @@ fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
     let _watchdog = watchdog("forward limit", Duration::from_secs(60));
     const LIMIT: u64 = 8 << 20;
     let context = zmq::Context::new();
-    let sink = ForwardSink::bind(&context, "tcp://127.0.0.1:*")
+    let sink = ForwardSink::listen("tcp://127.0.0.1:*")
         .unwrap()
         .max_bytes(LIMIT);
     let sub = context.socket(zmq::SUB).unwrap();
