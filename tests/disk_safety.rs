@@ -10,25 +10,13 @@ use std::time::Duration;
 
 mod common;
 use common::wait_until;
+use common::watchdog;
 
 use ndarray::Array1;
 use ndarray_npy::ReadNpyExt;
 use ndbridge::collector::sink::disk::path_component;
 use ndbridge::collector::{Collector, DiskSink, SinkError, Summary};
 use ndbridge::Publisher;
-
-/// Ends the whole test binary if a test outlives `limit`, so a hang fails instead of blocking
-/// the suite. Dropping the returned value disarms it.
-fn watchdog(test: &'static str, limit: Duration) -> std::sync::mpsc::Sender<()> {
-    let (disarm, armed) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
-            eprintln!("{test}: still running after {limit:?}, aborting the test binary");
-            std::process::exit(101);
-        }
-    });
-    disarm
-}
 
 /// Every entry of `dir`, sorted.
 fn entries(dir: &Path) -> Vec<String> {

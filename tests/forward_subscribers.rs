@@ -12,22 +12,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::wait_until;
+use common::watchdog;
 
 use ndarray::Array1;
 use ndbridge::collector::{Collector, ForwardSink, Received, Sink};
 use ndbridge::{ArrayBuffer, Compression, Publisher};
-
-/// Aborts the test binary if a test runs past `limit`: a hang fails instead of blocking CI.
-fn watchdog(test: &'static str, limit: Duration) -> std::sync::mpsc::Sender<()> {
-    let (disarm, armed) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
-            eprintln!("{test}: still running after {limit:?}, aborting the test binary");
-            std::process::exit(101);
-        }
-    });
-    disarm
-}
 
 /// A decoded record named `name` of one u8 array of `len` elements.
 fn record(name: &str, seq: u64, len: usize) -> Received {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{wait_until, NotingSink};
+use common::{wait_until, watchdog, NotingSink};
 
 use ndarray::{Array1, Array2, Array3, ArrayD};
 use ndarray_npy::{NpzReader, ReadNpyExt};
@@ -193,19 +193,6 @@ fn custom_sink_sees_raw_frames_without_copies_and_bad_input_is_counted() {
         seen.iter().all(|s| s.2),
         "raw arrays must borrow the received frame"
     );
-}
-
-/// Ends the whole test binary if a test outlives `limit`, so a hang fails instead of blocking
-/// the suite. Dropping the returned value disarms it.
-fn watchdog(test: &'static str, limit: Duration) -> std::sync::mpsc::Sender<()> {
-    let (disarm, armed) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
-            eprintln!("{test}: still running after {limit:?}, aborting the test binary");
-            std::process::exit(101);
-        }
-    });
-    disarm
 }
 
 // ---------------------------------------------------------------------------------------------

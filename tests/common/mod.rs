@@ -140,3 +140,16 @@ pub fn one_array_message(
         .unwrap()
         .frames
 }
+
+/// Ends the whole test binary if a test outlives `limit`, so a hang fails instead of blocking
+/// the suite. Dropping the returned value disarms it.
+pub fn watchdog(test: &'static str, limit: Duration) -> std::sync::mpsc::Sender<()> {
+    let (disarm, armed) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
+            eprintln!("{test}: still running after {limit:?}, aborting the test binary");
+            std::process::exit(101);
+        }
+    });
+    disarm
+}
