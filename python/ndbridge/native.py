@@ -28,6 +28,8 @@ from .errors import DeliveryError, WireError
 from .header import check_name, parse_header
 from .limits import DEFAULT_LIMITS, Limits
 from .wire import ArraysLike, Record, default_source, new_session
+from .wire import _as_array as _wire_array
+from .wire import _over
 
 try:
     from . import _native
@@ -52,27 +54,14 @@ def _require() -> Any:
     return _native
 
 
-def _over(limit: str, value: int, maximum: int, what: str) -> ValueError:
-    return ValueError(f"{what} {value} exceeds the limit {limit}={maximum}, so a reader with "
-                      f"these limits would reject the message")
-
-
 def _as_array(field: str, value: Any) -> np.ndarray:
-    """`value` as an ndarray the wire carries whole; ``TypeError`` for what would not arrive
-    as it is (masked arrays, objects, text, ragged nesting)."""
-    if isinstance(value, np.ma.MaskedArray):
-        raise TypeError(f"{field}: expected a plain array, found a masked array (numpy.ma): the "
-                        f"wire carries no mask; send a.filled(fill_value), or a.data and "
-                        f"np.ma.getmaskarray(a) as two arrays")
+    """`value` as an ndarray the wire carries whole (the pure encoder's checks and messages)."""
     try:
-        array = np.asarray(value)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"{field}: expected an array of numbers, found {type(value).__name__} "
-                        f"that numpy cannot make into one: {e}") from None
-    try:
+        array = _wire_array(value)
         wire_dtype(array.dtype)
     except TypeError as e:
-        raise TypeError(f"{field}.{e}") from None
+        sep = "." if str(e).startswith("dtype:") else ": "
+        raise TypeError(f"{field}{sep}{e}") from None
     return array
 
 
@@ -260,8 +249,11 @@ class Publisher:
                  timeout: Optional[float] = 60.0, queue_bytes: int = 256 << 20,
                  on_full: Union[str, float] = "block",
                  limits: Optional[Limits] = DEFAULT_LIMITS,
-                 copy_threshold: Optional[int] = 64 * 1024) -> None:
+                 copy_threshold: Optional[int] = 64 * 1024, context: None = None) -> None:
         native = _require()
+        if context is not None:
+            raise ValueError("context: the Rust publisher has a ZeroMQ context of its own; "
+                             "use ndbridge.Publisher(..., native=False) to share one")
         endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         kind = {"push": "push", "pub": "pub"}.get(kind) if isinstance(kind, str) else \
             _zmq_kind(kind)
@@ -274,6 +266,12 @@ class Publisher:
         if not isinstance(queue_bytes, int) or queue_bytes < 1:
             raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
         self.source = default_source() if source is None else source
+        if link is None:
+            from .net import is_local
+            link = "local" if all(is_local(e) for e in endpoints) else "network"
+        elif link not in ("local", "network"):
+            raise ValueError(f"link: expected None, 'local' or 'network', found {link!r}")
+        self.link = link
         self.codec = codec
         self.timeout = timeout
         self.limits = limits
@@ -285,6 +283,7 @@ class Publisher:
             linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold)
         self._last_stats: Optional[Dict[str, Any]] = None
         self._sent = 0
+        self.session: str = self._inner.session
         lifetime.track(self)  # type: ignore[arg-type]
 
     @property
@@ -353,12 +352,14 @@ class Publisher:
         timeout = self.timeout if timeout is _DEFAULT else timeout
         self._close_by(timeout)
 
-    def _close_by(self, timeout: Optional[float]) -> None:
+    def _close_by(self, timeout: Optional[float], reported: Any = _DEFAULT) -> None:
+        """Closes within `timeout`; an error names `reported` (default `timeout`) as the wait."""
         lifetime.forget(self)  # type: ignore[arg-type]
         try:
             self._last_stats = self._inner.close(timeout)
         except _native.DeliveryFailure as e:
-            raise self._delivery_error(e, timeout, dropped=True) from None
+            reported = timeout if reported is _DEFAULT else reported
+            raise self._delivery_error(e, reported, dropped=True) from None
 
     def _close_from(self, start: float) -> None:
         """:meth:`close` with the constructor's timeout counted from `start` (the exit hook)."""
@@ -367,7 +368,7 @@ class Publisher:
         timeout = self.timeout
         if timeout is not None:
             timeout = max(0.0, start + timeout - _time.monotonic())
-        self._close_by(timeout)
+        self._close_by(timeout, self.timeout)
 
     def _abandon(self) -> List[BaseException]:
         """Closes at once, dropping what is queued; returns the error that says so, if any."""
@@ -383,10 +384,11 @@ class Publisher:
                         dropped: bool) -> DeliveryError:
         message, pending = e.args[0], e.args[1] if len(e.args) > 1 else None
         unsent = self._sent if pending is None else int(pending)
-        error = DeliveryError(self._endpoint, unsent, max(self._sent, unsent), timeout or 0.0,
-                              dropped=dropped)
-        error.args = (f"{error.args[0]} ({message})",)
-        return error
+        if pending is None:  # not a timeout: say what the Rust publisher reported
+            return DeliveryError(f"{self._endpoint} ({message})", unsent,
+                                 max(self._sent, unsent), timeout or 0.0, dropped=dropped)
+        return DeliveryError(self._endpoint, unsent, max(self._sent, unsent), timeout or 0.0,
+                             dropped=dropped)
 
     def stats(self) -> Dict[str, Any]:
         """The Rust publisher's counters: ``sent`` (handed to ZeroMQ), ``delivered`` (passed on

@@ -17,9 +17,10 @@ the publisher keeps a reference to every buffer ZeroMQ reads without a copy.
 
 from __future__ import annotations
 
+import inspect
 import time as _time
 from collections import deque
-from typing import Any, Deque, Iterable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import zmq
 
@@ -208,7 +209,31 @@ class Publisher:
 
     Use a publisher from one thread only, and do not modify an array after sending it (raw
     arrays go out without a copy; see :func:`send`).
+
+    The native core: when the package was built with it (:data:`ndbridge.native.AVAILABLE`),
+    ``Publisher(...)`` returns the Rust publisher, :class:`ndbridge.native.Publisher`, with the
+    same arguments, attributes (but ``socket``) and close/flush guarantees; its own thread
+    encodes, compresses and sends without the interpreter lock. ``native=False`` keeps this
+    pure-Python publisher; ``native=True`` insists on the Rust one. The pure one is also used
+    for what only it does: ``bind=True``, a shared ``context``, and socket kinds other than
+    PUSH and PUB.
     """
+
+    def __new__(cls, *args: Any, native: Optional[bool] = None, **kwargs: Any) -> Any:
+        """The Rust publisher when the native core is built and the arguments allow it (see
+        the class documentation), else a pure-Python one."""
+        if cls is Publisher and native is not False:
+            from . import native as core
+            unfit = _native_unfit(args, kwargs)
+            if native is True:
+                if not core.AVAILABLE:
+                    raise ImportError("native=True: ndbridge._native is not built (install the "
+                                      "package with a Rust toolchain; see python/README)")
+                if unfit:
+                    raise ValueError(f"native=True: the Rust publisher does not support {unfit}")
+            if core.AVAILABLE and not unfit:
+                return core.Publisher(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, endpoint: str, source: Optional[str] = None, codec: str = "auto",
                  bind: bool = False, kind: int = zmq.PUSH, *, level: int = 1,
@@ -216,7 +241,7 @@ class Publisher:
                  timeout: Optional[float] = DEFAULT_TIMEOUT,
                  queue_bytes: int = DEFAULT_QUEUE_BYTES, limits: Optional[Limits] = DEFAULT_LIMITS,
                  copy_threshold: Optional[int] = COPY_THRESHOLD,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None, native: Optional[bool] = None) -> None:
         if kind not in (zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.PAIR):
             raise ValueError(f"kind: expected zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER or "
                              f"zmq.PAIR, found {kind!r}")
@@ -456,6 +481,23 @@ class Publisher:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.pending} pending"
         return f"<ndbridge.Publisher to {self._endpoint} seq={self.seq} {state}>"
+
+
+def _native_unfit(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[str]:
+    """What in a ``Publisher(...)`` call only the pure-Python publisher does, or ``None``."""
+    try:
+        given = inspect.signature(Publisher.__init__).bind(None, *args, **kwargs).arguments
+    except TypeError:
+        return "these arguments"  # the pure-Python publisher raises the precise error
+    if not isinstance(given.get("endpoint"), str):
+        return "this endpoint"
+    if given.get("context") is not None:
+        return "a shared context (context=...)"
+    if given.get("bind"):
+        return "bind=True"
+    if given.get("kind", zmq.PUSH) not in (zmq.PUSH, zmq.PUB):
+        return "socket kinds other than zmq.PUSH and zmq.PUB"
+    return None
 
 
 # Records dropped by publishers on a shared context, until ZeroMQ releases their buffers.

@@ -276,7 +276,8 @@ def test_close_reports_the_last_records_when_zeromq_lingers_to_the_end(
         time.sleep(linger_ms / 1000)  # as if the linger timer had fired
 
     monkeypatch.setattr(ndbridge.Publisher, "_shutdown", slow_shutdown)
-    pub = ndbridge.Publisher(bind_loopback(pull), codec="raw", timeout=0.2)
+    # The pure-Python publisher's own close path (the Rust one waits for the kernel itself).
+    pub = ndbridge.Publisher(bind_loopback(pull), codec="raw", timeout=0.2, native=False)
     for n in sizes:
         pub.send("u", np.zeros(n, np.uint8))
     pub.flush()
@@ -404,7 +405,9 @@ def test_is_local_follows_the_rust_rule(endpoint: str, local: bool) -> None:
 def auto_codecs(ctx: zmq.Context, link: Optional[str], arrays: Dict[str, np.ndarray]) -> dict:
     pull = ctx.socket(zmq.PULL)
     pull.rcvtimeo = 10_000
-    with ndbridge.Publisher(bind_loopback(pull), link=link, timeout=10) as pub:
+    # The pure-Python publisher: on a network link it compresses whatever the link's speed (the
+    # Rust publisher also weighs the link against the compressor, and loopback is fast).
+    with ndbridge.Publisher(bind_loopback(pull), link=link, timeout=10, native=False) as pub:
         pub.send("state", arrays)
     rec = ndbridge.recv(pull)
     for name, a in arrays.items():

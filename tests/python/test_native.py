@@ -256,3 +256,34 @@ def test_arrays_are_released_after_close(ctx: zmq.Context) -> None:
     gc.collect()
     assert sys.getrefcount(field) == start
     assert sys.getrefcount(small) == small_start
+
+
+def test_ndbridge_publisher_is_the_rust_one_unless_told_or_needed_otherwise(
+        ctx: zmq.Context) -> None:
+    from ndbridge.net import Publisher as PurePublisher
+    endpoint = "tcp://127.0.0.1:1"
+    with ndbridge.Publisher(endpoint, timeout=0) as pub:
+        assert isinstance(pub, native.Publisher)
+        assert len(pub.session) == 16 and int(pub.session, 16) >= 0
+        assert pub.link == "local" and pub.seq == 0
+    with ndbridge.Publisher(endpoint, timeout=0, native=False) as pub:
+        assert isinstance(pub, PurePublisher)
+    # What only the pure-Python publisher does: binding, a shared context, other socket kinds.
+    with ndbridge.Publisher("tcp://127.0.0.1:*", bind=True, timeout=0) as pub:
+        assert isinstance(pub, PurePublisher)
+    with ndbridge.Publisher(endpoint, context=ctx, timeout=0) as pub:
+        assert isinstance(pub, PurePublisher)
+    with pytest.raises(ValueError, match="native=True: the Rust publisher does not support "
+                                         "bind=True"):
+        ndbridge.Publisher("tcp://127.0.0.1:*", bind=True, native=True)
+
+
+def test_the_session_and_seq_in_the_stored_records_are_the_publishers(
+        collector: Collector) -> None:
+    with ndbridge.Publisher(collector.input, source="native-session", timeout=30) as pub:
+        for step in range(3):
+            pub.send("u", np.full(1000, step), attrs={"step": step})
+    lines = collector.wait_records("native-session", 3)
+    assert {x["session"] for x in lines} == {pub.session}
+    assert sorted(x["seq"] for x in lines) == [0, 1, 2] == [x["attrs"]["step"] for x in
+                                                            sorted(lines, key=lambda x: x["seq"])]
