@@ -524,6 +524,8 @@ pub struct NativePublisher {
     /// dropped or failed to encode (see `stats`).
     accepted: AtomicU64,
     endpoints: String,
+    /// The Rust publisher's session id (kept after close).
+    session: String,
     /// The process that opened the publisher. A forked child inherits the object but not the
     /// sending thread or ZeroMQ's threads: it must neither join nor terminate them.
     pid: u32,
@@ -676,6 +678,7 @@ impl NativePublisher {
             .detach(|| builder.build())
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok(NativePublisher {
+            session: publisher.session().to_owned(),
             inner: Mutex::new(Some(Arc::new(publisher))),
             copy_threshold,
             accepted: AtomicU64::new(0),
@@ -756,6 +759,12 @@ impl NativePublisher {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let publisher = self.publisher("stats")?;
         stats_dict(py, &publisher.stats())
+    }
+
+    /// The session id in every header this publisher sends.
+    #[getter]
+    fn session(&self) -> String {
+        self.session.clone()
     }
 
     /// True once `close` has run.
