@@ -208,3 +208,32 @@ fn peers_beyond_the_limit_are_refused_until_one_leaves() {
     assert!(summary.stats.sources.contains_key("third"));
     drop((second, third));
 }
+
+#[test]
+fn two_collectors_can_share_a_context() {
+    let ctx = zmq::Context::new();
+    let first = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .context(ctx.clone())
+        .start()
+        .unwrap();
+    // The second finds the context's ZAP handler taken: it starts, counting peers only.
+    let second = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .context(ctx.clone())
+        .max_peers(1)
+        .start()
+        .unwrap();
+    let (a, b) = (push(&ctx, first.endpoint()), push(&ctx, second.endpoint()));
+    let c = push(&ctx, second.endpoint());
+    send(&a, &message("m", "a", "x", 0));
+    send(&b, &message("m", "b", "y", 0));
+    send(&c, &message("m", "c", "z", 0));
+    wait_until("every message stored", Duration::from_secs(20), || {
+        first.stats().stored == 1 && second.stats().stored == 2
+    });
+    assert_eq!(second.stats().refused_peers, 0);
+    first.stop();
+    second.stop();
+    drop((a, b, c));
+}

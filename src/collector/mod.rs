@@ -221,9 +221,11 @@ impl CollectorBuilder {
         }
         let context = self.context.unwrap_or_default();
         // No message may be larger than the largest the limits allow, frames counted.
+        // Bound first, so that no handshake on the input socket finds it missing.
+        let zap = peers::bind_zap(&context);
         let options = SocketOptions {
-            // Each handshake asks `peers` whether there is room for one more publisher.
-            admission: true,
+            // Each handshake waits for `peers` to weigh its connection.
+            admission: zap.is_some(),
             max_message_bytes: Some(
                 self.options
                     .max_message_bytes
@@ -236,7 +238,8 @@ impl CollectorBuilder {
         let max_frames = self.limits.max_arrays.saturating_add(3);
         let endpoints = bound_endpoints(&socket, &self.endpoints);
         let stats = Arc::new(Stats::new(self.inflight_bytes));
-        let peers = peers::PeerGuard::start(&context, &socket, self.max_peers, Arc::clone(&stats))?;
+        let peers =
+            peers::PeerGuard::start(&context, &socket, zap, self.max_peers, Arc::clone(&stats))?;
         let budget = Arc::new(Budget::new(self.inflight_bytes));
         let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
         let pool = Arc::new(Pool {

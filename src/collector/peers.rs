@@ -47,6 +47,7 @@ impl PeerGuard {
     pub(crate) fn start(
         context: &zmq::Context,
         socket: &zmq::Socket,
+        zap: Option<zmq::Socket>,
         max: u64,
         stats: Arc<Stats>,
     ) -> Result<PeerGuard, Error> {
@@ -76,13 +77,6 @@ impl PeerGuard {
         monitor
             .connect(&address)
             .map_err(socket_error("connect", &address))?;
-        let zap = context
-            .socket(zmq::REP)
-            .map_err(socket_error("open", ZAP_ENDPOINT))?;
-        zap.bind(ZAP_ENDPOINT).map_err(socket_error(
-            "bind (is another ZAP handler on this context?)",
-            ZAP_ENDPOINT,
-        ))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -120,10 +114,27 @@ impl Drop for PeerGuard {
 /// Where ZeroMQ asks a context's ZAP handler about each handshake.
 const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 
+/// The ZAP handler's socket, to be bound before the input socket opens. `None` when the
+/// context has a ZAP handler already (a context shared with another collector): the input
+/// socket then opens without admission, and publishers are counted but none is refused.
+pub(crate) fn bind_zap(context: &zmq::Context) -> Option<zmq::Socket> {
+    let zap = context.socket(zmq::REP).ok()?;
+    match zap.bind(ZAP_ENDPOINT) {
+        Ok(()) => Some(zap),
+        Err(e) => {
+            tracing::warn!(
+                "--max-peers is not enforced: the ZeroMQ context has a ZAP handler already ({e})"
+            );
+            None
+        }
+    }
+}
+
 /// The thread's state: the two sockets it answers, and the accepted connections by descriptor.
 struct Admission {
     monitor: zmq::Socket,
-    zap: zmq::Socket,
+    /// The ZAP handler: without it, nothing is refused (see [`bind_zap`]).
+    zap: Option<zmq::Socket>,
     accepted: HashSet<u32>,
     max: u64,
     stats: Arc<Stats>,
@@ -132,14 +143,14 @@ struct Admission {
 impl Admission {
     fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            let mut items = [
-                self.monitor.as_poll_item(zmq::POLLIN),
-                self.zap.as_poll_item(zmq::POLLIN),
-            ];
+            let mut items = vec![self.monitor.as_poll_item(zmq::POLLIN)];
+            if let Some(zap) = &self.zap {
+                items.push(zap.as_poll_item(zmq::POLLIN));
+            }
             if zmq::poll(&mut items, POLL_MS).is_err() {
                 return;
             }
-            let requests = items[1].is_readable();
+            let requests = items.get(1).is_some_and(|item| item.is_readable());
             // Every event first, so that no handshake is answered before its connection has
             // been weighed (and shut down if beyond the limit).
             while let Some((event, fd, endpoint)) = read_event(&self.monitor) {
@@ -153,7 +164,7 @@ impl Admission {
 
     fn on_event(&mut self, event: u16, fd: u32, endpoint: &str) {
         if event == zmq::SocketEvent::ACCEPTED.to_raw() {
-            if self.accepted.len() as u64 >= self.max {
+            if self.zap.is_some() && self.accepted.len() as u64 >= self.max {
                 refuse(fd as RawFd, endpoint);
                 self.stats.peers.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -175,12 +186,14 @@ impl Admission {
 
     /// Answers one ZAP request (RFC 27) with "200": what is refused was shut down before.
     fn answer(&mut self) {
-        let Ok(request) = self.zap.recv_multipart(zmq::DONTWAIT) else {
+        let Some(Ok(request)) = self.zap.as_ref().map(|z| z.recv_multipart(zmq::DONTWAIT)) else {
             return;
         };
         let id = request.get(1).cloned().unwrap_or_default();
         let reply: [&[u8]; 6] = [b"1.0", &id, b"200", b"OK", b"", b""];
-        let _ = self.zap.send_multipart(reply, 0);
+        if let Some(zap) = &self.zap {
+            let _ = zap.send_multipart(reply, 0);
+        }
     }
 }
 
