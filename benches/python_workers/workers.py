@@ -20,7 +20,8 @@ states before that) until the receiver has stored every record on disk:
 
 Then the codec: shuffle + zstd level 1 of the density field, called from Python through the
 native module, against the Rust codec itself (``ndbridge-bench codec``) on the same bytes.
-Prints records/s per way (the median of `--repeats` runs; np.save + zlib, far slower, runs once),
+Prints records/s per way (the median of `--repeats` rounds, each of which runs every way once;
+np.save + zlib, far slower, runs once),
 the ratios the targets name, and the codec speeds.
 """
 
@@ -145,6 +146,8 @@ def receiver(way: str, endpoint: str, out: str, expected: int) -> None:
 
 
 def start_workers(way: str, endpoint: str, workers: int, records: int) -> tuple:
+    # The previous run's files go to disk now, not while this one is timed.
+    os.sync()
     start_at = time.time() + START_DELAY_S
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", way, endpoint,
                                f"w{i}", str(records), repr(start_at)])
@@ -251,7 +254,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=60, help="records per worker")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each fast way")
+    parser.add_argument("--repeats", type=int, default=8, help="rounds of the fast ways")
     parser.add_argument("--codec-repeats", type=int, default=20)
     args = parser.parse_args()
     from ndbridge import native
@@ -267,17 +270,25 @@ def main() -> int:
             "npsave-zlib"]
     rates: Dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
-        for way in ways:
-            runs = []
-            for _ in range(1 if way == "npsave-zlib" else max(1, args.repeats)):
+        # Rounds: each round runs every fast way once, so that the ratios compare runs taken
+        # side by side on a machine whose load changes, and each round starts with the next way
+        # (the way run first in a round measured up to a quarter slower, whichever it was).
+        # np.save + zlib runs once, at the end.
+        runs: Dict[str, List[float]] = {way: [] for way in ways}
+        fast = ways[:-1]
+        for r in range(max(1, args.repeats)):
+            for way in fast[r % len(fast):] + fast[:r % len(fast)]:
                 if way.startswith("ndbridge"):
                     seconds = run_collector_way(way, args.workers, args.records, tmp)
                 else:
                     seconds = run_python_way(way, args.workers, args.records, tmp)
-                runs.append(total / seconds)
-            rates[way] = statistics.median(runs)
+                runs[way].append(total / seconds)
+        runs["npsave-zlib"].append(total / run_python_way("npsave-zlib", args.workers,
+                                                          args.records, tmp))
+        for way in ways:
+            rates[way] = statistics.median(runs[way])
             print(f"  {way:22} {rates[way]:8.1f} records/s  {rates[way] * mb:8.1f} MB/s  "
-                  f"[{min(runs):.1f}-{max(runs):.1f}, {len(runs)} runs]", flush=True)
+                  f"[{min(runs[way]):.1f}-{max(runs[way]):.1f}, {len(runs[way])} runs]")
         speeds = codec_speeds(tmp, args.codec_repeats)
     print("ratios (targets: default >= 1.5x pickle 5, >= 0.95x raw; codec >= 0.9x Rust)")
     print(f"  ndbridge default / pickle 5 OOB:   "
