@@ -29,6 +29,7 @@ from .header import check_name, parse_header
 from .limits import DEFAULT_LIMITS, Limits
 from .wire import ArraysLike, Record, default_source, new_session
 from .wire import _as_array as _wire_array
+from .wire import _as_buffer
 from .wire import _over
 
 try:
@@ -154,19 +155,9 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
 
 
 def _frame(value: Any, index: int) -> Any:
-    """A frame as a flat buffer of bytes for the Rust decoder."""
-    try:
-        view = memoryview(value)
-    except TypeError:
-        raise TypeError(f"frames[{index}]: expected bytes, zmq.Frame or another buffer, found "
-                        f"{type(value).__name__}") from None
-    if view.ndim != 1 or view.format not in ("B", "b", "c"):
-        if not view.c_contiguous:
-            raise TypeError(f"frames[{index}]: expected a contiguous buffer")
-        view = view.cast("B")
-    elif view.format != "B":
-        view = view.cast("B")
-    return view
+    """A frame as a flat buffer of unsigned bytes for the Rust decoder."""
+    view = _as_buffer(value, index)
+    return view if view.format == "B" else view.cast("B")
 
 
 def decode(frames: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS, native: bool = False,
