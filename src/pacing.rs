@@ -126,73 +126,40 @@ impl Pacing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
+    /// The decisions in `tests/data/pacing_cases.json`, which the Python package's pacing
+    /// replays too: one meaning of "auto" in both languages.
     #[test]
-    fn fast_link_stays_raw_even_with_a_good_ratio() {
-        let mut p = Pacing::default();
-        for _ in 0..10 {
-            // 8 MB accepted in 5 us: the socket queue is not full.
-            p.observe_send(8_000_000, Duration::from_micros(5));
-            p.observe_compress(8_000_000, 1_000_000, Duration::from_millis(8));
+    fn shared_cases() {
+        let cases: Value =
+            serde_json::from_str(include_str!("../tests/data/pacing_cases.json")).unwrap();
+        let cases = cases["cases"].as_array().unwrap();
+        assert!(cases.len() >= 9);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let mut p = Pacing::default();
+            for step in case["steps"].as_array().unwrap() {
+                replay(&mut p, step.as_array().unwrap(), name);
+            }
         }
-        assert!(!p.link_limited());
-        assert!(!p.should_compress());
     }
 
-    #[test]
-    fn blocked_loopback_outruns_the_compressor() {
-        let mut p = Pacing::default();
-        // 3 GB/s link, 1 GB/s compressor saving 22%: raw is faster.
-        p.observe_send(8_000_000, Duration::from_micros(2_700));
-        p.observe_compress(8_000_000, 6_240_000, Duration::from_millis(8));
-        assert!(p.link_limited());
-        assert!(!p.should_compress());
-    }
-
-    #[test]
-    fn slow_link_compresses_and_switches_back_when_the_link_frees_up() {
-        let mut p = Pacing::default();
-        p.observe_send(1_000_000, Duration::from_millis(8)); // 125 MB/s
-        assert!(
-            p.wants_sample(1_000_000),
-            "link limits and the codec is unmeasured"
-        );
-        p.observe_compress(1_000_000, 700_000, Duration::from_millis(1));
-        assert!(p.should_compress());
-        for _ in 0..30 {
-            p.observe_send(700_000, Duration::from_micros(1));
+    fn replay(p: &mut Pacing, step: &[Value], case: &str) {
+        let int = |i: usize| step[i].as_u64().unwrap();
+        let secs = |i: usize| Duration::from_secs_f64(step[i].as_f64().unwrap());
+        let flag = |i: usize| step[i].as_bool().unwrap();
+        match step[0].as_str().unwrap() {
+            "send" => p.observe_send(int(1), secs(2)),
+            "compress" => p.observe_compress(int(1), int(2), secs(3)),
+            "compress?" => assert_eq!(p.should_compress(), flag(1), "{case}: {step:?}"),
+            "link_limited?" => assert_eq!(p.link_limited(), flag(1), "{case}: {step:?}"),
+            "sample?" => assert_eq!(p.wants_sample(int(1)), flag(2), "{case}: {step:?}"),
+            "samples" => {
+                let n = (0..int(1)).filter(|_| p.wants_sample(int(2))).count();
+                assert_eq!(n as u64, int(3), "{case}: {step:?}");
+            }
+            other => panic!("{case}: unknown step {other}"),
         }
-        assert!(!p.should_compress());
-    }
-
-    #[test]
-    fn one_slow_measurement_does_not_hide_a_fast_compressor() {
-        let mut p = Pacing::default();
-        p.observe_send(1_000_000, Duration::from_millis(20)); // 50 MB/s
-        p.observe_compress(1_000_000, 800_000, Duration::from_millis(200)); // preempted
-        assert!(!p.should_compress());
-        p.observe_compress(1_000_000, 800_000, Duration::from_millis(1));
-        assert!(p.should_compress(), "the fast measurement counts at once");
-    }
-
-    #[test]
-    fn samples_again_after_a_while_in_raw() {
-        let mut p = Pacing::default();
-        p.observe_send(1_000_000, Duration::from_micros(300)); // 3.3 GB/s, blocked
-        p.observe_compress(1_000_000, 900_000, Duration::from_millis(1));
-        assert!(!p.should_compress());
-        let samples = (0..64).filter(|_| p.wants_sample(1_000_000)).count();
-        assert_eq!(samples, 4);
-    }
-
-    #[test]
-    fn small_messages_are_sampled_by_the_megabyte() {
-        let mut p = Pacing::default();
-        p.observe_send(800, Duration::from_micros(2)); // blocked
-        p.observe_compress(800, 700, Duration::from_micros(10));
-        assert!(!p.should_compress());
-        // 4 MiB of 800-byte messages between samples, not 16 messages.
-        let samples = (0..100_000).filter(|_| p.wants_sample(800)).count();
-        assert_eq!(samples, 100_000 * 800 / (4 << 20));
     }
 }

@@ -22,10 +22,12 @@ Layout
 - :mod:`ndbridge.dtypes`: the wire's type strings and their numpy dtypes.
 - :mod:`ndbridge.header`: parsing and checking the JSON header.
 - :mod:`ndbridge.codec`: byte shuffle and zstd for one buffer.
-- :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames. Pure: these
-  five modules never touch a socket.
+- :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames.
+- :mod:`ndbridge.pacing`: when the automatic codec compresses on a network link. Pure: these
+  six modules never touch a socket.
 - :mod:`ndbridge.net`: :func:`send`, :func:`recv`, :class:`Publisher`, :class:`Subscriber`.
 - :mod:`ndbridge.lifetime`: closes the publishers still open when the process ends.
+- :mod:`ndbridge.native`: the Rust publisher and codec, when the package was built with them.
 
 Data flow: ``arrays -> encode -> frames -> send => zmq => recv -> frames -> decode -> Record``.
 """

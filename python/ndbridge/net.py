@@ -22,12 +22,14 @@ import time as _time
 from collections import deque
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
 import zmq
 
 from . import lifetime
-from .codec import CODECS, check_level
+from .codec import CODECS, check_level, encode_buffer
 from .errors import DeliveryError
 from .limits import DEFAULT_LIMITS, Limits
+from .pacing import SAMPLE_BYTES, TIME_SENDS_EVERY_BYTES, Pacing
 from .wire import ArraysLike, Record, decode, default_source, encode, new_session, strip_topic
 
 __all__ = ["send", "recv", "is_local", "Publisher", "Subscriber", "COPY_THRESHOLD", "LINKS",
@@ -181,8 +183,10 @@ class Publisher:
     Args:
         endpoint: A ZeroMQ endpoint such as ``"tcp://127.0.0.1:5555"``.
         source: Publisher id sent with every record; default ``"<host>:<pid>"``.
-        codec: ``"auto"`` (default): raw on a local link, otherwise shuffle + zstd kept when it
-            saves at least 10%; ``"zstd"`` always compresses; ``"raw"`` never does.
+        codec: ``"auto"`` (default): raw on a local link; on a network, shuffle + zstd while
+            the link is slower than compressing would make up for, kept when it saves at least
+            10% (the rule the Rust publisher follows: see "The automatic codec" in the README);
+            ``"zstd"`` always compresses; ``"raw"`` never does.
         bind: Bind to `endpoint` instead of connecting (``"tcp://127.0.0.1:*"`` picks a free
             port; read it back from :attr:`endpoint`).
         kind: Socket type: ``zmq.PUSH`` (default, to a collector's PULL) or ``zmq.PUB``.
@@ -268,8 +272,11 @@ class Publisher:
         self.queue_bytes = queue_bytes
         self.limits = limits
         self.copy_threshold = copy_threshold
-        # "auto" on a local link: bytes move at memory speed, compressing never pays.
+        # "auto" on a local link: bytes move at memory speed, compressing never pays. On a
+        # network it compresses while the link is slow enough for that to pay (Pacing).
         self._wire_codec = "raw" if codec == "auto" and link == "local" else codec
+        self._pacing: Optional[Pacing] = Pacing() if self._wire_codec == "auto" else None
+        self._untimed_bytes = 0
         self._queue: Deque[_Queued] = deque()
         self._queued_bytes = 0
         self._tail: Deque[int] = deque()
@@ -314,17 +321,68 @@ class Publisher:
         if self._closed:
             raise ValueError(f"send: the publisher to {self._endpoint} is closed")
         seq = self.seq
+        codec, raw_bytes = self._choose_codec(arrays)
+        started = _time.perf_counter()
         frames: List[Any] = list(encode(
-            name, arrays, codec=self._wire_codec, level=self.level, shuffle=self.shuffle,
+            name, arrays, codec=codec, level=self.level, shuffle=self.shuffle,
             attrs=attrs, source=self.source, session=self.session, seq=seq,
             limits=self.limits))
+        if self._pacing is not None and codec != "raw":
+            took = _time.perf_counter() - started
+            self._pacing.observe_compress(raw_bytes, sum(len(f) for f in frames[1:]), took)
         if self.socket.type in _TOPIC_SENDERS:
             frames.insert(0, name.encode("utf-8"))
         nbytes = sum(len(f) for f in frames)
-        self._wait_for_room(nbytes)
-        self._send_frames(frames, nbytes)
+        self._send_timed(frames, nbytes)
         self.seq = seq + 1
         return seq
+
+    def _choose_codec(self, arrays: ArraysLike) -> Tuple[str, int]:
+        """The codec of the next record, and its raw size when the automatic codec weighs the
+        link (else 0): ``"auto"`` (compress, keep what saves 10%) while compressing pays,
+        ``"raw"`` otherwise; the compressor is measured on a sample when its figures are old."""
+        pacing = self._pacing
+        if pacing is None:
+            return self._wire_codec, 0
+        try:
+            values = [np.asarray(a) for a in (arrays.values() if isinstance(arrays, Mapping)
+                                              else [arrays])]
+        except (TypeError, ValueError):
+            return "raw", 0  # not arrays: encode raises the precise error
+        raw_bytes = sum(a.nbytes for a in values)
+        if pacing.wants_sample(raw_bytes):
+            self._measure_sample(values)
+        return ("auto" if pacing.should_compress() else "raw"), raw_bytes
+
+    def _measure_sample(self, values: List[np.ndarray]) -> None:
+        """Times shuffle + zstd of up to 256 KiB from the middle of the largest array."""
+        assert self._pacing is not None
+        largest = max(values, key=lambda a: a.nbytes, default=None)
+        if largest is None or largest.dtype.kind not in "biufcmM" or largest.nbytes == 0:
+            return
+        itemsize = largest.dtype.itemsize
+        data = np.ascontiguousarray(largest).reshape(-1).view(np.uint8)
+        length = min(data.size, SAMPLE_BYTES) // itemsize * itemsize
+        start = (data.size - length) // 2 // itemsize * itemsize
+        started = _time.perf_counter()
+        _, _, frame = encode_buffer(data[start:start + length], itemsize, "zstd", self.level,
+                                    self.shuffle)
+        self._pacing.observe_compress(length, len(frame), _time.perf_counter() - started)
+
+    def _send_timed(self, frames: List[Any], nbytes: int) -> None:
+        """Waits for room and sends; for the automatic codec on a network, times the wait and
+        the send when they bring the bytes since the last timed one to 64 KiB (the link's
+        speed shows in how long they block)."""
+        pacing = self._pacing
+        timed = pacing is not None and self._untimed_bytes + nbytes >= TIME_SENDS_EVERY_BYTES
+        started = _time.perf_counter() if timed else 0.0
+        self._wait_for_room(nbytes)
+        self._send_frames(frames, nbytes)
+        if timed and pacing is not None:
+            pacing.observe_send(nbytes, _time.perf_counter() - started)
+            self._untimed_bytes = 0
+        else:
+            self._untimed_bytes += nbytes
 
     def _send_frames(self, frames: List[Any], nbytes: int) -> None:
         """Sends one record's frames; the last one always without a copy and tracked, so that

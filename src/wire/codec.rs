@@ -36,7 +36,8 @@ pub enum Compression {
         shuffle: bool,
     },
     /// Compress like `Zstd`, but send raw whenever the compressed frame is larger than
-    /// `max_ratio` times the raw size: the data decides. A [`Publisher`](crate::Publisher)
+    /// `max_ratio` times the raw size, or expands more than a default collector accepts (an
+    /// array over [`EXPANSION_FREE_BYTES`] beyond [`Limits::max_expansion`]): the data decides. A [`Publisher`](crate::Publisher)
     /// also sends raw on a local link (loopback, ipc: see [`Link`](crate::Link)) and while a
     /// network link drains bytes faster than compression would save time (a fast LAN): see
     /// [`crate::pacing`].
@@ -201,7 +202,9 @@ pub fn encode_buffer(
         compress(data, level)?
     };
     if let Some(max_ratio) = max_ratio {
-        if compressed.len() as f64 > max_ratio * data.len() as f64 {
+        if compressed.len() as f64 > max_ratio * data.len() as f64
+            || over_default_expansion(data.len(), compressed.len())
+        {
             return Ok(raw(data));
         }
     }
@@ -214,6 +217,13 @@ pub fn encode_buffer(
         },
         frame: compressed,
     })
+}
+
+/// True for a frame a collector with the default [`Limits`] refuses as too expanding (an array
+/// over [`EXPANSION_FREE_BYTES`] of one repeated value): `Auto` sends such an array raw.
+fn over_default_expansion(raw_bytes: usize, frame_bytes: usize) -> bool {
+    let max_expansion = Limits::default().max_expansion.max(1);
+    raw_bytes as u64 > EXPANSION_FREE_BYTES && raw_bytes as u64 / max_expansion > frame_bytes as u64
 }
 
 fn raw(data: &Bytes) -> EncodedBuffer {
@@ -451,6 +461,19 @@ mod tests {
     }
 
     /// Decoding takes the block-by-block path or the whole-frame one; both give the same bytes.
+    #[test]
+    fn auto_sends_raw_what_a_default_collector_would_refuse_as_too_expanding() {
+        let zeros = Bytes::from(vec![0u8; (EXPANSION_FREE_BYTES + 8) as usize]);
+        let auto = encode_buffer(&zeros, 8, Compression::auto()).unwrap();
+        assert_eq!(auto.codec, Codec::Raw);
+        assert_eq!(auto.frame.as_ptr(), zeros.as_ptr(), "raw is the data itself");
+        let zstd = encode_buffer(&zeros, 8, Compression::zstd(1)).unwrap();
+        assert_eq!(zstd.codec, Codec::Zstd, "zstd is what the sender asked for");
+        let small = Bytes::from(vec![0u8; 1 << 20]);
+        let auto_small = encode_buffer(&small, 8, Compression::auto()).unwrap();
+        assert_eq!(auto_small.codec, Codec::Zstd, "small arrays are never held to the limit");
+    }
+
     #[test]
     fn shuffled_frames_decode_by_either_path() {
         let mut rng = SplitMix64::new(9);

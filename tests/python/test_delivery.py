@@ -405,8 +405,7 @@ def test_is_local_follows_the_rust_rule(endpoint: str, local: bool) -> None:
 def auto_codecs(ctx: zmq.Context, link: Optional[str], arrays: Dict[str, np.ndarray]) -> dict:
     pull = ctx.socket(zmq.PULL)
     pull.rcvtimeo = 10_000
-    # The pure-Python publisher: on a network link it compresses whatever the link's speed (the
-    # Rust publisher also weighs the link against the compressor, and loopback is fast).
+    # The pure-Python publisher (its decisions on a network link: test_pacing.py).
     with ndbridge.Publisher(bind_loopback(pull), link=link, timeout=10, native=False) as pub:
         pub.send("state", arrays)
     rec = ndbridge.recv(pull)
@@ -422,11 +421,6 @@ NOISE = np.random.default_rng(7).integers(0, 256, 100_000, dtype=np.uint8)
 def test_auto_sends_raw_on_a_local_link(ctx: zmq.Context) -> None:
     assert auto_codecs(ctx, None, {"smooth": SMOOTH, "noise": NOISE}) == \
         {"smooth": ("raw", []), "noise": ("raw", [])}
-
-
-def test_auto_on_a_network_keeps_compression_that_saves_ten_percent(ctx: zmq.Context) -> None:
-    assert auto_codecs(ctx, "network", {"smooth": SMOOTH, "noise": NOISE}) == \
-        {"smooth": ("zstd", ["shuffle"]), "noise": ("raw", [])}
 
 
 def test_link_detection_and_override() -> None:
