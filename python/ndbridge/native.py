@@ -28,6 +28,7 @@ from .errors import DeliveryError, WireError
 from .header import check_name, parse_header
 from .limits import DEFAULT_LIMITS, Limits
 from .wire import ArraysLike, Record, default_source, new_session
+from .wire import decode as pure_decode
 from .wire import _as_array as _wire_array
 from .wire import _as_buffer
 from .wire import _over
@@ -166,8 +167,9 @@ def decode(frames: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS, native: bo
 
     Raw arrays are read-only views of the received frames (numpy handles frames that are not
     aligned for the element type); decompressed ones view buffers the Rust decoder allocated.
-    A malformed message raises :class:`~ndbridge.WireError`, its text saying what was expected
-    and what came.
+    A malformed message raises the same :class:`~ndbridge.WireError` subclass, with the same
+    text, as :func:`ndbridge.decode`: the pure-Python decoder reads a message the Rust one
+    refused, to say precisely what is wrong with it.
     """
     mod = _require()
     frames = [_frame(f, i) for i, f in enumerate(frames)]
@@ -176,6 +178,7 @@ def decode(frames: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS, native: bo
                              limits.max_array_bytes, limits.max_ndim, limits.max_message_bytes,
                              limits.max_expansion)
     except ValueError as e:
+        pure_decode(frames, limits=limits, topic=topic)  # raises the precise WireError
         raise WireError("message", str(e)) from None
     header = parse_header(bytes(frames[0]), limits)
     if topic is not None and topic != header.name:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import time as _time
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import zmq
@@ -33,6 +33,7 @@ from .pacing import SAMPLE_BYTES, TIME_SENDS_EVERY_BYTES, Pacing
 from .wire import ArraysLike, Record, decode, default_source, encode, new_session, strip_topic
 
 __all__ = ["send", "recv", "is_local", "Publisher", "Subscriber", "COPY_THRESHOLD", "LINKS",
+           "DECODERS",
            "DEFAULT_TIMEOUT", "DEFAULT_QUEUE_BYTES"]
 
 #: Frames at least this many bytes are handed to ZeroMQ without a copy.
@@ -72,18 +73,38 @@ def send(sock: zmq.Socket, name: str, arrays: ArraysLike, *,
         sock.send(frame, zmq.SNDMORE if i < last else 0, copy=copy)
 
 
-def recv(sock: zmq.Socket, *, limits: Limits = DEFAULT_LIMITS, native: bool = False) -> Record:
+#: What ``recv(..., decoder=...)`` and ``Subscriber(..., decoder=...)`` accept: ``"auto"``, the
+#: Rust decoder when the native core is built and the pure-Python one otherwise; ``"rust"``;
+#: ``"python"``. Both decode every message alike and raise the same errors.
+DECODERS = ("auto", "rust", "python")
+
+
+def _decoder(choice: str) -> Callable[..., Record]:
+    """The decode function `choice` (one of :data:`DECODERS`) names."""
+    from . import native as core
+    if choice not in DECODERS:
+        raise ValueError(f"decoder: expected one of {list(DECODERS)}, found {choice!r}")
+    if choice == "rust" and not core.AVAILABLE:
+        raise ImportError("decoder='rust': ndbridge._native is not built (install the package "
+                          "with a Rust toolchain; see python/README)")
+    return core.decode if core.AVAILABLE and choice != "python" else decode
+
+
+def recv(sock: zmq.Socket, *, limits: Limits = DEFAULT_LIMITS, native: bool = False,
+         decoder: str = "auto") -> Record:
     """Receives and decodes one message from `sock`, dropping the topic frame on SUB sockets.
 
     Blocks as the socket does (set ``sock.rcvtimeo`` to bound the wait; ``zmq.Again`` is raised
     when it expires). Raises :class:`~ndbridge.WireError` for a malformed message; the message is
-    consumed either way.
+    consumed either way. `native` converts arrays to native byte order (see
+    :func:`~ndbridge.decode`); `decoder` is one of :data:`DECODERS`.
     """
+    decode_with = _decoder(decoder)
     frames = sock.recv_multipart(copy=False)
     if sock.type in _TOPIC_RECEIVERS:
         topic, frames = strip_topic(frames)
-        return decode(frames, limits=limits, native=native, topic=topic)
-    return decode(frames, limits=limits, native=native)
+        return decode_with(frames, limits=limits, native=native, topic=topic)
+    return decode_with(frames, limits=limits, native=native)
 
 
 def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
@@ -580,6 +601,8 @@ class Subscriber:
         bind: Bind to `endpoint` instead of connecting.
         limits: Bounds every message must stay within.
         native: Convert arrays to native byte order (see :func:`~ndbridge.decode`).
+        decoder: ``"auto"`` (default: the Rust decoder when the native core is built),
+            ``"rust"`` or ``"python"``; see :data:`DECODERS`.
         context: The ZeroMQ context; default the process-wide one.
 
     A malformed message raises :class:`~ndbridge.WireError` from :meth:`recv` (and from the
@@ -588,8 +611,9 @@ class Subscriber:
 
     def __init__(self, endpoint: str, names: Union[str, Iterable[str], None] = None, *,
                  timeout_ms: Optional[int] = None, bind: bool = False,
-                 limits: Limits = DEFAULT_LIMITS, native: bool = False,
+                 limits: Limits = DEFAULT_LIMITS, native: bool = False, decoder: str = "auto",
                  context: Optional[zmq.Context] = None) -> None:
+        self._decode = _decoder(decoder)
         if isinstance(names, str):
             names = [names]
         self.names = None if names is None else frozenset(names)
@@ -624,7 +648,7 @@ class Subscriber:
             if self._topics is not None and frames[0].bytes not in self._topics:
                 continue  # a longer name that shares a subscribed prefix
             topic, rest = strip_topic(frames)
-            return decode(rest, limits=self.limits, native=self.native, topic=topic)
+            return self._decode(rest, limits=self.limits, native=self.native, topic=topic)
 
     def __iter__(self) -> Iterator[Record]:
         while True:

@@ -13,6 +13,7 @@ import pytest
 import zstandard
 
 import ndbridge
+from ndbridge import native
 import ndbridge.codec
 from ndbridge import (CodecError, FrameError, HeaderError, LimitError, Limits, VersionError,
                       WireError)
@@ -53,10 +54,16 @@ def edit(path: str, value: Any = None, delete: bool = False) -> List[bytes]:
 
 
 def raises(frames, error: type, text: str, **kwargs: Any) -> WireError:
+    """Checks that decoding `frames` raises `error` saying `text`, and that the Rust decoder of
+    the native core (when built) raises the very same error."""
     with pytest.raises(error) as info:
         ndbridge.decode(frames, **kwargs)
     assert isinstance(info.value, WireError) and isinstance(info.value, ValueError)
     assert text in str(info.value), str(info.value)
+    if native.AVAILABLE:
+        with pytest.raises(type(info.value)) as rust:
+            native.decode(frames, **kwargs)
+        assert str(rust.value) == str(info.value)
     return info.value
 
 

@@ -287,3 +287,36 @@ def test_the_session_and_seq_in_the_stored_records_are_the_publishers(
     assert {x["session"] for x in lines} == {pub.session}
     assert sorted(x["seq"] for x in lines) == [0, 1, 2] == [x["attrs"]["step"] for x in
                                                             sorted(lines, key=lambda x: x["seq"])]
+
+
+def test_subscribers_decode_with_the_rust_decoder_unless_told_otherwise(ctx: zmq.Context) -> None:
+    from ndbridge import net
+    assert net._decoder("auto") is native.decode
+    assert net._decoder("rust") is native.decode
+    assert net._decoder("python") is ndbridge.decode
+    with pytest.raises(ValueError, match="decoder: expected one of"):
+        ndbridge.Subscriber("tcp://127.0.0.1:1", decoder="numpy")
+    field = sample("<f8", (64, 64))
+    frames = ndbridge.encode("u", {"u": field}, codec="zstd", **FIXED)
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    subs = [ndbridge.Subscriber(f"tcp://127.0.0.1:{port}", "u", timeout_ms=200, decoder=d,
+                                context=ctx) for d in ("rust", "python")]
+    try:
+        got: List[ndbridge.Record] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:  # until both have joined
+            pub.send_multipart([b"u"] + list(frames))
+            got = []
+            for sub in subs:
+                try:
+                    got.append(sub.recv())
+                except TimeoutError:
+                    break
+        assert len(got) == 2, "both subscribers receive the record"
+        for rec in got:
+            assert rec.header == got[0].header and np.array_equal(rec["u"], field)
+    finally:
+        for sub in subs:
+            sub.close()
+        pub.close(linger=0)
