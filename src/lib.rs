@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod budget;
 pub mod collector;
 pub mod demo;
 pub mod error;

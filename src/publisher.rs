@@ -5,7 +5,7 @@
 //! The queue is bounded in bytes; a [`FullPolicy`] decides what `send` does when it is full.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,12 +15,13 @@ use ndarray::{Array, ArrayBase, Data, Dimension};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use crate::budget::{ByteBudget, Permit, Wake};
 use crate::error::Error;
 use crate::pacing::Pacing;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
 use crate::wire::codec::encode_buffer;
 use crate::wire::encode::check_names;
-use crate::wire::{ArrayBuffer, Compression, Element, Encoder, Envelope};
+use crate::wire::{ArrayBuffer, Compression, Element, EncodedMessage, Encoder, Envelope};
 
 /// What the publisher's link is, for the automatic codec ([`Compression::Auto`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -214,12 +215,10 @@ impl PublisherBuilder {
         let context = self.context.unwrap_or_default();
         let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(QueueState {
-                bytes: 0,
-                messages: 0,
-                waiting: 0,
-            }),
-            room: Condvar::new(),
+            queue: Arc::new(ByteBudget::new(
+                self.queue_bytes as u64,
+                wake_policy(self.on_full),
+            )),
             limit: self.queue_bytes,
             on_full: self.on_full,
             counters: Counters::default(),
@@ -281,8 +280,8 @@ pub struct Publisher {
 }
 
 struct Shared {
-    queue: Mutex<QueueState>,
-    room: Condvar,
+    /// The queue's bytes: each queued message holds a [`Permit`] until it has been sent.
+    queue: Arc<ByteBudget>,
     limit: usize,
     on_full: FullPolicy,
     counters: Counters,
@@ -292,24 +291,15 @@ struct Shared {
     linger: Duration,
 }
 
-struct QueueState {
-    bytes: usize,
-    messages: usize,
-    /// Callers waiting for room: `release` wakes them only when there are any (see
-    /// [`QueueState::wakes_waiters`]).
-    waiting: usize,
-}
-
-impl QueueState {
-    /// Whether a release that left the queue in this state wakes the callers waiting for room.
-    /// A notification is a system call and a context switch: only when a caller waits, and,
-    /// under [`FullPolicy::Block`], only once the queue has drained to half its limit (or is
-    /// empty): waiters then queue many messages per wake-up instead of one per message sent.
-    /// Callers waiting with a timeout are woken by every release, so that they take room as soon
-    /// as there is some.
-    fn wakes_waiters(&self, limit: usize, on_full: FullPolicy) -> bool {
-        let drained = self.messages == 0 || self.bytes <= limit / 2;
-        self.waiting > 0 && (drained || matches!(on_full, FullPolicy::Timeout(_)))
+/// How a release of queue bytes wakes the callers waiting for room. A notification is a system
+/// call and a context switch: under [`FullPolicy::Block`], only once the queue has drained to
+/// half its limit (or is empty), so that waiters then queue many messages per wake-up instead of
+/// one per message sent. Callers waiting with a timeout are woken by every release, so that they
+/// take room as soon as there is some.
+fn wake_policy(on_full: FullPolicy) -> Wake {
+    match on_full {
+        FullPolicy::Block => Wake::AtHalf,
+        FullPolicy::Timeout(_) | FullPolicy::Drop => Wake::EveryRelease,
     }
 }
 
@@ -322,6 +312,8 @@ struct Counters {
     delivered_at_close: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    /// Messages queued and not yet handed to ZeroMQ.
+    queued: AtomicU64,
     raw_bytes: AtomicU64,
     wire_bytes: AtomicU64,
 }
@@ -363,7 +355,8 @@ struct Queued {
     name: CompactString,
     arrays: SmallVec<[(CompactString, ArrayBuffer); 1]>,
     attrs: Option<Map<String, Value>>,
-    bytes: usize,
+    /// The message's bytes of the queue, given back once it has been sent (or dropped).
+    permit: Permit<Arc<ByteBudget>>,
 }
 
 impl Publisher {
@@ -423,65 +416,59 @@ impl Publisher {
             .collect();
         check_names(name, &arrays)?;
         let bytes = queued_bytes(name, &arrays);
-        if !self.reserve(bytes)? {
+        let Some(permit) = self.reserve(bytes)? else {
             return Ok(());
-        }
+        };
         let job = Job::Send(Queued {
             name: CompactString::new(name),
             arrays,
             attrs,
-            bytes,
+            permit,
         });
+        let queued = &self.shared.counters.queued;
+        queued.fetch_add(1, Ordering::Relaxed);
         let sent = match &*self.jobs.lock().expect("jobs lock") {
             Some(jobs) => jobs.send(job).is_ok(),
             None => false,
         };
         if !sent {
-            self.shared.release(bytes);
+            // The job, and with it the permit, was dropped: its bytes are back.
+            queued.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::Closed);
         }
         Ok(())
     }
 
-    /// Waits for room in the queue according to the policy. `Ok(false)`: dropped.
-    fn reserve(&self, bytes: usize) -> Result<bool, Error> {
+    /// Takes `bytes` of the queue, waiting for room according to the policy; `Ok(None)`:
+    /// dropped.
+    fn reserve(&self, bytes: usize) -> Result<Option<Permit<Arc<ByteBudget>>>, Error> {
         let shared = &self.shared;
-        // Read the clock only for a timed wait: not once per message.
-        let mut started = None;
-        let mut queue = shared.queue.lock().expect("queue lock");
-        while queue.messages > 0 && queue.bytes + bytes > shared.limit {
-            match shared.on_full {
-                FullPolicy::Drop => {
-                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(false);
-                }
-                FullPolicy::Block => {
-                    queue.waiting += 1;
-                    queue = shared.room.wait(queue).expect("queue lock");
-                    queue.waiting -= 1;
-                }
-                FullPolicy::Timeout(limit) => {
-                    let waited = started.get_or_insert_with(Instant::now).elapsed();
-                    if waited >= limit {
-                        return Err(Error::QueueFull {
-                            queued: queue.bytes,
-                            limit: shared.limit,
-                            waited,
-                        });
-                    }
-                    queue.waiting += 1;
-                    queue = shared
-                        .room
-                        .wait_timeout(queue, limit - waited)
-                        .expect("queue lock")
-                        .0;
-                    queue.waiting -= 1;
+        let queue = || Arc::clone(&shared.queue);
+        if let Some(permit) = Permit::try_acquire(queue(), bytes as u64) {
+            return Ok(Some(permit));
+        }
+        match shared.on_full {
+            FullPolicy::Drop => {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            FullPolicy::Block => Ok(Some(Permit::acquire(queue(), bytes as u64))),
+            FullPolicy::Timeout(limit) => {
+                // The clock is read only for a timed wait: not once per message.
+                let started = Instant::now();
+                let Some(deadline) = started.checked_add(limit) else {
+                    return Ok(Some(Permit::acquire(queue(), bytes as u64)));
+                };
+                match Permit::acquire_until(queue(), bytes as u64, deadline) {
+                    Some(permit) => Ok(Some(permit)),
+                    None => Err(Error::QueueFull {
+                        queued: shared.queue.used() as usize,
+                        limit: shared.limit,
+                        waited: started.elapsed(),
+                    }),
                 }
             }
         }
-        queue.bytes += bytes;
-        queue.messages += 1;
-        Ok(true)
     }
 
     /// Waits until every message queued so far has been passed on by ZeroMQ (written to the
@@ -561,7 +548,7 @@ impl Publisher {
             delivered,
             dropped: c.dropped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
-            queued: self.shared.queue.lock().expect("queue lock").messages as u64,
+            queued: c.queued.load(Ordering::Relaxed),
             raw_bytes: c.raw_bytes.load(Ordering::Relaxed),
             wire_bytes: c.wire_bytes.load(Ordering::Relaxed),
         }
@@ -582,17 +569,6 @@ impl Drop for Publisher {
 }
 
 impl Shared {
-    fn release(&self, bytes: usize) {
-        let mut queue = self.queue.lock().expect("queue lock");
-        queue.bytes -= bytes;
-        queue.messages -= 1;
-        let wake = queue.wakes_waiters(self.limit, self.on_full);
-        drop(queue);
-        if wake {
-            self.room.notify_all();
-        }
-    }
-
     /// Waits until ZeroMQ has passed on `sent` messages or `deadline` passes; true if it has.
     fn wait_passed_on(&self, sent: u64, deadline: Instant) -> bool {
         let passed_on = &self.counters.passed_on;
@@ -653,9 +629,8 @@ impl SendLoop {
         for job in jobs.iter() {
             match job {
                 Job::Send(queued) => {
-                    let bytes = queued.bytes;
                     self.send(queued);
-                    self.shared.release(bytes);
+                    self.shared.counters.queued.fetch_sub(1, Ordering::Relaxed);
                 }
                 Job::Flush(ack) => {
                     let _ = ack.send(());
@@ -687,32 +662,85 @@ impl SendLoop {
             .store(delivered + 1, Ordering::Release);
     }
 
+    /// Encodes and sends one queued message, and counts what became of it.
     fn send(&mut self, queued: Queued) {
+        // The queue's bytes go back when this returns: once the message is sent or dropped.
+        let Queued {
+            name,
+            arrays,
+            attrs,
+            permit: _queue_bytes,
+        } = queued;
         let shared = Arc::clone(&self.shared);
         let counters = &shared.counters;
         if self.shared.past_close_deadline() {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let Some(message) = self.encode(name, arrays, attrs) else {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        // On PUB sockets the record name goes first, as the topic.
+        let with_topic: Vec<bytes::Bytes>;
+        let frames = if self.kind.has_topic() {
+            with_topic = std::iter::once(bytes::Bytes::from(message.header.name.clone()))
+                .chain(message.frames.iter().cloned())
+                .collect();
+            &with_topic
+        } else {
+            &message.frames
+        };
+        match self.transmit(frames, message.wire_bytes()) {
+            Sent::Yes => {}
+            Sent::Dropped => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Sent::Failed => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.seq += 1;
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        counters
+            .raw_bytes
+            .fetch_add(message.raw_bytes(), Ordering::Relaxed);
+        counters
+            .wire_bytes
+            .fetch_add(message.wire_bytes(), Ordering::Relaxed);
+    }
+
+    /// Only the automatic mode on a network measures the codec and the link (clock reads cost
+    /// per message).
+    fn paced(&self) -> bool {
+        matches!(self.compression, Compression::Auto { .. }) && !self.local_link
+    }
+
+    /// Encodes a queued message under the next `seq`, timing the compression for [`Pacing`];
+    /// `None` when it cannot be encoded (logged).
+    fn encode(
+        &mut self,
+        name: CompactString,
+        arrays: SmallVec<[(CompactString, ArrayBuffer); 1]>,
+        attrs: Option<Map<String, Value>>,
+    ) -> Option<EncodedMessage> {
         // The header takes the ids for the message and they are taken back from it afterwards:
         // no copy per message.
         let envelope = Envelope {
-            name: queued.name.into_string(),
+            name: name.into_string(),
             source: std::mem::take(&mut self.source),
             session: std::mem::take(&mut self.session),
             seq: self.seq,
             time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
-            attrs: queued.attrs,
+            attrs,
         };
-        let policy = self.choose_compression(&queued.arrays);
-        // Only the automatic mode on a network measures the codec and the link (clock reads cost
-        // per message).
-        let paced = matches!(self.compression, Compression::Auto { .. }) && !self.local_link;
-        let encode_started = (paced && policy != Compression::Raw).then(Instant::now);
-        let arrays = queued
-            .arrays
+        let policy = self.choose_compression(&arrays);
+        let encode_started = (self.paced() && policy != Compression::Raw).then(Instant::now);
+        let arrays = arrays
             .into_iter()
             .map(|(name, array)| (name.into_string(), array))
             .collect();
@@ -722,8 +750,7 @@ impl SendLoop {
                 self.source.clone_from(&self.ids.0);
                 self.session.clone_from(&self.ids.1);
                 tracing::error!("cannot encode a message: {e}");
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                return;
+                return None;
             }
         };
         self.source = std::mem::take(&mut message.header.source);
@@ -736,23 +763,19 @@ impl SendLoop {
                 started.elapsed(),
             );
         }
-        // On PUB sockets the record name goes first, as the topic.
-        let with_topic: Vec<bytes::Bytes>;
-        let frames = if self.kind.has_topic() {
-            with_topic = std::iter::once(bytes::Bytes::from(message.header.name.clone()))
-                .chain(message.frames.iter().cloned())
-                .collect();
-            &with_topic
-        } else {
-            &message.frames
-        };
+        Some(message)
+    }
+
+    /// Hands `frames` (`wire_bytes` in all) to ZeroMQ, retrying a full queue until the close
+    /// deadline, and times the send for [`Pacing`] when it is due.
+    fn transmit(&mut self, frames: &[bytes::Bytes], wire_bytes: u64) -> Sent {
         // Timed when this message brings the bytes since the last timed send to the threshold:
         // every message that large, one in about eighty of 800 bytes.
-        let timed =
-            self.untimed_bytes.saturating_add(message.wire_bytes()) >= TIME_SENDS_EVERY_BYTES;
-        let send_started = (paced && timed).then(Instant::now);
+        let timed = self.untimed_bytes.saturating_add(wire_bytes) >= TIME_SENDS_EVERY_BYTES;
+        let send_started = (self.paced() && timed).then(Instant::now);
+        let passed_on = &self.shared.counters.passed_on;
         loop {
-            match transport::send_tracked(&mut self.socket, frames, 0, &counters.passed_on) {
+            match transport::send_tracked(&mut self.socket, frames, 0, passed_on) {
                 Ok(()) => break,
                 // A full queue (EAGAIN) or a signal (EINTR): try again until the deadline.
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR)
@@ -760,33 +783,30 @@ impl SendLoop {
                 {
                     continue
                 }
-                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Sent::Dropped,
                 Err(e) => {
                     tracing::error!("cannot send a message: {e}");
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return Sent::Failed;
                 }
             }
         }
         if let Some(started) = send_started {
-            self.pacing
-                .observe_send(message.wire_bytes(), started.elapsed());
+            self.pacing.observe_send(wire_bytes, started.elapsed());
             self.untimed_bytes = 0;
         } else {
-            self.untimed_bytes = self.untimed_bytes.saturating_add(message.wire_bytes());
+            self.untimed_bytes = self.untimed_bytes.saturating_add(wire_bytes);
         }
-        self.seq += 1;
-        counters.sent.fetch_add(1, Ordering::Relaxed);
-        counters
-            .raw_bytes
-            .fetch_add(message.raw_bytes(), Ordering::Relaxed);
-        counters
-            .wire_bytes
-            .fetch_add(message.wire_bytes(), Ordering::Relaxed);
+        Sent::Yes
     }
+}
+
+/// What became of a message handed to ZeroMQ.
+enum Sent {
+    Yes,
+    /// Still refused at the close deadline.
+    Dropped,
+    /// An error other than a full queue (logged).
+    Failed,
 }
 
 impl SendLoop {
@@ -853,18 +873,10 @@ pub fn new_session_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{queued_bytes, FullPolicy, QueueState};
+    use super::{queued_bytes, wake_policy, FullPolicy, Wake};
     use crate::wire::ArrayBuffer;
     use ndarray::{Array1, Array2};
     use std::time::Duration;
-
-    fn queue(bytes: usize, messages: usize, waiting: usize) -> QueueState {
-        QueueState {
-            bytes,
-            messages,
-            waiting,
-        }
-    }
 
     #[test]
     fn a_queued_message_counts_its_arrays_and_what_the_queue_holds_besides() {
@@ -897,25 +909,10 @@ mod tests {
     }
 
     #[test]
-    fn blocked_waiters_wake_once_the_queue_has_drained_to_half() {
-        let (limit, block) = (1000, FullPolicy::Block);
-        // Nobody waits: never a notification.
-        assert!(!queue(0, 0, 0).wakes_waiters(limit, block));
-        assert!(!queue(100, 1, 0).wakes_waiters(limit, block));
-        // A waiter and a queue still above half: keep draining.
-        assert!(!queue(900, 9, 1).wakes_waiters(limit, block));
-        assert!(!queue(501, 3, 2).wakes_waiters(limit, block));
-        // Half or less, or empty: wake.
-        assert!(queue(500, 5, 1).wakes_waiters(limit, block));
-        assert!(queue(0, 0, 1).wakes_waiters(limit, block));
-        // An empty queue wakes even a waiter whose message is larger than the limit.
-        assert!(queue(0, 0, 1).wakes_waiters(0, block));
-    }
-
-    #[test]
-    fn waiters_with_a_timeout_wake_at_every_release() {
+    fn blocked_callers_wake_at_half_and_timed_ones_at_every_release() {
+        assert_eq!(wake_policy(FullPolicy::Block), Wake::AtHalf);
         let timeout = FullPolicy::Timeout(Duration::from_millis(10));
-        assert!(queue(900, 9, 1).wakes_waiters(1000, timeout));
-        assert!(!queue(900, 9, 0).wakes_waiters(1000, timeout));
+        assert_eq!(wake_policy(timeout), Wake::EveryRelease);
+        assert_eq!(wake_policy(FullPolicy::Drop), Wake::EveryRelease);
     }
 }

@@ -9,7 +9,6 @@
 //!              `--(small, cheap batches, workers idle)--> sinks
 //! ```
 
-mod budget;
 mod peers;
 mod pool;
 mod receiver;
@@ -24,10 +23,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::budget::{ByteBudget, Wake};
 use crate::error::Error;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
 use crate::wire::{Decoder, Limits};
-use budget::Budget;
 use pool::{Pool, RateLimitedLog};
 
 pub use sink::{DiskSink, ForwardSink, Received, Sink, SinkError};
@@ -219,71 +218,16 @@ impl CollectorBuilder {
                 source: zmq::Error::EINVAL,
             }));
         }
-        let context = self.context.unwrap_or_default();
-        // No message may be larger than the largest the limits allow, frames counted.
-        // Bound first, so that no handshake on the input socket finds it missing.
-        let zap = peers::bind_zap(&context);
-        let options = SocketOptions {
-            // Each handshake waits for `peers` to weigh its connection.
-            admission: zap.is_some(),
-            max_message_bytes: Some(
-                self.options
-                    .max_message_bytes
-                    .unwrap_or(self.limits.max_wire_bytes()),
-            ),
-            ..self.options
-        };
-        let socket = transport::open(&context, self.kind, &self.endpoints, &options)?;
-        // Topic, header and one frame per array, plus one so a longer message is seen as such.
-        let max_frames = self.limits.max_arrays.saturating_add(3);
+        let context = self.context.clone().unwrap_or_default();
+        let (socket, zap) = self.open_input(&context)?;
         let endpoints = bound_endpoints(&socket, &self.endpoints);
         let stats = Arc::new(Stats::new(self.inflight_bytes));
         let peers =
             peers::PeerGuard::start(&context, &socket, zap, self.max_peers, Arc::clone(&stats))?;
-        let budget = Arc::new(Budget::new(self.inflight_bytes));
+        let pool = Arc::new(self.pool(&stats));
         let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
-        let pool = Arc::new(Pool {
-            limits: self.limits,
-            has_topic: self.kind.has_topic(),
-            sinks: self.sinks.clone(),
-            stats: Arc::clone(&stats),
-            budget: Arc::clone(&budget),
-            decode_budget: Budget::new(self.inflight_bytes),
-            log: RateLimitedLog::new(),
-            cost_ns: AtomicU64::new(pool::UNMEASURED_COST_NS),
-        });
-        let mut workers = Vec::with_capacity(self.workers);
-        for i in 0..self.workers {
-            let pool = Arc::clone(&pool);
-            let rx = rx.clone();
-            workers.push(spawn(format!("ndbridge-decode-{i}"), move || {
-                pool.decode_loop(rx)
-            })?);
-        }
-        drop(rx);
-        let receiver = {
-            let (budget, stats, shutdown, pool) = (
-                Arc::clone(&budget),
-                Arc::clone(&stats),
-                self.shutdown.clone(),
-                Arc::clone(&pool),
-            );
-            spawn("ndbridge-receiver".into(), move || {
-                let spare_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 2);
-                let inline_cost = self.inline_cost;
-                let receiver = receiver::Receiver {
-                    pool: &pool,
-                    budget,
-                    stats,
-                    shutdown,
-                    max_frames,
-                    spare_cores,
-                    inline_cost,
-                    decoder: Decoder::new(pool.limits),
-                };
-                receiver.run(socket, tx)
-            })?
-        };
+        let workers = self.spawn_workers(&pool, rx)?;
+        let receiver = self.spawn_receiver(socket, pool, tx)?;
         let reporter = match self.report_every {
             Some(interval) => {
                 let (stats, shutdown) = (Arc::clone(&stats), self.shutdown.clone());
@@ -303,6 +247,83 @@ impl CollectorBuilder {
             reporter,
             _peers: peers,
             _context: context,
+        })
+    }
+
+    /// Opens the input socket, with the admission handler bound first (so that no handshake on
+    /// the socket finds it missing) and no message larger than the limits allow, frames counted.
+    fn open_input(
+        &self,
+        context: &zmq::Context,
+    ) -> Result<(zmq::Socket, Option<zmq::Socket>), Error> {
+        let zap = peers::bind_zap(context);
+        let options = SocketOptions {
+            // Each handshake waits for `peers` to weigh its connection.
+            admission: zap.is_some(),
+            max_message_bytes: Some(
+                self.options
+                    .max_message_bytes
+                    .unwrap_or(self.limits.max_wire_bytes()),
+            ),
+            ..self.options
+        };
+        let socket = transport::open(context, self.kind, &self.endpoints, &options)?;
+        Ok((socket, zap))
+    }
+
+    /// What the decode workers (and the receiver, for the batches it handles) share.
+    fn pool(&self, stats: &Arc<Stats>) -> Pool {
+        Pool {
+            limits: self.limits,
+            has_topic: self.kind.has_topic(),
+            sinks: self.sinks.clone(),
+            stats: Arc::clone(stats),
+            decode_budget: ByteBudget::new(self.inflight_bytes, Wake::EveryRelease),
+            log: RateLimitedLog::new(),
+            cost_ns: AtomicU64::new(pool::UNMEASURED_COST_NS),
+        }
+    }
+
+    /// Starts the decode workers on the receiving end of the batch channel.
+    fn spawn_workers(
+        &self,
+        pool: &Arc<Pool>,
+        rx: crossbeam_channel::Receiver<receiver::Batch>,
+    ) -> Result<Vec<JoinHandle<()>>, Error> {
+        (0..self.workers)
+            .map(|i| {
+                let (pool, rx) = (Arc::clone(pool), rx.clone());
+                spawn(format!("ndbridge-decode-{i}"), move || pool.decode_loop(rx))
+            })
+            .collect()
+    }
+
+    /// Starts the receiver thread: it owns `socket` and takes the in-flight budget.
+    fn spawn_receiver(
+        &self,
+        socket: zmq::Socket,
+        pool: Arc<Pool>,
+        tx: crossbeam_channel::Sender<receiver::Batch>,
+    ) -> Result<JoinHandle<()>, Error> {
+        let budget = Arc::new(ByteBudget::new(self.inflight_bytes, Wake::EveryRelease));
+        let stats = Arc::clone(&pool.stats);
+        let shutdown = self.shutdown.clone();
+        // Topic, header and one frame per array, plus one so a longer message is seen as such.
+        let max_frames = self.limits.max_arrays.saturating_add(3);
+        let inline_cost = self.inline_cost;
+        spawn("ndbridge-receiver".into(), move || {
+            let spare_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 2);
+            let receiver = receiver::Receiver {
+                pool: &pool,
+                budget,
+                stats,
+                shutdown,
+                max_frames,
+                spare_cores,
+                inline_cost,
+                decoder: Decoder::new(pool.limits),
+            };
+            receiver.run(socket, tx)
         })
     }
 }

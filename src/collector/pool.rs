@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
-use super::budget::Budget;
-use super::receiver::Incoming;
+use super::receiver::{Batch, Incoming};
 use super::sink::{Received, Sink};
 use super::stats::Stats;
+use crate::budget::{ByteBudget, Permit};
 use crate::transport;
-use crate::wire::{decode_allocation, DecodeAllocation, Decoder, Limits};
+use crate::wire::{decode_allocation, DecodeAllocation, DecodeError, Decoder, Limits, Record};
 
 /// Everything a decode worker needs, shared by all of them.
 pub(crate) struct Pool {
@@ -22,11 +22,10 @@ pub(crate) struct Pool {
     pub has_topic: bool,
     pub sinks: Vec<Arc<dyn Sink>>,
     pub stats: Arc<Stats>,
-    pub budget: Arc<Budget>,
     /// Bytes that decoding allocates ([`decode_allocation`]), taken from the header before the
     /// buffers are decoded and given back after the sinks. Its cap is the in-flight cap: what
     /// compressed frames decode to is bounded as what arrives is, whatever sizes they declare.
-    pub decode_budget: Budget,
+    pub decode_budget: ByteBudget,
     pub log: RateLimitedLog,
     /// Recent handling time per message, in nanoseconds (a moving average over batches); start
     /// with [`UNMEASURED_COST_NS`].
@@ -34,7 +33,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn decode_loop(&self, rx: Receiver<Vec<Incoming>>) {
+    pub(crate) fn decode_loop(&self, rx: Receiver<Batch>) {
         let mut decoder = Decoder::new(self.limits);
         for batch in rx.iter() {
             self.handle_batch(batch, &mut decoder);
@@ -44,17 +43,17 @@ impl Pool {
     /// Decodes a batch and hands its records to the sinks, then gives its bytes back to the
     /// in-flight budget (also if a sink panics on the way), and updates the cost per message.
     /// `decoder` belongs to the calling thread: it remembers the headers that thread has seen.
-    pub(crate) fn handle_batch(&self, batch: Vec<Incoming>, decoder: &mut Decoder) {
+    pub(crate) fn handle_batch(&self, batch: Batch, decoder: &mut Decoder) {
+        let Batch { messages, permit } = batch;
         let _release = Release {
-            budget: &self.budget,
+            permit,
             stats: &self.stats,
-            bytes: batch.iter().map(|m| m.bytes).sum(),
         };
-        let (started, messages) = (Instant::now(), batch.len().max(1) as u64);
-        for incoming in batch {
+        let (started, count) = (Instant::now(), messages.len().max(1) as u64);
+        for incoming in messages {
             self.handle(incoming, decoder);
         }
-        let per_message = (started.elapsed().as_nanos() as u64) / messages;
+        let per_message = (started.elapsed().as_nanos() as u64) / count;
         // An average over about eight batches; concurrent updates may lose one, which is fine.
         let old = self.cost_ns.load(Ordering::Relaxed);
         self.cost_ns
@@ -66,64 +65,95 @@ impl Pool {
         Duration::from_nanos(self.cost_ns.load(Ordering::Relaxed))
     }
 
+    /// Decodes one message, passes the record to every sink and counts it.
     fn handle(&self, incoming: Incoming, decoder: &mut Decoder) {
-        let mut frames: Vec<Bytes> = incoming
-            .frames
-            .into_iter()
-            .map(transport::frame_bytes)
-            .collect();
-        if self.has_topic && !frames.is_empty() {
-            frames.remove(0);
-        }
+        let frames = self.wire_frames(incoming.frames);
         // Decoding is pure code over the bytes and must not panic; if it ever does, the message
         // is counted as rejected and the thread (possibly the receiver) goes on.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let header = decoder.header(&frames)?;
-            let allocation = header
-                .arrays
-                .iter()
-                .map(decode_allocation)
-                .fold(DecodeAllocation::default(), |sum, a| sum + a);
-            if allocation.total() > 0 {
-                // A message that cannot be decoded is refused before it waits for budget.
-                decoder.check_buffers(&header, &frames)?;
-            }
-            let mut permit = Permit::take(&self.decode_budget, allocation.total());
-            let record = decoder.buffers(header, &frames)?;
-            // The scratch is free again; the decoded arrays are held until the sinks are done
-            // with the record (the end of this function).
-            permit.shrink_to(allocation.output);
-            Ok::<_, crate::wire::DecodeError>((record, permit))
+            self.decode(&frames, decoder)
         }));
         let (record, _permit) = match decoded {
             Ok(Ok(decoded)) => decoded,
-            failed => {
-                let source = peek_source(&frames, &self.limits);
-                let kind = match &failed {
-                    Ok(Err(e)) => e.kind(),
-                    _ => "internal",
-                };
-                self.stats.on_rejected(source.as_deref(), kind);
-                self.log.warn(|| {
-                    let from = source.as_deref().unwrap_or("an unknown source");
-                    match &failed {
-                        Ok(Err(e)) => format!("rejected a message from {from}: {e}"),
-                        _ => format!("decoding a message from {from} panicked; it was dropped"),
-                    }
-                });
-                return;
-            }
+            Ok(Err(e)) => return self.reject(&frames, Some(&e)),
+            Err(_) => return self.reject(&frames, None),
         };
         let received = Received {
             record,
             frames,
             received_at: incoming.received_at,
         };
+        let all_ok = self.store(&received);
+        let header = &received.record.header;
+        self.stats.on_decoded(
+            &header.source,
+            &header.session,
+            header.seq,
+            received.record.wire_bytes(),
+            received.record.raw_bytes(),
+            all_ok,
+        );
+    }
+
+    /// The frames of a message as the wire core reads them: the topic frame taken off.
+    fn wire_frames(&self, frames: Vec<zmq::Message>) -> Vec<Bytes> {
+        let mut frames: Vec<Bytes> = frames.into_iter().map(transport::frame_bytes).collect();
+        if self.has_topic && !frames.is_empty() {
+            frames.remove(0);
+        }
+        frames
+    }
+
+    /// Decodes a message, holding what decoding allocates against the decode budget; the
+    /// permit returned holds the decoded arrays' bytes until the sinks are done.
+    fn decode<'p>(
+        &'p self,
+        frames: &[Bytes],
+        decoder: &mut Decoder,
+    ) -> Result<(Record, Permit<&'p ByteBudget>), DecodeError> {
+        let header = decoder.header(frames)?;
+        let allocation = header
+            .arrays
+            .iter()
+            .map(decode_allocation)
+            .fold(DecodeAllocation::default(), |sum, a| sum + a);
+        let mut permit = if allocation.total() > 0 {
+            // A message that cannot be decoded is refused before it waits for budget.
+            decoder.check_buffers(&header, frames)?;
+            // Only threads that are decoding hold this budget, and they give it back without
+            // waiting for anything else, so the wait ends.
+            Permit::acquire(&self.decode_budget, allocation.total())
+        } else {
+            Permit::empty(&self.decode_budget)
+        };
+        let record = decoder.buffers(header, frames)?;
+        // The scratch is free again; the decoded arrays are held until the sinks are done with
+        // the record.
+        permit.shrink_to(allocation.output);
+        Ok((record, permit))
+    }
+
+    /// Counts and logs a message that failed to decode (`None`: decoding panicked).
+    fn reject(&self, frames: &[Bytes], error: Option<&DecodeError>) {
+        let source = peek_source(frames, &self.limits);
+        self.stats
+            .on_rejected(source.as_deref(), error.map_or("internal", |e| e.kind()));
+        self.log.warn(|| {
+            let from = source.as_deref().unwrap_or("an unknown source");
+            match error {
+                Some(e) => format!("rejected a message from {from}: {e}"),
+                None => format!("decoding a message from {from} panicked; it was dropped"),
+            }
+        });
+    }
+
+    /// Passes a record to every sink; true when all of them took it. A sink that fails or
+    /// panics is counted and logged, and the others still get the record.
+    fn store(&self, received: &Received) -> bool {
         let mut all_ok = true;
         for sink in &self.sinks {
-            // A sink that panics is counted like one that fails; the worker goes on.
             let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(&received)));
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(received)));
             let failure = match result {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
@@ -136,15 +166,7 @@ impl Pool {
                     .warn(|| format!("sink {}: cannot take a record: {reason}", sink.name()));
             }
         }
-        let header = &received.record.header;
-        self.stats.on_decoded(
-            &header.source,
-            &header.session,
-            header.seq,
-            received.record.wire_bytes(),
-            received.record.raw_bytes(),
-            all_ok,
-        );
+        all_ok
     }
 }
 
@@ -152,51 +174,17 @@ impl Pool {
 /// the first batches, until the sinks have shown they are quick.
 pub(crate) const UNMEASURED_COST_NS: u64 = 50_000;
 
-/// Gives a batch's bytes back to the in-flight budget when dropped.
+/// Gives a batch's bytes back to the in-flight budget when dropped, and records what is then
+/// in flight.
 struct Release<'a> {
-    budget: &'a Budget,
+    permit: Permit<Arc<ByteBudget>>,
     stats: &'a Stats,
-    bytes: u64,
 }
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
-        let in_use = self.budget.release(self.bytes);
+        let in_use = self.permit.release();
         self.stats.set_inflight(in_use);
-    }
-}
-
-/// Bytes taken from a budget, given back when dropped.
-struct Permit<'a> {
-    budget: &'a Budget,
-    bytes: u64,
-}
-
-impl<'a> Permit<'a> {
-    /// Takes `bytes` from `budget`, waiting for room (none are taken for zero bytes). Only
-    /// threads that are decoding hold this budget, and they give it back without waiting for
-    /// anything else, so the wait ends.
-    fn take(budget: &'a Budget, bytes: u64) -> Permit<'a> {
-        if bytes > 0 {
-            budget.acquire(bytes, || false);
-        }
-        Permit { budget, bytes }
-    }
-
-    /// Gives back all but `bytes`.
-    fn shrink_to(&mut self, bytes: u64) {
-        if bytes < self.bytes {
-            self.budget.release(self.bytes - bytes);
-            self.bytes = bytes;
-        }
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if self.bytes > 0 {
-            self.budget.release(self.bytes);
-        }
     }
 }
 

@@ -14,18 +14,43 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 
-use super::budget::Budget;
 use super::pool::Pool;
 use super::stats::Stats;
 use super::Shutdown;
+use crate::budget::{ByteBudget, Permit};
 use crate::transport;
 use crate::wire::Decoder;
 
 /// A message as read from the socket.
 pub(crate) struct Incoming {
     pub frames: Vec<zmq::Message>,
-    pub bytes: u64,
     pub received_at: SystemTime,
+}
+
+/// Messages handed over together, and the in-flight bytes they hold (given back when the
+/// batch is dropped, once the sinks are done with it).
+pub(crate) struct Batch {
+    pub messages: Vec<Incoming>,
+    pub permit: Permit<Arc<ByteBudget>>,
+}
+
+impl Batch {
+    /// An empty batch holding nothing of `budget`.
+    fn new(budget: &Arc<ByteBudget>) -> Batch {
+        Batch {
+            messages: Vec::new(),
+            permit: Permit::empty(Arc::clone(budget)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The bytes of the messages' frames.
+    fn bytes(&self) -> u64 {
+        self.permit.bytes()
+    }
 }
 
 /// How long one poll waits before the shutdown flag is checked again.
@@ -55,7 +80,7 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// What the receiver thread shares with the rest of the collector.
 pub(crate) struct Receiver<'a> {
     pub pool: &'a Pool,
-    pub budget: Arc<Budget>,
+    pub budget: Arc<ByteBudget>,
     pub stats: Arc<Stats>,
     pub shutdown: Shutdown,
     pub max_frames: usize,
@@ -107,117 +132,121 @@ pub(crate) fn handle_here(load: Load) -> bool {
 
 impl Receiver<'_> {
     /// Receives until shutdown (then drains), handing batches over as described above.
-    pub(crate) fn run(mut self, socket: zmq::Socket, tx: Sender<Vec<Incoming>>) {
-        let mut drain_until: Option<Instant> = None;
+    pub(crate) fn run(mut self, socket: zmq::Socket, tx: Sender<Batch>) {
+        let mut drain = Drain::default();
         loop {
-            if self.shutdown.is_triggered() && drain_until.is_none() {
-                drain_until = Some(Instant::now() + DRAIN);
+            if self.shutdown.is_triggered() {
+                drain.begin();
             }
-            let draining = drain_until.is_some();
+            let draining = drain.begun();
             if !draining {
-                match socket.poll(zmq::POLLIN, POLL_MS) {
-                    Ok(0) => continue,
-                    Ok(_) => {}
-                    Err(zmq::Error::EINTR) => continue,
-                    Err(e) => {
-                        tracing::error!("receiver: poll failed: {e}");
-                        return;
-                    }
+                match wait_readable(&socket) {
+                    Readable::Yes => {}
+                    Readable::NotYet => continue,
+                    Readable::Failed => return,
                 }
             }
-            // Read everything that is waiting before polling again, in batches.
-            let mut batch: Vec<Incoming> = Vec::new();
-            let mut batch_bytes = 0u64;
-            let mut emptied = false;
-            loop {
-                if drain_until.is_some_and(|until| Instant::now() >= until) {
-                    break;
-                }
-                let frames =
-                    match transport::recv_message_capped(&socket, zmq::DONTWAIT, self.max_frames) {
-                        Ok(Some(frames)) => frames,
-                        Ok(None) => {
-                            emptied = true;
-                            break;
-                        }
-                        Err(zmq::Error::EINTR) => break,
-                        Err(e) => {
-                            tracing::error!("receiver: receive failed: {e}");
-                            let _ = tx.send(batch);
-                            return;
-                        }
-                    };
-                let bytes = frames.iter().map(|f| f.len() as u64).sum();
-                let in_use = match self.budget.try_acquire(bytes) {
-                    Some(in_use) => in_use,
-                    None => {
-                        // Full: hand over what we hold so the workers can free the budget.
-                        if !batch.is_empty() {
-                            if tx.send(std::mem::take(&mut batch)).is_err() {
-                                return;
-                            }
-                            batch_bytes = 0;
-                        }
-                        // While draining the workers are still running, so waiting is bounded.
-                        // A shutdown that comes during the wait starts the drain time.
-                        let shutdown = &self.shutdown;
-                        let give_up = || {
-                            if drain_until.is_none() && shutdown.is_triggered() {
-                                drain_until = Some(Instant::now() + DRAIN);
-                            }
-                            drain_until.is_some_and(|until| Instant::now() >= until)
-                        };
-                        match self.budget.acquire(bytes, give_up) {
-                            Some(in_use) => in_use,
-                            None => {
-                                // The drain time is up with the budget still full: this
-                                // message was taken from the socket, so it is counted,
-                                // rejected as not stored.
-                                self.stats.on_received();
-                                self.stats.on_rejected(None, "shutdown");
-                                break;
-                            }
-                        }
-                    }
-                };
-                self.stats.set_inflight(in_use);
-                self.stats.on_received();
-                batch.push(Incoming {
-                    frames,
-                    bytes,
-                    received_at: SystemTime::now(),
-                });
-                batch_bytes += bytes;
-                if batch.len() >= BATCH_MESSAGES || batch_bytes >= BATCH_BYTES {
-                    if !self.hand_over(std::mem::take(&mut batch), batch_bytes, false, &tx) {
-                        return;
-                    }
-                    batch_bytes = 0;
-                }
-                if !draining && self.shutdown.is_triggered() {
-                    break;
-                }
-            }
-            if !batch.is_empty() && !self.hand_over(batch, batch_bytes, emptied, &tx) {
+            let Some((batch, emptied)) = self.read_waiting(&socket, &tx, &mut drain, draining)
+            else {
+                return;
+            };
+            if !batch.is_empty() && !self.hand_over(batch, emptied, &tx) {
                 return;
             }
-            if draining && (emptied || drain_until.is_some_and(|until| Instant::now() >= until)) {
+            if draining && (emptied || drain.is_over()) {
                 return;
             }
         }
     }
 
-    /// Handles `batch` here or sends it to the workers; `false` when the workers are gone.
-    fn hand_over(
+    /// Reads everything that is waiting before polling again, handing over each batch that
+    /// fills up. Returns the batch not yet handed over and whether the socket was emptied;
+    /// `None` when the receiver is to stop (the socket failed or the workers are gone).
+    fn read_waiting(
         &mut self,
-        batch: Vec<Incoming>,
-        bytes: u64,
-        emptied: bool,
-        tx: &Sender<Vec<Incoming>>,
-    ) -> bool {
+        socket: &zmq::Socket,
+        tx: &Sender<Batch>,
+        drain: &mut Drain,
+        draining: bool,
+    ) -> Option<(Batch, bool)> {
+        let mut batch = Batch::new(&self.budget);
+        loop {
+            if drain.is_over() {
+                return Some((batch, false));
+            }
+            let frames =
+                match transport::recv_message_capped(socket, zmq::DONTWAIT, self.max_frames) {
+                    Ok(Some(frames)) => frames,
+                    Ok(None) => return Some((batch, true)),
+                    Err(zmq::Error::EINTR) => return Some((batch, false)),
+                    Err(e) => {
+                        tracing::error!("receiver: receive failed: {e}");
+                        let _ = tx.send(batch);
+                        return None;
+                    }
+                };
+            let bytes = frames.iter().map(|f| f.len() as u64).sum();
+            match self.admit(&mut batch, bytes, tx, drain) {
+                Admit::Taken(in_use) => self.stats.set_inflight(in_use),
+                Admit::GaveUp => return Some((batch, false)),
+                Admit::Stop => return None,
+            }
+            self.stats.on_received();
+            batch.messages.push(Incoming {
+                frames,
+                received_at: SystemTime::now(),
+            });
+            if batch.messages.len() >= BATCH_MESSAGES || batch.bytes() >= BATCH_BYTES {
+                let full = std::mem::replace(&mut batch, Batch::new(&self.budget));
+                if !self.hand_over(full, false, tx) {
+                    return None;
+                }
+            }
+            if !draining && self.shutdown.is_triggered() {
+                return Some((batch, false));
+            }
+        }
+    }
+
+    /// Takes a message's `bytes` from the in-flight budget into `batch`. When the budget is
+    /// full, hands `batch` over first (so that the workers can give bytes back) and waits; while
+    /// draining, only until the drain time is up.
+    fn admit(&self, batch: &mut Batch, bytes: u64, tx: &Sender<Batch>, drain: &mut Drain) -> Admit {
+        if let Some(in_use) = batch.permit.try_grow(bytes) {
+            return Admit::Taken(in_use);
+        }
+        if !batch.is_empty() {
+            let full = std::mem::replace(batch, Batch::new(&self.budget));
+            if tx.send(full).is_err() {
+                return Admit::Stop;
+            }
+        }
+        // While draining the workers are still running, so waiting is bounded. A shutdown that
+        // comes during the wait starts the drain time.
+        let shutdown = &self.shutdown;
+        let give_up = || {
+            if shutdown.is_triggered() {
+                drain.begin();
+            }
+            drain.is_over()
+        };
+        match batch.permit.grow_or_give_up(bytes, give_up) {
+            Some(in_use) => Admit::Taken(in_use),
+            None => {
+                // The drain time is up with the budget still full: this message was taken from
+                // the socket, so it is counted, rejected as not stored.
+                self.stats.on_received();
+                self.stats.on_rejected(None, "shutdown");
+                Admit::GaveUp
+            }
+        }
+    }
+
+    /// Handles `batch` here or sends it to the workers; `false` when the workers are gone.
+    fn hand_over(&mut self, batch: Batch, emptied: bool, tx: &Sender<Batch>) -> bool {
         let here = handle_here(Load {
-            messages: batch.len(),
-            bytes,
+            messages: batch.messages.len(),
+            bytes: batch.bytes(),
             emptied,
             workers_idle: tx.is_empty(),
             cost: self.pool.cost_per_message(),
@@ -230,6 +259,57 @@ impl Receiver<'_> {
         } else {
             tx.send(batch).is_ok()
         }
+    }
+}
+
+/// Whether the socket has a message to read.
+enum Readable {
+    Yes,
+    /// Nothing within [`POLL_MS`], or a signal came: look at the shutdown flag and poll again.
+    NotYet,
+    /// The socket failed (logged): the receiver stops.
+    Failed,
+}
+
+/// Polls `socket` for [`POLL_MS`] at most.
+fn wait_readable(socket: &zmq::Socket) -> Readable {
+    match socket.poll(zmq::POLLIN, POLL_MS) {
+        Ok(0) | Err(zmq::Error::EINTR) => Readable::NotYet,
+        Ok(_) => Readable::Yes,
+        Err(e) => {
+            tracing::error!("receiver: poll failed: {e}");
+            Readable::Failed
+        }
+    }
+}
+
+/// What [`Receiver::admit`] did with a message.
+enum Admit {
+    /// Its bytes were taken; the bytes now in flight.
+    Taken(u64),
+    /// The drain time ran out before there was room: the message is dropped (and counted).
+    GaveUp,
+    /// The workers are gone.
+    Stop,
+}
+
+/// The drain after shutdown: when it ends, once begun.
+#[derive(Debug, Default)]
+struct Drain(Option<Instant>);
+
+impl Drain {
+    /// Starts the drain time, unless it has started already.
+    fn begin(&mut self) {
+        self.0.get_or_insert_with(|| Instant::now() + DRAIN);
+    }
+
+    fn begun(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// True once the drain time is up.
+    fn is_over(&self) -> bool {
+        self.0.is_some_and(|until| Instant::now() >= until)
     }
 }
 

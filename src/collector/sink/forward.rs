@@ -53,6 +53,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Received, Sink, SinkError};
+use crate::budget::{ByteBudget, Permit, Wake};
 use crate::collector::pool::RateLimitedLog;
 
 mod zmtp;
@@ -165,10 +166,9 @@ struct Shared {
     closed: AtomicBool,
     subscriber_bytes: AtomicU64,
     max_subscribers: AtomicUsize,
-    /// The total cap; `u64::MAX` for none.
-    max_bytes: AtomicU64,
-    /// Bytes of frames of messages held by any subscriber queue or connection.
-    held: Arc<AtomicU64>,
+    /// Bytes of frames of messages held by any subscriber queue or connection; its cap is the
+    /// total cap (`u64::MAX` for none).
+    held: Arc<ByteBudget>,
     connections: Mutex<Vec<Arc<Subscriber>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_id: AtomicU64,
@@ -183,17 +183,18 @@ struct Shared {
     log: RateLimitedLog,
 }
 
-/// A message on its way to subscribers: its frames, shared by every queue that takes it.
+/// A message on its way to subscribers: its frames, shared by every queue that takes it, and
+/// their bytes of the total cap, held until the last queue lets go of it.
 struct Outgoing {
     frames: Vec<Bytes>,
-    bytes: u64,
-    held: Arc<AtomicU64>,
+    held: Permit<Arc<ByteBudget>>,
 }
 
-impl Drop for Outgoing {
-    fn drop(&mut self) {
-        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
+/// A message in one subscriber's queue, holding its bytes of that subscriber's limit until it
+/// has been written (or dropped).
+struct Queued {
+    message: Arc<Outgoing>,
+    _held: Permit<Arc<ByteBudget>>,
 }
 
 /// One connection: its queue, subscriptions and counters.
@@ -202,9 +203,10 @@ struct Subscriber {
     /// A handle on the connection, to close it from another thread.
     stream: Stream,
     /// `None` before the handshake is done and after the connection ends.
-    queue: Mutex<Option<Sender<Arc<Outgoing>>>>,
+    queue: Mutex<Option<Sender<Queued>>>,
     subscriptions: Mutex<Subscriptions>,
-    held: AtomicU64,
+    /// Bytes of frames queued for it or being written to it; its cap is the subscriber limit.
+    held: Arc<ByteBudget>,
     queued: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
@@ -220,13 +222,13 @@ impl Subscriber {
             sent: self.sent.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
-            held_bytes: self.held.load(Ordering::Relaxed),
+            held_bytes: self.held.used(),
         }
     }
 
-    /// Queues `message` if its topic matches and it fits within `limit`; counts a drop if the
-    /// topic matches and it does not fit.
-    fn offer(&self, topic: &[u8], message: &Arc<Outgoing>, limit: u64, log: &RateLimitedLog) {
+    /// Queues `message` if its topic matches and it fits within the subscriber's limit; counts
+    /// a drop if the topic matches and it does not fit.
+    fn offer(&self, topic: &[u8], message: &Arc<Outgoing>, log: &RateLimitedLog) {
         let queue = self.queue.lock().expect("subscriber queue lock");
         let Some(tx) = queue.as_ref() else {
             return;
@@ -239,25 +241,23 @@ impl Subscriber {
         {
             return;
         }
-        let size = message.bytes;
-        let fits = self
-            .held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held == 0 || held.saturating_add(size) <= limit).then_some(held + size)
-            })
-            .is_ok();
-        if fits {
+        if let Some(held) = Permit::try_acquire(Arc::clone(&self.held), message.held.bytes()) {
             self.queued.fetch_add(1, Ordering::Relaxed);
-            match tx.try_send(Arc::clone(message)) {
+            let queued = Queued {
+                message: Arc::clone(message),
+                _held: held,
+            };
+            match tx.try_send(queued) {
                 Ok(()) => return,
+                // The message comes back with the error and gives its bytes back as it drops.
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
-                    self.held.fetch_sub(size, Ordering::Relaxed);
                 }
             }
         }
         self.dropped.fetch_add(1, Ordering::Relaxed);
         if !self.warned.swap(true, Ordering::Relaxed) {
+            let limit = self.held.cap();
             log.warn(|| {
                 format!(
                     "forward: subscriber {} reads slower than records arrive; records over its \
@@ -509,8 +509,7 @@ impl ForwardSink {
             closed: AtomicBool::new(false),
             subscriber_bytes: AtomicU64::new(DEFAULT_SUBSCRIBER_BYTES),
             max_subscribers: AtomicUsize::new(DEFAULT_MAX_SUBSCRIBERS),
-            max_bytes: AtomicU64::new(u64::MAX),
-            held: Arc::new(AtomicU64::new(0)),
+            held: Arc::new(ByteBudget::new(u64::MAX, Wake::EveryRelease)),
             connections: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
@@ -541,7 +540,13 @@ impl ForwardSink {
     /// that would take a subscriber over it is dropped for that subscriber alone and counted
     /// there; a larger message is queued only when nothing else is.
     pub fn subscriber_bytes(self, bytes: u64) -> Self {
-        self.shared.subscriber_bytes.store(bytes, Ordering::Relaxed);
+        let shared = &self.shared;
+        let connections = shared.connections.lock().expect("connections lock");
+        shared.subscriber_bytes.store(bytes, Ordering::Relaxed);
+        for subscriber in connections.iter() {
+            subscriber.held.set_cap(bytes);
+        }
+        drop(connections);
         self
     }
 
@@ -560,7 +565,7 @@ impl ForwardSink {
     /// cap goes out only when nothing else is held. A cap below `max_subscribers` times the
     /// per-subscriber limit lets stalled subscribers cost the others records.
     pub fn max_bytes(self, bytes: u64) -> Self {
-        self.shared.max_bytes.store(bytes, Ordering::Relaxed);
+        self.shared.held.set_cap(bytes);
         self
     }
 
@@ -572,7 +577,7 @@ impl ForwardSink {
     /// Bytes of frames held now for all subscribers (each frame once, however many
     /// subscribers it is queued for).
     pub fn held_bytes(&self) -> u64 {
-        self.shared.held.load(Ordering::Relaxed)
+        self.shared.held.used()
     }
 
     /// Messages dropped for every subscriber: the total cap ([`ForwardSink::max_bytes`]) was
@@ -704,7 +709,10 @@ fn admit(shared: &Arc<Shared>, stream: Stream, peer: String) {
         stream: handle,
         queue: Mutex::new(None),
         subscriptions: Mutex::new(Subscriptions::default()),
-        held: AtomicU64::new(0),
+        held: Arc::new(ByteBudget::new(
+            shared.subscriber_bytes.load(Ordering::Relaxed),
+            Wake::EveryRelease,
+        )),
         queued: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
@@ -725,6 +733,9 @@ fn admit(shared: &Arc<Shared>, stream: Stream, peer: String) {
             subscriber.stream.close();
             return;
         }
+        // Under the lock [`ForwardSink::subscriber_bytes`] changes the limit of every connection.
+        let limit = shared.subscriber_bytes.load(Ordering::Relaxed);
+        subscriber.held.set_cap(limit);
         connections.push(Arc::clone(&subscriber));
     }
     shared.accepted.fetch_add(1, Ordering::Relaxed);
@@ -816,8 +827,7 @@ fn run(subscriber: &Arc<Subscriber>, mut stream: Stream) -> End {
         .expect("subscriber queue lock")
         .take();
     // What is still queued will not be written: dropped for this subscriber.
-    for message in rx.try_iter() {
-        subscriber.held.fetch_sub(message.bytes, Ordering::Relaxed);
+    for _queued in rx.try_iter() {
         subscriber.dropped.fetch_add(1, Ordering::Relaxed);
         subscriber.queued.fetch_sub(1, Ordering::Relaxed);
     }
@@ -903,10 +913,10 @@ fn read_loop(
 fn write_loop(
     stream: &mut Stream,
     subscriber: &Subscriber,
-    rx: &Receiver<Arc<Outgoing>>,
+    rx: &Receiver<Queued>,
     pongs: &Receiver<Vec<u8>>,
 ) {
-    let mut batch: Vec<Arc<Outgoing>> = Vec::with_capacity(BATCH_MESSAGES);
+    let mut batch: Vec<Queued> = Vec::with_capacity(BATCH_MESSAGES);
     loop {
         crossbeam_channel::select! {
             recv(rx) -> message => {
@@ -920,9 +930,10 @@ fn write_loop(
                         Err(_) => break,
                     }
                 }
-                let written = zmtp::write_messages(stream, batch.iter().map(|m| &m.frames[..]));
-                for message in batch.drain(..) {
-                    subscriber.held.fetch_sub(message.bytes, Ordering::Relaxed);
+                let written =
+                    zmtp::write_messages(stream, batch.iter().map(|q| &q.message.frames[..]));
+                // Each message gives its bytes back as it leaves the batch.
+                for _written in batch.drain(..) {
                     let counter = if written.is_ok() {
                         &subscriber.sent
                     } else {
@@ -960,28 +971,17 @@ impl Sink for ForwardSink {
         }
         let topic = Bytes::from(message.record.header.name.clone().into_bytes());
         let size = topic.len() as u64 + message.frames.iter().map(|f| f.len() as u64).sum::<u64>();
-        let max = shared.max_bytes.load(Ordering::Relaxed);
-        let taken = shared
-            .held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held == 0 || held.saturating_add(size) <= max).then_some(held + size)
-            });
-        if taken.is_err() {
+        let Some(held) = Permit::try_acquire(Arc::clone(&shared.held), size) else {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
-        }
+        };
         let mut frames = Vec::with_capacity(message.frames.len() + 1);
         frames.push(topic);
         frames.extend(message.frames.iter().cloned());
-        let outgoing = Arc::new(Outgoing {
-            frames,
-            bytes: size,
-            held: Arc::clone(&shared.held),
-        });
-        let limit = shared.subscriber_bytes.load(Ordering::Relaxed);
+        let outgoing = Arc::new(Outgoing { frames, held });
         let name = message.record.header.name.as_bytes();
         for subscriber in shared.connections.lock().expect("connections lock").iter() {
-            subscriber.offer(name, &outgoing, limit, &shared.log);
+            subscriber.offer(name, &outgoing, &shared.log);
         }
         shared.forwarded.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -1044,7 +1044,7 @@ impl Sink for ForwardSink {
 
     fn report(&self) -> serde_json::Map<String, serde_json::Value> {
         let shared = &self.shared;
-        let max_bytes = shared.max_bytes.load(Ordering::Relaxed);
+        let max_bytes = shared.held.cap();
         let mut m = serde_json::Map::new();
         m.insert("endpoint".into(), json!(self.endpoint));
         m.insert(
