@@ -154,7 +154,8 @@ impl Header {
     }
 }
 
-/// The reference parser: checks each field in turn and reports the first that is wrong.
+/// The reference parser: reads each field in turn and reports the first that is wrong, with
+/// the format's rules ([`validate`]) applied as soon as the fields they look at are read.
 fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson {
         reason: e.to_string(),
@@ -164,14 +165,10 @@ fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeE
             found: json_type(&value),
         });
     };
-    let version = get_u64(&obj, "v", "v")?;
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::UnsupportedVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    let name = get_name(&obj, "name", "name")?;
+    check_version(get_u64(&obj, "v", "v")?)?;
+    let name = get_str(&obj, "name", "name")?;
+    check_name_field(NameField::Record, name)?;
+    let name = name.to_owned();
     let source = get_str(&obj, "source", "source")?.to_owned();
     let session = get_str(&obj, "session", "session")?.to_owned();
     let seq = get_u64(&obj, "seq", "seq")?;
@@ -188,36 +185,13 @@ fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeE
         Value::Array(list) => list,
         other => return Err(invalid("arrays", "a list", other)),
     };
-    if list.len() > limits.max_arrays {
-        return Err(DecodeError::TooManyArrays {
-            count: list.len(),
-            limit: limits.max_arrays,
-        });
-    }
+    check_array_count(list.len(), limits)?;
     let arrays = list
         .iter()
         .enumerate()
         .map(|(i, entry)| parse_array(i, entry, limits))
         .collect::<Result<Vec<_>, _>>()?;
-    // A sum past u64::MAX is over any limit, u64::MAX included.
-    match total_nbytes(&arrays) {
-        Some(total) if total <= limits.max_message_bytes => {}
-        total => {
-            return Err(DecodeError::MessageTooLarge {
-                total: total.unwrap_or(u64::MAX),
-                limit: limits.max_message_bytes,
-            })
-        }
-    }
-    for (i, meta) in arrays.iter().enumerate() {
-        if arrays[..i].iter().any(|other| other.name == meta.name) {
-            return Err(DecodeError::InvalidField {
-                field: format!("arrays[{i}].name"),
-                expected: "a name not used by another array of the record",
-                found: format!("{:?} again", shorten(&meta.name)),
-            });
-        }
-    }
+    check_arrays(&arrays, limits)?;
     Ok(Header {
         name,
         source,
@@ -264,71 +238,21 @@ struct FastArray<'a> {
 }
 
 /// Parses a header that is valid in every respect; `None` for anything else (the caller then
-/// runs the field-by-field parser to find out what).
+/// runs the field-by-field parser to find out what). The rules are [`validate`]'s, applied
+/// to the typed fields as they are read.
 fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
     // The header is UTF-8 as a whole (checked once, in a few nanoseconds); parsing from `str`
     // then skips serde_json's check of each string, a quarter of the parse time.
     let text = std::str::from_utf8(bytes).ok()?;
     let h: FastHeader<'_> = serde_json::from_str(text).ok()?;
-    if h.v != FORMAT_VERSION || check_name(&h.name).is_err() {
-        return None;
-    }
-    if h.arrays.len() > limits.max_arrays {
-        return None;
-    }
+    check_version(h.v).ok()?;
+    check_name_field(NameField::Record, &h.name).ok()?;
+    check_array_count(h.arrays.len(), limits).ok()?;
     let mut arrays: Vec<ArrayMeta> = Vec::with_capacity(h.arrays.len());
-    for a in h.arrays {
-        if check_name(&a.name).is_err() || arrays.iter().any(|m| m.name == a.name) {
-            return None;
-        }
-        let dtype: DType = a.dtype.parse().ok()?;
-        if a.shape.len() > limits.max_ndim {
-            return None;
-        }
-        let shape = a
-            .shape
-            .iter()
-            .map(|&n| usize::try_from(n).ok())
-            .collect::<Option<Vec<usize>>>()?;
-        let order = match &*a.order {
-            "C" => Order::C,
-            "F" => Order::F,
-            _ => return None,
-        };
-        let codec = match &*a.codec {
-            "raw" => Codec::Raw,
-            "zstd" => Codec::Zstd,
-            _ => return None,
-        };
-        let filters = match a.filters.as_deref() {
-            None | Some([]) => Vec::new(),
-            Some([f]) if f == "shuffle" => vec![Filter::Shuffle],
-            Some(_) => return None,
-        };
-        let computed = a
-            .shape
-            .iter()
-            .try_fold(dtype.itemsize() as u64, |acc, &n| acc.checked_mul(n))?;
-        if computed != a.nbytes
-            || a.nbytes > limits.max_array_bytes
-            || usize::try_from(a.nbytes).is_err()
-            || !shape_fits(&shape, dtype.itemsize())
-        {
-            return None;
-        }
-        arrays.push(ArrayMeta {
-            name: a.name.into_owned(),
-            dtype,
-            shape,
-            order,
-            codec,
-            filters,
-            nbytes: a.nbytes,
-        });
+    for (index, a) in h.arrays.into_iter().enumerate() {
+        arrays.push(fast_array(index, a, limits)?);
     }
-    if total_nbytes(&arrays).is_none_or(|total| total > limits.max_message_bytes) {
-        return None;
-    }
+    check_arrays(&arrays, limits).ok()?;
     Some(Header {
         name: h.name.into_owned(),
         source: h.source.into_owned(),
@@ -340,6 +264,38 @@ fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
     })
 }
 
+/// One entry of `arrays` on the fast path; `None` if anything about it is wrong.
+fn fast_array(index: usize, a: FastArray<'_>, limits: &Limits) -> Option<ArrayMeta> {
+    check_name_field(NameField::Array(index), &a.name).ok()?;
+    let dtype: DType = a.dtype.parse().ok()?;
+    check_ndim(index, a.shape.len(), limits).ok()?;
+    let shape = a
+        .shape
+        .iter()
+        .map(|&n| usize::try_from(n).ok())
+        .collect::<Option<Vec<usize>>>()?;
+    let order = Order::from_wire(&a.order)?;
+    let codec = Codec::from_wire(&a.codec)?;
+    let names = a.filters.as_deref().unwrap_or_default();
+    let mut filters = Vec::with_capacity(names.len());
+    for (k, name) in names.iter().enumerate() {
+        let filter = Filter::from_wire(name)?;
+        check_filter_once(index, k, &filters, filter).ok()?;
+        filters.push(filter);
+    }
+    let meta = ArrayMeta {
+        name: a.name.into_owned(),
+        dtype,
+        shape,
+        order,
+        codec,
+        filters,
+        nbytes: a.nbytes,
+    };
+    check_array(index, &meta, limits).ok()?;
+    Some(meta)
+}
+
 /// The arrays' decoded bytes together; `None` past `u64::MAX` (each may be up to
 /// [`Limits::max_array_bytes`], which can be set that high).
 fn total_nbytes(arrays: &[ArrayMeta]) -> Option<u64> {
@@ -348,119 +304,281 @@ fn total_nbytes(arrays: &[ArrayMeta]) -> Option<u64> {
         .try_fold(0u64, |total, a| total.checked_add(a.nbytes))
 }
 
+/// One entry of `arrays` on the field-by-field path: each field read in turn, and the rules
+/// applied as soon as the fields they look at are read.
 fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta, DecodeError> {
     let path = |field: &str| format!("arrays[{index}].{field}");
     let Value::Object(obj) = entry else {
         return Err(invalid(&format!("arrays[{index}]"), "a JSON object", entry));
     };
-    let name = get_name(obj, "name", &path("name"))?;
+    let name = get_str(obj, "name", &path("name"))?;
+    check_name_field(NameField::Array(index), name)?;
     let dtype_str = get_str(obj, "dtype", &path("dtype"))?;
     let dtype: DType = dtype_str.parse().map_err(|source| DecodeError::BadDType {
         field: path("dtype"),
         source,
     })?;
-    let shape_value = match require(obj, "shape", &path("shape"))? {
-        Value::Array(list) => list,
-        other => return Err(invalid(&path("shape"), "a list of integers", other)),
-    };
-    if shape_value.len() > limits.max_ndim {
-        return Err(DecodeError::InvalidField {
-            field: path("shape"),
-            expected: "at most max_ndim dimensions",
-            found: format!(
-                "{} dimensions (max_ndim is {})",
-                shape_value.len(),
-                limits.max_ndim
-            ),
-        });
-    }
-    let mut shape = Vec::with_capacity(shape_value.len());
-    for (axis, dim) in shape_value.iter().enumerate() {
-        let n = dim
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| {
-                invalid(
-                    &format!("arrays[{index}].shape[{axis}]"),
-                    "a non-negative integer",
-                    dim,
-                )
-            })?;
-        shape.push(n);
-    }
-    let order = match get_str(obj, "order", &path("order"))? {
-        "C" => Order::C,
-        "F" => Order::F,
-        other => return Err(invalid_str(&path("order"), "\"C\" or \"F\"", other)),
-    };
-    let codec = match get_str(obj, "codec", &path("codec"))? {
-        "raw" => Codec::Raw,
-        "zstd" => Codec::Zstd,
-        other => return Err(invalid_str(&path("codec"), "\"raw\" or \"zstd\"", other)),
-    };
-    let filters = match obj.get("filters") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => {
-            let mut filters = Vec::with_capacity(list.len());
-            for (k, f) in list.iter().enumerate() {
-                let filter = match f.as_str() {
-                    Some("shuffle") => Filter::Shuffle,
-                    _ => {
-                        return Err(invalid(
-                            &format!("arrays[{index}].filters[{k}]"),
-                            "\"shuffle\"",
-                            f,
-                        ))
-                    }
-                };
-                if filters.contains(&filter) {
-                    return Err(invalid(
-                        &format!("arrays[{index}].filters[{k}]"),
-                        "each filter at most once",
-                        f,
-                    ));
-                }
-                filters.push(filter);
-            }
-            filters
-        }
-        Some(other) => return Err(invalid(&path("filters"), "a list of filter names", other)),
-    };
-    let nbytes = get_u64(obj, "nbytes", &path("nbytes"))?;
-    let computed = shape
-        .iter()
-        .try_fold(dtype.itemsize() as u64, |acc, &n| acc.checked_mul(n as u64))
-        .unwrap_or(u64::MAX);
-    if computed != nbytes {
-        return Err(DecodeError::NbytesMismatch {
-            array: name,
-            declared: nbytes,
-            computed,
-        });
-    }
-    if nbytes > limits.max_array_bytes || usize::try_from(nbytes).is_err() {
-        return Err(DecodeError::ArrayTooLarge {
-            array: name,
-            nbytes,
-            limit: limits.max_array_bytes,
-        });
-    }
-    if !shape_fits(&shape, dtype.itemsize()) {
-        return Err(DecodeError::InvalidField {
-            field: path("shape"),
-            expected: "axes whose non-zero lengths multiply to at most isize::MAX bytes",
-            found: format!("{shape:?}"),
-        });
-    }
-    Ok(ArrayMeta {
-        name,
+    let shape = parse_shape(index, obj, limits)?;
+    let order = get_str(obj, "order", &path("order"))?;
+    let order = Order::from_wire(order)
+        .ok_or_else(|| invalid_str(&path("order"), "\"C\" or \"F\"", order))?;
+    let codec = get_str(obj, "codec", &path("codec"))?;
+    let codec = Codec::from_wire(codec)
+        .ok_or_else(|| invalid_str(&path("codec"), "\"raw\" or \"zstd\"", codec))?;
+    let filters = parse_filters(index, obj)?;
+    let meta = ArrayMeta {
+        name: name.to_owned(),
         dtype,
         shape,
         order,
         codec,
         filters,
-        nbytes,
+        nbytes: get_u64(obj, "nbytes", &path("nbytes"))?,
+    };
+    check_array(index, &meta, limits)?;
+    Ok(meta)
+}
+
+/// `arrays[index].shape`: at most `max_ndim` non-negative integers.
+fn parse_shape(
+    index: usize,
+    obj: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<Vec<usize>, DecodeError> {
+    let path = format!("arrays[{index}].shape");
+    let list = match require(obj, "shape", &path)? {
+        Value::Array(list) => list,
+        other => return Err(invalid(&path, "a list of integers", other)),
+    };
+    check_ndim(index, list.len(), limits)?;
+    list.iter()
+        .enumerate()
+        .map(|(axis, dim)| {
+            dim.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("arrays[{index}].shape[{axis}]"),
+                        "a non-negative integer",
+                        dim,
+                    )
+                })
+        })
+        .collect()
+}
+
+/// `arrays[index].filters`: absent, null, or a list of distinct filter names.
+fn parse_filters(index: usize, obj: &Map<String, Value>) -> Result<Vec<Filter>, DecodeError> {
+    let list = match obj.get("filters") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            let path = format!("arrays[{index}].filters");
+            return Err(invalid(&path, "a list of filter names", other));
+        }
+    };
+    let mut filters = Vec::with_capacity(list.len());
+    for (k, f) in list.iter().enumerate() {
+        let filter = f
+            .as_str()
+            .and_then(Filter::from_wire)
+            .ok_or_else(|| invalid(&format!("arrays[{index}].filters[{k}]"), "\"shuffle\"", f))?;
+        check_filter_once(index, k, &filters, filter)?;
+        filters.push(filter);
+    }
+    Ok(filters)
+}
+
+impl Order {
+    /// The order named on the wire (`"C"` or `"F"`).
+    fn from_wire(name: &str) -> Option<Order> {
+        match name {
+            "C" => Some(Order::C),
+            "F" => Some(Order::F),
+            _ => None,
+        }
+    }
+}
+
+impl Codec {
+    /// The codec named on the wire (`"raw"` or `"zstd"`).
+    fn from_wire(name: &str) -> Option<Codec> {
+        match name {
+            "raw" => Some(Codec::Raw),
+            "zstd" => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+}
+
+impl Filter {
+    /// The filter named on the wire (`"shuffle"`).
+    fn from_wire(name: &str) -> Option<Filter> {
+        match name {
+            "shuffle" => Some(Filter::Shuffle),
+            _ => None,
+        }
+    }
+
+    /// The name used on the wire.
+    fn as_str(self) -> &'static str {
+        match self {
+            Filter::Shuffle => "shuffle",
+        }
+    }
+}
+
+// The format's rules on a header's values: the checks of fields against each other and against
+// `Limits`. Both parse paths apply them (each as soon as the fields a rule looks at are read, so
+// the field-by-field parser reports the first wrong field), and `HeaderCache` only hands out
+// headers that passed them; a rule lives here and nowhere else.
+
+/// Checks a parsed header against every rule of the format and `limits`, in the order the
+/// field-by-field parser applies them: the error is the one [`Header::parse`] reports for the
+/// header's JSON.
+pub(crate) fn validate(header: &Header, limits: &Limits) -> Result<(), DecodeError> {
+    // A `Header` is of this crate's version: it carries no `v` to check.
+    check_name_field(NameField::Record, &header.name)?;
+    check_array_count(header.arrays.len(), limits)?;
+    for (index, meta) in header.arrays.iter().enumerate() {
+        check_name_field(NameField::Array(index), &meta.name)?;
+        check_ndim(index, meta.shape.len(), limits)?;
+        for (k, &filter) in meta.filters.iter().enumerate() {
+            check_filter_once(index, k, &meta.filters[..k], filter)?;
+        }
+        check_array(index, meta, limits)?;
+    }
+    check_arrays(&header.arrays, limits)
+}
+
+/// `v` is the version this crate reads.
+fn check_version(version: u64) -> Result<(), DecodeError> {
+    if version == FORMAT_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        })
+    }
+}
+
+/// Which name a [`check_name_field`] error is about.
+#[derive(Clone, Copy)]
+enum NameField {
+    /// The record's `name`.
+    Record,
+    /// `arrays[i].name`.
+    Array(usize),
+}
+
+/// A record or array name follows [`check_name`].
+fn check_name_field(field: NameField, name: &str) -> Result<(), DecodeError> {
+    check_name(name).map_err(|reason| DecodeError::InvalidField {
+        field: match field {
+            NameField::Record => "name".to_owned(),
+            NameField::Array(index) => format!("arrays[{index}].name"),
+        },
+        expected: "a non-empty name of at most 256 bytes without NUL",
+        found: format!("{:?} ({reason})", shorten(name)),
     })
+}
+
+/// At most `max_arrays` arrays.
+fn check_array_count(count: usize, limits: &Limits) -> Result<(), DecodeError> {
+    if count > limits.max_arrays {
+        return Err(DecodeError::TooManyArrays {
+            count,
+            limit: limits.max_arrays,
+        });
+    }
+    Ok(())
+}
+
+/// At most `max_ndim` axes.
+fn check_ndim(index: usize, ndim: usize, limits: &Limits) -> Result<(), DecodeError> {
+    if ndim > limits.max_ndim {
+        return Err(DecodeError::InvalidField {
+            field: format!("arrays[{index}].shape"),
+            expected: "at most max_ndim dimensions",
+            found: format!("{ndim} dimensions (max_ndim is {})", limits.max_ndim),
+        });
+    }
+    Ok(())
+}
+
+/// Filter `k` of array `index` is not among the ones before it.
+fn check_filter_once(
+    index: usize,
+    k: usize,
+    before: &[Filter],
+    filter: Filter,
+) -> Result<(), DecodeError> {
+    if before.contains(&filter) {
+        return Err(DecodeError::InvalidField {
+            field: format!("arrays[{index}].filters[{k}]"),
+            expected: "each filter at most once",
+            found: format!("string {:?}", filter.as_str()),
+        });
+    }
+    Ok(())
+}
+
+/// An array's `nbytes` is `product(shape) * itemsize`, within `max_array_bytes` and the address
+/// space, and so is every axis.
+fn check_array(index: usize, meta: &ArrayMeta, limits: &Limits) -> Result<(), DecodeError> {
+    let itemsize = meta.dtype.itemsize();
+    let computed = meta
+        .shape
+        .iter()
+        .try_fold(itemsize as u64, |acc, &n| acc.checked_mul(n as u64))
+        .unwrap_or(u64::MAX);
+    if computed != meta.nbytes {
+        return Err(DecodeError::NbytesMismatch {
+            array: meta.name.clone(),
+            declared: meta.nbytes,
+            computed,
+        });
+    }
+    if meta.nbytes > limits.max_array_bytes || usize::try_from(meta.nbytes).is_err() {
+        return Err(DecodeError::ArrayTooLarge {
+            array: meta.name.clone(),
+            nbytes: meta.nbytes,
+            limit: limits.max_array_bytes,
+        });
+    }
+    if !shape_fits(&meta.shape, itemsize) {
+        return Err(DecodeError::InvalidField {
+            field: format!("arrays[{index}].shape"),
+            expected: "axes whose non-zero lengths multiply to at most isize::MAX bytes",
+            found: format!("{:?}", meta.shape),
+        });
+    }
+    Ok(())
+}
+
+/// The arrays together are within `max_message_bytes`, and no two share a name.
+fn check_arrays(arrays: &[ArrayMeta], limits: &Limits) -> Result<(), DecodeError> {
+    // A sum past u64::MAX is over any limit, u64::MAX included.
+    match total_nbytes(arrays) {
+        Some(total) if total <= limits.max_message_bytes => {}
+        total => {
+            return Err(DecodeError::MessageTooLarge {
+                total: total.unwrap_or(u64::MAX),
+                limit: limits.max_message_bytes,
+            })
+        }
+    }
+    for (i, meta) in arrays.iter().enumerate() {
+        if arrays[..i].iter().any(|other| other.name == meta.name) {
+            return Err(DecodeError::InvalidField {
+                field: format!("arrays[{i}].name"),
+                expected: "a name not used by another array of the record",
+                found: format!("{:?} again", shorten(&meta.name)),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// True when every axis fits the address space: the product of the non-zero lengths times the
@@ -515,16 +633,6 @@ fn get_u64(obj: &Map<String, Value>, key: &str, path: &str) -> Result<u64, Decod
     value
         .as_u64()
         .ok_or_else(|| invalid(path, "a non-negative integer", value))
-}
-
-fn get_name(obj: &Map<String, Value>, key: &str, path: &str) -> Result<String, DecodeError> {
-    let name = get_str(obj, key, path)?;
-    check_name(name).map_err(|reason| DecodeError::InvalidField {
-        field: path.to_owned(),
-        expected: "a non-empty name of at most 256 bytes without NUL",
-        found: format!("{:?} ({reason})", shorten(name)),
-    })?;
-    Ok(name.to_owned())
 }
 
 fn invalid(path: &str, expected: &'static str, found: &Value) -> DecodeError {
@@ -611,6 +719,98 @@ mod tests {
                 parse_field_by_field(bad.as_bytes(), &limits).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    /// A valid header of two arrays, to break one rule at a time.
+    fn two_arrays() -> Header {
+        let array = |name: &str| ArrayMeta {
+            name: name.into(),
+            dtype: "<f8".parse().unwrap(),
+            shape: vec![2, 3],
+            order: Order::C,
+            codec: Codec::Zstd,
+            filters: vec![Filter::Shuffle],
+            nbytes: 48,
+        };
+        Header {
+            name: "r".into(),
+            source: "w".into(),
+            session: "s".into(),
+            seq: 3,
+            time: 0.5,
+            arrays: vec![array("a"), array("b")],
+            attrs: None,
+        }
+    }
+
+    /// Headers whose JSON is well formed, field for field, but that break one rule of the
+    /// format: each is refused by [`validate`], by both parse paths and through a template
+    /// cache that knows the valid header's prefix, with the same error.
+    #[test]
+    fn each_rule_is_enforced_the_same_by_every_parse_path() {
+        let limits = Limits {
+            max_arrays: 2,
+            max_ndim: 3,
+            max_array_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        type Break = fn(&mut Header);
+        let breaks: [(&str, Break); 10] = [
+            ("nbytes", |h| h.arrays[0].nbytes = 40),
+            ("record name", |h| h.name = "a\0b".into()),
+            ("array name", |h| h.arrays[1].name = String::new()),
+            ("duplicate names", |h| h.arrays[1].name = "a".into()),
+            ("duplicate filter", |h| {
+                h.arrays[0].filters.push(Filter::Shuffle)
+            }),
+            ("max_ndim", |h| {
+                h.arrays[1].shape = vec![1, 2, 3, 1];
+                h.arrays[1].nbytes = 48;
+            }),
+            ("max_arrays", |h| {
+                let mut c = h.arrays[0].clone();
+                c.name = "c".into();
+                h.arrays.push(c);
+            }),
+            ("max_array_bytes", |h| {
+                h.arrays[0].shape = vec![1 << 18];
+                h.arrays[0].nbytes = 8 << 18;
+            }),
+            ("max_message_bytes", |h| {
+                for a in &mut h.arrays {
+                    a.shape = vec![1 << 16, 2];
+                    a.nbytes = 16 << 16;
+                }
+            }),
+            ("address space", |h| {
+                h.arrays[0].shape = vec![0, 1 << 62, 4];
+                h.arrays[0].nbytes = 0;
+            }),
+        ];
+        let valid = two_arrays();
+        assert_eq!(validate(&valid, &limits), Ok(()));
+        for (rule, break_it) in breaks {
+            let mut header = valid.clone();
+            break_it(&mut header);
+            let json = header.to_json();
+            let expected = validate(&header, &limits).expect_err(rule);
+            assert_eq!(fast_parse(&json, &limits), None, "{rule}");
+            assert_eq!(
+                parse_field_by_field(&json, &limits),
+                Err(expected.clone()),
+                "{rule}"
+            );
+            assert_eq!(
+                Header::parse(&json, &limits),
+                Err(expected.clone()),
+                "{rule}"
+            );
+            let mut cache = crate::wire::HeaderCache::new(limits);
+            let known = valid.to_json();
+            assert_eq!(cache.parse(&known), Ok(valid.clone()), "{rule}");
+            assert_eq!(cache.parse(&json), Err(expected), "{rule}");
         }
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::error::DecodeError;
-use super::header::{ArrayMeta, Header, FORMAT_VERSION};
+use super::header::{validate, ArrayMeta, Header, FORMAT_VERSION};
 use super::limits::Limits;
 
 /// What ends the prefix: the key of the first per-message field.
@@ -295,6 +295,9 @@ impl HeaderCache {
                     let mut header = template.header.clone();
                     header.seq = seq;
                     header.time = time;
+                    // The template passed the format's rules when it was parsed, and no rule
+                    // reads `seq` or `time`.
+                    debug_assert_eq!(validate(&header, &self.limits), Ok(()));
                     template.misses = 0;
                     self.hits += 1;
                     return Ok(header);
