@@ -15,10 +15,11 @@ a numpy array. Peers:
 - pyzmq bare frames: a pre-built header and payload (the libzmq ceiling from Python)
 - raw loopback TCP with `socket.sendall` / `recv_into` (the physical ceiling)
 
-ndbridge's own figures come from `target/release/ndbridge-bench` (publisher and collector in
-separate processes, and bare libzmq through the same library). The codec comparison runs
-python-blosc2 (shuffle + zstd level 1, one thread) and ndbridge's codec on the same bytes.
-The table reports medians over the repeats with min-max, and the ratios the targets name.
+ndbridge's own figures come from `target/release/examples/ndbridge-bench` (the harness in
+benches/ndbridge-bench/: publisher and collector in separate processes, and bare libzmq through
+the same library). The codec comparison runs python-blosc2 (shuffle + zstd level 1, one thread)
+and ndbridge's codec on the same bytes. The table reports medians over the repeats with min-max,
+and the ratios the targets name.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 import zmq
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "target" / "release" / "ndbridge-bench"
+BENCH = ROOT / "target" / "release" / "examples" / "ndbridge-bench"
 LARGE = 1 << 20  # float64 elements: 8 MiB
 SMALL_SHAPE = (10, 10)  # 800 bytes
 
@@ -315,7 +316,8 @@ def main() -> None:
         return role_tcp_send(args.size, args.count, args.port)
 
     if not BENCH.exists():
-        sys.exit(f"{BENCH} is missing: run `cargo build --release` first")
+        sys.exit(f"{BENCH} is missing: run "
+                 "`cargo build --release --example ndbridge-bench` first")
     counts = {
         ("large", "pickle0+zlib"): 3 if args.quick else 6,
         ("large", "np.save+zlib"): 6 if args.quick else 20,

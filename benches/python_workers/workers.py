@@ -234,9 +234,9 @@ def codec_speeds(tmp: str, repeats: int) -> Dict[str, float]:
         speeds["pure"].append(rho.nbytes / (time.perf_counter() - t) / 1e9)
     path = os.path.join(tmp, "rho.npy")
     np.save(path, rho)
-    res = subprocess.run([str(RELEASE / "ndbridge-bench"), "codec", "--input", path, "--codec",
-                          "shuffle-zstd1", "--repeats", str(repeats)], capture_output=True,
-                         text=True, check=True)
+    harness = RELEASE / "examples" / "ndbridge-bench"
+    res = subprocess.run([str(harness), "codec", "--input", path, "--codec", "shuffle-zstd1",
+                          "--repeats", str(repeats)], capture_output=True, text=True, check=True)
     rust = json.loads(res.stdout)["encode_runs"]
     return {"native": statistics.median(speeds["native"]), "rust": statistics.median(rust),
             "pure": statistics.median(speeds["pure"])}

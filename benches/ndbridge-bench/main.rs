@@ -5,6 +5,13 @@
 //! processes (this same binary with a hidden role), then prints a table (or `--json`).
 //! Throughput is array payload bytes over the time from the first message received to the last
 //! one through the sinks, measured in the receiving process.
+//!
+//! ```text
+//! cargo build --release --example ndbridge-bench
+//! target/release/examples/ndbridge-bench --baseline
+//! ```
+//!
+//! An example target (Cargo.toml), so that it is built on demand and never installed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
