@@ -1,4 +1,4 @@
-//! The crate's public error: everything a publisher, collector or sink can report.
+//! The crate's public error: everything a publisher, subscriber, collector or sink can report.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +49,14 @@ pub enum Error {
         waited: Duration,
         /// Messages queued, or held by ZeroMQ, and not passed on (after `close`: discarded).
         pending: usize,
+    },
+    /// A subscriber waited its whole receive timeout and no record came.
+    #[error("no record within {waited:?} from {endpoints}")]
+    RecvTimeout {
+        /// How long it waited.
+        waited: Duration,
+        /// The subscriber's endpoints.
+        endpoints: String,
     },
     /// `close` found that no peer ever took a message: nothing listens at the endpoints (or
     /// not the right kind of socket).

@@ -1,17 +1,17 @@
 //! The `ndbridge` command: argument parsing, logging, signals and exit codes around the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ndbridge::collector::{Collector, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary};
 use ndbridge::demo::{DemoConfig, DemoReport};
-use ndbridge::transport::{self, Endpoint, SocketKind, SocketOptions};
-use ndbridge::wire::{decode, Limits};
-use ndbridge::{ArrayBuffer, Compression, Link, Publisher};
+use ndbridge::transport::{SocketKind, SocketOptions};
+use ndbridge::wire::{Limits, Record};
+use ndbridge::{ArrayBuffer, Compression, Link, Publisher, Subscriber};
 
 /// Move numpy / ndarray arrays between processes over ZeroMQ: fast, compressed when that pays,
 /// never pickled.
@@ -268,6 +268,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read the output has all they wanted of it.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ndbridge: error: {e:#}");
             ExitCode::FAILURE
@@ -348,10 +350,12 @@ fn collect(args: CollectArgs) -> Result<()> {
             .unwrap_or_default()
     );
     if args.print_endpoints {
-        println!(
-            "{}",
-            serde_json::json!({"input": collector.endpoints(), "forward": forward_endpoint})
-        );
+        let endpoints =
+            serde_json::json!({"input": collector.endpoints(), "forward": forward_endpoint});
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{endpoints}")
+            .and_then(|()| out.flush())
+            .context("writing the endpoints to stdout")?;
     }
     let summary = collector.wait();
     tracing::info!("stopped: {}", summary.stats.line(None));
@@ -452,74 +456,65 @@ fn send(args: SendArgs) -> Result<()> {
 }
 
 fn tail(args: TailArgs) -> Result<()> {
-    let context = zmq::Context::new();
-    let socket = transport::open(
-        &context,
-        SocketKind::Sub,
-        &[Endpoint::connect(&args.from)],
-        &SocketOptions::default(),
-    )?;
-    if !args.name.is_empty() {
-        socket.set_subscribe(b"")?;
-        socket.set_unsubscribe(b"")?;
-        for name in &args.name {
-            socket.set_subscribe(name.as_bytes())?;
-        }
+    let mut builder = Subscriber::builder().connect(&args.from);
+    for name in &args.name {
+        builder = builder.name(name);
     }
+    let mut subscriber = builder
+        .build()
+        .with_context(|| format!("subscribing to {}", args.from))?;
     let shutdown = Shutdown::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, shutdown.flag())?;
+        signal_hook::flag::register(signal, shutdown.flag())
+            .context("installing signal handler")?;
     }
+    let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
-    let mut idle = std::time::Instant::now();
+    let mut idle = Instant::now();
     while !shutdown.is_triggered() && args.count.is_none_or(|c| seen < c) {
         if let Some(limit) = args.idle_timeout {
             if idle.elapsed().as_secs_f64() > limit {
                 bail!("no record for {limit} s");
             }
         }
-        let Some(frames) =
-            transport::recv_message(&socket, zmq::DONTWAIT).or_else(|e| match e {
-                zmq::Error::EINTR => Ok(None),
-                e => Err(e),
-            })?
-        else {
-            // Nothing waiting: sleep in poll so signals and the idle timeout are seen.
-            match socket.poll(zmq::POLLIN, 100) {
-                Ok(_) | Err(zmq::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+        // A short wait, so that signals and the idle timeout are seen.
+        let record = match subscriber.recv_within(Duration::from_millis(100)) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            Err(ndbridge::Error::Decode(e)) => {
+                eprintln!("bad message: {e}");
+                continue;
             }
+            Err(e) => return Err(e).context("receiving"),
         };
-        idle = std::time::Instant::now();
-        let frames: Vec<_> = frames.into_iter().map(transport::frame_bytes).collect();
-        match decode(&frames[1.min(frames.len())..], &Limits::default()) {
-            Ok(record) => {
-                let h = &record.header;
-                if !args.name.is_empty() && !args.name.contains(&h.name) {
-                    continue;
-                }
-                seen += 1;
-                let arrays: Vec<String> = record
-                    .arrays
-                    .iter()
-                    .map(|a| {
-                        let m = a.meta();
-                        format!("{}:{}{:?}/{}", m.name, m.dtype, m.shape, m.codec.as_str())
-                    })
-                    .collect();
-                println!(
-                    "{} {} seq={} {} {:.1} kB",
-                    h.name,
-                    h.source,
-                    h.seq,
-                    arrays.join(" "),
-                    record.raw_bytes() as f64 / 1e3
-                );
-            }
-            Err(e) => eprintln!("bad message: {e}"),
-        }
+        idle = Instant::now();
+        seen += 1;
+        // A reader that has gone (`| head`) ends the command quietly: see `main`.
+        writeln!(out, "{}", tail_line(&record)).context("writing to stdout")?;
     }
-    Ok(())
+    out.flush().context("writing to stdout")
+}
+
+/// One record as `tail` prints it: name, source, sequence number, each array's dtype, shape
+/// and codec, and the decoded size.
+fn tail_line(record: &Record) -> String {
+    let h = &record.header;
+    let arrays: Vec<String> = record
+        .arrays
+        .iter()
+        .map(|a| {
+            let m = a.meta();
+            format!("{}:{}{:?}/{}", m.name, m.dtype, m.shape, m.codec.as_str())
+        })
+        .collect();
+    format!(
+        "{} {} seq={} {} {:.1} kB",
+        h.name,
+        h.source,
+        h.seq,
+        arrays.join(" "),
+        record.raw_bytes() as f64 / 1e3
+    )
 }
 
 fn demo(args: DemoArgs) -> Result<()> {
@@ -551,40 +546,9 @@ fn demo(args: DemoArgs) -> Result<()> {
     if tty {
         eprintln!();
     }
+    let sent = print_demo_summary(&mut std::io::stdout().lock(), &report)
+        .context("writing the summary to stdout")?;
     let s = &report.summary.stats;
-    let secs = report.elapsed.as_secs_f64();
-    println!();
-    println!("{:<28} {:>14}", "collector endpoint", report.endpoint);
-    println!("{:<28} {:>14}", "records stored", s.stored);
-    println!("{:<28} {:>14.3}", "GB decoded", s.raw_bytes as f64 / 1e9);
-    println!(
-        "{:<28} {:>14.3}",
-        "GB on the wire",
-        s.wire_bytes as f64 / 1e9
-    );
-    println!(
-        "{:<28} {:>14.3}",
-        "GB/s decoded",
-        s.raw_bytes as f64 / 1e9 / secs
-    );
-    println!(
-        "{:<28} {:>14.2}",
-        "compression ratio",
-        s.wire_bytes as f64 / s.raw_bytes.max(1) as f64
-    );
-    println!("{:<28} {:>14}", "gaps", s.gaps);
-    println!("{:<28} {:>14}", "rejected", s.rejected);
-    let sent: u64 = report.publishers.iter().map(|p| p.sent).sum();
-    println!("{:<28} {:>14}", "sent by workers", sent);
-    println!();
-    println!(
-        "files: {}/<source>/<name>/<seq>.npy|.npz",
-        report.out.display()
-    );
-    println!(
-        "load one: python3 -c \"import numpy as np; a = np.load('{}/sim-0/temperature/0.npy'); print(a.dtype, a.shape, a.mean())\"",
-        report.out.display()
-    );
     if s.stored != sent || s.gaps != 0 {
         bail!(
             "{sent} records sent but {} stored ({} gaps)",
@@ -593,4 +557,63 @@ fn demo(args: DemoArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes the demo's summary table; returns the records the workers sent.
+fn print_demo_summary(out: &mut impl Write, report: &DemoReport) -> std::io::Result<u64> {
+    let s = &report.summary.stats;
+    let secs = report.elapsed.as_secs_f64();
+    let sent: u64 = report.publishers.iter().map(|p| p.sent).sum();
+    writeln!(out)?;
+    writeln!(out, "{:<28} {:>14}", "collector endpoint", report.endpoint)?;
+    writeln!(out, "{:<28} {:>14}", "records stored", s.stored)?;
+    writeln!(
+        out,
+        "{:<28} {:>14.3}",
+        "GB decoded",
+        s.raw_bytes as f64 / 1e9
+    )?;
+    writeln!(
+        out,
+        "{:<28} {:>14.3}",
+        "GB on the wire",
+        s.wire_bytes as f64 / 1e9
+    )?;
+    writeln!(
+        out,
+        "{:<28} {:>14.3}",
+        "GB/s decoded",
+        s.raw_bytes as f64 / 1e9 / secs
+    )?;
+    writeln!(
+        out,
+        "{:<28} {:>14.2}",
+        "compression ratio",
+        s.wire_bytes as f64 / s.raw_bytes.max(1) as f64
+    )?;
+    writeln!(out, "{:<28} {:>14}", "gaps", s.gaps)?;
+    writeln!(out, "{:<28} {:>14}", "rejected", s.rejected)?;
+    writeln!(out, "{:<28} {:>14}", "sent by workers", sent)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "files: {}/<source>/<name>/<seq>.npy|.npz",
+        report.out.display()
+    )?;
+    writeln!(
+        out,
+        "load one: python3 -c \"import numpy as np; a = np.load('{}/sim-0/temperature/0.npy'); print(a.dtype, a.shape, a.mean())\"",
+        report.out.display()
+    )?;
+    out.flush()?;
+    Ok(sent)
+}
+
+/// True when `error` comes from writing to a pipe whose reader has gone (`ndbridge ... | head`).
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
