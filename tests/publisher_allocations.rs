@@ -3,7 +3,9 @@
 //! the publisher thread frees, and that cross-thread traffic is what glibc's malloc handles worst.
 //! Only the queue's channel allocates, one block per 31 messages.
 //!
-//! A counting allocator in this test binary counts the allocations of the calling thread.
+//! A counting allocator in this test binary counts the allocations of the calling thread. It is
+//! a binary of its own, outside `tests/integration/`: a global allocator serves every test of
+//! its binary, and this one would count (and slow) the allocations of every other test.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -11,6 +13,10 @@ use std::time::Duration;
 
 use ndarray::{Array1, Array3};
 use ndbridge::{ArrayBuffer, Compression, Publisher};
+
+#[path = "common/watchdog.rs"]
+mod watchdog;
+use watchdog::watchdog;
 
 struct CountingAllocator;
 
@@ -48,6 +54,7 @@ fn allocations() -> u64 {
 
 #[test]
 fn queueing_a_shared_array_allocates_only_channel_blocks() {
+    let _watchdog = watchdog("queueing a shared array", Duration::from_secs(60));
     // Nobody listens: everything stays queued, and the queue is large enough for all of it.
     let endpoint = format!("ipc:///tmp/ndbridge-alloc-test-{}.sock", std::process::id());
     let publisher = Publisher::builder()

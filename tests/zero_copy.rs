@@ -1,6 +1,10 @@
 //! The no-copy claims, proven with a counting allocator and pointer equality: an owned array
 //! becomes a raw frame without its buffer being copied, and a raw frame decodes to a view that
 //! borrows it.
+//!
+//! A binary of its own, outside `tests/integration/`: its counting allocator counts the bytes
+//! every thread of the binary allocates, so another test running beside it would break the
+//! count. It opens no socket.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

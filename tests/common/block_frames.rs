@@ -1,7 +1,7 @@
 //! Shuffled zstd frames built block by block from a byte string, and the differential check
 //! that ndbridge decodes each exactly as zstd's reference decoder and the plain unshuffle do, or
-//! refuses it. Shared by the proptest in `tests/zstd_block_frames.rs` and the cargo fuzz target
-//! `fuzz/fuzz_targets/block_frames.rs`, so that both explore the same space.
+//! refuses it. Shared by the proptest in `tests/integration/zstd_block_frames.rs` and the cargo
+//! fuzz target `fuzz/fuzz_targets/block_frames.rs`, so that both explore the same space.
 //!
 //! The input bytes choose the frame header (window, single segment, a lying content size, a
 //! checksum flag with a wrong checksum), then blocks one by one: raw, RLE or compressed, of size

@@ -1,17 +1,26 @@
-//! Helpers shared by the integration tests: the golden `.frames` file format, logical-order
-//! byte dumps of decoded arrays, raw one-array messages, waiting for a condition with a
-//! timeout, a slow sink that notes what it sees, and the length of a zstd frame header.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests (`tests/integration/`): the golden `.frames` file
+//! format, logical-order byte dumps of decoded arrays, raw one-array messages and the records a
+//! sink receives, waiting for a condition with a timeout, the per-test watchdog, sinks that
+//! note or check what they see, reading an output directory and its manifest, and the length of
+//! a zstd frame header.
 
 pub mod block_frames;
+mod watchdog;
 
-use std::path::Path;
+pub use watchdog::watchdog;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ndarray::Array1;
 use ndbridge::collector::{Received, Sink, SinkError};
 use ndbridge::wire::{encode, ArrayBuffer, Compression, DecodedArray, DynArray, Envelope};
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+use serde_json::Value;
 
 /// Reads a `.frames` file: frames, each an 8-byte little-endian length and its bytes.
 pub fn read_frames(path: &Path) -> Vec<Bytes> {
@@ -73,6 +82,7 @@ pub struct NotingSink<T> {
 }
 
 impl<T: Clone> NotingSink<T> {
+    /// A sink that sleeps `delay` per record and notes `note(record)`.
     pub fn new(delay: Duration, note: fn(&Received) -> T) -> Self {
         NotingSink {
             delay,
@@ -141,15 +151,119 @@ pub fn one_array_message(
         .frames
 }
 
-/// Ends the whole test binary if a test outlives `limit`, so a hang fails instead of blocking
-/// the suite. Dropping the returned value disarms it.
-pub fn watchdog(test: &'static str, limit: Duration) -> std::sync::mpsc::Sender<()> {
-    let (disarm, armed) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
-            eprintln!("{test}: still running after {limit:?}, aborting the test binary");
-            std::process::exit(101);
+/// A decoded record of one array named like the record, as a sink receives it.
+pub fn received(name: &str, source: &str, session: &str, seq: u64, array: ArrayBuffer) -> Received {
+    let frames = one_array_message(name, source, session, seq, array);
+    Received {
+        record: ndbridge::wire::decode(&frames, &ndbridge::wire::Limits::default()).unwrap(),
+        frames,
+        received_at: std::time::SystemTime::now(),
+    }
+}
+
+/// The array that publisher `p` sends as message `seq` to a [`SlowSink`]: first element the
+/// seq, the rest `p`.
+pub fn block(p: usize, seq: u64, len: usize) -> Array1<f64> {
+    let mut a = Array1::from_elem(len, p as f64);
+    a[0] = seq as f64;
+    a
+}
+
+/// A sink that takes `delay` per record, counts the records and checks each one's content
+/// against [`block`]: the source ends in `-<p>`, the array is `[seq, p, ..., p]` as f64.
+pub struct SlowSink {
+    delay: Duration,
+    /// Every `(source, seq)` seen.
+    pub seen: Mutex<HashSet<(String, u64)>>,
+    /// Records whose content was not [`block`]'s, or that came twice.
+    pub bad: AtomicU64,
+}
+
+impl SlowSink {
+    /// A sink that sleeps `delay` per record.
+    pub fn new(delay: Duration) -> SlowSink {
+        SlowSink {
+            delay,
+            seen: Mutex::default(),
+            bad: AtomicU64::new(0),
         }
-    });
-    disarm
+    }
+
+    /// How many distinct records went through.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Sink for SlowSink {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    fn write(&self, message: &Received) -> Result<(), SinkError> {
+        std::thread::sleep(self.delay);
+        let h = &message.record.header;
+        let a = message.record.arrays[0].view::<f64>().unwrap();
+        let p: f64 = h
+            .source
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1.0);
+        if a[[0]] != h.seq as f64 || a.iter().skip(1).any(|&x| x != p) {
+            self.bad.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.seen.lock().unwrap().insert((h.source.clone(), h.seq)) {
+            self.bad.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The lines of `out/manifest.jsonl`; fails the test when there is no manifest.
+pub fn manifest(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The lines of `out/manifest.jsonl`, none while it does not exist (a collector still starting).
+pub fn manifest_so_far(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every path under `dir`, depth first, without following links; fails the test on a link.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(!meta.file_type().is_symlink(), "link {}", path.display());
+        if meta.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+/// The configuration of a property test of `cases` cases. The cases it has failed on are kept
+/// next to its source file (`tests/integration/<module>.proptest-regressions`, committed) and
+/// replayed before any new case. Proptest's default would look for a `lib.rs` or `main.rs`
+/// above the source file, find `tests/integration/main.rs`, and keep them in
+/// `tests/proptest-regressions/<module>.txt` instead.
+pub fn proptest_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
 }

@@ -9,13 +9,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::block_frames::{build, reference};
-
 use bytes::Bytes;
 use ndarray::Array1;
 use ndbridge::wire::{unshuffle, ArrayBuffer};
 use serde_json::Value;
+
+use crate::common::block_frames::{build, reference};
+use crate::common::{wait_until, watchdog};
 
 /// `ndbridge collect` on an ephemeral loopback port, killed if the test fails.
 struct CollectorProcess {
@@ -124,7 +124,7 @@ fn renamed(frames: &[Bytes], source: &str, seq: u64) -> Vec<Bytes> {
 /// Frames of a valid record of 32768 float64 (256 KiB), all equal to `value`.
 fn valid(source: &str, seq: u64, value: f64) -> Vec<Bytes> {
     let array = ArrayBuffer::from_owned(Array1::from(vec![value; 32768]));
-    common::one_array_message("field", source, "s", seq, array)
+    crate::common::one_array_message("field", source, "s", seq, array)
 }
 
 fn stats(path: &Path) -> Value {
@@ -140,6 +140,10 @@ fn npy_payload(path: &Path) -> Vec<u8> {
 
 #[test]
 fn zero_size_block_frames_are_stored_right_between_other_sources_records() {
+    let _watchdog = watchdog(
+        "zero size block frames are stored",
+        Duration::from_secs(180),
+    );
     let dir = tempfile::tempdir().unwrap();
     let (out, stats_path) = (dir.path().join("out"), dir.path().join("stats.json"));
     let mut collector = CollectorProcess::start(&out, &stats_path, &dir.path().join("err.log"));
@@ -171,7 +175,7 @@ fn zero_size_block_frames_are_stored_right_between_other_sources_records() {
         unshuffle(&shuffled, &mut plain, case.itemsize);
         plain
     };
-    common::wait_until("all records stored", Duration::from_secs(30), || {
+    wait_until("all records stored", Duration::from_secs(30), || {
         std::fs::read_to_string(out.join("manifest.jsonl"))
             .is_ok_and(|m| m.lines().count() as u64 == 2 * ROUNDS)
     });
@@ -215,6 +219,7 @@ fn block(kind: u32, size: u32, last: bool) -> [u8; 3] {
 
 #[test]
 fn lying_frames_and_zstd_bombs_are_refused_within_memory() {
+    let _watchdog = watchdog("lying frames and zstd bombs are", Duration::from_secs(180));
     let dir = tempfile::tempdir().unwrap();
     let (out, stats_path) = (dir.path().join("out"), dir.path().join("stats.json"));
     let mut collector = CollectorProcess::start(&out, &stats_path, &dir.path().join("err.log"));
@@ -244,7 +249,7 @@ fn lying_frames_and_zstd_bombs_are_refused_within_memory() {
         send(&honest, &valid("honest", seq, 1.0));
     }
     drop((attacker, honest));
-    common::wait_until("the honest records stored", Duration::from_secs(60), || {
+    wait_until("the honest records stored", Duration::from_secs(60), || {
         std::fs::read_to_string(out.join("manifest.jsonl"))
             .is_ok_and(|m| m.lines().count() as u64 == ROUNDS)
     });
@@ -276,6 +281,7 @@ fn lying_frames_and_zstd_bombs_are_refused_within_memory() {
 
 #[test]
 fn a_message_of_millions_of_empty_frames_costs_only_its_bounded_size() {
+    let _watchdog = watchdog("a message of millions of empty", Duration::from_secs(180));
     let dir = tempfile::tempdir().unwrap();
     let (out, stats_path) = (dir.path().join("out"), dir.path().join("stats.json"));
     // The limits set the largest message: 1 MiB arrays, so about 3.4 MB with frames counted.
@@ -296,7 +302,7 @@ fn a_message_of_millions_of_empty_frames_costs_only_its_bounded_size() {
     for seq in 0..10 {
         send(&honest, &valid("honest", seq, 2.0));
     }
-    common::wait_until("the honest records stored", Duration::from_secs(60), || {
+    wait_until("the honest records stored", Duration::from_secs(60), || {
         std::fs::read_to_string(out.join("manifest.jsonl")).is_ok_and(|m| m.lines().count() == 10)
     });
     // Let the attacker's frames arrive: libzmq drops its connection once the message passes

@@ -1,8 +1,6 @@
 //! Golden vectors written by NumPy + zstandard (`tests/data/make_golden.py`) decode in Rust bit
 //! for bit.
 
-mod common;
-
 use std::path::PathBuf;
 
 use ndbridge::wire::{decode, Limits};
@@ -21,7 +19,7 @@ fn numpy_written_messages_decode_bit_exactly() {
     );
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let frames = common::read_frames(&dir.join(case["file"].as_str().unwrap()));
+        let frames = crate::common::read_frames(&dir.join(case["file"].as_str().unwrap()));
         let record =
             decode(&frames, &Limits::default()).unwrap_or_else(|e| panic!("case {name}: {e}"));
         let expected_arrays = case["arrays"].as_array().unwrap();
@@ -37,7 +35,7 @@ fn numpy_written_messages_decode_bit_exactly() {
             assert_eq!(array.shape(), &shape[..], "case {name}");
             let bin = std::fs::read(dir.join(expected["expected"].as_str().unwrap())).unwrap();
             assert!(
-                common::c_order_le_bytes(array) == bin,
+                crate::common::c_order_le_bytes(array) == bin,
                 "case {name}, array {array_name}: values differ"
             );
         }

@@ -1,15 +1,15 @@
-//! The publisher's contract: full-queue policies, sharing one publisher between threads, and
-//! PUB publishers tapped by a SUB collector.
+//! The publisher's contract: full-queue policies, sharing one publisher between threads, PUB
+//! publishers tapped by a SUB collector, and a publisher whose collector starts late or never
+//! (it delivers once the collector binds; `close` keeps its timeout).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{wait_until, NotingSink};
-
 use ndarray::Array1;
 use ndbridge::collector::Collector;
 use ndbridge::{Compression, FullPolicy, Publisher, SocketKind};
+
+use crate::common::{block, wait_until, watchdog, NotingSink, SlowSink};
 
 fn slow_collector(delay: Duration) -> Collector {
     Collector::builder()
@@ -41,6 +41,7 @@ fn small_queue_publisher(endpoint: &str, policy: FullPolicy) -> Publisher {
 
 #[test]
 fn block_waits_for_room_and_loses_nothing() {
+    let _watchdog = watchdog("block waits for room and loses", Duration::from_secs(120));
     let collector = slow_collector(Duration::from_millis(20));
     let publisher = small_queue_publisher(collector.endpoint(), FullPolicy::Block);
     let started = Instant::now();
@@ -61,6 +62,7 @@ fn block_waits_for_room_and_loses_nothing() {
 
 #[test]
 fn drop_returns_at_once_and_counts() {
+    let _watchdog = watchdog("drop returns at once and counts", Duration::from_secs(120));
     let collector = slow_collector(Duration::from_millis(50));
     let publisher = small_queue_publisher(collector.endpoint(), FullPolicy::Drop);
     let started = Instant::now();
@@ -84,6 +86,10 @@ fn drop_returns_at_once_and_counts() {
 
 #[test]
 fn one_publisher_shared_by_threads_numbers_every_message_once() {
+    let _watchdog = watchdog(
+        "one publisher shared by threads numbers",
+        Duration::from_secs(120),
+    );
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
         .start()
@@ -120,6 +126,7 @@ fn one_publisher_shared_by_threads_numbers_every_message_once() {
 
 #[test]
 fn pub_publisher_to_sub_collector() {
+    let _watchdog = watchdog("pub publisher to sub collector", Duration::from_secs(120));
     // The publisher binds a PUB socket (an ipc path in a fresh directory); the collector
     // connects with SUB and strips the topic frame.
     let dir = tempfile::tempdir().unwrap();
@@ -161,6 +168,7 @@ fn pub_publisher_to_sub_collector() {
 
 #[test]
 fn close_says_so_when_no_collector_ever_took_a_message() {
+    let _watchdog = watchdog("close says so when no collector", Duration::from_secs(120));
     // A port that was bound a moment ago and is closed now: nothing listens there.
     let endpoint = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -193,6 +201,7 @@ fn close_says_so_when_no_collector_ever_took_a_message() {
 
 #[test]
 fn flush_and_close_wait_until_the_collector_has_every_message() {
+    let _watchdog = watchdog("flush and close wait until the", Duration::from_secs(120));
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
         .start()
@@ -219,4 +228,126 @@ fn flush_and_close_wait_until_the_collector_has_every_message() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(collector.stop().stats.stored, 51);
+}
+
+#[test]
+fn publisher_started_before_the_collector_delivers_once_it_binds() {
+    let _watchdog = watchdog("collector late", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("ipc://{}/late.sock", dir.path().display());
+    let publisher = Publisher::builder()
+        .connect(&endpoint)
+        .source("early-0")
+        .compression(Compression::Raw)
+        .queue_bytes(256 << 10)
+        .on_full(ndbridge::FullPolicy::Timeout(Duration::from_millis(20)))
+        .socket_options(ndbridge::transport::SocketOptions {
+            send_hwm: 4,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    // Nobody listens: ZeroMQ holds a few messages, the queue a few more, then sends time out.
+    // A refused message gets no seq, so the next accepted one carries `accepted.len()`.
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for i in 0..40u64 {
+        match publisher.send_owned("early", block(0, accepted.len() as u64, 8192)) {
+            Ok(()) => accepted.push(i),
+            Err(ndbridge::Error::QueueFull { .. }) => refused += 1,
+            Err(e) => panic!("send {i}: {e}"),
+        }
+    }
+    assert!(refused > 0, "every send was accepted with nobody listening");
+    assert!(accepted.len() >= 4, "{} accepted", accepted.len());
+    let stats = publisher.stats();
+    assert_eq!(stats.sent + stats.queued, accepted.len() as u64);
+
+    let sink = Arc::new(SlowSink::new(Duration::ZERO));
+    let collector = Collector::builder()
+        .bind(&endpoint)
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    // Once it listens, the same publisher goes on: retry what the full queue refuses.
+    for i in 40..60u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match publisher.send_owned("early", block(0, accepted.len() as u64, 8192)) {
+                Ok(()) => break,
+                Err(ndbridge::Error::QueueFull { .. }) if Instant::now() < deadline => {}
+                Err(e) => panic!("send {i} after the collector started: {e}"),
+            }
+        }
+        accepted.push(i);
+    }
+    publisher.flush(Duration::from_secs(20)).unwrap();
+    let total = accepted.len();
+    wait_until("every accepted message", Duration::from_secs(20), || {
+        sink.count() >= total
+    });
+    let stats = publisher.close(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (stats.sent, stats.dropped, stats.queued),
+        (total as u64, 0, 0)
+    );
+    let summary = collector.stop();
+    assert_eq!(summary.stats.stored, total as u64);
+    assert_eq!(summary.stats.gaps, 0);
+    assert_eq!(sink.bad.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The messages that arrived are exactly the accepted ones, each with the seq it expected.
+    let seen = sink.seen.lock().unwrap();
+    assert_eq!(seen.len(), total);
+    assert!((0..total as u64).all(|seq| seen.contains(&("early-0".to_owned(), seq))));
+}
+
+#[test]
+fn close_keeps_its_timeout_when_no_collector_ever_appears() {
+    let _watchdog = watchdog("collector absent", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Publisher::builder()
+        .connect(format!("ipc://{}/nobody.sock", dir.path().display()))
+        .compression(Compression::Raw)
+        .queue_bytes(256 << 10)
+        .on_full(ndbridge::FullPolicy::Drop)
+        .socket_options(ndbridge::transport::SocketOptions {
+            send_hwm: 4,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    for i in 0..40u64 {
+        publisher.send_owned("lost", block(0, i, 8192)).unwrap();
+    }
+    let before = publisher.stats();
+    assert!(before.dropped > 0, "the queue never filled: {before:?}");
+    assert!(before.queued > 0);
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let result = publisher.close(timeout);
+    let closed = started.elapsed();
+    let after = publisher.stats();
+    drop(publisher);
+    let dropped = started.elapsed();
+    // Sends block at most 100 ms (ZMQ_SNDTIMEO) before the deadline is checked again.
+    let slack = Duration::from_millis(400);
+    assert!(closed <= timeout + slack, "close took {closed:?}");
+    assert!(
+        dropped <= timeout + slack,
+        "close and drop took {dropped:?}"
+    );
+    // Every message is accounted for once: handed to ZeroMQ, dropped, or failed.
+    assert_eq!(after.queued, 0);
+    assert_eq!(after.sent + after.dropped + after.failed, 40, "{after:?}");
+    // Nothing was delivered, and close says that no peer ever took a message.
+    assert_eq!(after.delivered, 0, "{after:?}");
+    let abandoned = after.dropped - before.dropped;
+    match result {
+        Err(ndbridge::Error::NoPeer { messages, .. }) if after.sent > 0 => {
+            assert_eq!(messages as u64, after.sent + abandoned, "{after:?}");
+        }
+        Err(ndbridge::Error::Timeout { pending, .. }) if after.sent == 0 => {
+            assert_eq!(pending as u64, abandoned, "{after:?}");
+        }
+        other => panic!("close: {other:?} with {after:?}"),
+    }
 }

@@ -1,15 +1,14 @@
 //! One test per class of malformed message: each is rejected with its own error, naming the
 //! field, what was expected and what came.
 
-mod common;
-use common::zstd_frame_header_len;
-
 use bytes::Bytes;
 use ndarray::Array2;
 use ndbridge::wire::{
     decode, encode, ArrayBuffer, Compression, DecodeError, Envelope, Limits, ViewError,
 };
 use serde_json::{json, Value};
+
+use crate::common::zstd_frame_header_len;
 
 fn envelope(name: &str) -> Envelope {
     Envelope {

@@ -138,7 +138,7 @@ fn same(a: &Result<Header, DecodeError>, b: &Result<Header, DecodeError>) -> boo
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(crate::common::proptest_config(256))]
 
     #[test]
     fn the_writer_writes_what_to_json_writes_even_when_only_a_zero_s_sign_changes(stream in prop::collection::vec(header(), 1..40)) {

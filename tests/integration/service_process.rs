@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,26 +17,7 @@ use ndbridge::collector::{Collector, DiskSink};
 use ndbridge::{ArrayBuffer, Compression, FullPolicy, Publisher};
 use serde_json::Value;
 
-/// Ends the whole test binary if a test outlives `limit`, so a hang fails instead of blocking
-/// the suite. Dropping the returned value disarms it.
-fn watchdog(test: &'static str, limit: Duration) -> mpsc::Sender<()> {
-    let (disarm, armed) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
-            eprintln!("{test}: still running after {limit:?}, aborting the test binary");
-            std::process::exit(101);
-        }
-    });
-    disarm
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use crate::common::{manifest_so_far, wait_until, watchdog};
 
 /// A child process that is killed (SIGKILL) when the test ends, however it ends.
 struct Process {
@@ -114,7 +95,7 @@ impl Drop for Process {
 fn example(name: &str) -> Option<PathBuf> {
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
-        // target/<profile>/deps/service_process-<hash> -> target/<profile>/examples/<name>
+        // target/<profile>/deps/integration-<hash> -> target/<profile>/examples/<name>
         if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
             candidates.push(profile_dir.join("examples").join(name));
         }
@@ -129,14 +110,6 @@ fn example(name: &str) -> Option<PathBuf> {
         eprintln!("skipped: examples/{name}.rs is not built (run `cargo build --examples` first)");
     }
     found
-}
-
-fn manifest(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("manifest.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Every file under `dir`, recursively.
@@ -211,7 +184,7 @@ fn example_worker_publishes_to_an_in_process_collector() {
     let summary = collector.stop();
     assert_eq!((summary.stats.gaps, summary.stats.rejected), (0, 0));
 
-    let lines = manifest(out.path());
+    let lines = manifest_so_far(out.path());
     let count = |name: &str| lines.iter().filter(|l| l["name"] == name).count() as u64;
     assert_eq!(
         (count("temperature"), count("density"), count("state")),
@@ -278,7 +251,7 @@ fn example_collector_and_worker_processes_stop_on_ctrl_c() {
     assert!(worker.wait(Duration::from_secs(30)).success());
     let expected = 2 * 20 + 4;
     wait_until("the collector's manifest", Duration::from_secs(20), || {
-        manifest(out.path()).len() == expected
+        manifest_so_far(out.path()).len() == expected
     });
     collector.signal("INT");
     let status = collector.wait(Duration::from_secs(20));
@@ -341,6 +314,7 @@ fn field(tag: u64, seq: u64, len: usize) -> Array1<f64> {
 #[test]
 #[ignore = "the publisher child of killed_publisher_process_..., started by that test"]
 fn child_publisher() {
+    let _watchdog = watchdog("child publisher", Duration::from_secs(90));
     let endpoint = std::env::var(CHILD_ENDPOINT)
         .expect("this publisher child runs only when its parent test sets the endpoint");
     let publisher = Publisher::builder()
@@ -376,7 +350,7 @@ fn killed_publisher_process_leaves_only_complete_files_and_collection_goes_on() 
         Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "child_publisher",
+                "service_process::child_publisher",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
@@ -431,7 +405,7 @@ fn killed_publisher_process_leaves_only_complete_files_and_collection_goes_on() 
     assert!(s.sink_errors.is_empty(), "{:?}", s.sink_errors);
     assert_eq!(s.sources["victim"].sessions, 2);
 
-    let lines = manifest(out.path());
+    let lines = manifest_so_far(out.path());
     let stored = stored_files(out.path());
     assert_eq!(lines.len() as u64, s.stored);
     assert_eq!(stored.len() as u64, s.stored);
@@ -581,7 +555,7 @@ fn sigterm_stops_the_collector_process_cleanly_under_load() {
         (Some(0), Some(0))
     );
     assert_eq!(summary["sinks"]["disk"]["files"].as_u64().unwrap(), stored);
-    let lines = manifest(&out);
+    let lines = manifest_so_far(&out);
     assert_eq!(lines.len() as u64, stored);
     let files = stored_files(&out);
     assert_eq!(files.len() as u64, stored);

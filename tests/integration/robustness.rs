@@ -6,17 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::wait_until;
-
 use ndarray::Array1;
 use ndbridge::collector::{Collector, Received, Sink, SinkError};
 use ndbridge::wire::{ArrayBuffer, Limits};
 
+use crate::common::{wait_until, watchdog};
+
 /// Frames of a valid one-array message: 16 float64 equal to `seq`.
 fn message(name: &str, source: &str, session: &str, seq: u64) -> Vec<bytes::Bytes> {
     let array = ArrayBuffer::from_owned(Array1::from(vec![seq as f64; 16]));
-    common::one_array_message(name, source, session, seq, array)
+    crate::common::one_array_message(name, source, session, seq, array)
 }
 
 fn push(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
@@ -55,6 +54,7 @@ impl Sink for Grumpy {
 
 #[test]
 fn a_panicking_sink_is_counted_and_the_collector_still_stops() {
+    let _watchdog = watchdog("a panicking sink is counted and", Duration::from_secs(120));
     let sink = Arc::new(Grumpy::default());
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
@@ -89,6 +89,7 @@ fn a_panicking_sink_is_counted_and_the_collector_still_stops() {
 
 #[test]
 fn a_message_of_many_frames_is_rejected_and_the_next_one_stored() {
+    let _watchdog = watchdog("a message of many frames is", Duration::from_secs(120));
     let limits = Limits::default().max_arrays(8);
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
@@ -115,6 +116,7 @@ fn a_message_of_many_frames_is_rejected_and_the_next_one_stored() {
 
 #[test]
 fn a_frame_over_the_size_limit_drops_only_that_peer() {
+    let _watchdog = watchdog("a frame over the size limit", Duration::from_secs(120));
     let limits = Limits::default()
         .max_array_bytes(1 << 20)
         .max_message_bytes(1 << 20)
@@ -143,6 +145,7 @@ fn a_frame_over_the_size_limit_drops_only_that_peer() {
 
 #[test]
 fn a_flood_of_sessions_and_seq_jumps_keeps_stats_bounded() {
+    let _watchdog = watchdog("a flood of sessions and seq", Duration::from_secs(120));
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
         .start()
@@ -173,6 +176,10 @@ fn a_flood_of_sessions_and_seq_jumps_keeps_stats_bounded() {
 
 #[test]
 fn peers_beyond_the_limit_are_refused_until_one_leaves() {
+    let _watchdog = watchdog(
+        "peers beyond the limit are refused",
+        Duration::from_secs(120),
+    );
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
         .max_peers(2)
@@ -211,6 +218,10 @@ fn peers_beyond_the_limit_are_refused_until_one_leaves() {
 
 #[test]
 fn two_collectors_can_share_a_context() {
+    let _watchdog = watchdog(
+        "two collectors can share a context",
+        Duration::from_secs(120),
+    );
     let ctx = zmq::Context::new();
     let first = Collector::builder()
         .bind("tcp://127.0.0.1:*")

@@ -4,9 +4,9 @@
 //! followed by the plain unshuffle, or refuses it when the reference decoder does. The cargo
 //! fuzz target `block_frames` runs the same generator and check without end.
 
-mod common;
-use common::block_frames::{build, check};
 use proptest::prelude::*;
+
+use crate::common::block_frames::{build, check};
 
 /// Frames from the committed fuzz corpus (`fuzz/corpus/block_frames`), among them the frames
 /// that once made the block decoder read history from another buffer.
@@ -30,7 +30,7 @@ fn committed_corpus_decodes_as_the_reference_does() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(crate::common::proptest_config(3000))]
 
     /// Any input bytes make a frame that decodes as the reference decoder reads it.
     #[test]

@@ -3,14 +3,13 @@
 //! checks the declared window) reads back to the shuffled bytes, and that ndbridge decodes to
 //! the array.
 
-mod common;
-use common::zstd_frame_header_len;
-
 use bytes::Bytes;
 use ndbridge::wire::codec::{decode_buffer, encode_buffer};
 use ndbridge::wire::{shuffle, ArrayMeta, Codec, Compression, Filter, Order};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
+
+use crate::common::zstd_frame_header_len;
 
 /// What each byte stream of a generated buffer holds.
 #[derive(Debug, Clone, Copy)]
@@ -161,7 +160,7 @@ fn stream_kind() -> impl Strategy<Value = Stream> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(crate::common::proptest_config(24))]
 
     #[test]
     fn any_mix_of_streams_round_trips(

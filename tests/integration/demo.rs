@@ -2,9 +2,16 @@
 //! with a loadable file.
 
 use std::process::Command;
+use std::time::Duration;
+
+use crate::common::watchdog;
 
 #[test]
 fn demo_stores_every_record_and_points_at_a_real_file() {
+    let _watchdog = watchdog(
+        "demo stores every record and points",
+        Duration::from_secs(120),
+    );
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
         .args([
@@ -56,6 +63,10 @@ fn demo_stores_every_record_and_points_at_a_real_file() {
 /// package, that works only if `default-run` names the `ndbridge` binary.
 #[test]
 fn the_readme_first_command_runs_the_ndbridge_binary() {
+    let _watchdog = watchdog(
+        "the readme first command runs the",
+        Duration::from_secs(120),
+    );
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let first_command = readme

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-mod common;
-use common::{wait_until, NotingSink};
-
 use ndarray::Array1;
 use ndbridge::collector::Collector;
 use ndbridge::transport::SocketOptions;
 use ndbridge::wire::Codec;
 use ndbridge::{Compression, Link, Publisher};
+
+use crate::common::{wait_until, watchdog, NotingSink};
 
 /// The codec of each of `messages` records sent over loopback, told to be `link`, to a receiver
 /// that takes `delay` per record.
@@ -56,6 +55,7 @@ fn run(delay: Duration, messages: usize, link: Link) -> Vec<Codec> {
 
 #[test]
 fn fast_receiver_gets_raw_arrays() {
+    let _watchdog = watchdog("fast receiver gets raw arrays", Duration::from_secs(180));
     let codecs = run(Duration::ZERO, 30, Link::Network);
     assert!(
         codecs.iter().all(|&c| c == Codec::Raw),
@@ -65,6 +65,10 @@ fn fast_receiver_gets_raw_arrays() {
 
 #[test]
 fn slow_receiver_gets_compressed_arrays() {
+    let _watchdog = watchdog(
+        "slow receiver gets compressed arrays",
+        Duration::from_secs(180),
+    );
     // 1 MB per 100 ms is 10 MB/s: far slower than zstd saves time at, even in a debug build on
     // a busy machine. The first messages fill the socket buffers without blocking, so the
     // publisher learns the link's speed only then.
@@ -84,6 +88,7 @@ fn slow_receiver_gets_compressed_arrays() {
 
 #[test]
 fn a_local_link_gets_raw_arrays_even_from_a_slow_receiver() {
+    let _watchdog = watchdog("a local link gets raw arrays", Duration::from_secs(180));
     // Loopback is detected as local: sends that block mean a busy receiver, and compressing
     // would only add decompression to its work.
     let codecs = run(Duration::from_millis(20), 40, Link::Detect);

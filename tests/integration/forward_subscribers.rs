@@ -1,6 +1,7 @@
 //! The forward sink's subscribers, over tcp and ipc on ephemeral endpoints, with libzmq SUB
 //! sockets (and raw connections for hostile peers): a subscriber that stops reading loses only
-//! its own records and holds at most its byte limit, subscribers beyond the limit are refused
+//! its own records and holds at most its byte limit (and the sink at most its own), subscribers
+//! beyond the limit are refused
 //! and counted, topics filter, heartbeats are answered, and peers that break the protocol are
 //! disconnected and counted while the others keep receiving.
 
@@ -10,23 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::wait_until;
-use common::watchdog;
-
 use ndarray::Array1;
 use ndbridge::collector::{Collector, ForwardSink, Received, Sink};
 use ndbridge::{ArrayBuffer, Compression, Publisher};
 
+use crate::common::{received, wait_until, watchdog};
+
 /// A decoded record named `name` of one u8 array of `len` elements.
 fn record(name: &str, seq: u64, len: usize) -> Received {
     let array = ArrayBuffer::from_owned(Array1::<u8>::from_elem(len, seq as u8));
-    let frames = common::one_array_message(name, "w", "s", seq, array);
-    Received {
-        record: ndbridge::wire::decode(&frames, &ndbridge::wire::Limits::default()).unwrap(),
-        frames,
-        received_at: std::time::SystemTime::now(),
-    }
+    received(name, "w", "s", seq, array)
 }
 
 /// A SUB socket connected to `endpoint`, subscribed to `topic`, with a receive timeout.
@@ -453,4 +447,47 @@ fn ipc_endpoints_serve_subscribers_and_are_removed_at_finish() {
         err.to_string().contains("found another kind of file"),
         "{err}"
     );
+}
+
+/// A subscriber that stops reading makes ZeroMQ keep the messages forwarded to it; the forward
+/// sink holds at most its byte limit of them, drops (and counts) the rest, and the bytes come
+/// back once the subscriber has read what was queued for it.
+#[test]
+fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
+    let _watchdog = watchdog("forward limit", Duration::from_secs(60));
+    const LIMIT: u64 = 8 << 20;
+    let context = zmq::Context::new();
+    let sink = ForwardSink::listen("tcp://127.0.0.1:*")
+        .unwrap()
+        .max_bytes(LIMIT);
+    let sub = context.socket(zmq::SUB).unwrap();
+    sub.set_rcvhwm(1).unwrap();
+    sub.set_rcvtimeo(100).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.connect(sink.endpoint()).unwrap();
+    let record = |seq: u64, len: usize| {
+        let a = ArrayBuffer::from_owned(Array1::<u8>::from_elem(len, seq as u8));
+        received("big", "w", "s", seq, a)
+    };
+    // Forward small records until one arrives: the subscription is live.
+    wait_until("a live subscription", Duration::from_secs(20), || {
+        sink.write(&record(0, 16)).unwrap();
+        sub.recv_multipart(0).is_ok()
+    });
+    // The subscriber stops reading; 64 records of 1 MiB go out.
+    for seq in 1..=64 {
+        sink.write(&record(seq, 1 << 20)).unwrap();
+        assert!(
+            sink.held_bytes() <= LIMIT,
+            "{} bytes held",
+            sink.held_bytes()
+        );
+    }
+    assert!(sink.dropped() > 0, "nothing was dropped");
+    // Reading what was queued gives every byte back.
+    wait_until("every held frame released", Duration::from_secs(20), || {
+        while sub.recv_multipart(0).is_ok() {}
+        sink.held_bytes() == 0
+    });
+    sink.finish().unwrap();
 }

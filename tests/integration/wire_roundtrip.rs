@@ -121,7 +121,7 @@ fn check_roundtrip<T: Element>(
 macro_rules! roundtrip_test {
     ($name:ident, $t:ty, $elem:expr) => {
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(96))]
+            #![proptest_config(crate::common::proptest_config(96))]
             #[test]
             fn $name(
                 (shape, values) in shapes().prop_flat_map(|shape| {
