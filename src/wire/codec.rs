@@ -466,12 +466,20 @@ mod tests {
         let zeros = Bytes::from(vec![0u8; (EXPANSION_FREE_BYTES + 8) as usize]);
         let auto = encode_buffer(&zeros, 8, Compression::auto()).unwrap();
         assert_eq!(auto.codec, Codec::Raw);
-        assert_eq!(auto.frame.as_ptr(), zeros.as_ptr(), "raw is the data itself");
+        assert_eq!(
+            auto.frame.as_ptr(),
+            zeros.as_ptr(),
+            "raw is the data itself"
+        );
         let zstd = encode_buffer(&zeros, 8, Compression::zstd(1)).unwrap();
         assert_eq!(zstd.codec, Codec::Zstd, "zstd is what the sender asked for");
         let small = Bytes::from(vec![0u8; 1 << 20]);
         let auto_small = encode_buffer(&small, 8, Compression::auto()).unwrap();
-        assert_eq!(auto_small.codec, Codec::Zstd, "small arrays are never held to the limit");
+        assert_eq!(
+            auto_small.codec,
+            Codec::Zstd,
+            "small arrays are never held to the limit"
+        );
     }
 
     #[test]
