@@ -195,26 +195,20 @@ impl PublisherBuilder {
         self
     }
 
-    /// Opens the socket and starts the publisher thread.
-    pub fn build(self) -> Result<Publisher, Error> {
-        if !matches!(self.kind, SocketKind::Push | SocketKind::Pub) {
-            return Err(Error::Socket(transport::SocketError {
-                action: "publish on",
-                address: format!("a {:?} socket (use Push or Pub)", self.kind),
-                source: zmq::Error::EINVAL,
-            }));
-        }
-        self.compression.validate()?;
-        let local_link = match self.link {
+    /// Whether the link is local ([`Link`]), detected from the endpoints unless set.
+    fn local_link(&self) -> bool {
+        match self.link {
             Link::Detect => {
                 !self.endpoints.is_empty() && self.endpoints.iter().all(Endpoint::is_local)
             }
             Link::Local => true,
             Link::Network => false,
-        };
-        let context = self.context.unwrap_or_default();
-        let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
-        let shared = Arc::new(Shared {
+        }
+    }
+
+    /// What the handle and the publisher thread share: the queue's budget and the counters.
+    fn shared(&self) -> Shared {
+        Shared {
             queue: Arc::new(ByteBudget::new(
                 self.queue_bytes as u64,
                 wake_policy(self.on_full),
@@ -230,7 +224,23 @@ impl PublisherBuilder {
                 .join(", "),
             close_deadline: Mutex::new(None),
             linger: self.options.linger,
-        });
+        }
+    }
+
+    /// Opens the socket and starts the publisher thread.
+    pub fn build(self) -> Result<Publisher, Error> {
+        if !matches!(self.kind, SocketKind::Push | SocketKind::Pub) {
+            return Err(Error::Socket(transport::SocketError {
+                action: "publish on",
+                address: format!("a {:?} socket (use Push or Pub)", self.kind),
+                source: zmq::Error::EINVAL,
+            }));
+        }
+        self.compression.validate()?;
+        let local_link = self.local_link();
+        let context = self.context.clone().unwrap_or_default();
+        let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
+        let shared = Arc::new(self.shared());
         let (jobs, rx) = crossbeam_channel::unbounded();
         let (source, session) = (self.source.unwrap_or_else(default_source), new_session_id());
         let session_id = session.clone();
