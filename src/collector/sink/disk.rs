@@ -52,6 +52,7 @@ use serde_json::{json, Value};
 
 use super::{Received, Sink, SinkError};
 use crate::npy::{write_npy, write_npz};
+use crate::wire::{DecodedArray, Record};
 
 /// Longest path component written, in bytes; longer names are cut and given a hash suffix.
 const MAX_COMPONENT: usize = 120;
@@ -228,6 +229,55 @@ impl DiskSink {
                 Err(e) => return Err(io_error(&dir_path.join(&temp))(e.into())),
             }
         }
+    }
+
+    /// Writes `record` to its file in `dir` (at `dir_path`): a temporary file first, moved to
+    /// its final name once complete, so that no reader sees a partial file; returns that name.
+    /// Nothing is left behind when either step fails.
+    fn store_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        record: &Record,
+    ) -> Result<String, SinkError> {
+        let header = &record.header;
+        let ext = if record.arrays.len() == 1 {
+            "npy"
+        } else {
+            "npz"
+        };
+        let (temp, file) = self.create_temp(dir, dir_path, header.seq, ext)?;
+        if let Err(e) = self.write_arrays(file, &record.arrays) {
+            let _ = rustix::fs::unlinkat(dir, temp.as_str(), AtFlags::empty());
+            return Err(io_error(&dir_path.join(&temp))(e));
+        }
+        self.place(dir, dir_path, &temp, header.seq, &header.session, ext)
+            .map_err(|e| {
+                let _ = rustix::fs::unlinkat(dir, temp.as_str(), AtFlags::empty());
+                io_error(dir_path)(e)
+            })
+    }
+
+    /// Writes one array as `.npy`, several as `.npz` (members named after the arrays, escaped
+    /// as path components are).
+    fn write_arrays(&self, file: File, arrays: &[DecodedArray]) -> std::io::Result<()> {
+        if let [array] = arrays {
+            let mut w = BufWriter::with_capacity(1 << 16, file);
+            write_npy(&mut w, array)?;
+            w.into_inner().map_err(|e| e.into_error())?;
+        } else {
+            let escaped = &self.escaped_names;
+            write_npz(BufWriter::with_capacity(1 << 16, file), arrays, |name| {
+                let (member, changed) = path_component(name);
+                if changed {
+                    escaped.fetch_add(1, Ordering::Relaxed);
+                }
+                member
+            })?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        }
+        Ok(())
     }
 
     /// Moves the finished temporary file `temp` in `dir` (at `dir_path`) to its final name,
@@ -521,6 +571,33 @@ fn remove_stale_temp_files(
     removed
 }
 
+/// The manifest's line for `record`, stored at `path` (relative to the output directory),
+/// newline included.
+fn manifest_line(record: &Record, path: &str) -> Vec<u8> {
+    let header = &record.header;
+    let line = json!({
+        "source": header.source,
+        "session": header.session,
+        "seq": header.seq,
+        "name": header.name,
+        "time": header.time,
+        "arrays": record.arrays.iter().map(|a| {
+            let m = a.meta();
+            json!({
+                "name": m.name, "dtype": m.dtype.to_string(), "shape": m.shape,
+                "order": if m.order == crate::wire::Order::C { "C" } else { "F" },
+                "codec": m.codec.as_str(), "shuffle": m.is_shuffled(),
+                "wire_bytes": a.wire_len(), "raw_bytes": m.nbytes,
+            })
+        }).collect::<Vec<_>>(),
+        "attrs": header.attrs.clone().map(Value::Object).unwrap_or(Value::Null),
+        "path": path,
+    });
+    let mut text = serde_json::to_vec(&line).expect("JSON values serialize");
+    text.push(b'\n');
+    text
+}
+
 impl Sink for DiskSink {
     fn name(&self) -> &str {
         "disk"
@@ -534,76 +611,15 @@ impl Sink for DiskSink {
         let source_dir = open_dir(self.out_dir.as_fd(), &source, &source_path)?;
         let dir_path = source_path.join(&name);
         let dir = open_dir(source_dir.as_fd(), &name, &dir_path)?;
-        let arrays = &message.record.arrays;
-        let single = arrays.len() == 1;
-        let ext = if single { "npy" } else { "npz" };
-        let (temp, file) = self.create_temp(dir.as_fd(), &dir_path, header.seq, ext)?;
-        let written = (|| -> std::io::Result<()> {
-            if single {
-                let mut w = BufWriter::with_capacity(1 << 16, file);
-                write_npy(&mut w, &arrays[0])?;
-                w.into_inner().map_err(|e| e.into_error())?;
-            } else {
-                let escaped = &self.escaped_names;
-                write_npz(BufWriter::with_capacity(1 << 16, file), arrays, |name| {
-                    let (member, changed) = path_component(name);
-                    if changed {
-                        escaped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    member
-                })?
-                .into_inner()
-                .map_err(|e| e.into_error())?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(dir.as_fd(), temp.as_str(), AtFlags::empty());
-            return Err(io_error(&dir_path.join(&temp))(e));
-        }
-        let placed = self.place(
-            dir.as_fd(),
-            &dir_path,
-            &temp,
-            header.seq,
-            &header.session,
-            ext,
-        );
-        let file_name = match placed {
-            Ok(file_name) => file_name,
-            Err(e) => {
-                let _ = rustix::fs::unlinkat(dir.as_fd(), temp.as_str(), AtFlags::empty());
-                return Err(io_error(&dir_path)(e));
-            }
-        };
+        let file_name = self.store_file(dir.as_fd(), &dir_path, &message.record)?;
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(message.record.raw_bytes(), Ordering::Relaxed);
-
-        let line = json!({
-            "source": header.source,
-            "session": header.session,
-            "seq": header.seq,
-            "name": header.name,
-            "time": header.time,
-            "arrays": arrays.iter().map(|a| {
-                let m = a.meta();
-                json!({
-                    "name": m.name, "dtype": m.dtype.to_string(), "shape": m.shape,
-                    "order": if m.order == crate::wire::Order::C { "C" } else { "F" },
-                    "codec": m.codec.as_str(), "shuffle": m.is_shuffled(),
-                    "wire_bytes": a.wire_len(), "raw_bytes": m.nbytes,
-                })
-            }).collect::<Vec<_>>(),
-            "attrs": header.attrs.clone().map(Value::Object).unwrap_or(Value::Null),
-            "path": format!("{source}/{name}/{file_name}"),
-        });
-        let mut text = serde_json::to_vec(&line).expect("JSON values serialize");
-        text.push(b'\n');
+        let line = manifest_line(&message.record, &format!("{source}/{name}/{file_name}"));
         self.manifest
             .lock()
             .expect("manifest lock")
-            .write_all(&text)
+            .write_all(&line)
             .map_err(io_error(&self.out.join(MANIFEST)))?;
         Ok(())
     }
