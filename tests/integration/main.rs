@@ -29,6 +29,7 @@ mod publisher;
 mod robustness;
 mod service_process;
 mod stress;
+mod subscriber;
 mod wire_malformed;
 mod wire_roundtrip;
 mod zstd_block_frames;
