@@ -10,10 +10,13 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::Array1;
-use ndbridge::synth::{noise, smooth_field};
 use ndbridge::wire::{
     decode, encode, ArrayBuffer, Compression, Decoder, Encoder, Envelope, Limits,
 };
+use synth::{noise, smooth_field};
+
+#[path = "../src/synth.rs"]
+mod synth;
 
 fn envelope() -> Envelope {
     Envelope {

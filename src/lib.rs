@@ -2,20 +2,29 @@
 //! multipart messages, a JSON header and one buffer frame per array, raw or zstd (optionally
 //! byte-shuffled), never pickled. Any pyzmq + numpy program reads them in a few lines.
 //!
+//! # The contract
+//! - [`Publisher`] (built by [`PublisherBuilder`]): the handle simulation threads share to send
+//!   named arrays; one thread owns the socket, compresses when it pays ([`Compression`],
+//!   [`Link`]) and bounds its queue ([`FullPolicy`]).
+//! - [`Subscriber`]: receives and decodes records from a collector's forward socket or from
+//!   PUB publishers.
+//! - [`Collector`] (module [`collector`]): receives from many publishers, decodes on a thread
+//!   pool and hands records to its sinks: the [`DiskSink`](collector::DiskSink), the
+//!   [`ForwardSink`](collector::ForwardSink), or yours ([`Sink`]).
+//! - [`wire`]: the format as pure code over bytes (header, dtypes, codecs, encode and decode),
+//!   for programs that move the frames themselves.
+//! - [`npy`]: reading the `.npy` / `.npz` files the disk sink writes.
+//! - [`Error`]: what the publisher, subscriber and collector return.
+//!
 //! # Layout
-//! - [`wire`]: the format as pure code over bytes: header, dtypes, codecs, encode and decode.
-//!   No sockets, threads, files or logging.
-//! - [`transport`]: every ZeroMQ socket ndbridge opens, and zero-copy frame send/receive.
-//! - [`publisher`]: the handle simulation threads share; one thread owns the socket.
-//! - [`subscriber`]: receives and decodes records from a forward socket or PUB publishers.
-//! - [`pacing`]: when compression pays, from the link's and the compressor's measured speed.
-//! - [`collector`]: receiver thread, decode workers, sinks (disk, forward, yours), statistics.
-//! - [`npy`]: `.npy` / `.npz` files read and written as bytes (any wire dtype, either order).
-//! - [`demo`]: the end-to-end demo behind `ndbridge demo`.
-//! - [`synth`]: smooth synthetic fields for demos and benchmarks.
-//! - `src/bin/ndbridge.rs`: the command line (`collect`, `send`, `tail`, `demo`), built with
-//!   the default feature `cli`; without it (`default-features = false`) the crate compiles
-//!   none of the command line's dependencies.
+//! Each module says in its first lines what it owns. Private to the crate:
+//! `transport` (every ZeroMQ socket ndbridge opens, zero-copy frame send and receive),
+//! `publisher` and `subscriber` (the two ends), `pacing` (when compression pays, from the link's
+//! and the compressor's measured speed), `budget` (the byte budget with an RAII permit that
+//! bounds the publisher's queue, the collector's decoding and the forward sink). The command
+//! line (`src/bin/ndbridge/`: `collect`, `send`, `tail`, `demo`) is built with the default
+//! feature `cli`; without it (`default-features = false`) the crate compiles none of the
+//! command line's dependencies.
 //!
 //! # Data flow
 //! ```text
@@ -24,24 +33,25 @@
 //!   => Python: recv_multipart -> np.frombuffer
 //! ```
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 mod budget;
 pub mod collector;
-pub mod demo;
-pub mod error;
+mod error;
 pub mod npy;
-pub mod pacing;
-pub mod publisher;
-pub mod subscriber;
-pub mod synth;
-pub mod transport;
+mod pacing;
+mod publisher;
+mod subscriber;
+#[cfg(test)]
+mod synth;
+mod transport;
 pub mod wire;
 
-pub use collector::{Collector, CollectorBuilder, Shutdown, Sink};
+pub use collector::{Collector, CollectorBuilder, Sink};
 pub use error::Error;
 pub use publisher::{FullPolicy, Link, Publisher, PublisherBuilder, PublisherStats};
 pub use subscriber::{Subscriber, SubscriberBuilder};
-pub use transport::SocketKind;
+pub use transport::{SocketKind, SocketOptions};
 pub use wire::{ArrayBuffer, Compression, Limits};
 
 /// The README's examples, compiled and run as doctests.

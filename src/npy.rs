@@ -10,19 +10,7 @@ use crate::wire::{ArrayBuffer, DType, DecodedArray, Order};
 const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// The `.npy` header (magic, version, length, dict, padding) for one array.
-///
-/// ```
-/// use ndbridge::npy::npy_header;
-/// use ndbridge::wire::{DType, Order};
-///
-/// let h = npy_header(&"<f8".parse::<DType>()?, &[2, 3], ndbridge::wire::Order::C);
-/// assert_eq!(h.len() % 64, 0);
-/// assert!(h.starts_with(b"\x93NUMPY\x01\x00"));
-/// let dict = String::from_utf8_lossy(&h[10..]);
-/// assert!(dict.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }"));
-/// # Ok::<(), ndbridge::wire::DTypeError>(())
-/// ```
-pub fn npy_header(dtype: &crate::wire::DType, shape: &[usize], order: Order) -> Vec<u8> {
+pub(crate) fn npy_header(dtype: &crate::wire::DType, shape: &[usize], order: Order) -> Vec<u8> {
     let shape_text = match shape {
         [] => "()".to_owned(),
         [n] => format!("({n},)"),
@@ -65,7 +53,7 @@ pub fn npy_header(dtype: &crate::wire::DType, shape: &[usize], order: Order) -> 
 }
 
 /// Writes one array as a complete `.npy` file.
-pub fn write_npy(out: &mut impl Write, array: &DecodedArray) -> io::Result<()> {
+pub(crate) fn write_npy(out: &mut impl Write, array: &DecodedArray) -> io::Result<()> {
     out.write_all(&npy_header(
         &array.dtype(),
         array.shape(),
@@ -76,7 +64,7 @@ pub fn write_npy(out: &mut impl Write, array: &DecodedArray) -> io::Result<()> {
 
 /// Writes named arrays as an uncompressed `.npz` archive (a zip of `.npy` members), the entry
 /// of each named by `member_name`.
-pub fn write_npz<W: Write + io::Seek>(
+pub(crate) fn write_npz<W: Write + io::Seek>(
     out: W,
     arrays: &[DecodedArray],
     member_name: impl Fn(&str) -> String,
@@ -123,10 +111,14 @@ pub enum NpyError {
 /// Parses a whole `.npy` file held in `file` into an array buffer that borrows it (no copy).
 ///
 /// ```
-/// use ndbridge::npy::{npy_header, read_npy};
-/// use ndbridge::wire::Order;
+/// use ndbridge::npy::read_npy;
 ///
-/// let mut file = npy_header(&"<i4".parse()?, &[2], Order::C);
+/// // numpy's `np.save` of `np.array([1, 2], dtype="<i4")`: magic, version 1.0, header length,
+/// // the header dict padded with spaces to a multiple of 64 bytes in all, then the data.
+/// let dict = "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }";
+/// let mut file = b"\x93NUMPY\x01\x00".to_vec();
+/// file.extend_from_slice(&118u16.to_le_bytes());
+/// file.extend_from_slice(format!("{dict:<117}\n").as_bytes());
 /// file.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
 /// let array = read_npy(bytes::Bytes::from(file))?;
 /// assert_eq!((array.dtype().to_string(), array.shape()), ("<i4".to_owned(), &[2][..]));
@@ -209,4 +201,19 @@ fn raw_value<'a>(dict: &'a str, key: &str) -> Option<&'a str> {
 fn quoted_value<'a>(dict: &'a str, key: &str) -> Option<&'a str> {
     let rest = raw_value(dict, key)?.strip_prefix('\'')?;
     rest.split('\'').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::DType;
+
+    #[test]
+    fn npy_headers_are_padded_dicts() {
+        let h = npy_header(&"<f8".parse::<DType>().unwrap(), &[2, 3], Order::C);
+        assert_eq!(h.len() % 64, 0);
+        assert!(h.starts_with(b"\x93NUMPY\x01\x00"));
+        let dict = String::from_utf8_lossy(&h[10..]);
+        assert!(dict.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }"));
+    }
 }

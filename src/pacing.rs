@@ -29,21 +29,8 @@ const SAMPLE_EVERY: u64 = 16;
 const SAMPLE_EVERY_BYTES: u64 = 4 << 20;
 
 /// Tracks link and compressor speed and decides, message by message, whether to compress.
-///
-/// ```
-/// use std::time::Duration;
-/// use ndbridge::pacing::Pacing;
-///
-/// let mut p = Pacing::default();
-/// assert!(!p.should_compress()); // nothing known: raw
-/// // A slow link: 1 MB takes 10 ms to send (100 MB/s) ...
-/// p.observe_send(1_000_000, Duration::from_millis(10));
-/// // ... and the compressor does 1 GB/s, halving the size.
-/// p.observe_compress(1_000_000, 500_000, Duration::from_millis(1));
-/// assert!(p.should_compress());
-/// ```
 #[derive(Debug, Clone, Default)]
-pub struct Pacing {
+pub(crate) struct Pacing {
     link_seconds_per_byte: Option<f64>,
     codec_seconds_per_byte: Option<f64>,
     ratio: Option<f64>,
@@ -60,7 +47,7 @@ fn ewma(old: Option<f64>, new: f64) -> Option<f64> {
 
 impl Pacing {
     /// Records that `wire_bytes` were handed to the socket in `took`.
-    pub fn observe_send(&mut self, wire_bytes: u64, took: Duration) {
+    pub(crate) fn observe_send(&mut self, wire_bytes: u64, took: Duration) {
         if wire_bytes > 0 {
             let spb = took.as_secs_f64() / wire_bytes as f64;
             self.link_seconds_per_byte = ewma(self.link_seconds_per_byte, spb);
@@ -68,7 +55,12 @@ impl Pacing {
     }
 
     /// Records that `raw_bytes` compressed to `compressed_bytes` in `took`.
-    pub fn observe_compress(&mut self, raw_bytes: u64, compressed_bytes: u64, took: Duration) {
+    pub(crate) fn observe_compress(
+        &mut self,
+        raw_bytes: u64,
+        compressed_bytes: u64,
+        took: Duration,
+    ) {
         if raw_bytes > 0 {
             // Interference (other threads, other processes) only ever slows the compressor:
             // a faster measurement is taken at once, a slower one only gradually.
@@ -84,13 +76,13 @@ impl Pacing {
     }
 
     /// True when the link currently limits the rate (sends block).
-    pub fn link_limited(&self) -> bool {
+    pub(crate) fn link_limited(&self) -> bool {
         self.link_seconds_per_byte
             .is_some_and(|s| s > UNBLOCKED_SECONDS_PER_BYTE)
     }
 
     /// Compress the next message?
-    pub fn should_compress(&self) -> bool {
+    pub(crate) fn should_compress(&self) -> bool {
         match (
             self.link_seconds_per_byte,
             self.codec_seconds_per_byte,
@@ -106,7 +98,7 @@ impl Pacing {
     /// Should the caller measure the compressor on a sample of the next message, of `raw_bytes`?
     /// True when the link limits but the compressor's figures are missing or old: 16 messages
     /// and 4 MiB ago.
-    pub fn wants_sample(&mut self, raw_bytes: u64) -> bool {
+    pub(crate) fn wants_sample(&mut self, raw_bytes: u64) -> bool {
         if !self.link_limited() || self.should_compress() {
             return false;
         }
@@ -161,5 +153,16 @@ mod tests {
             }
             other => panic!("{case}: unknown step {other}"),
         }
+    }
+
+    #[test]
+    fn a_slow_link_and_a_fast_compressor_compress() {
+        let mut p = Pacing::default();
+        assert!(!p.should_compress()); // nothing known: raw
+                                       // A slow link: 1 MB takes 10 ms to send (100 MB/s) ...
+        p.observe_send(1_000_000, Duration::from_millis(10));
+        // ... and the compressor does 1 GB/s, halving the size.
+        p.observe_compress(1_000_000, 500_000, Duration::from_millis(1));
+        assert!(p.should_compress());
     }
 }

@@ -19,15 +19,15 @@ use crate::budget::{ByteBudget, Permit, Wake};
 use crate::error::Error;
 use crate::pacing::Pacing;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
-use crate::wire::codec::encode_buffer;
-use crate::wire::encode::check_names;
+use crate::wire::check_names;
+use crate::wire::encode_buffer;
 use crate::wire::{ArrayBuffer, Compression, Element, EncodedMessage, Encoder, Envelope};
 
 /// What the publisher's link is, for the automatic codec ([`Compression::Auto`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Link {
-    /// Local when every endpoint is ([`Endpoint::is_local`]: `ipc://`, `inproc://`, loopback
-    /// `tcp://`), a network otherwise.
+    /// Local when every endpoint is (`ipc://`, `inproc://`, loopback `tcp://`), a network
+    /// otherwise.
     #[default]
     Detect,
     /// This machine only: bytes move at memory speed, so compression never pays and
@@ -35,8 +35,8 @@ pub enum Link {
     /// a busy receiver, and compressing would only give it decompression to do.)
     Local,
     /// A network, also behind a local port that forwards to one (an SSH tunnel):
-    /// [`Compression::Auto`] weighs the link's speed against the compressor's
-    /// (see [`crate::pacing`]).
+    /// [`Compression::Auto`] weighs the link's speed, measured from the sends, against the
+    /// compressor's.
     Network,
 }
 
@@ -242,7 +242,10 @@ impl PublisherBuilder {
         let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
         let shared = Arc::new(self.shared());
         let (jobs, rx) = crossbeam_channel::unbounded();
-        let (source, session) = (self.source.unwrap_or_else(default_source), new_session_id());
+        let (source, session) = (
+            self.source.unwrap_or_else(Publisher::default_source),
+            new_session_id(),
+        );
         let session_id = session.clone();
         let worker = SendLoop {
             socket,
@@ -370,6 +373,12 @@ struct Queued {
 }
 
 impl Publisher {
+    /// The source name of a publisher not given one: `<host name>:<process id>`.
+    pub fn default_source() -> String {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        format!("{host}:{}", std::process::id())
+    }
+
     /// A builder with the defaults: PUSH, auto compression, 256 MiB queue, blocking when full.
     pub fn builder() -> PublisherBuilder {
         PublisherBuilder::default()
@@ -863,14 +872,8 @@ impl SendLoop {
     }
 }
 
-/// `<host name>:<process id>`.
-pub fn default_source() -> String {
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    format!("{host}:{}", std::process::id())
-}
-
 /// 16 random hex digits.
-pub fn new_session_id() -> String {
+pub(crate) fn new_session_id() -> String {
     let mut bytes = [0u8; 8];
     if getrandom::getrandom(&mut bytes).is_err() {
         let nanos = SystemTime::now()

@@ -1,18 +1,23 @@
 //! Synthetic simulation-like fields for demos, examples and benchmarks: smooth sums of sines
 //! plus small noise (the data ndbridge is built for), and incompressible noise.
+//!
+//! Not part of the library: the targets that need it include this file as a module of their
+//! own (`#[path]`): the crate's unit tests, the command line's demo, the benchmarks and the
+//! integration tests. Each uses part of it.
+#![allow(dead_code)]
 
 /// A small, fast, deterministic generator (SplitMix64), so fields are the same on every run.
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
     /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -21,20 +26,14 @@ impl SplitMix64 {
     }
 
     /// A uniform float in `[-1, 1)`.
-    pub fn next_signed_unit(&mut self) -> f64 {
+    pub(crate) fn next_signed_unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
     }
 }
 
 /// A smooth 2-d field of `rows x cols` values at time `t`: a sum of sines, plus uniform noise of
 /// relative amplitude `1e-3`, in row-major order.
-///
-/// ```
-/// let f = ndbridge::synth::smooth_field(4, 8, 0.0, 1);
-/// assert_eq!(f.len(), 32);
-/// assert!(f.iter().all(|v| v.abs() < 3.0));
-/// ```
-pub fn smooth_field(rows: usize, cols: usize, t: f64, seed: u64) -> Vec<f64> {
+pub(crate) fn smooth_field(rows: usize, cols: usize, t: f64, seed: u64) -> Vec<f64> {
     let mut rng = SplitMix64::new(seed);
     let mut out = Vec::with_capacity(rows * cols);
     for i in 0..rows {
@@ -51,7 +50,20 @@ pub fn smooth_field(rows: usize, cols: usize, t: f64, seed: u64) -> Vec<f64> {
 }
 
 /// `n` values of incompressible noise in `[-1, 1)`.
-pub fn noise(n: usize, seed: u64) -> Vec<f64> {
+pub(crate) fn noise(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = SplitMix64::new(seed);
     (0..n).map(|_| rng.next_signed_unit()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fields_are_bounded_and_repeatable() {
+        let f = super::smooth_field(4, 8, 0.0, 1);
+        assert_eq!(f.len(), 32);
+        assert!(f.iter().all(|v| v.abs() < 3.0));
+        assert_eq!(f, super::smooth_field(4, 8, 0.0, 1));
+        assert_ne!(f, super::smooth_field(4, 8, 0.0, 2));
+        assert!(super::noise(100, 3).iter().all(|v| (-1.0..1.0).contains(v)));
+    }
 }

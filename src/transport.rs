@@ -39,15 +39,8 @@ impl SocketKind {
 }
 
 /// Where a socket attaches: `bind` to listen on an address, `connect` to reach one.
-///
-/// ```
-/// use ndbridge::transport::Endpoint;
-///
-/// let e = Endpoint::bind("tcp://127.0.0.1:*");
-/// assert_eq!(e.to_string(), "bind tcp://127.0.0.1:*");
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// Listen on this address (`tcp://127.0.0.1:*` picks a free port).
     Bind(String),
     /// Connect to this address; ZeroMQ reconnects on its own when the peer restarts.
@@ -56,17 +49,17 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// An endpoint to bind.
-    pub fn bind(addr: impl Into<String>) -> Endpoint {
+    pub(crate) fn bind(addr: impl Into<String>) -> Endpoint {
         Endpoint::Bind(addr.into())
     }
 
     /// An endpoint to connect to.
-    pub fn connect(addr: impl Into<String>) -> Endpoint {
+    pub(crate) fn connect(addr: impl Into<String>) -> Endpoint {
         Endpoint::Connect(addr.into())
     }
 
     /// The address.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         match self {
             Endpoint::Bind(a) | Endpoint::Connect(a) => a,
         }
@@ -75,19 +68,7 @@ impl Endpoint {
     /// True when the address can only reach this machine: `ipc://`, `inproc://`, or `tcp://` to
     /// or on a loopback address (`127.*`, `localhost`, `[::1]`). Bytes then move at memory
     /// speed, not at a network's.
-    ///
-    /// ```
-    /// use ndbridge::transport::Endpoint;
-    ///
-    /// assert!(Endpoint::connect("tcp://127.0.0.1:5555").is_local());
-    /// assert!(Endpoint::bind("tcp://localhost:*").is_local());
-    /// assert!(Endpoint::connect("tcp://[::1]:5555").is_local());
-    /// assert!(Endpoint::connect("ipc:///tmp/ndbridge.sock").is_local());
-    /// assert!(!Endpoint::connect("tcp://head-node:5555").is_local());
-    /// assert!(!Endpoint::bind("tcp://0.0.0.0:5555").is_local());
-    /// assert!(!Endpoint::connect("tcp://eth0;10.0.0.2:5555").is_local());
-    /// ```
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         let addr = self.addr();
         if addr.starts_with("ipc://") || addr.starts_with("inproc://") {
             return true;
@@ -123,7 +104,7 @@ pub struct SocketOptions {
     /// The wait of one blocking send before control returns to ndbridge (ZMQ_SNDTIMEO).
     pub send_poll: Duration,
     /// Every handshake asks the context's admission handler (ZeroMQ's ZAP, domain
-    /// [`ADMISSION_DOMAIN`]) whether to let the peer in; the collector answers it to bound its
+    /// `"ndbridge"`) whether to let the peer in; the collector answers it to bound its
     /// peers.
     pub admission: bool,
     /// Largest message a receiving socket accepts, its frames counted together with 64 bytes
@@ -147,7 +128,7 @@ impl Default for SocketOptions {
 }
 
 /// The ZAP domain of sockets opened with [`SocketOptions::admission`].
-pub const ADMISSION_DOMAIN: &str = "ndbridge";
+pub(crate) const ADMISSION_DOMAIN: &str = "ndbridge";
 
 /// A socket failed to open, bind, connect or take an option.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,7 +148,7 @@ fn millis(d: Duration) -> i32 {
 
 /// Opens a socket of `kind` with `options` and attaches it to every endpoint. A SUB socket
 /// subscribes to everything; narrow it with `set_subscribe` before use if needed.
-pub fn open(
+pub(crate) fn open(
     context: &zmq::Context,
     kind: SocketKind,
     endpoints: &[Endpoint],
@@ -208,7 +189,7 @@ pub fn open(
 }
 
 /// The address a socket was last bound to, with any `*` port resolved.
-pub fn last_endpoint(socket: &zmq::Socket) -> Option<String> {
+pub(crate) fn last_endpoint(socket: &zmq::Socket) -> Option<String> {
     socket.get_last_endpoint().ok()?.ok()
 }
 
@@ -222,20 +203,15 @@ impl AsRef<[u8]> for ReceivedFrame {
 }
 
 /// Wraps a received frame as `Bytes` without copying its data.
-pub fn frame_bytes(message: zmq::Message) -> Bytes {
+pub(crate) fn frame_bytes(message: zmq::Message) -> Bytes {
     Bytes::from_owner(ReceivedFrame(message))
 }
 
 /// Receives one whole multipart message, or `Ok(None)` when none is waiting (with
-/// `zmq::DONTWAIT`) or the receive timed out.
-pub fn recv_message(socket: &zmq::Socket, flags: i32) -> zmq::Result<Option<Vec<zmq::Message>>> {
-    recv_message_capped(socket, flags, usize::MAX)
-}
-
-/// Like [`recv_message`], but keeps at most `max_frames` frames: the rest of a longer message is
+/// `zmq::DONTWAIT`) or the receive timed out. Keeps at most `max_frames` frames: the rest of a longer message is
 /// read and discarded, so a peer cannot make the receiver hold unbounded frames. A caller that
 /// sees `max_frames` frames treats the message as too long.
-pub fn recv_message_capped(
+pub(crate) fn recv_message_capped(
     socket: &zmq::Socket,
     flags: i32,
     max_frames: usize,
@@ -275,7 +251,7 @@ struct HandedFrame {
 }
 
 /// Called by libzmq (on any of its threads) when it no longer needs a frame sent by
-/// [`send_message`] or [`send_tracked`]: drops the `Bytes` that kept the frame's memory alive,
+/// [`send_tracked`]: drops the `Bytes` that kept the frame's memory alive,
 /// and counts the message as passed on if it is tracked.
 unsafe extern "C" fn release_frame(_data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the `Box<HandedFrame>` leaked in `send_frame`, and libzmq calls this
@@ -336,19 +312,13 @@ fn send_frame(
 }
 
 /// Sends `frames` as one multipart message; each frame of 2 KiB or more is handed to
-/// ZeroMQ without copying (the `Bytes` is released when ZeroMQ is done with it).
-///
-/// `flags` apply to the first frame (e.g. `zmq::DONTWAIT`); once the first frame is accepted,
-/// ZeroMQ accepts the rest of the message.
-pub fn send_message(socket: &mut zmq::Socket, frames: &[Bytes], flags: i32) -> zmq::Result<()> {
-    send_frames(socket, frames, flags, None)
-}
-
-/// Sends `frames` as [`send_message`] does, and raises `passed_on` once ZeroMQ has passed the
+/// ZeroMQ without copying (the `Bytes` is released when ZeroMQ is done with it). `flags` apply
+/// to the first frame (e.g. `zmq::DONTWAIT`); once the first frame is accepted, ZeroMQ accepts
+/// the rest of the message. Raises `passed_on` once ZeroMQ has passed the
 /// message on: written to the operating system for a peer (or, on a PUB socket, to every
 /// subscriber, or dropped for want of any). A message ZeroMQ discards when its socket closes
 /// is counted then too, so a caller compares the count with what it sent before closing.
-pub fn send_tracked(
+pub(crate) fn send_tracked(
     socket: &mut zmq::Socket,
     frames: &[Bytes],
     flags: i32,
@@ -396,8 +366,8 @@ mod tests {
         .unwrap();
         let big = Bytes::from(vec![7u8; 1 << 20]);
         let small = Bytes::from_static(b"header");
-        send_message(&mut push, &[small.clone(), big.clone()], 0).unwrap();
-        let frames = recv_message(&pull, 0).unwrap().unwrap();
+        send_frames(&mut push, &[small.clone(), big.clone()], 0, None).unwrap();
+        let frames = recv_message_capped(&pull, 0, usize::MAX).unwrap().unwrap();
         assert_eq!(frames.len(), 2);
         assert_eq!(&frames[0][..], b"header");
         // inproc hands the very message over: same memory as the sender's Bytes.
@@ -423,7 +393,9 @@ mod tests {
         assert!(last_endpoint(&pull)
             .unwrap()
             .starts_with("tcp://127.0.0.1:"));
-        assert!(recv_message(&pull, zmq::DONTWAIT).unwrap().is_none());
+        assert!(recv_message_capped(&pull, zmq::DONTWAIT, usize::MAX)
+            .unwrap()
+            .is_none());
         let err = open(
             &ctx,
             SocketKind::Pull,
@@ -436,5 +408,22 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("cannot bind tcp://no-such-interface-xyz:1"));
+    }
+
+    #[test]
+    fn endpoints_print_what_they_do() {
+        let e = Endpoint::bind("tcp://127.0.0.1:*");
+        assert_eq!(e.to_string(), "bind tcp://127.0.0.1:*");
+    }
+
+    #[test]
+    fn local_addresses_are_told_from_network_ones() {
+        assert!(Endpoint::connect("tcp://127.0.0.1:5555").is_local());
+        assert!(Endpoint::bind("tcp://localhost:*").is_local());
+        assert!(Endpoint::connect("tcp://[::1]:5555").is_local());
+        assert!(Endpoint::connect("ipc:///tmp/ndbridge.sock").is_local());
+        assert!(!Endpoint::connect("tcp://head-node:5555").is_local());
+        assert!(!Endpoint::bind("tcp://0.0.0.0:5555").is_local());
+        assert!(!Endpoint::connect("tcp://eth0;10.0.0.2:5555").is_local());
     }
 }

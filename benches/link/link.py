@@ -4,7 +4,7 @@ A worker process in a network namespace sends bursts of records through a veth p
 with ``tc qdisc ... tbf`` to a receiver in the root namespace. Each case is timed from the
 worker's first send to the receiver's last record; the receiver only counts frames (it does not
 decode), so the figures are the link's and the publisher's. Fields: smooth float64 and float32
-1024 x 1024 fields (a sum of sines plus 1e-3 noise, as ``ndbridge::synth::smooth_field``) and
+1024 x 1024 fields (a sum of sines plus 1e-3 noise, as ``src/synth.rs`` makes them) and
 incompressible float64 noise.
 """
 

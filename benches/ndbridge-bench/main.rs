@@ -25,9 +25,17 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::Array1;
 use ndbridge::collector::{Collector, DiskSink, Received, Sink, SinkError};
-use ndbridge::transport::{self, Endpoint, SocketKind, SocketOptions};
 use ndbridge::{ArrayBuffer, Compression, Publisher};
 use serde::{Deserialize, Serialize};
+
+// The library's own socket layer and synthetic fields, compiled into the harness: the bare
+// libzmq baseline sends and receives with the same zero-copy frames as ndbridge.
+#[path = "../../src/synth.rs"]
+mod synth;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../src/transport.rs"]
+mod transport;
+use transport::{Endpoint, SocketKind, SocketOptions};
 
 /// Measure ndbridge end to end: publishers and a collector in separate processes.
 #[derive(Parser)]
@@ -386,7 +394,7 @@ fn run_bare_pull(transport: Transport, expect: u64, disk: Option<&str>) -> Resul
     let mut lat = Vec::with_capacity(expect as usize);
     for n in 0..expect {
         let frames = loop {
-            if let Some(f) = transport::recv_message(&socket, 0)? {
+            if let Some(f) = transport::recv_message_capped(&socket, 0, usize::MAX)? {
                 break f;
             }
         };
@@ -422,7 +430,7 @@ fn run_bare_pull(transport: Transport, expect: u64, disk: Option<&str>) -> Resul
 fn payload(size: usize, id: usize) -> Vec<f64> {
     let n = (size / 8).max(1);
     let cols = n.min(1000);
-    let mut v = ndbridge::synth::smooth_field(n.div_ceil(cols), cols, id as f64, id as u64);
+    let mut v = synth::smooth_field(n.div_ceil(cols), cols, id as f64, id as u64);
     v.truncate(n);
     v
 }
@@ -454,12 +462,13 @@ fn run_publisher(
             &[Endpoint::connect(endpoint)],
             &SocketOptions::default(),
         )?;
+        let passed_on = Arc::new(AtomicU64::new(0));
         for i in 0..messages {
             pace(i);
             let header = Bytes::from(format!("{:.6}", now_seconds()));
             let frames = [header, data.data().clone()];
             loop {
-                match transport::send_message(&mut socket, &frames, 0) {
+                match transport::send_tracked(&mut socket, &frames, 0, &passed_on) {
                     Ok(()) => break,
                     Err(zmq::Error::EAGAIN) => continue,
                     Err(e) => return Err(e.into()),

@@ -12,7 +12,7 @@
 mod peers;
 mod pool;
 mod receiver;
-pub mod sink;
+mod sink;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -30,7 +30,8 @@ use crate::wire::{Decoder, Limits};
 use pool::{Pool, RateLimitedLog};
 
 pub use sink::{DiskSink, ForwardSink, Received, Sink, SinkError};
-pub use stats::{SeqTracker, SourceStats, Stats, StatsSnapshot};
+use stats::Stats;
+pub use stats::{SourceStats, StatsSnapshot};
 
 /// A shared stop flag: trigger it (from a signal handler, another thread, a test) and the
 /// collector stops reading, drains and finishes.

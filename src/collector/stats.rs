@@ -49,7 +49,7 @@ fn key_of(id: &str) -> &str {
 /// Follows one publisher session's `seq` numbers, remembering missing ones as runs, so memory
 /// and time stay small whatever numbers a peer sends.
 #[derive(Debug, Default, Clone)]
-pub struct SeqTracker {
+pub(super) struct SeqTracker {
     first: Option<u64>,
     last: u64,
     /// Missing runs: start -> end (exclusive).
@@ -61,17 +61,7 @@ pub struct SeqTracker {
 
 impl SeqTracker {
     /// Records the arrival of `seq`.
-    ///
-    /// ```
-    /// use ndbridge::collector::SeqTracker;
-    ///
-    /// let mut t = SeqTracker::default();
-    /// for seq in [0, 1, 3, 5, 4, 4] {
-    ///     t.observe(seq);
-    /// }
-    /// assert_eq!((t.gaps(), t.duplicates()), (1, 1)); // 2 never came; the second 4 is a repeat
-    /// ```
-    pub fn observe(&mut self, seq: u64) {
+    pub(super) fn observe(&mut self, seq: u64) {
         let Some(first) = self.first else {
             self.first = Some(seq);
             self.last = seq;
@@ -128,12 +118,12 @@ impl SeqTracker {
     }
 
     /// Messages not (yet) received between the first and the last seen.
-    pub fn gaps(&self) -> u64 {
+    pub(super) fn gaps(&self) -> u64 {
         self.missing_count.saturating_add(self.forgotten)
     }
 
     /// Messages received more than once.
-    pub fn duplicates(&self) -> u64 {
+    pub(super) fn duplicates(&self) -> u64 {
         self.duplicates
     }
 }
@@ -216,7 +206,7 @@ pub struct StatsSnapshot {
 
 /// The collector's live statistics, shared by its threads.
 #[derive(Debug)]
-pub struct Stats {
+pub(super) struct Stats {
     started: Instant,
     received: AtomicU64,
     inflight: AtomicU64,
@@ -371,7 +361,7 @@ impl Stats {
     }
 
     /// A copy of every counter.
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(super) fn snapshot(&self) -> StatsSnapshot {
         let inner = self.lock();
         let mut snap = StatsSnapshot {
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
@@ -593,5 +583,14 @@ mod tests {
         );
         assert!(inner.sessions["src0"].trackers.contains_key("new"));
         assert_eq!(inner.sources["src0"].gaps, 1);
+    }
+
+    #[test]
+    fn a_missing_seq_is_a_gap_and_a_repeat_a_duplicate() {
+        let mut t = SeqTracker::default();
+        for seq in [0, 1, 3, 5, 4, 4] {
+            t.observe(seq);
+        }
+        assert_eq!((t.gaps(), t.duplicates()), (1, 1)); // 2 never came; the second 4 is a repeat
     }
 }

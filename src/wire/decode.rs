@@ -118,7 +118,7 @@ impl Decoder {
 
     /// The first half of [`Decoder::decode`]: parses and checks the header of a message, so
     /// that a caller can weigh what decoding its buffers will take
-    /// ([`decode_allocation`](super::codec::decode_allocation)) before
+    /// (the collector bounds it in bytes) before
     /// [`Decoder::buffers`] does it.
     pub fn header(&mut self, frames: &[Bytes]) -> Result<Header, DecodeError> {
         let header_frame = frames.first().ok_or(DecodeError::Empty)?;
@@ -126,7 +126,7 @@ impl Decoder {
     }
 
     /// The checks of [`Decoder::buffers`] that come before any allocation: the frame count,
-    /// raw frames' lengths, zstd frames' declared sizes ([`check_buffer`]). For a caller that
+    /// raw frames' lengths, zstd frames' declared sizes. For a caller that
     /// weighs what decoding will take only for messages that can be decoded.
     pub fn check_buffers(&self, header: &Header, frames: &[Bytes]) -> Result<(), DecodeError> {
         let buffers = frames.get(1..).unwrap_or_default();

@@ -6,7 +6,7 @@ use ndarray::{Array, ArrayBase, Data, Dimension};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
-use super::buffer::bytes_from_vec;
+use super::codec::buffer::bytes_from_vec;
 use super::codec::{encode_buffer, Compression};
 use super::dtype::{DType, Element};
 use super::error::EncodeError;

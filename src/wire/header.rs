@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::codec::{Codec, Filter};
 use super::dtype::DType;
 use super::error::{DecodeError, EncodeError};
 use super::limits::Limits;
@@ -23,34 +24,6 @@ pub enum Order {
     C,
     /// Column-major: the first index varies fastest.
     F,
-}
-
-/// How a buffer frame is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Codec {
-    /// The decoded bytes as they are.
-    Raw,
-    /// One zstd frame with its content size set.
-    Zstd,
-}
-
-impl Codec {
-    /// The name used on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Codec::Raw => "raw",
-            Codec::Zstd => "zstd",
-        }
-    }
-}
-
-/// A reversible transform applied before the codec and undone after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Filter {
-    /// Byte shuffle: byte 0 of every element, then byte 1 of every element, and so on.
-    Shuffle,
 }
 
 /// One entry of the header's `arrays` list: how to read one buffer frame.
@@ -592,7 +565,7 @@ fn shape_fits(shape: &[usize], itemsize: usize) -> bool {
 }
 
 /// Checks a record or array name: non-empty, at most [`MAX_NAME_BYTES`] bytes, no NUL.
-pub fn check_name(name: &str) -> Result<(), &'static str> {
+pub(super) fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         Err("must not be empty")
     } else if name.len() > MAX_NAME_BYTES {

@@ -1,38 +1,39 @@
-//! The wire format, as pure code over bytes: no sockets, no threads, no files, no logging.
+//! The wire format, as pure code over bytes: no sockets, no threads, no files, no logging
+//! (`scripts/test-all` fails if any of them appears under `src/wire/`).
 //!
 //! A message is `[header, buf_0, ..., buf_{n-1}]` (on PUB/SUB sockets a topic frame comes
 //! first). The header is a JSON object ([`Header`]) with one entry per buffer frame
 //! ([`ArrayMeta`]); each buffer is raw or zstd, optionally byte-shuffled ([`Compression`]).
 //! `docs/wire-format.md` is the full contract.
 //!
-//! - [`dtype`]: type strings and the [`Element`] trait
-//! - [`header`]: the JSON header, parsed with field-level errors
-//! - [`template`]: a stream's headers written and read by reusing what they share
-//! - [`codec`], [`shuffle()`]: buffer transforms (shuffled zstd frames are decoded block by
-//!   block, raw blocks unshuffled straight from the frame)
-//! - [`encode()`] / [`decode()`]: whole messages
-//! - [`Limits`]: what a decoder accepts before allocating
+//! The format, in this folder:
+//! - `header`, `dtype`, `limits`, `error`: the JSON header parsed with field-level errors, the
+//!   type strings and the [`Element`] trait, what a decoder accepts before allocating, and the
+//!   errors that name what was expected and what came
+//! - `template`: a stream's headers written and read by reusing what they share
+//! - `encode`, `decode`: whole messages ([`encode()`], [`decode()`], [`Decoder`])
+//!
+//! and the codec engine in `codec/`: frames raw or zstd, shuffled or not, in both directions
+//! ([`encode_buffer`], [`decode_buffer`]), with the per-thread and per-process state it keeps
+//! to save allocations and the bounds of that state.
 
-pub mod buffer;
-pub mod codec;
-pub mod decode;
-pub mod dtype;
-pub mod encode;
-pub mod error;
-pub mod header;
-pub mod limits;
-pub mod shuffle;
-pub mod template;
-mod zstd_blocks;
-mod zstd_frame;
-mod zstd_streams;
+mod codec;
+mod decode;
+mod dtype;
+mod encode;
+mod error;
+mod header;
+mod limits;
+mod template;
 
-pub use codec::{check_buffer, decode_allocation, Compression, DecodeAllocation};
+pub(crate) use codec::{decode_allocation, DecodeAllocation};
+pub use codec::{
+    decode_buffer, encode_buffer, shuffle, unshuffle, Codec, Compression, EncodedBuffer, Filter,
+};
 pub use decode::{decode, DecodedArray, Decoder, DynArray, Record};
 pub use dtype::{ByteOrder, DType, Element, Kind};
-pub use encode::{encode, ArrayBuffer, EncodedMessage, Encoder, Envelope};
+pub use encode::{check_names, encode, ArrayBuffer, EncodedMessage, Encoder, Envelope};
 pub use error::{DTypeError, DecodeError, EncodeError, ViewError};
-pub use header::{ArrayMeta, Codec, Filter, Header, Order, FORMAT_VERSION, MAX_NAME_BYTES};
+pub use header::{ArrayMeta, Header, Order, FORMAT_VERSION, MAX_NAME_BYTES};
 pub use limits::{Limits, EXPANSION_FREE_BYTES};
-pub use shuffle::{shuffle, unshuffle};
 pub use template::{HeaderCache, HeaderWriter, MAX_TEMPLATE_BYTES};

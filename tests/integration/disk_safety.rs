@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use ndarray::{Array1, ArrayD};
 use ndarray_npy::{NpzReader, ReadNpyExt};
-use ndbridge::collector::sink::disk::path_component;
 use ndbridge::collector::{Collector, DiskSink, SinkError, Summary};
 use ndbridge::Publisher;
 use serde_json::Value;
@@ -79,7 +78,11 @@ fn a_link_planted_at_a_source_directory_is_not_followed() {
     let elsewhere = tempfile::tempdir().unwrap();
     // The escaped directory name of a hostile source.
     let evil = "evil/../..";
-    symlink(elsewhere.path(), out.path().join(path_component(evil).0)).unwrap();
+    symlink(
+        elsewhere.path(),
+        out.path().join(DiskSink::path_component(evil).0),
+    )
+    .unwrap();
 
     let summary = collect(out.path(), &[evil, "good"], "field", 6);
     assert_eq!(summary.stats.stored, 6);
@@ -324,11 +327,11 @@ fn hostile_names_stay_inside_the_output_directory() {
         assert!(file.canonicalize().unwrap().starts_with(&out));
         let source = line["source"].as_str().unwrap();
         let name = line["name"].as_str().unwrap();
-        let source_dir = match path_component(source).0 {
+        let source_dir = match DiskSink::path_component(source).0 {
             manifest if manifest == "manifest.jsonl" => "manifest%2Ejsonl".to_owned(),
             other => other,
         };
-        let expected_dir = out.join(source_dir).join(path_component(name).0);
+        let expected_dir = out.join(source_dir).join(DiskSink::path_component(name).0);
         assert_eq!(file.parent().unwrap(), expected_dir);
         // Contents: the bytes sent, under escaped member names in archives.
         let k = if source == "good" {
@@ -352,7 +355,7 @@ fn hostile_names_stay_inside_the_output_directory() {
                 );
             }
             for (i, array) in arrays.iter().enumerate() {
-                let member = path_component(array).0;
+                let member = DiskSink::path_component(array).0;
                 assert!(members.contains(&member), "{member} in {members:?}");
                 let a: ArrayD<u8> = npz.by_name(&format!("{member}.npy")).unwrap();
                 assert_eq!(a.as_slice().unwrap(), [k as u8, i as u8, 0xAB]);

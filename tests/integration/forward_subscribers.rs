@@ -78,7 +78,7 @@ fn a_stalled_subscriber_costs_a_healthy_one_nothing() {
     const LEN: usize = 256 << 10;
     let context = zmq::Context::new();
     let sink = Arc::new(ForwardSink::listen("tcp://127.0.0.1:*").unwrap());
-    let limit = ndbridge::collector::sink::forward::DEFAULT_SUBSCRIBER_BYTES;
+    let limit = ndbridge::collector::ForwardSink::DEFAULT_SUBSCRIBER_BYTES;
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
         .workers(1)

@@ -24,7 +24,7 @@ fn slow_sink_keeps_inflight_bytes_under_the_cap_and_publishers_wait() {
         .bind("tcp://127.0.0.1:*")
         .workers(2)
         .max_inflight_bytes(CAP)
-        .socket_options(ndbridge::transport::SocketOptions {
+        .socket_options(ndbridge::SocketOptions {
             recv_hwm: 4,
             ..Default::default()
         })
@@ -53,7 +53,7 @@ fn slow_sink_keeps_inflight_bytes_under_the_cap_and_publishers_wait() {
                         // Two messages and what the queue holds for them besides.
                         .queue_bytes((2 << 20) + (4 << 10))
                         .on_full(ndbridge::FullPolicy::Timeout(Duration::from_secs(30)))
-                        .socket_options(ndbridge::transport::SocketOptions {
+                        .socket_options(ndbridge::SocketOptions {
                             send_hwm: 4,
                             ..Default::default()
                         })

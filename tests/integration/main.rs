@@ -13,6 +13,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../../src/synth.rs"]
+mod synth;
 
 mod delivery;
 mod demo;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ndarray::Array1;
 use ndbridge::collector::Collector;
-use ndbridge::transport::SocketOptions;
 use ndbridge::wire::Codec;
+use ndbridge::SocketOptions;
 use ndbridge::{Compression, Link, Publisher};
 
 use crate::common::{wait_until, watchdog, NotingSink};
@@ -41,7 +41,7 @@ fn run(delay: Duration, messages: usize, link: Link) -> Vec<Codec> {
         .socket_options(small_queues)
         .build()
         .unwrap();
-    let field = Array1::from(ndbridge::synth::smooth_field(250, 500, 0.0, 1));
+    let field = Array1::from(crate::synth::smooth_field(250, 500, 0.0, 1));
     for _ in 0..messages {
         publisher.send("field", &field).unwrap();
     }

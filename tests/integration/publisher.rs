@@ -16,7 +16,7 @@ fn slow_collector(delay: Duration) -> Collector {
         .bind("tcp://127.0.0.1:*")
         .workers(1)
         .max_inflight_bytes(1 << 20)
-        .socket_options(ndbridge::transport::SocketOptions {
+        .socket_options(ndbridge::SocketOptions {
             recv_hwm: 1,
             ..Default::default()
         })
@@ -31,7 +31,7 @@ fn small_queue_publisher(endpoint: &str, policy: FullPolicy) -> Publisher {
         .compression(Compression::Raw)
         .queue_bytes(1 << 20)
         .on_full(policy)
-        .socket_options(ndbridge::transport::SocketOptions {
+        .socket_options(ndbridge::SocketOptions {
             send_hwm: 1,
             ..Default::default()
         })
@@ -241,7 +241,7 @@ fn publisher_started_before_the_collector_delivers_once_it_binds() {
         .compression(Compression::Raw)
         .queue_bytes(256 << 10)
         .on_full(ndbridge::FullPolicy::Timeout(Duration::from_millis(20)))
-        .socket_options(ndbridge::transport::SocketOptions {
+        .socket_options(ndbridge::SocketOptions {
             send_hwm: 4,
             ..Default::default()
         })
@@ -309,7 +309,7 @@ fn close_keeps_its_timeout_when_no_collector_ever_appears() {
         .compression(Compression::Raw)
         .queue_bytes(256 << 10)
         .on_full(ndbridge::FullPolicy::Drop)
-        .socket_options(ndbridge::transport::SocketOptions {
+        .socket_options(ndbridge::SocketOptions {
             send_hwm: 4,
             ..Default::default()
         })

@@ -133,7 +133,7 @@ fn content(seed: u64, len: usize, compressible: bool, kind: Kind) -> Vec<u8> {
 /// follows from the pair, so the receiving side can check each message on its own. Sizes run
 /// from ~100 B to 64 KiB (log-uniform), with one ~1 MiB message in 97.
 fn plan(p: usize, seq: u64) -> Planned {
-    let mut rng = ndbridge::synth::SplitMix64::new(((p as u64) << 40) ^ seq);
+    let mut rng = crate::synth::SplitMix64::new(((p as u64) << 40) ^ seq);
     let mut unit = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     let kind = KINDS[(unit() * KINDS.len() as f64) as usize];
     let target = if seq % 97 == 13 {

@@ -4,7 +4,7 @@
 //! the array.
 
 use bytes::Bytes;
-use ndbridge::wire::codec::{decode_buffer, encode_buffer};
+use ndbridge::wire::{decode_buffer, encode_buffer};
 use ndbridge::wire::{shuffle, ArrayMeta, Codec, Compression, Filter, Order};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,7 @@
 """The golden vectors (tests/data/golden, written by NumPy) sent from Python through a PUSH socket
 to a real `ndbridge collect` process: the files it stores hold exactly the expected values, and
 its manifest describes each record as its header does. (Decoding the vectors in each language
-alone is tested by tests/golden.rs and test_golden.py.)"""
+alone is tested by tests/integration/golden.rs and test_golden.py.)"""
 
 from __future__ import annotations
 

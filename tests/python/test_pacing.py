@@ -45,7 +45,7 @@ def test_cases_cover_every_decision():
 
 
 # The pure-Python publisher on real sockets (the Rust publisher, which the native core gives
-# Python, is tested the same way in tests/pacing.rs): on a network link, raw while the receiver
+# Python, is tested the same way in tests/integration/pacing.rs): on a network link, raw while the receiver
 # keeps up, compressed once a slow receiver (standing in for a slow link) makes sends block,
 # raw for data that does not compress; on a local link, always raw.
 

@@ -20,7 +20,7 @@ def test_publisher_to_pull(ctx: zmq.Context) -> None:
     pull = socket(ctx, zmq.PULL)
     endpoint = bind_loopback(pull)
     small = np.arange(10, dtype="<i4")
-    with ndbridge.Publisher(endpoint, source="sim:1", link="network", context=ctx) as pub:
+    with ndbridge.Publisher(endpoint, source="sim:1", codec="zstd", context=ctx) as pub:
         assert len(pub.session) == 16 and int(pub.session, 16) >= 0
         assert pub.send("u", FIELD, attrs={"step": 0}) == 0
         assert pub.send("state", {"u": FIELD, "n": small}) == 1
@@ -31,7 +31,8 @@ def test_publisher_to_pull(ctx: zmq.Context) -> None:
     assert {r.session for r in records} == {pub.session}
     assert {r.source for r in records} == {"sim:1"}
     assert records[0].attrs == {"step": 0}
-    assert records[0].header["arrays"][0]["codec"] == "zstd"  # "auto", a network, a smooth field
+    assert records[0].header["arrays"][0]["codec"] == "zstd"
+    assert records[0].header["arrays"][0]["filters"] == ["shuffle"]  # zstd shuffles by default
     assert np.array_equal(records[1]["n"], small)
     for r in (records[0], records[1], records[2]):
         assert np.array_equal(r["u"], FIELD)

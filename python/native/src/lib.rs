@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ndbridge::wire::codec::encode_buffer;
+use ndbridge::wire::encode_buffer;
 use ndbridge::wire::{
     shuffle, ArrayBuffer, ArrayMeta, Codec, Compression, DType, Decoder, Filter, Header, Limits,
     Order, EXPANSION_FREE_BYTES,
@@ -361,7 +361,7 @@ fn encode(
     let policy = Policy::new(codec, level, shuffle, max_expansion)?;
     let attrs = parse_attrs(attrs_json)?;
     let buffers = array_buffers(arrays, Some(0))?;
-    ndbridge::wire::encode::check_names(&name, &buffers)
+    ndbridge::wire::check_names(&name, &buffers)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let time = time.unwrap_or_else(now);
     if !time.is_finite() {
@@ -653,7 +653,7 @@ impl NativePublisher {
                 }
             }
         };
-        let options = ndbridge::transport::SocketOptions {
+        let options = ndbridge::SocketOptions {
             linger: timeout(Some(linger))?,
             ..Default::default()
         };
@@ -808,6 +808,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(compress, m)?)?;
     m.add("DeliveryFailure", m.py().get_type::<DeliveryFailure>())?;
-    m.add("default_source", ndbridge::publisher::default_source())?;
+    m.add("default_source", ndbridge::Publisher::default_source())?;
     Ok(())
 }

@@ -1,42 +1,5 @@
-//! The disk sink: each record becomes `<out>/<source>/<name>/<seq>.npy` (one array) or `.npz`
-//! (several), written under a temporary name and moved into place when complete, never replacing
-//! a file, plus one JSON line per record in `<out>/manifest.jsonl`. Names from the network are
-//! escaped so that no name can reach outside `<out>`.
-//!
-//! # Nothing below `<out>` is followed
-//!
-//! `<out>` is resolved once, when the sink starts: if it is a symbolic link, that is the user's
-//! choice and it is followed then. Every path below it is opened one component at a time,
-//! relative to its parent directory's descriptor and without following symbolic links:
-//! directories with `openat(O_NOFOLLOW | O_DIRECTORY)` (made with `mkdirat` when missing), the
-//! temporary file with `O_CREAT | O_EXCL | O_NOFOLLOW`, the final name taken with `linkat` (or
-//! `renameat`) within that directory, the manifest with `O_NOFOLLOW`. A symbolic link, or any
-//! other kind of file, where `<out>/<source>` or `<out>/<source>/<name>` should be a directory
-//! fails that record with [`SinkError::UnsafePath`]: the collector counts a sink error and
-//! stores the other records. A manifest that is a link, not a regular file, or a regular file
-//! with other hard links stops the sink from starting. The manifest is opened once, so a link put
-//! in its place later is never written through; the directories are opened again for every
-//! record, so one replaced by a link later fails the records that follow.
-//!
-//! # Stale temporary files
-//!
-//! A record is written to `.<seq>.<ext>.tmp-<pid>-<n>` in its directory, then linked to its final
-//! name, and the temporary name removed. A collector killed in between (`kill -9`) leaves the
-//! temporary file. When a sink starts it reads every `<out>/<source>/<name>/` (never through a
-//! link) and removes the regular files named so whose writer cannot be writing any more:
-//!
-//! - no process `<pid>` exists on this machine (`kill(pid, 0)` fails with `ESRCH`);
-//! - `<pid>` is this process's own and no disk sink was started before in this process (a
-//!   collector restarted in a container often has the process id of the one before it);
-//! - or the file was last changed more than 15 minutes before the start (its process id now
-//!   belongs to another process).
-//!
-//! No other name is touched, record files and the manifest included. The number removed is
-//! logged and reported as `stale_temp_files_removed` by [`Sink::report`]. Collectors in
-//! different process id namespaces (containers) sharing one `<out>` can see each other's writers
-//! as gone: a sink starting then can remove a temporary file another container's collector is
-//! still writing, and that record fails there (counted as a sink error); a partial file is never
-//! put in place.
+//! The disk sink ([`DiskSink`]): records as `.npy` / `.npz` files and a manifest under one
+//! directory, nothing below it followed.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -60,45 +23,6 @@ const MAX_COMPONENT: usize = 120;
 /// Most files kept of one record name and sequence number (see [`DiskSink::place`]).
 const MAX_NAME_ATTEMPTS: u64 = 1000;
 
-/// Turns a name from the network into one safe path component.
-///
-/// Letters, digits and `_ - . : + = @ ,` are kept; every other byte (`/`, `\`, NUL, spaces,
-/// non-ASCII, ...) becomes `%XX`, as does a leading `.` (so `.`, `..` and hidden names cannot
-/// occur); the empty name becomes `%`. Names longer than 120 bytes are cut and suffixed with a
-/// hash of the whole name. (For Unix file systems: `:` is kept.)
-/// Returns the component and whether anything was changed.
-///
-/// ```
-/// use ndbridge::collector::sink::disk::path_component;
-///
-/// assert_eq!(path_component("temperature"), ("temperature".to_owned(), false));
-/// assert_eq!(path_component("../etc/passwd").0, "%2E.%2Fetc%2Fpasswd");
-/// assert_eq!(path_component("/abs").0, "%2Fabs");
-/// assert!(path_component(&"x".repeat(1000)).0.len() <= 120);
-/// ```
-pub fn path_component(name: &str) -> (String, bool) {
-    let mut out = String::with_capacity(name.len());
-    for (i, b) in name.bytes().enumerate() {
-        let keep = b.is_ascii_alphanumeric() || b"_-.:+=@,".contains(&b);
-        if keep && !(i == 0 && b == b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    if out.is_empty() {
-        // A lone `%` is never produced by escaping (which always adds two hex digits).
-        out.push('%');
-    }
-    if out.len() > MAX_COMPONENT {
-        let hash = fnv1a(name.as_bytes());
-        out.truncate(MAX_COMPONENT - 17);
-        out.push_str(&format!("~{hash:016x}"));
-    }
-    let changed = out != name;
-    (out, changed)
-}
-
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -121,7 +45,45 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
-/// Writes every record under one output directory.
+/// Writes every record under one output directory: each record becomes `<out>/<source>/<name>/<seq>.npy` (one array) or `.npz`
+/// (several), written under a temporary name and moved into place when complete, never replacing
+/// a file, plus one JSON line per record in `<out>/manifest.jsonl`. Names from the network are
+/// escaped so that no name can reach outside `<out>`.
+///
+/// # Nothing below `<out>` is followed
+///
+/// `<out>` is resolved once, when the sink starts: if it is a symbolic link, that is the user's
+/// choice and it is followed then. Every path below it is opened one component at a time,
+/// relative to its parent directory's descriptor and without following symbolic links:
+/// directories with `openat(O_NOFOLLOW | O_DIRECTORY)` (made with `mkdirat` when missing), the
+/// temporary file with `O_CREAT | O_EXCL | O_NOFOLLOW`, the final name taken with `linkat` (or
+/// `renameat`) within that directory, the manifest with `O_NOFOLLOW`. A symbolic link, or any
+/// other kind of file, where `<out>/<source>` or `<out>/<source>/<name>` should be a directory
+/// fails that record with [`SinkError::UnsafePath`]: the collector counts a sink error and
+/// stores the other records. A manifest that is a link, not a regular file, or a regular file
+/// with other hard links stops the sink from starting. The manifest is opened once, so a link put
+/// in its place later is never written through; the directories are opened again for every
+/// record, so one replaced by a link later fails the records that follow.
+///
+/// # Stale temporary files
+///
+/// A record is written to `.<seq>.<ext>.tmp-<pid>-<n>` in its directory, then linked to its final
+/// name, and the temporary name removed. A collector killed in between (`kill -9`) leaves the
+/// temporary file. When a sink starts it reads every `<out>/<source>/<name>/` (never through a
+/// link) and removes the regular files named so whose writer cannot be writing any more:
+///
+/// - no process `<pid>` exists on this machine (`kill(pid, 0)` fails with `ESRCH`);
+/// - `<pid>` is this process's own and no disk sink was started before in this process (a
+///   collector restarted in a container often has the process id of the one before it);
+/// - or the file was last changed more than 15 minutes before the start (its process id now
+///   belongs to another process).
+///
+/// No other name is touched, record files and the manifest included. The number removed is
+/// logged and reported as `stale_temp_files_removed` by [`Sink::report`]. Collectors in
+/// different process id namespaces (containers) sharing one `<out>` can see each other's writers
+/// as gone: a sink starting then can remove a temporary file another container's collector is
+/// still writing, and that record fails there (counted as a sink error); a partial file is never
+/// put in place.
 pub struct DiskSink {
     out: PathBuf,
     /// `out`, opened once: every path below it is reached from here.
@@ -135,8 +97,47 @@ pub struct DiskSink {
 }
 
 impl DiskSink {
+    /// Turns a name from the network into one safe path component.
+    ///
+    /// Letters, digits and `_ - . : + = @ ,` are kept; every other byte (`/`, `\`, NUL, spaces,
+    /// non-ASCII, ...) becomes `%XX`, as does a leading `.` (so `.`, `..` and hidden names cannot
+    /// occur); the empty name becomes `%`. Names longer than 120 bytes are cut and suffixed with a
+    /// hash of the whole name. (For Unix file systems: `:` is kept.)
+    /// Returns the component and whether anything was changed.
+    ///
+    /// ```
+    /// use ndbridge::collector::DiskSink;
+    ///
+    /// assert_eq!(DiskSink::path_component("temperature"), ("temperature".to_owned(), false));
+    /// assert_eq!(DiskSink::path_component("../etc/passwd").0, "%2E.%2Fetc%2Fpasswd");
+    /// assert_eq!(DiskSink::path_component("/abs").0, "%2Fabs");
+    /// assert!(DiskSink::path_component(&"x".repeat(1000)).0.len() <= 120);
+    /// ```
+    pub fn path_component(name: &str) -> (String, bool) {
+        let mut out = String::with_capacity(name.len());
+        for (i, b) in name.bytes().enumerate() {
+            let keep = b.is_ascii_alphanumeric() || b"_-.:+=@,".contains(&b);
+            if keep && !(i == 0 && b == b'.') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        if out.is_empty() {
+            // A lone `%` is never produced by escaping (which always adds two hex digits).
+            out.push('%');
+        }
+        if out.len() > MAX_COMPONENT {
+            let hash = fnv1a(name.as_bytes());
+            out.truncate(MAX_COMPONENT - 17);
+            out.push_str(&format!("~{hash:016x}"));
+        }
+        let changed = out != name;
+        (out, changed)
+    }
+
     /// Creates `out` if needed, opens it and `out/manifest.jsonl` for appending, and removes the
-    /// stale temporary files under it (see the [module documentation](self)).
+    /// stale temporary files under it (see [`DiskSink`]).
     ///
     /// `out` may be a symbolic link; nothing below it is followed. Fails if the manifest is not
     /// a regular file of one link ([`SinkError::UnsafePath`]).
@@ -186,7 +187,7 @@ impl DiskSink {
     }
 
     fn component(&self, name: &str) -> String {
-        let (component, changed) = path_component(name);
+        let (component, changed) = DiskSink::path_component(name);
         if changed {
             self.escaped_names.fetch_add(1, Ordering::Relaxed);
         }
@@ -268,7 +269,7 @@ impl DiskSink {
         } else {
             let escaped = &self.escaped_names;
             write_npz(BufWriter::with_capacity(1 << 16, file), arrays, |name| {
-                let (member, changed) = path_component(name);
+                let (member, changed) = DiskSink::path_component(name);
                 if changed {
                     escaped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -296,7 +297,7 @@ impl DiskSink {
         session: &str,
         ext: &str,
     ) -> std::io::Result<String> {
-        let (session, _) = path_component(session);
+        let (session, _) = DiskSink::path_component(session);
         for attempt in 0..MAX_NAME_ATTEMPTS {
             let name = match attempt {
                 0 => format!("{seq}.{ext}"),
@@ -722,7 +723,7 @@ mod tests {
     fn a_linked_source_directory_is_not_followed() {
         let out = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        let source = path_component("evil/..").0;
+        let source = DiskSink::path_component("evil/..").0;
         symlink(elsewhere.path(), out.path().join(&source)).unwrap();
         let sink = DiskSink::new(out.path()).unwrap();
 

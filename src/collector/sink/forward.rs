@@ -1,40 +1,5 @@
-//! The forward sink: re-publishes every valid message to live subscribers (Python notebooks,
-//! `ndbridge tail`, any ZeroMQ SUB socket) as `[topic, header, buffers...]`, with the frames as
-//! received (no re-encode, no copy).
-//!
-//! The sink is a PUB socket of its own: it speaks ZMTP 3.1 with the NULL mechanism (what
-//! ZeroMQ sockets speak without CURVE) over TCP or Unix sockets, and keeps one queue per
-//! subscriber, bounded in bytes. libzmq's PUB socket bounds each subscriber's queue in
-//! messages only, and a bound changed on open connections can stop a subscriber that reads
-//! for good (its queue stays marked full once the new bound is under what it has read since
-//! its last acknowledgement), so it cannot give this isolation.
-//!
-//! - **Isolation.** A message goes to every subscriber whose subscriptions match its topic (by
-//!   prefix, as in ZeroMQ). A subscriber whose queue is at its limit loses that message alone,
-//!   counted as its `dropped`; the others get it. A subscriber that stops reading costs nobody
-//!   else a record.
-//! - **Memory per subscriber.** A queue takes a message when it holds nothing, or when the
-//!   message fits within the limit ([`ForwardSink::subscriber_bytes`], 64 MiB by default), and
-//!   takes at most 1024 messages. So the frames a subscriber holds (queued, or being written
-//!   to its connection) never exceed `max(limit, largest message)`. What has been written to
-//!   the kernel's socket buffer is a copy and no longer held.
-//! - **Memory in all.** Subscribers share frames, so the sink holds at most
-//!   `max_subscribers × max(limit, largest message)`: 1 GiB with the defaults and messages up
-//!   to 64 MiB. An optional total cap ([`ForwardSink::max_bytes`]) drops a message for every
-//!   subscriber when the total is at it; set below that product, it lets stalled subscribers
-//!   cost the others records.
-//! - **Number of subscribers.** At most [`ForwardSink::max_subscribers`] (16) connections at
-//!   once, counting those still in their handshake; a connection beyond is closed at once and
-//!   counted (`refused`).
-//! - **Hostile peers.** A peer is disconnected and counted (`failed`) when it has not completed
-//!   its handshake within 5 s, or when it speaks something other than ZMTP 3 with the NULL
-//!   mechanism as a SUB or XSUB socket, sends a frame over 64 KiB, or holds more than 1024
-//!   subscriptions or 1 MiB of them. Heartbeats (PING) are answered, with at most one PONG
-//!   pending per subscriber.
-//!
-//! Each subscriber has two threads: one writes its queue to its connection (a slow connection
-//! blocks that thread alone), one reads its subscriptions and heartbeats. A third thread
-//! accepts connections.
+//! The forward sink ([`ForwardSink`]): a PUB socket of its own re-publishing every valid
+//! message to live subscribers, each with its own queue bounded in bytes.
 
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -57,12 +22,6 @@ use crate::budget::{ByteBudget, Permit, Wake};
 use crate::collector::pool::RateLimitedLog;
 
 mod zmtp;
-
-/// Bytes of frames queued for one subscriber by default (see [`ForwardSink::subscriber_bytes`]).
-pub const DEFAULT_SUBSCRIBER_BYTES: u64 = 64 << 20;
-
-/// Subscribers connected at once by default (see [`ForwardSink::max_subscribers`]).
-pub const DEFAULT_MAX_SUBSCRIBERS: usize = 16;
 
 /// Messages queued for one subscriber at most, whatever their size.
 const QUEUE_MESSAGES: usize = 1024;
@@ -150,7 +109,43 @@ pub struct SubscriberTotals {
     pub dropped: u64,
 }
 
-/// Re-publishes records to subscribers, each with a queue of its own (see the module docs).
+/// Re-publishes every valid message to live subscribers (Python notebooks, `ndbridge tail`,
+/// any ZeroMQ SUB socket) as `[topic, header, buffers...]`, with the frames as received (no
+/// re-encode, no copy), each subscriber with a queue of its own.
+///
+/// The sink is a PUB socket of its own: it speaks ZMTP 3.1 with the NULL mechanism (what
+/// ZeroMQ sockets speak without CURVE) over TCP or Unix sockets, and keeps one queue per
+/// subscriber, bounded in bytes. libzmq's PUB socket bounds each subscriber's queue in
+/// messages only, and a bound changed on open connections can stop a subscriber that reads
+/// for good (its queue stays marked full once the new bound is under what it has read since
+/// its last acknowledgement), so it cannot give this isolation.
+///
+/// - **Isolation.** A message goes to every subscriber whose subscriptions match its topic (by
+///   prefix, as in ZeroMQ). A subscriber whose queue is at its limit loses that message alone,
+///   counted as its `dropped`; the others get it. A subscriber that stops reading costs nobody
+///   else a record.
+/// - **Memory per subscriber.** A queue takes a message when it holds nothing, or when the
+///   message fits within the limit ([`ForwardSink::subscriber_bytes`], 64 MiB by default), and
+///   takes at most 1024 messages. So the frames a subscriber holds (queued, or being written
+///   to its connection) never exceed `max(limit, largest message)`. What has been written to
+///   the kernel's socket buffer is a copy and no longer held.
+/// - **Memory in all.** Subscribers share frames, so the sink holds at most
+///   `max_subscribers × max(limit, largest message)`: 1 GiB with the defaults and messages up
+///   to 64 MiB. An optional total cap ([`ForwardSink::max_bytes`]) drops a message for every
+///   subscriber when the total is at it; set below that product, it lets stalled subscribers
+///   cost the others records.
+/// - **Number of subscribers.** At most [`ForwardSink::max_subscribers`] (16) connections at
+///   once, counting those still in their handshake; a connection beyond is closed at once and
+///   counted (`refused`).
+/// - **Hostile peers.** A peer is disconnected and counted (`failed`) when it has not completed
+///   its handshake within 5 s, or when it speaks something other than ZMTP 3 with the NULL
+///   mechanism as a SUB or XSUB socket, sends a frame over 64 KiB, or holds more than 1024
+///   subscriptions or 1 MiB of them. Heartbeats (PING) are answered, with at most one PONG
+///   pending per subscriber.
+///
+/// Each subscriber has two threads: one writes its queue to its connection (a slow connection
+/// blocks that thread alone), one reads its subscriptions and heartbeats. A third thread
+/// accepts connections.
 pub struct ForwardSink {
     endpoint: String,
     shared: Arc<Shared>,
@@ -468,6 +463,12 @@ fn parse_address(address: &str) -> Result<Address, ForwardError> {
 }
 
 impl ForwardSink {
+    /// Bytes of frames queued for one subscriber by default (see [`ForwardSink::subscriber_bytes`]).
+    pub const DEFAULT_SUBSCRIBER_BYTES: u64 = 64 << 20;
+
+    /// Subscribers connected at once by default (see [`ForwardSink::max_subscribers`]).
+    pub const DEFAULT_MAX_SUBSCRIBERS: usize = 16;
+
     /// Listens at `address` (`tcp://127.0.0.1:*` picks a port, see [`ForwardSink::endpoint`];
     /// `tcp://*:5556` listens on every interface; `ipc:///path` on a Unix socket, replacing a
     /// socket file left there).
@@ -507,8 +508,8 @@ impl ForwardSink {
         .map_err(listen_error)?;
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
-            subscriber_bytes: AtomicU64::new(DEFAULT_SUBSCRIBER_BYTES),
-            max_subscribers: AtomicUsize::new(DEFAULT_MAX_SUBSCRIBERS),
+            subscriber_bytes: AtomicU64::new(ForwardSink::DEFAULT_SUBSCRIBER_BYTES),
+            max_subscribers: AtomicUsize::new(ForwardSink::DEFAULT_MAX_SUBSCRIBERS),
             held: Arc::new(ByteBudget::new(u64::MAX, Wake::EveryRelease)),
             connections: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),

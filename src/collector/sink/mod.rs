@@ -1,7 +1,7 @@
 //! Where decoded records go: the [`Sink`] trait, and the disk and forward sinks.
 
-pub mod disk;
-pub mod forward;
+mod disk;
+mod forward;
 
 use std::time::SystemTime;
 

@@ -8,14 +8,14 @@ use bytes::Bytes;
 use super::{End, MAX_PEER_FRAME};
 
 /// Bytes of a greeting.
-pub const GREETING_LEN: usize = 64;
+pub(super) const GREETING_LEN: usize = 64;
 
 const MORE: u8 = 0x01;
 const LONG: u8 = 0x02;
 const COMMAND: u8 = 0x04;
 
 /// Ours: signature, version 3.1, mechanism NULL, not as server.
-pub fn greeting() -> [u8; GREETING_LEN] {
+pub(super) fn greeting() -> [u8; GREETING_LEN] {
     let mut g = [0u8; GREETING_LEN];
     g[0] = 0xFF;
     g[8] = 0x01;
@@ -27,7 +27,7 @@ pub fn greeting() -> [u8; GREETING_LEN] {
 }
 
 /// Checks a peer's greeting: ZMTP 3 or later, the NULL mechanism.
-pub fn check_greeting(g: &[u8; GREETING_LEN]) -> Result<(), String> {
+pub(super) fn check_greeting(g: &[u8; GREETING_LEN]) -> Result<(), String> {
     if g[0] != 0xFF || g[9] & 0x01 == 0 {
         return Err(format!(
             "expected a ZMTP greeting (0xff, 8 bytes, then an odd byte), found {:02x?}",
@@ -52,14 +52,14 @@ pub fn check_greeting(g: &[u8; GREETING_LEN]) -> Result<(), String> {
 }
 
 /// A command's name and the bytes after it, or `None` when the body is too short.
-pub fn command(body: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn command(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&len, rest) = body.split_first()?;
     let len = usize::from(len);
     (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// Our READY command: `Socket-Type` `PUB`.
-pub fn ready_frame() -> Vec<u8> {
+pub(super) fn ready_frame() -> Vec<u8> {
     let mut body = Vec::with_capacity(32);
     body.push(5);
     body.extend_from_slice(b"READY");
@@ -71,7 +71,7 @@ pub fn ready_frame() -> Vec<u8> {
 }
 
 /// A PONG command echoing `context`.
-pub fn pong_frame(context: &[u8]) -> Vec<u8> {
+pub(super) fn pong_frame(context: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(5 + context.len());
     body.push(4);
     body.extend_from_slice(b"PONG");
@@ -88,7 +88,7 @@ fn command_frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a peer's READY command: its socket type must be SUB or XSUB.
-pub fn check_ready(body: &[u8]) -> Result<(), String> {
+pub(super) fn check_ready(body: &[u8]) -> Result<(), String> {
     let (name, mut properties) =
         command(body).ok_or_else(|| "expected the READY command, found none".to_owned())?;
     if name == b"ERROR" {
@@ -129,7 +129,7 @@ pub fn check_ready(body: &[u8]) -> Result<(), String> {
 }
 
 /// Writes a frame header into `out`; returns its length (2 or 9 bytes).
-pub fn frame_header(more: bool, command: bool, len: usize, out: &mut [u8; 9]) -> usize {
+pub(super) fn frame_header(more: bool, command: bool, len: usize, out: &mut [u8; 9]) -> usize {
     let mut flags = 0;
     if more {
         flags |= MORE;
@@ -150,7 +150,7 @@ pub fn frame_header(more: bool, command: bool, len: usize, out: &mut [u8; 9]) ->
 
 /// A frame read from a peer.
 #[derive(Debug)]
-pub struct Frame {
+pub(super) struct Frame {
     pub command: bool,
     pub more: bool,
     pub body: Vec<u8>,
@@ -158,7 +158,7 @@ pub struct Frame {
 
 /// Reads one frame of at most `MAX_PEER_FRAME` bytes; anything larger ends the connection
 /// before its body is read.
-pub fn read_frame(reader: &mut impl Read) -> Result<Frame, End> {
+pub(super) fn read_frame(reader: &mut impl Read) -> Result<Frame, End> {
     let io = |_| End::Closed;
     let mut flags = [0u8; 1];
     reader.read_exact(&mut flags).map_err(io)?;
@@ -194,7 +194,7 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Frame, End> {
 }
 
 /// Writes whole messages, their frames straight from the buffers they are in.
-pub fn write_messages<'a>(
+pub(super) fn write_messages<'a>(
     stream: &mut impl Write,
     messages: impl Iterator<Item = &'a [Bytes]> + Clone,
 ) -> io::Result<()> {

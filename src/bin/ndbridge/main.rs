@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ndbridge::collector::{Collector, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary};
-use ndbridge::demo::{DemoConfig, DemoReport};
-use ndbridge::transport::{SocketKind, SocketOptions};
 use ndbridge::wire::{Limits, Record};
-use ndbridge::{ArrayBuffer, Compression, Link, Publisher, Subscriber};
+use ndbridge::{ArrayBuffer, Compression, Link, Publisher, SocketKind, SocketOptions, Subscriber};
+
+use demo::{DemoConfig, DemoReport};
+
+mod demo;
+#[path = "../../synth.rs"]
+mod synth;
 
 /// Move numpy / ndarray arrays between processes over ZeroMQ: fast, compressed when that pays,
 /// never pickled.
@@ -534,7 +538,7 @@ fn demo(args: DemoArgs) -> Result<()> {
     );
     let tty = std::io::stderr().is_terminal();
     let mut previous: Option<StatsSnapshot> = None;
-    let report: DemoReport = ndbridge::demo::run(&config, |snap| {
+    let report: DemoReport = demo::run(&config, |snap| {
         let line = snap.line(previous.as_ref());
         if tty {
             eprint!("\r\x1b[2K{line}");

@@ -14,7 +14,7 @@
 //! contiguously; nothing it compresses follows the raw suffix. The compressor gets the
 //! parameters zstd would choose for the middle's size (window and tables no larger than it
 //! needs). The frame is standard (RFC 8878: a window descriptor of the compressor's window, the
-//! content size, no checksum), so any zstd decoder reads it; `tests/zstd_frames.rs` decodes it
+//! content size, no checksum), so any zstd decoder reads it; `tests/integration/zstd_frames.rs` decodes it
 //! with zstd's own streaming decoder.
 
 use std::cell::RefCell;
@@ -24,7 +24,7 @@ use std::ptr::NonNull;
 use bytes::Bytes;
 
 use super::buffer::AlignedBuf;
-use super::error::EncodeError;
+use crate::wire::error::EncodeError;
 
 const MAGIC: u32 = 0xFD2F_B528;
 

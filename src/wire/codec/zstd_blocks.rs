@@ -10,7 +10,7 @@
 //! dictionary, an empty block, a block larger than the frame's block maximum, a match reaching
 //! further back than the previous block's piece, a malformed frame) returns `None`, and the caller
 //! decompresses the frame as a whole with zstd's reference decoder, which also reports what is
-//! wrong. `tests/zstd_block_frames.rs` and the fuzz target `block_frames` check that both paths
+//! wrong. `tests/integration/zstd_block_frames.rs` and the fuzz target `block_frames` check that both paths
 //! give the reference decoder's bytes on frames built block by block.
 //!
 //! Memory safety rests on zstd's history tracking seeing every block: each call names where the
@@ -192,9 +192,9 @@ pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<P
 
 #[cfg(test)]
 mod tests {
+    use super::super::shuffle::{shuffle, unshuffle_parts};
     use super::*;
     use crate::synth::{noise, smooth_field};
-    use crate::wire::shuffle::{shuffle, unshuffle_parts};
     use proptest::prelude::*;
 
     /// The decoded buffer assembled from the pieces.

@@ -7,10 +7,11 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::dtype::Element;
+use crate::wire::dtype::Element;
 
 /// The largest alignment any [`Element`] type needs (`f64`, `i64`, `Complex<f64>`).
-pub const MAX_ALIGN: usize = 8;
+#[cfg(test)]
+pub(crate) const MAX_ALIGN: usize = 8;
 
 /// Keeps a `Vec<T>` alive behind a `Bytes` that views its elements as bytes.
 struct ElementVec<T: Element>(Vec<T>);
@@ -23,7 +24,7 @@ impl<T: Element> AsRef<[u8]> for ElementVec<T> {
 
 /// Wraps an element vector as bytes without copying: the `Bytes` points into the vector's own
 /// allocation, which is freed when the last clone of the `Bytes` drops.
-pub fn bytes_from_vec<T: Element>(vec: Vec<T>) -> Bytes {
+pub(crate) fn bytes_from_vec<T: Element>(vec: Vec<T>) -> Bytes {
     Bytes::from_owner(ElementVec(vec))
 }
 
@@ -64,16 +65,17 @@ fn return_to_pool(buffer: Vec<u64>) {
     }
 }
 
-/// A byte buffer whose start is aligned to [`MAX_ALIGN`]. Its memory returns to a small pool
+/// A byte buffer whose start is aligned for every element type (8 bytes). Its memory returns to a small pool
 /// of large buffers when the buffer (or the last `Bytes` made from it) drops.
-pub struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     words: Vec<u64>,
     len: usize,
 }
 
 impl AlignedBuf {
-    /// A zeroed buffer of `len` bytes, aligned to [`MAX_ALIGN`].
-    pub fn zeroed(len: usize) -> AlignedBuf {
+    /// A zeroed buffer of `len` bytes.
+    #[cfg(test)]
+    pub(crate) fn zeroed(len: usize) -> AlignedBuf {
         let mut buf = AlignedBuf::for_overwrite(len);
         buf.as_mut_slice().fill(0);
         buf
@@ -81,7 +83,7 @@ impl AlignedBuf {
 
     /// A buffer of `len` bytes whose contents are unspecified (zeros, or bytes of an earlier
     /// message): for callers that overwrite every byte before the buffer is read.
-    pub fn for_overwrite(len: usize) -> AlignedBuf {
+    pub(crate) fn for_overwrite(len: usize) -> AlignedBuf {
         let words_needed = len.div_ceil(8);
         let words = match take_from_pool(words_needed) {
             Some(mut words) => {
@@ -94,12 +96,12 @@ impl AlignedBuf {
     }
 
     /// The buffer, writable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
     }
 
     /// Freezes the buffer into `Bytes` without copying.
-    pub fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_bytes(self) -> Bytes {
         Bytes::from_owner(self)
     }
 
@@ -107,7 +109,7 @@ impl AlignedBuf {
     /// bound): frozen as it is, or, when `len` is under half the buffer, copied into a buffer
     /// of the right size, so that a well-compressed frame waiting in ZeroMQ's queue does not
     /// pin the large one.
-    pub fn into_bytes_of_len(self, len: usize) -> Bytes {
+    pub(crate) fn into_bytes_of_len(self, len: usize) -> Bytes {
         if len < self.len / 2 {
             Bytes::copy_from_slice(&self.as_ref()[..len])
         } else {

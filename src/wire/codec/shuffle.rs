@@ -61,15 +61,9 @@ pub fn unshuffle(src: &[u8], dst: &mut [u8], itemsize: usize) {
 /// (e.g. blocks left in place inside a zstd frame, and blocks decoded elsewhere), so the
 /// pieces never need to be gathered into one buffer first.
 ///
-/// ```
-/// let mut dst = [0u8; 6];
-/// ndbridge::wire::shuffle::unshuffle_parts(&[&[1, 3], &[5, 2, 4], &[6]], &mut dst, 2);
-/// assert_eq!(dst, [1, 2, 3, 4, 5, 6]);
-/// ```
-///
 /// # Panics
 /// If the parts together are not as long as `dst`, or `itemsize` is 0.
-pub fn unshuffle_parts(parts: &[&[u8]], dst: &mut [u8], itemsize: usize) {
+pub(super) fn unshuffle_parts(parts: &[&[u8]], dst: &mut [u8], itemsize: usize) {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     assert_eq!(
         total,
@@ -604,5 +598,12 @@ mod tests {
         let mut back = vec![0; src.len()];
         unshuffle(&shuffled, &mut back, 8);
         assert_eq!(back, src);
+    }
+
+    #[test]
+    fn unshuffle_parts_reads_the_pieces_in_order() {
+        let mut dst = [0u8; 6];
+        unshuffle_parts(&[&[1, 3], &[5, 2, 4], &[6]], &mut dst, 2);
+        assert_eq!(dst, [1, 2, 3, 4, 5, 6]);
     }
 }

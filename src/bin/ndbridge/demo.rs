@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array1, Array2};
 
-use crate::collector::{Collector, DiskSink, StatsSnapshot, Summary};
-use crate::error::Error;
-use crate::publisher::{Publisher, PublisherStats};
+use ndbridge::collector::{Collector, DiskSink, StatsSnapshot, Summary};
+use ndbridge::{ArrayBuffer, Compression, Error, Publisher, PublisherStats};
+
 use crate::synth::smooth_field;
-use crate::wire::{ArrayBuffer, Compression};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]

@@ -1,17 +1,68 @@
-//! Buffer codecs: the compression policy a sender chooses, and the zstd (+ shuffle) transforms
-//! in both directions. zstd contexts and scratch buffers are kept per thread and reused.
+//! The codec engine: what a buffer frame is ([`Codec`], [`Filter`]), the policy a sender
+//! chooses ([`Compression`]), and the transforms in both directions ([`encode_buffer`],
+//! [`decode_buffer`]). Pure code over bytes, as the rest of `wire`.
+//!
+//! - [`shuffle`](self::shuffle): the byte shuffle, both directions, blocked for the L1 cache
+//! - `zstd_streams`: shuffled buffers compressed with their noisy byte streams stored raw
+//! - `zstd_frame`, `zstd_blocks`: a zstd frame's layout read from its headers, and shuffled
+//!   frames decoded block by block, raw blocks unshuffled where they lie
+//! - `buffer`: aligned buffers and owned vectors behind [`Bytes`] without copying
+//!
+//! # State kept between calls, and its bounds
+//! The engine keeps no state that affects its output; what it keeps only saves allocations:
+//! - per thread: one zstd compressor (of the last level used), one decompressor, one block
+//!   encoder and one block decoder context, and one scratch buffer, released after use when it
+//!   grew beyond `SCRATCH_KEEP` (64 MiB). A thread that never encodes or decodes holds none.
+//! - per process: the pool of large aligned buffers (`buffer::POOL`): buffers of 256 KiB or
+//!   more come back to it when their last `Bytes` drops, at most 16 buffers and 512 MiB in all.
 
 use std::cell::RefCell;
 
 use bytes::Bytes;
+use serde::Serialize;
 
-use super::buffer::AlignedBuf;
-use super::error::{DecodeError, EncodeError};
-use super::header::{ArrayMeta, Codec, Filter};
-use super::limits::{Limits, EXPANSION_FREE_BYTES};
-use super::shuffle::{shuffle, unshuffle, unshuffle_parts};
-use super::zstd_blocks::decode_in_pieces;
-use super::{zstd_frame, zstd_streams};
+pub(crate) mod buffer;
+mod shuffle;
+mod zstd_blocks;
+mod zstd_frame;
+mod zstd_streams;
+
+use self::buffer::AlignedBuf;
+use self::zstd_blocks::decode_in_pieces;
+use crate::wire::error::{DecodeError, EncodeError};
+use crate::wire::header::ArrayMeta;
+use crate::wire::limits::{Limits, EXPANSION_FREE_BYTES};
+
+use self::shuffle::unshuffle_parts;
+pub use self::shuffle::{shuffle, unshuffle};
+
+/// How a buffer frame is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// The decoded bytes as they are.
+    Raw,
+    /// One zstd frame with its content size set.
+    Zstd,
+}
+
+impl Codec {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+/// A reversible transform applied before the codec and undone after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    /// Byte shuffle: byte 0 of every element, then byte 1 of every element, and so on.
+    Shuffle,
+}
 
 /// How a sender encodes array buffers.
 ///
@@ -39,8 +90,7 @@ pub enum Compression {
     /// `max_ratio` times the raw size, or expands more than a default collector accepts (an
     /// array over [`EXPANSION_FREE_BYTES`] beyond [`Limits::max_expansion`]): the data decides. A [`Publisher`](crate::Publisher)
     /// also sends raw on a local link (loopback, ipc: see [`Link`](crate::Link)) and while a
-    /// network link drains bytes faster than compression would save time (a fast LAN): see
-    /// [`crate::pacing`].
+    /// network link drains bytes faster than compression would save time (a fast LAN).
     Auto {
         /// zstd level.
         level: i32,
@@ -239,7 +289,7 @@ fn raw(data: &Bytes) -> EncodedBuffer {
 /// while it decodes only, scratch (`nbytes` more for a shuffled zstd frame). A zstd frame of
 /// about 100 KB can declare gigabytes: this is what a receiver weighs before decompressing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DecodeAllocation {
+pub(crate) struct DecodeAllocation {
     /// Bytes of the decoded buffer, held as long as the array is.
     pub output: u64,
     /// Bytes used while decoding only.
@@ -248,7 +298,7 @@ pub struct DecodeAllocation {
 
 impl DecodeAllocation {
     /// Output and scratch together: the most held at once.
-    pub fn total(self) -> u64 {
+    pub(crate) fn total(self) -> u64 {
         self.output.saturating_add(self.scratch)
     }
 }
@@ -266,26 +316,7 @@ impl std::ops::Add for DecodeAllocation {
 }
 
 /// What decoding the array `meta` describes allocates (see [`DecodeAllocation`]).
-///
-/// ```
-/// use ndbridge::wire::{decode_allocation, Header, Limits};
-///
-/// let json = br#"{"v":1,"name":"r","source":"w","session":"s","seq":0,"time":0,"arrays":[
-///     {"name":"a","dtype":"<f8","shape":[1000],"order":"C","codec":"raw","nbytes":8000},
-///     {"name":"b","dtype":"<f8","shape":[1000],"order":"C","codec":"zstd","nbytes":8000},
-///     {"name":"c","dtype":"<f8","shape":[1000],"order":"C","codec":"zstd",
-///      "filters":["shuffle"],"nbytes":8000}]}"#;
-/// let header = Header::parse(json, &Limits::default())?;
-/// let bytes: Vec<(u64, u64)> = header
-///     .arrays
-///     .iter()
-///     .map(|meta| decode_allocation(meta))
-///     .map(|a| (a.output, a.scratch))
-///     .collect();
-/// assert_eq!(bytes, [(0, 0), (8000, 0), (8000, 8000)]);
-/// # Ok::<(), ndbridge::wire::DecodeError>(())
-/// ```
-pub fn decode_allocation(meta: &ArrayMeta) -> DecodeAllocation {
+pub(crate) fn decode_allocation(meta: &ArrayMeta) -> DecodeAllocation {
     let (output, scratch) = match meta.codec {
         Codec::Raw if meta.is_shuffled() => (meta.nbytes, 0),
         Codec::Raw => (0, 0),
@@ -300,7 +331,11 @@ pub fn decode_allocation(meta: &ArrayMeta) -> DecodeAllocation {
 /// The checks [`decode_buffer`] makes before it allocates anything: a raw frame's length, a zstd
 /// frame's declared content size and its extent. Cheap (no decompression), so that a receiver can
 /// refuse a malformed message before it weighs what decoding it would take.
-pub fn check_buffer(meta: &ArrayMeta, frame: &[u8], limits: &Limits) -> Result<(), DecodeError> {
+pub(super) fn check_buffer(
+    meta: &ArrayMeta,
+    frame: &[u8],
+    limits: &Limits,
+) -> Result<(), DecodeError> {
     match meta.codec {
         Codec::Raw if frame.len() as u64 != meta.nbytes => Err(DecodeError::BufferLength {
             array: meta.name.clone(),
@@ -446,7 +481,7 @@ fn decompress_exact(meta: &ArrayMeta, frame: &[u8], out: &mut [u8]) -> Result<()
 mod tests {
     use super::*;
     use crate::synth::SplitMix64;
-    use crate::wire::{DType, Order};
+    use crate::wire::{DType, Header, Order};
 
     fn meta(nbytes: usize) -> ArrayMeta {
         ArrayMeta {
@@ -502,5 +537,22 @@ mod tests {
             unshuffle(&shuffled, &mut expected, 8);
             assert_eq!(&decoded[..], &expected[..]);
         }
+    }
+
+    #[test]
+    fn decode_allocations_by_codec_and_filter() {
+        let json = br#"{"v":1,"name":"r","source":"w","session":"s","seq":0,"time":0,"arrays":[
+            {"name":"a","dtype":"<f8","shape":[1000],"order":"C","codec":"raw","nbytes":8000},
+            {"name":"b","dtype":"<f8","shape":[1000],"order":"C","codec":"zstd","nbytes":8000},
+            {"name":"c","dtype":"<f8","shape":[1000],"order":"C","codec":"zstd",
+             "filters":["shuffle"],"nbytes":8000}]}"#;
+        let header = Header::parse(json, &Limits::default()).unwrap();
+        let bytes: Vec<(u64, u64)> = header
+            .arrays
+            .iter()
+            .map(|meta| decode_allocation(meta))
+            .map(|a| (a.output, a.scratch))
+            .collect();
+        assert_eq!(bytes, [(0, 0), (8000, 0), (8000, 8000)]);
     }
 }
