@@ -550,7 +550,7 @@ mod tests {
         let bytes: Vec<(u64, u64)> = header
             .arrays
             .iter()
-            .map(|meta| decode_allocation(meta))
+            .map(decode_allocation)
             .map(|a| (a.output, a.scratch))
             .collect();
         assert_eq!(bytes, [(0, 0), (8000, 0), (8000, 8000)]);

@@ -20,6 +20,7 @@
 //! would be taken as following bytes of another buffer), so no empty range is ever given.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::ops::Range;
 use std::ptr::NonNull;
 
@@ -97,97 +98,128 @@ pub(crate) fn decode_in_pieces(frame: &[u8], scratch: &mut [u8]) -> Option<Vec<P
         if unsafe { zstd_sys::ZSTD_isError(zstd_sys::ZSTD_decompressBegin(dctx)) } != 0 {
             return None;
         }
-        // Every write to `scratch` goes through this one pointer, as zstd's history refers to
-        // blocks already written through it.
-        let out = scratch.as_mut_ptr();
-        let out_len = scratch.len();
-        let mut at = 0usize;
-        let mut pieces = Vec::new();
+        let mut run = BlockRun::new(dctx, scratch, block_max);
         loop {
             let header = frame.get(pos..pos + 3)?;
             let header =
                 u32::from(header[0]) | u32::from(header[1]) << 8 | u32::from(header[2]) << 16;
             pos += 3;
-            let last = header & 1 != 0;
             let size = (header >> 3) as usize;
             // An empty block takes no part here: zstd's continuity check skips empty ranges
             // yet still moves its record of where the previous output ended, so after one the
             // next block could be taken as following history in another buffer. The whole-frame
             // decoder takes such frames.
-            if size == 0 || at == out_len {
+            if size == 0 || run.at == run.out_len {
                 return None;
             }
-            let decoded = match (header >> 1) & 3 {
-                // Raw: the next `size` bytes of the frame are the block.
-                0 => {
-                    let block = frame.get(pos..pos + size)?;
-                    if size > block_max || at + size > out_len {
-                        return None;
-                    }
-                    // SAFETY: `block` lies in `frame`, which outlives this call; zstd records it
-                    // as history for the blocks that follow (read only, within this call).
-                    unsafe {
-                        zstd_sys::ZSTD_insertBlock(dctx, block.as_ptr().cast(), size);
-                    }
-                    pieces.push(Piece::Frame(pos..pos + size));
-                    pos += size;
-                    size
-                }
-                // RLE: one byte, repeated `size` times.
-                1 => {
-                    let byte = *frame.get(pos)?;
-                    if size > block_max || at + size > out_len {
-                        return None;
-                    }
-                    // SAFETY: `at + size <= out_len`, so the range is inside `scratch`, and it
-                    // is written through `out` only. The bytes then become history, as above.
-                    unsafe {
-                        std::ptr::write_bytes(out.add(at), byte, size);
-                        zstd_sys::ZSTD_insertBlock(dctx, out.add(at).cast_const().cast(), size);
-                    }
-                    pieces.push(Piece::Scratch(at..at + size));
-                    pos += 1;
-                    size
-                }
-                // Compressed: zstd decodes it into the scratch buffer at its offset.
-                2 => {
-                    let block = frame.get(pos..pos + size)?;
-                    if size > block_max {
-                        return None;
-                    }
-                    // No more than the block maximum: zstd's whole-frame decoder refuses some
-                    // blocks that decode past it, so such frames are left to that decoder.
-                    let capacity = (out_len - at).min(block_max);
-                    // SAFETY: zstd writes at most `capacity` bytes at `out + at`, inside
-                    // `scratch`, and reads `block` (inside `frame`) and history from earlier
-                    // blocks of this call, all still alive. A match reaching beyond the history
-                    // it can follow is an error, not a wrong read.
-                    let written = unsafe {
-                        zstd_sys::ZSTD_decompressBlock(
-                            dctx,
-                            out.add(at).cast(),
-                            capacity,
-                            block.as_ptr().cast(),
-                            size,
-                        )
-                    };
-                    // SAFETY: a pure function of the code.
-                    if unsafe { zstd_sys::ZSTD_isError(written) } != 0 || written == 0 {
-                        return None;
-                    }
-                    pieces.push(Piece::Scratch(at..at + written));
-                    pos += size;
-                    written
-                }
+            pos += match (header >> 1) & 3 {
+                0 => run.raw(frame, pos, size)?,
+                1 => run.rle(frame, pos, size)?,
+                2 => run.compressed(frame, pos, size)?,
                 _ => return None,
             };
-            at += decoded;
-            if last {
+            if header & 1 != 0 {
                 break;
             }
         }
-        (pos == frame.len() && at == out_len).then_some(pieces)
+        (pos == frame.len() && run.at == run.out_len).then_some(run.pieces)
     })
+}
+
+/// One frame's blocks going through a decoder context: where the next decoded byte goes in the
+/// scratch buffer, and the pieces so far. Each block method checks the block against the frame
+/// and the buffer, decodes it, and returns the frame bytes it took (`None`: leave the frame to
+/// the whole-frame decoder).
+struct BlockRun<'a> {
+    dctx: *mut zstd_sys::ZSTD_DCtx,
+    /// Every write to the scratch buffer goes through this one pointer, as zstd's history
+    /// refers to blocks already written through it.
+    out: *mut u8,
+    out_len: usize,
+    at: usize,
+    block_max: usize,
+    pieces: Vec<Piece>,
+    _scratch: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> BlockRun<'a> {
+    fn new(dctx: *mut zstd_sys::ZSTD_DCtx, scratch: &'a mut [u8], block_max: usize) -> Self {
+        BlockRun {
+            dctx,
+            out: scratch.as_mut_ptr(),
+            out_len: scratch.len(),
+            at: 0,
+            block_max,
+            pieces: Vec::new(),
+            _scratch: PhantomData,
+        }
+    }
+
+    /// A raw block: the next `size` bytes of the frame are the block, left where they are.
+    fn raw(&mut self, frame: &[u8], pos: usize, size: usize) -> Option<usize> {
+        let block = frame.get(pos..pos + size)?;
+        if size > self.block_max || self.at + size > self.out_len {
+            return None;
+        }
+        // SAFETY: `block` lies in `frame`, which outlives this call; zstd records it as history
+        // for the blocks that follow (read only, within this frame's run).
+        unsafe {
+            zstd_sys::ZSTD_insertBlock(self.dctx, block.as_ptr().cast(), size);
+        }
+        self.pieces.push(Piece::Frame(pos..pos + size));
+        self.at += size;
+        Some(size)
+    }
+
+    /// An RLE block: one byte of the frame, repeated `size` times in the scratch buffer.
+    fn rle(&mut self, frame: &[u8], pos: usize, size: usize) -> Option<usize> {
+        let byte = *frame.get(pos)?;
+        if size > self.block_max || self.at + size > self.out_len {
+            return None;
+        }
+        let at = self.at;
+        // SAFETY: `at + size <= out_len`, so the range is inside the scratch buffer, and it is
+        // written through `out` only. The bytes then become history, as above.
+        unsafe {
+            std::ptr::write_bytes(self.out.add(at), byte, size);
+            zstd_sys::ZSTD_insertBlock(self.dctx, self.out.add(at).cast_const().cast(), size);
+        }
+        self.pieces.push(Piece::Scratch(at..at + size));
+        self.at += size;
+        Some(1)
+    }
+
+    /// A compressed block: zstd decodes it into the scratch buffer at its offset.
+    fn compressed(&mut self, frame: &[u8], pos: usize, size: usize) -> Option<usize> {
+        let block = frame.get(pos..pos + size)?;
+        if size > self.block_max {
+            return None;
+        }
+        // No more than the block maximum: zstd's whole-frame decoder refuses some blocks that
+        // decode past it, so such frames are left to that decoder.
+        let at = self.at;
+        let capacity = (self.out_len - at).min(self.block_max);
+        // SAFETY: zstd writes at most `capacity` bytes at `out + at`, inside the scratch
+        // buffer, and reads `block` (inside `frame`) and history from earlier blocks of this
+        // run, all still alive. A match reaching beyond the history it can follow is an error,
+        // not a wrong read.
+        let written = unsafe {
+            zstd_sys::ZSTD_decompressBlock(
+                self.dctx,
+                self.out.add(at).cast(),
+                capacity,
+                block.as_ptr().cast(),
+                size,
+            )
+        };
+        // SAFETY: a pure function of the code.
+        if unsafe { zstd_sys::ZSTD_isError(written) } != 0 || written == 0 {
+            return None;
+        }
+        self.pieces.push(Piece::Scratch(at..at + written));
+        self.at += written;
+        Some(size)
+    }
 }
 
 #[cfg(test)]
