@@ -167,48 +167,63 @@ fn write_frame(
         at = write_raw(buf, at, &src[chunk.clone()], chunk.end == last_end);
     }
     if !middle.is_empty() {
-        // SAFETY: the context is live and owned by this thread; no dictionary; `params` were
-        // checked by `block_params`.
-        let begun = unsafe {
-            zstd_sys::ZSTD_compressBegin_advanced(
-                encoder.0.as_ptr(),
-                std::ptr::null(),
-                0,
-                params,
-                CONTENT_SIZE_UNKNOWN,
-            )
-        };
-        checked(begun).map_err(zstd_error)?;
-        for chunk in chunks(middle) {
-            let last = chunk.end == last_end;
-            let block = &src[chunk];
-            let room = &mut buf[at + 3..];
-            // SAFETY: the context was begun above; `block` is at most `BLOCK_MAX` bytes and
-            // lies right after the previous block in memory (the compressor's history is
-            // contiguous); zstd writes at most `room.len()` bytes into `room`.
-            let written = unsafe {
-                zstd_sys::ZSTD_compressBlock(
-                    encoder.0.as_ptr(),
-                    room.as_mut_ptr().cast(),
-                    room.len(),
-                    block.as_ptr().cast(),
-                    block.len(),
-                )
-            };
-            let written = checked(written).map_err(zstd_error)?;
-            if written == 0 {
-                // Not compressible: zstd's block API leaves storing it raw to the caller.
-                at = write_raw(buf, at, block, last);
-            } else {
-                buf[at..at + 3].copy_from_slice(&block_header(written, 2, last));
-                at += 3 + written;
-            }
-        }
+        at = compress_middle(encoder, buf, at, src, middle, params)?;
     }
     for chunk in chunks(raw_after) {
         at = write_raw(buf, at, &src[chunk.clone()], chunk.end == last_end);
     }
     Ok(out.into_bytes_of_len(at))
+}
+
+/// Compresses `src[middle]` block by block into `buf` from `at`, each block stored raw where
+/// zstd cannot shrink it; returns where the frame continues.
+fn compress_middle(
+    encoder: &mut BlockEncoder,
+    buf: &mut [u8],
+    mut at: usize,
+    src: &[u8],
+    middle: Range<usize>,
+    params: zstd_sys::ZSTD_parameters,
+) -> Result<usize, EncodeError> {
+    let last_end = src.len();
+    // SAFETY: the context is live and owned by this thread; no dictionary; `params` were
+    // checked by `block_params`.
+    let begun = unsafe {
+        zstd_sys::ZSTD_compressBegin_advanced(
+            encoder.0.as_ptr(),
+            std::ptr::null(),
+            0,
+            params,
+            CONTENT_SIZE_UNKNOWN,
+        )
+    };
+    checked(begun).map_err(zstd_error)?;
+    for chunk in chunks(middle) {
+        let last = chunk.end == last_end;
+        let block = &src[chunk];
+        let room = &mut buf[at + 3..];
+        // SAFETY: the context was begun above; `block` is at most `BLOCK_MAX` bytes and
+        // lies right after the previous block in memory (the compressor's history is
+        // contiguous); zstd writes at most `room.len()` bytes into `room`.
+        let written = unsafe {
+            zstd_sys::ZSTD_compressBlock(
+                encoder.0.as_ptr(),
+                room.as_mut_ptr().cast(),
+                room.len(),
+                block.as_ptr().cast(),
+                block.len(),
+            )
+        };
+        let written = checked(written).map_err(zstd_error)?;
+        if written == 0 {
+            // Not compressible: zstd's block API leaves storing it raw to the caller.
+            at = write_raw(buf, at, block, last);
+        } else {
+            buf[at..at + 3].copy_from_slice(&block_header(written, 2, last));
+            at += 3 + written;
+        }
+    }
+    Ok(at)
 }
 
 /// A zstd return value: the size, or the error code.
