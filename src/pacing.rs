@@ -158,8 +158,9 @@ mod tests {
     #[test]
     fn a_slow_link_and_a_fast_compressor_compress() {
         let mut p = Pacing::default();
-        assert!(!p.should_compress()); // nothing known: raw
-                                       // A slow link: 1 MB takes 10 ms to send (100 MB/s) ...
+        // Nothing known: raw.
+        assert!(!p.should_compress());
+        // A slow link: 1 MB takes 10 ms to send (100 MB/s) ...
         p.observe_send(1_000_000, Duration::from_millis(10));
         // ... and the compressor does 1 GB/s, halving the size.
         p.observe_compress(1_000_000, 500_000, Duration::from_millis(1));

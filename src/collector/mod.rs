@@ -8,15 +8,23 @@
 //! socket => receiver --(bounded channel, in-flight byte cap)--> decode workers --> sinks
 //!              `--(small, cheap batches, workers idle)--> sinks
 //! ```
+//!
+//! Inside: `receiver` (the thread that owns the input socket and batches what it reads),
+//! `pool` (the batches it hands over and the decode workers that take them), `peers` (the
+//! input socket's connections, counted and bounded), `stats` (every counter and the sequence
+//! tracking behind the report), `sink` ([`Sink`], the disk and forward sinks), `shutdown`
+//! ([`Shutdown`]), `ratelimit` (warnings about bad input, at most a burst per second).
 
 mod peers;
 mod pool;
+mod ratelimit;
 mod receiver;
+mod shutdown;
 mod sink;
 mod stats;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,45 +35,13 @@ use crate::budget::{ByteBudget, Wake};
 use crate::error::Error;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
 use crate::wire::{Decoder, Limits};
-use pool::{Pool, RateLimitedLog};
+use pool::Pool;
+use ratelimit::RateLimitedLog;
 
+pub use shutdown::Shutdown;
 pub use sink::{DiskSink, ForwardSink, Received, Sink, SinkError};
 use stats::Stats;
 pub use stats::{SourceStats, StatsSnapshot};
-
-/// A shared stop flag: trigger it (from a signal handler, another thread, a test) and the
-/// collector stops reading, drains and finishes.
-///
-/// ```
-/// let shutdown = ndbridge::collector::Shutdown::new();
-/// let for_signal = shutdown.clone();
-/// for_signal.trigger();
-/// assert!(shutdown.is_triggered());
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    /// A flag not yet triggered.
-    pub fn new() -> Shutdown {
-        Shutdown::default()
-    }
-
-    /// Asks the collector to stop.
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// True once triggered.
-    pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// The flag itself, for `signal_hook::flag::register`.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.0)
-    }
-}
 
 /// Builds and starts a [`Collector`].
 ///
@@ -289,7 +265,7 @@ impl CollectorBuilder {
     fn spawn_workers(
         &self,
         pool: &Arc<Pool>,
-        rx: crossbeam_channel::Receiver<receiver::Batch>,
+        rx: crossbeam_channel::Receiver<pool::Batch>,
     ) -> Result<Vec<JoinHandle<()>>, Error> {
         (0..self.workers)
             .map(|i| {
@@ -304,7 +280,7 @@ impl CollectorBuilder {
         &self,
         socket: zmq::Socket,
         pool: Arc<Pool>,
-        tx: crossbeam_channel::Sender<receiver::Batch>,
+        tx: crossbeam_channel::Sender<pool::Batch>,
     ) -> Result<JoinHandle<()>, Error> {
         let budget = Arc::new(ByteBudget::new(self.inflight_bytes, Wake::EveryRelease));
         let stats = Arc::clone(&pool.stats);

@@ -24,15 +24,6 @@ pub(crate) const DEFAULT_MAX_PEERS: u64 = 64;
 /// How long one wait for a monitor event lasts before the stop flag is looked at.
 const POLL_MS: i64 = 100;
 
-/// Counts of the input socket's accepted connections.
-#[derive(Debug, Default)]
-pub(crate) struct PeerCounts {
-    /// Connections open now.
-    pub(crate) connected: AtomicU64,
-    /// Connections closed at once because `connected` was at the limit.
-    pub(crate) refused: AtomicU64,
-}
-
 /// The monitor thread; stops when dropped.
 pub(crate) struct PeerGuard {
     stop: Arc<AtomicBool>,

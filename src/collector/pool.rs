@@ -3,18 +3,51 @@
 //! same code for batches it handles itself, and reads the measured cost per message here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
-use super::receiver::{Batch, Incoming};
+use super::ratelimit::RateLimitedLog;
 use super::sink::{Received, Sink};
 use super::stats::Stats;
 use crate::budget::{ByteBudget, Permit};
 use crate::transport;
 use crate::wire::{decode_allocation, DecodeAllocation, DecodeError, Decoder, Limits, Record};
+
+/// A message as read from the socket.
+pub(crate) struct Incoming {
+    pub frames: Vec<zmq::Message>,
+    pub received_at: SystemTime,
+}
+
+/// Messages handed over together, and the in-flight bytes they hold (given back when the
+/// batch is dropped, once the sinks are done with it).
+pub(crate) struct Batch {
+    pub(crate) messages: Vec<Incoming>,
+    pub(crate) permit: Permit<Arc<ByteBudget>>,
+}
+
+impl Batch {
+    /// An empty batch holding nothing of `budget`.
+    pub(crate) fn new(budget: &Arc<ByteBudget>) -> Batch {
+        Batch {
+            messages: Vec::new(),
+            permit: Permit::empty(Arc::clone(budget)),
+        }
+    }
+
+    /// True when the batch holds no message.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The bytes of the messages' frames.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.permit.bytes()
+    }
+}
 
 /// Everything a decode worker needs, shared by all of them.
 pub(crate) struct Pool {
@@ -197,40 +230,4 @@ fn peek_source(frames: &[Bytes], limits: &Limits) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(header).ok()?;
     let source = value.get("source")?.as_str()?;
     Some(source.chars().take(256).collect())
-}
-
-/// Logs at most a burst of warnings per second and counts the rest, so a flood of bad input
-/// cannot flood the log.
-pub(crate) struct RateLimitedLog {
-    window: Mutex<(Instant, u32)>,
-    suppressed: AtomicU64,
-}
-
-const BURST: u32 = 10;
-
-impl RateLimitedLog {
-    pub(crate) fn new() -> Self {
-        RateLimitedLog {
-            window: Mutex::new((Instant::now(), 0)),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn warn(&self, message: impl FnOnce() -> String) {
-        let mut window = self.window.lock().expect("log lock");
-        if window.0.elapsed() >= Duration::from_secs(1) {
-            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-            if suppressed > 0 {
-                tracing::warn!("{suppressed} similar warnings suppressed");
-            }
-            *window = (Instant::now(), 0);
-        }
-        if window.1 < BURST {
-            window.1 += 1;
-            drop(window);
-            tracing::warn!("{}", message());
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }

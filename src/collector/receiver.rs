@@ -14,44 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 
-use super::pool::Pool;
+use super::pool::{Batch, Incoming, Pool};
+use super::shutdown::Shutdown;
 use super::stats::Stats;
-use super::Shutdown;
-use crate::budget::{ByteBudget, Permit};
+use crate::budget::ByteBudget;
 use crate::transport;
 use crate::wire::Decoder;
-
-/// A message as read from the socket.
-pub(crate) struct Incoming {
-    pub frames: Vec<zmq::Message>,
-    pub received_at: SystemTime,
-}
-
-/// Messages handed over together, and the in-flight bytes they hold (given back when the
-/// batch is dropped, once the sinks are done with it).
-pub(crate) struct Batch {
-    pub messages: Vec<Incoming>,
-    pub permit: Permit<Arc<ByteBudget>>,
-}
-
-impl Batch {
-    /// An empty batch holding nothing of `budget`.
-    fn new(budget: &Arc<ByteBudget>) -> Batch {
-        Batch {
-            messages: Vec::new(),
-            permit: Permit::empty(Arc::clone(budget)),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-
-    /// The bytes of the messages' frames.
-    fn bytes(&self) -> u64 {
-        self.permit.bytes()
-    }
-}
 
 /// How long one poll waits before the shutdown flag is checked again.
 const POLL_MS: i64 = 50;

@@ -8,9 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::peers::PeerCounts;
-
 use serde::Serialize;
+
+/// Counts of the input socket's accepted connections.
+#[derive(Debug, Default)]
+pub(crate) struct PeerCounts {
+    /// Connections open now.
+    pub(crate) connected: AtomicU64,
+    /// Connections closed at once because `connected` was at the limit.
+    pub(crate) refused: AtomicU64,
+}
 
 /// The hasher of the maps looked up once per message. foldhash, seeded per map: the keys come
 /// from the network, and the maps are bounded ([`MAX_SOURCES`], [`MAX_TRACKED_SESSIONS`]).

@@ -5,8 +5,17 @@ use std::fmt;
 use std::str::FromStr;
 
 use num_complex::Complex;
+use thiserror::Error;
 
-use super::error::DTypeError;
+/// A type string that is not one of the wire's element types.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "unknown dtype {found:?}: expected a numpy type string such as \"<f8\", \"|u1\" or \">c16\""
+)]
+pub struct DTypeError {
+    /// The string that came (at most 32 characters of it).
+    pub found: String,
+}
 
 /// The byte order of a multi-byte element, as the first character of a type string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,17 +3,7 @@
 
 use thiserror::Error;
 
-use super::dtype::DType;
-
-/// A type string that is not one of the wire's element types.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error(
-    "unknown dtype {found:?}: expected a numpy type string such as \"<f8\", \"|u1\" or \">c16\""
-)]
-pub struct DTypeError {
-    /// The string that came (at most 32 characters of it).
-    pub found: String,
-}
+use super::dtype::{DType, DTypeError};
 
 /// A message that does not follow the wire format. Each variant names the field, what was
 /// expected and what came. These are the peer's errors: a service counts them by

@@ -88,13 +88,6 @@ pub struct Header {
 }
 
 impl Header {
-    /// Serializes the header as the JSON bytes of frame 0 (compact, fields in the order of the
-    /// format description; [`HeaderWriter`](super::HeaderWriter) writes the same bytes for a
-    /// stream of headers faster).
-    pub fn to_json(&self) -> Vec<u8> {
-        super::template::to_json(self)
-    }
-
     /// Parses and validates a header frame.
     ///
     /// Every field is checked against the format: `nbytes` must equal `product(shape) *

@@ -31,9 +31,9 @@ pub use codec::{
     decode_buffer, encode_buffer, shuffle, unshuffle, Codec, Compression, EncodedBuffer, Filter,
 };
 pub use decode::{decode, DecodedArray, Decoder, DynArray, Record};
-pub use dtype::{ByteOrder, DType, Element, Kind};
+pub use dtype::{ByteOrder, DType, DTypeError, Element, Kind};
 pub use encode::{check_names, encode, ArrayBuffer, EncodedMessage, Encoder, Envelope};
-pub use error::{DTypeError, DecodeError, EncodeError, ViewError};
+pub use error::{DecodeError, EncodeError, ViewError};
 pub use header::{ArrayMeta, Header, Order, FORMAT_VERSION, MAX_NAME_BYTES};
 pub use limits::{Limits, EXPANSION_FREE_BYTES};
 pub use template::{HeaderCache, HeaderWriter, MAX_TEMPLATE_BYTES};

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::{Received, Sink, SinkError};
 use crate::budget::{ByteBudget, Permit, Wake};
-use crate::collector::pool::RateLimitedLog;
+use crate::collector::ratelimit::RateLimitedLog;
 
 mod zmtp;
 
