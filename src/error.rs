@@ -1,39 +1,32 @@
 //! The crate's public error: everything a publisher, subscriber, collector or sink can report.
+//!
+//! # Messages say it all, once
+//! Every error of this crate writes its whole message, cause included, in its `Display` (so
+//! `to_string()` and a log line lose nothing), and therefore returns no cause from
+//! [`source`](std::error::Error::source): a report that prints the chain (anyhow's `{:#}`)
+//! then prints each cause once, not `Address already in use: Address already in use`. The
+//! cause stays a typed field of the error for programs that match on it.
 
-use std::path::PathBuf;
+use std::fmt;
 use std::time::Duration;
 
-use thiserror::Error;
-
+use crate::plural::plural;
 use crate::transport::SocketError;
 use crate::wire::{DecodeError, EncodeError};
 
 /// An ndbridge error.
-#[derive(Debug, Error)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The caller asked for a message that cannot be encoded.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
+    Encode(EncodeError),
     /// A peer sent a message that does not follow the wire format.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     /// A socket could not be opened or attached.
-    #[error(transparent)]
-    Socket(#[from] SocketError),
+    Socket(SocketError),
     /// ZeroMQ failed while sending or receiving.
-    #[error("ZeroMQ: {0}")]
-    Zmq(#[from] zmq::Error),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory concerned.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Zmq(zmq::Error),
     /// The publisher's queue stayed full for the whole send timeout.
-    #[error("send queue full: {queued} bytes queued, limit {limit}, waited {waited:?}")]
     QueueFull {
         /// Bytes queued.
         queued: usize,
@@ -43,7 +36,6 @@ pub enum Error {
         waited: Duration,
     },
     /// `flush` or `close` ran out of time before every message was passed on to a peer.
-    #[error("timed out after {waited:?} with {pending} messages not passed on to a peer")]
     Timeout {
         /// How long it waited.
         waited: Duration,
@@ -51,7 +43,6 @@ pub enum Error {
         pending: usize,
     },
     /// A subscriber waited its whole receive timeout and no record came.
-    #[error("no record within {waited:?} from {endpoints}")]
     RecvTimeout {
         /// How long it waited.
         waited: Duration,
@@ -60,9 +51,6 @@ pub enum Error {
     },
     /// `close` found that no peer ever took a message: nothing listens at the endpoints (or
     /// not the right kind of socket).
-    #[error(
-        "no peer took any of {messages} messages from {endpoints}: is a collector listening there?"
-    )]
     NoPeer {
         /// The publisher's endpoints.
         endpoints: String,
@@ -70,20 +58,160 @@ pub enum Error {
         messages: usize,
     },
     /// The publisher has been closed: it takes no more messages.
-    #[error("the publisher is closed and takes no more messages")]
     Closed,
     /// A thread could not be started.
-    #[error("cannot start thread {name}: {source}")]
     Thread {
         /// The thread's name.
         name: String,
         /// The OS error.
         source: std::io::Error,
     },
-    /// A thread ended by panicking.
-    #[error("thread {name} panicked")]
-    ThreadPanicked {
-        /// The thread's name.
-        name: String,
+    /// The calling program asked for something the API does not do, such as a socket kind
+    /// the publisher cannot send on: a mistake in the caller's code, not in the network or a
+    /// peer (those are [`Error::Decode`], [`Error::Socket`], ...).
+    Usage {
+        /// The setting or call that was misused, as the API names it (`PublisherBuilder::kind`).
+        what: &'static str,
+        /// What it takes.
+        expected: &'static str,
+        /// What it was given.
+        found: String,
     },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Encode(e) => e.fmt(f),
+            Error::Decode(e) => e.fmt(f),
+            Error::Socket(e) => e.fmt(f),
+            Error::Zmq(e) => write!(f, "ZeroMQ: {e}"),
+            Error::QueueFull {
+                queued,
+                limit,
+                waited,
+            } => write!(
+                f,
+                "send queue full: {queued} bytes queued, limit {limit}, waited {waited:?}"
+            ),
+            Error::Timeout { waited, pending } => write!(
+                f,
+                "timed out after {waited:?} with {} not passed on to a peer",
+                plural(*pending as u64, "message")
+            ),
+            Error::RecvTimeout { waited, endpoints } => {
+                write!(f, "no record within {waited:?} from {endpoints}")
+            }
+            Error::NoPeer {
+                endpoints,
+                messages,
+            } => write!(
+                f,
+                "no peer took any of {} from {endpoints}: is a collector listening there?",
+                plural(*messages as u64, "message")
+            ),
+            Error::Closed => f.write_str("the publisher is closed and takes no more messages"),
+            Error::Thread { name, source } => write!(f, "cannot start thread {name}: {source}"),
+            Error::Usage {
+                what,
+                expected,
+                found,
+            } => write!(f, "{what}: expected {expected}, found {found}"),
+        }
+    }
+}
+
+/// No cause is returned: each message includes it (see the module's documentation).
+impl std::error::Error for Error {}
+
+impl From<EncodeError> for Error {
+    fn from(e: EncodeError) -> Error {
+        Error::Encode(e)
+    }
+}
+
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Error {
+        Error::Decode(e)
+    }
+}
+
+impl From<SocketError> for Error {
+    fn from(e: SocketError) -> Error {
+        Error::Socket(e)
+    }
+}
+
+impl From<zmq::Error> for Error {
+    fn from(e: zmq::Error) -> Error {
+        Error::Zmq(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Each message of a chain, as anyhow's `{:#}` prints them.
+    fn chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(error), |&e| e.source())
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_cause_is_written_once_in_the_chain() {
+        let errors = [
+            Error::Socket(SocketError {
+                action: "bind",
+                address: "tcp://127.0.0.1:5555".into(),
+                source: zmq::Error::EADDRINUSE,
+            }),
+            Error::Zmq(zmq::Error::ETERM),
+            Error::Thread {
+                name: "ndbridge-publisher".into(),
+                source: std::io::Error::from_raw_os_error(11),
+            },
+        ];
+        for error in &errors {
+            let messages = chain(error);
+            assert_eq!(messages.len(), 1, "{messages:?}");
+        }
+        assert_eq!(
+            errors[0].to_string(),
+            "cannot bind tcp://127.0.0.1:5555: Address already in use"
+        );
+        assert_eq!(errors[1].to_string(), "ZeroMQ: Context was terminated");
+    }
+
+    #[test]
+    fn usage_says_what_was_expected_and_what_came() {
+        let error = Error::Usage {
+            what: "PublisherBuilder::kind",
+            expected: "SocketKind::Push or SocketKind::Pub",
+            found: "SocketKind::Pull".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "PublisherBuilder::kind: expected SocketKind::Push or SocketKind::Pub, \
+             found SocketKind::Pull"
+        );
+        assert!(error.source().is_none());
+    }
+
+    #[test]
+    fn counts_are_plural_only_when_not_one() {
+        let one = Error::NoPeer {
+            endpoints: "tcp://127.0.0.1:5555".into(),
+            messages: 1,
+        };
+        assert!(one.to_string().contains("any of 1 message from"), "{one}");
+        let two = Error::Timeout {
+            waited: Duration::from_secs(1),
+            pending: 2,
+        };
+        assert!(two.to_string().contains("with 2 messages not"), "{two}");
+    }
 }

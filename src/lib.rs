@@ -21,7 +21,8 @@
 //! `transport` (every ZeroMQ socket ndbridge opens, zero-copy frame send and receive),
 //! `publisher` and `subscriber` (the two ends), `pacing` (when compression pays, from the link's
 //! and the compressor's measured speed), `budget` (the byte budget with an RAII permit that
-//! bounds the publisher's queue, the collector's decoding and the forward sink). The command
+//! bounds the publisher's queue, the collector's decoding and the forward sink), `plural`
+//! (counted nouns in messages: `1 record`, `2 records`). The command
 //! line (`src/bin/ndbridge/`: `collect`, `send`, `tail`, `demo`) is built with the default
 //! feature `cli`; without it (`default-features = false`) the crate compiles none of the
 //! command line's dependencies.
@@ -40,6 +41,7 @@ pub mod collector;
 mod error;
 pub mod npy;
 mod pacing;
+mod plural;
 mod publisher;
 mod subscriber;
 #[cfg(test)]

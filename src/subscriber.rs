@@ -99,8 +99,16 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Opens the socket, subscribes and connects.
+    /// Opens the socket, subscribes and connects. Without any endpoint
+    /// ([`SubscriberBuilder::connect`]) it would never receive anything: [`Error::Usage`].
     pub fn build(self) -> Result<Subscriber, Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Usage {
+                what: "SubscriberBuilder::connect",
+                expected: "at least one endpoint",
+                found: "none".to_owned(),
+            });
+        }
         let context = self.context.unwrap_or_default();
         let options = SocketOptions {
             max_message_bytes: Some(
@@ -275,5 +283,27 @@ impl Subscriber {
             });
         }
         self.decoder.buffers(header, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_without_an_endpoint_is_a_usage_error() {
+        match Subscriber::builder().name("t").build() {
+            Err(Error::Usage {
+                what,
+                expected,
+                found,
+            }) => {
+                assert_eq!(what, "SubscriberBuilder::connect");
+                assert_eq!(expected, "at least one endpoint");
+                assert_eq!(found, "none");
+            }
+            Err(other) => panic!("expected Error::Usage, got {other}"),
+            Ok(_) => panic!("expected Error::Usage, got a subscriber"),
+        }
     }
 }

@@ -131,8 +131,12 @@ impl Default for SocketOptions {
 pub(crate) const ADMISSION_DOMAIN: &str = "ndbridge";
 
 /// A socket failed to open, bind, connect or take an option.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {action} {address}: {source}")]
+///
+/// Its message includes ZeroMQ's, so [`source`](std::error::Error::source) returns none (see
+/// [`Error`](crate::Error)). An address without a transport (`127.0.0.1:5555`) is told what it
+/// lacks: `... expected an endpoint such as tcp://HOST:PORT, ...: did you mean
+/// tcp://127.0.0.1:5555?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketError {
     /// What was being done (`bind`, `connect`, `set option on`, ...).
     pub action: &'static str,
@@ -141,6 +145,29 @@ pub struct SocketError {
     /// ZeroMQ's error.
     pub source: zmq::Error,
 }
+
+impl fmt::Display for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let SocketError {
+            action,
+            address,
+            source,
+        } = self;
+        write!(f, "cannot {action} {address}: {source}")?;
+        if matches!(*action, "bind" | "connect") && !address.contains("://") {
+            write!(
+                f,
+                "; expected an endpoint such as tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+            )?;
+            if address.contains(':') {
+                write!(f, ": did you mean tcp://{address}?")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SocketError {}
 
 fn millis(d: Duration) -> i32 {
     d.as_millis().min(i32::MAX as u128) as i32
@@ -346,6 +373,35 @@ fn send_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_without_a_transport_is_told_to_add_tcp() {
+        let ctx = zmq::Context::new();
+        let error = open(
+            &ctx,
+            SocketKind::Push,
+            &[Endpoint::connect("127.0.0.1:5555")],
+            &SocketOptions::default(),
+        )
+        .err()
+        .expect("no socket connects to an address without a transport");
+        assert_eq!(error.source, zmq::Error::EINVAL);
+        assert_eq!(
+            error.to_string(),
+            "cannot connect 127.0.0.1:5555: Invalid argument; expected an endpoint such as \
+             tcp://HOST:PORT, ipc://PATH or inproc://NAME: did you mean tcp://127.0.0.1:5555?"
+        );
+        assert!(std::error::Error::source(&error).is_none());
+        let with_scheme = SocketError {
+            action: "bind",
+            address: "tcp://127.0.0.1:5555".into(),
+            source: zmq::Error::EADDRINUSE,
+        };
+        assert_eq!(
+            with_scheme.to_string(),
+            "cannot bind tcp://127.0.0.1:5555: Address already in use"
+        );
+    }
 
     #[test]
     fn large_frames_cross_inproc_without_a_copy_and_are_released() {

@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::plural::plural;
+
 /// Counts of the input socket's accepted connections.
 #[derive(Debug, Default)]
 pub(crate) struct PeerCounts {
@@ -410,7 +412,7 @@ impl StatsSnapshot {
         let dt = dt.max(1e-9);
         format!(
             "{} stored ({:.0} msg/s, {:.3} GB/s decoded), {:.3} GB total, ratio {:.2}, \
-             {} rejected, {} gaps, {} dups, in flight {:.1}/{:.0} MB",
+             {} rejected, {}, {}, in flight {:.1}/{:.0} MB",
             self.stored,
             dmsg as f64 / dt,
             dbytes as f64 / dt / 1e9,
@@ -421,8 +423,8 @@ impl StatsSnapshot {
                 self.wire_bytes as f64 / self.raw_bytes as f64
             },
             self.rejected,
-            self.gaps,
-            self.duplicates,
+            plural(self.gaps, "gap"),
+            plural(self.duplicates, "dup"),
             self.inflight_bytes as f64 / 1e6,
             self.inflight_cap as f64 / 1e6,
         )
@@ -432,6 +434,23 @@ impl StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stats_line_counts_gaps_and_dups_in_the_right_number() {
+        let one = StatsSnapshot {
+            gaps: 1,
+            duplicates: 1,
+            ..StatsSnapshot::default()
+        };
+        let line = one.line(None);
+        assert!(line.contains(" 1 gap, 1 dup,"), "{line}");
+        let line = StatsSnapshot {
+            gaps: 2,
+            ..StatsSnapshot::default()
+        }
+        .line(None);
+        assert!(line.contains(" 2 gaps, 0 dups,"), "{line}");
+    }
 
     #[test]
     fn in_order_stream_has_no_gaps() {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::{anyhow, Context};
 use ndarray::{Array1, Array2};
 
 use ndbridge::collector::{Collector, DiskSink, StatsSnapshot, Summary};
@@ -113,7 +114,7 @@ fn simulate(worker: usize, endpoint: &str, config: &DemoConfig) -> Result<Publis
 pub fn run(
     config: &DemoConfig,
     mut progress: impl FnMut(&StatsSnapshot),
-) -> Result<DemoReport, Error> {
+) -> anyhow::Result<DemoReport> {
     // Each run gets a directory of its own, so files of an earlier run are never mixed in.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -121,11 +122,9 @@ pub fn run(
     let out = config.out.join(format!("run-{stamp}"));
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
-        .sink(DiskSink::new(&out).map_err(|e| Error::Io {
-            path: out.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?)
-        .start()?;
+        .sink(DiskSink::new(&out).context("opening the demo's output directory")?)
+        .start()
+        .context("starting the collector")?;
     let endpoint = collector.endpoint().to_owned();
     let started = Instant::now();
     let handles: Vec<_> = (0..config.workers)
@@ -142,10 +141,8 @@ pub fn run(
     for (w, handle) in handles.into_iter().enumerate() {
         let stats = handle
             .join()
-            .map_err(|_| Error::ThreadPanicked {
-                name: format!("demo worker {w}"),
-            })
-            .and_then(|r| r)?;
+            .map_err(|_| anyhow!("demo worker {w} panicked"))?
+            .with_context(|| format!("demo worker {w}"))?;
         publishers.push(stats);
     }
     let sent: u64 = publishers.iter().map(|p| p.sent).sum();

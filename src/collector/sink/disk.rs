@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::{Received, Sink, SinkError};
 use crate::npy::{write_npy, write_npz};
+use crate::plural::plural;
 use crate::wire::{DecodedArray, Record};
 
 /// Longest path component written, in bytes; longer names are cut and given a hash suffix.
@@ -143,7 +144,7 @@ impl DiskSink {
     /// a regular file of one link ([`SinkError::UnsafePath`]).
     pub fn new(out: impl Into<PathBuf>) -> Result<DiskSink, SinkError> {
         let out = out.into();
-        fs::create_dir_all(&out).map_err(io_error(&out))?;
+        fs::create_dir_all(&out).map_err(|e| not_a_directory(&out).unwrap_or(io_error(&out)(e)))?;
         let out_dir = rustix::fs::open(
             &out,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -155,7 +156,8 @@ impl DiskSink {
         let removed = remove_stale_temp_files(out_dir.as_fd(), &out, first_sink, SystemTime::now());
         if removed > 0 {
             tracing::info!(
-                "disk sink: removed {removed} stale temporary file(s) under {}",
+                "disk sink: removed {} under {}",
+                plural(removed, "stale temporary file"),
                 out.display()
             );
         }
@@ -340,6 +342,21 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// [`SinkError::NotADirectory`] for the first of `out` and its ancestors that is there and is
+/// not a directory (symbolic links followed), if any.
+fn not_a_directory(out: &Path) -> Option<SinkError> {
+    out.ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find_map(|path| {
+            let mode = std::os::unix::fs::MetadataExt::mode(&fs::metadata(path).ok()?);
+            let kind = FileType::from_raw_mode(mode);
+            (kind != FileType::Directory).then(|| SinkError::NotADirectory {
+                path: path.to_owned(),
+                found: describe(kind),
+            })
+        })
 }
 
 /// What a kind of file is called in messages.

@@ -20,6 +20,7 @@ use serde_json::json;
 use super::{Received, Sink, SinkError};
 use crate::budget::{ByteBudget, Permit, Wake};
 use crate::collector::ratelimit::RateLimitedLog;
+use crate::plural::plural;
 
 mod zmtp;
 
@@ -48,20 +49,18 @@ const MAX_SUBSCRIPTIONS: usize = 1024;
 const MAX_SUBSCRIPTION_BYTES: usize = 1 << 20;
 
 /// The forward sink could not start.
-#[derive(Debug, thiserror::Error)]
+///
+/// Each message includes its cause, so [`source`](std::error::Error::source) returns none
+/// (see [`Error`](crate::Error)).
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum ForwardError {
     /// The address is not one the sink can listen on.
-    #[error(
-        "forward address {address:?}: expected tcp://HOST:PORT (HOST an IP address, a name, \
-         or *; PORT a number or *) or ipc://PATH"
-    )]
     Address {
         /// The address given.
         address: String,
     },
     /// Listening on the address failed.
-    #[error("cannot listen on {address}: {source}")]
     Listen {
         /// The address given.
         address: String,
@@ -69,9 +68,32 @@ pub enum ForwardError {
         source: io::Error,
     },
     /// The accept thread could not be started.
-    #[error("cannot start the forward sink's thread: {0}")]
     Thread(io::Error),
 }
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::Address { address } => {
+                write!(
+                    f,
+                    "forward address {address:?}: expected tcp://HOST:PORT (HOST an IP address, \
+                     a name, or *; PORT a number or *) or ipc://PATH"
+                )?;
+                if !address.contains("://") && address.contains(':') {
+                    write!(f, ": did you mean tcp://{address}?")?;
+                }
+                Ok(())
+            }
+            ForwardError::Listen { address, source } => {
+                write!(f, "cannot listen on {address}: {source}")
+            }
+            ForwardError::Thread(e) => write!(f, "cannot start the forward sink's thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ForwardError {}
 
 /// One subscriber's state and counters (see [`ForwardSink::subscribers`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -727,8 +749,9 @@ fn admit(shared: &Arc<Shared>, stream: Stream, peer: String) {
             shared.refused.fetch_add(1, Ordering::Relaxed);
             shared.log.warn(|| {
                 format!(
-                    "forward: subscriber {} refused: {max} subscribers connected already",
-                    subscriber.peer
+                    "forward: subscriber {} refused: {} connected already",
+                    subscriber.peer,
+                    plural(max as u64, "subscriber")
                 )
             });
             subscriber.stream.close();
@@ -776,9 +799,9 @@ fn serve(shared: &Arc<Shared>, subscriber: &Arc<Subscriber>, stream: Stream) {
     subscriber.stream.close();
     match end {
         End::Closed => tracing::debug!(
-            "forward: subscriber {} left: {} messages sent, {} dropped",
+            "forward: subscriber {} left: {} sent, {} dropped",
             subscriber.peer,
-            subscriber.sent.load(Ordering::Relaxed),
+            plural(subscriber.sent.load(Ordering::Relaxed), "message"),
             subscriber.dropped.load(Ordering::Relaxed)
         ),
         End::Failed(why) => {
@@ -1033,10 +1056,10 @@ impl Sink for ForwardSink {
         let totals = self.totals();
         if totals.dropped > 0 || totals.refused > 0 || totals.failed > 0 {
             tracing::info!(
-                "forward: {} messages dropped for slow subscribers, {} subscribers refused, {} \
-                 disconnected for protocol errors",
-                totals.dropped,
-                totals.refused,
+                "forward: {} dropped for slow subscribers, {} refused, {} disconnected for \
+                 protocol errors",
+                plural(totals.dropped, "message"),
+                plural(totals.refused, "subscriber"),
                 totals.failed
             );
         }
@@ -1115,7 +1138,13 @@ mod tests {
                 err.to_string().contains("expected tcp://HOST:PORT"),
                 "{bad}: {err}"
             );
+            assert!(!err.to_string().contains("did you mean"), "{bad}: {err}");
         }
+        let err = parse_address("127.0.0.1:5556").unwrap_err().to_string();
+        assert!(
+            err.ends_with("or ipc://PATH: did you mean tcp://127.0.0.1:5556?"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod disk;
 mod forward;
 
+use std::fmt;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -24,11 +25,14 @@ pub struct Received {
 }
 
 /// Why a sink could not take a record.
-#[derive(Debug, thiserror::Error)]
+///
+/// Each message includes its cause, so [`source`](std::error::Error::source) returns none
+/// (see [`Error`](crate::Error)); a user's error ([`SinkError::Other`]) is passed through as
+/// it is.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum SinkError {
     /// A file operation failed.
-    #[error("{path}: {source}")]
     Io {
         /// The path concerned.
         path: std::path::PathBuf,
@@ -38,7 +42,6 @@ pub enum SinkError {
     /// A path the disk sink writes through is not what it must be: a symbolic link or another
     /// kind of file where a directory is expected, or where the manifest is expected something
     /// other than a regular file of one link. The sink never follows or writes through it.
-    #[error("{path}: expected {expected}, found {found}; not written through")]
     UnsafePath {
         /// The path concerned.
         path: std::path::PathBuf,
@@ -47,12 +50,58 @@ pub enum SinkError {
         /// What is there, for example "a symbolic link".
         found: String,
     },
+    /// The output directory given to the disk sink, or a directory above it, is some other
+    /// kind of file (a regular file, ...).
+    NotADirectory {
+        /// The path that is not a directory.
+        path: std::path::PathBuf,
+        /// What it is, for example "a regular file".
+        found: &'static str,
+    },
     /// The sink is full or closed and dropped the record.
-    #[error("{0}")]
     Dropped(&'static str),
     /// Anything else, from a user's sink.
-    #[error(transparent)]
-    Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            SinkError::UnsafePath {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{}: expected {expected}, found {found}; not written through",
+                path.display()
+            ),
+            SinkError::NotADirectory { path, found } => write!(
+                f,
+                "{}: not a directory (expected a directory to store records in, found {found})",
+                path.display()
+            ),
+            SinkError::Dropped(why) => f.write_str(why),
+            SinkError::Other(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Passed through as it is: its message, and its causes.
+            SinkError::Other(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync>> for SinkError {
+    fn from(e: Box<dyn std::error::Error + Send + Sync>) -> SinkError {
+        SinkError::Other(e)
+    }
 }
 
 /// A destination for decoded records. Decode workers call [`Sink::write`] concurrently, so a
