@@ -149,8 +149,7 @@ fn run(args: &Args) -> Result<()> {
             .context("installing a signal handler")?;
     }
     let means = std::sync::Arc::new(RunningMeans::default());
-    let disk = DiskSink::new(&args.out)
-        .with_context(|| format!("opening output directory {}", args.out.display()))?;
+    let disk = DiskSink::new(&args.out).context("opening the output directory")?;
     let collector = Collector::builder()
         .bind(&args.bind)
         .workers(args.workers)

@@ -16,6 +16,7 @@ mod common;
 #[path = "../../src/synth.rs"]
 mod synth;
 
+mod cli_errors;
 mod delivery;
 mod demo;
 mod disk_files;

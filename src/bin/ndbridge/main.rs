@@ -1,7 +1,8 @@
 //! The `ndbridge` command: argument parsing, logging, signals and exit codes around the library.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,11 @@ use ndbridge::wire::{Limits, Record};
 use ndbridge::{ArrayBuffer, Compression, Link, Publisher, SocketKind, SocketOptions, Subscriber};
 
 use demo::{DemoConfig, DemoReport};
+use plural::plural;
 
 mod demo;
+#[path = "../../plural.rs"]
+mod plural;
 #[path = "../../synth.rs"]
 mod synth;
 
@@ -262,6 +266,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(use_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_target(false)
         .init();
     let result = match cli.command {
@@ -277,6 +285,49 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("ndbridge: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether log lines are coloured: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn use_colour(stderr_is_terminal: bool, no_color: Option<OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The directories that storing into `--out` is about to create: removed when dropped, unless
+/// [`CreatedDirs::keep`] was called first, so that a collector that cannot start leaves
+/// nothing behind.
+struct CreatedDirs(Option<PathBuf>);
+
+impl CreatedDirs {
+    /// Notes the first of `out` and its ancestors that does not exist yet (with everything
+    /// under it, what creating `out` would make).
+    fn before_creating(out: &Path) -> CreatedDirs {
+        let missing = |p: &&Path| {
+            !p.as_os_str().is_empty()
+                && std::fs::symlink_metadata(p)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        };
+        CreatedDirs(
+            out.ancestors()
+                .take_while(missing)
+                .last()
+                .map(Path::to_owned),
+        )
+    }
+
+    /// Keeps what was created.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            // Absent when creating it failed.
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -325,21 +376,27 @@ fn collect(args: CollectArgs) -> Result<()> {
     if args.stats_every > 0.0 {
         builder = builder.report_every(Duration::from_secs_f64(args.stats_every));
     }
-    if !args.no_disk {
-        let disk = DiskSink::new(&args.out)
-            .with_context(|| format!("opening output directory {}", args.out.display()))?;
-        builder = builder.sink(disk);
-    }
+    // Binding first: a collector that cannot listen creates no output directory.
     let mut forward_endpoint = None;
     if let Some(addr) = &args.forward {
         let forward = ForwardSink::listen(addr)
-            .with_context(|| format!("opening the forward socket {addr}"))?
+            .context("opening the forward socket (--forward)")?
             .subscriber_bytes(args.forward_subscriber_mib << 20)
             .max_subscribers(args.max_subscribers as usize);
         forward_endpoint = Some(forward.endpoint().to_owned());
         builder = builder.sink(forward);
     }
+    // The collector binds its input socket once it has its sinks: should that fail, the
+    // directories made for the disk sink are removed.
+    let created = (!args.no_disk).then(|| CreatedDirs::before_creating(&args.out));
+    if !args.no_disk {
+        let disk = DiskSink::new(&args.out).context("opening the output directory (--out)")?;
+        builder = builder.sink(disk);
+    }
     let collector = builder.start().context("starting the collector")?;
+    if let Some(created) = created {
+        created.keep();
+    }
     tracing::info!(
         "collecting on {} -> {}{}",
         collector.endpoints().join(", "),
@@ -394,6 +451,24 @@ fn print_summary(summary: &Summary) {
         "received {}, stored {}, rejected {} {:?}, sink errors {:?}",
         s.received, s.stored, s.rejected, s.errors, s.sink_errors
     );
+    for (kind, &count) in &s.errors {
+        if let Some(flag) = limit_flag(kind) {
+            eprintln!(
+                "{} rejected over a limit ({kind}): raise it with {flag}",
+                plural(count, "message")
+            );
+        }
+    }
+}
+
+/// The `collect` option that raises the limit a rejection of `kind` (a
+/// [`DecodeError::kind`](ndbridge::wire::DecodeError::kind)) ran into, if one does.
+fn limit_flag(kind: &str) -> Option<&'static str> {
+    match kind {
+        "array_too_large" | "message_too_large" => Some("--max-array-mib"),
+        "expansion" => Some("--max-expansion"),
+        _ => None,
+    }
 }
 
 fn send(args: SendArgs) -> Result<()> {
@@ -404,7 +479,7 @@ fn send(args: SendArgs) -> Result<()> {
     if let Some(source) = &args.source {
         builder = builder.source(source);
     }
-    let publisher = builder.build().context("opening the publisher")?;
+    let publisher = builder.build().context("opening the publisher (--to)")?;
     for path in &args.files {
         let name = match &args.name {
             Some(n) => n.clone(),
@@ -420,9 +495,9 @@ fn send(args: SendArgs) -> Result<()> {
             let arrays = ndbridge::npy::read_npz(std::io::BufReader::new(file))
                 .with_context(|| format!("reading {}", path.display()))?;
             eprintln!(
-                "{}: record {name:?} with {} arrays",
+                "{}: record {name:?} with {}",
                 path.display(),
-                arrays.len()
+                plural(arrays.len() as u64, "array")
             );
             publisher.send_record(&name, arrays, None)?;
         } else {
@@ -444,15 +519,14 @@ fn send(args: SendArgs) -> Result<()> {
         .context("closing the publisher")?;
     if stats.failed > 0 || stats.dropped > 0 {
         bail!(
-            "{} messages failed and {} were dropped (see the log above)",
-            stats.failed,
-            stats.dropped
+            "{} failed and {} dropped (see the log above)",
+            plural(stats.failed, "message"),
+            plural(stats.dropped, "message")
         );
     }
     eprintln!(
-        "delivered {} message{}, {:.1} MB decoded, {:.1} MB on the wire",
-        stats.delivered,
-        if stats.delivered == 1 { "" } else { "s" },
+        "delivered {}, {:.1} MB decoded, {:.1} MB on the wire",
+        plural(stats.delivered, "message"),
         stats.raw_bytes as f64 / 1e6,
         stats.wire_bytes as f64 / 1e6
     );
@@ -464,9 +538,7 @@ fn tail(args: TailArgs) -> Result<()> {
     for name in &args.name {
         builder = builder.name(name);
     }
-    let mut subscriber = builder
-        .build()
-        .with_context(|| format!("subscribing to {}", args.from))?;
+    let mut subscriber = builder.build().context("subscribing (--from)")?;
     let shutdown = Shutdown::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, shutdown.flag())
@@ -531,8 +603,8 @@ fn demo(args: DemoArgs) -> Result<()> {
         compression: args.codec.compression(),
     };
     eprintln!(
-        "ndbridge demo: {} workers streaming for {:.0} s into a collector on loopback; files in {}",
-        config.workers,
+        "ndbridge demo: {} streaming for {:.0} s into a collector on loopback; files in {}",
+        plural(config.workers as u64, "worker"),
         args.seconds,
         config.out.display()
     );
@@ -555,9 +627,10 @@ fn demo(args: DemoArgs) -> Result<()> {
     let s = &report.summary.stats;
     if s.stored != sent || s.gaps != 0 {
         bail!(
-            "{sent} records sent but {} stored ({} gaps)",
+            "{} sent but {} stored ({})",
+            plural(sent, "record"),
             s.stored,
-            s.gaps
+            plural(s.gaps, "gap")
         );
     }
     Ok(())
@@ -620,4 +693,42 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsString::new())));
+        assert!(!use_colour(true, Some(OsString::from("1"))));
+        assert!(!use_colour(false, None));
+    }
+
+    #[test]
+    fn created_dirs_are_removed_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a").join("b");
+        let created = CreatedDirs::before_creating(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        drop(created);
+        assert!(!dir.path().join("a").exists());
+        let created = CreatedDirs::before_creating(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        created.keep();
+        assert!(out.exists());
+        // What existed before is never removed.
+        drop(CreatedDirs::before_creating(&out));
+        assert!(out.exists());
+    }
+
+    #[test]
+    fn the_array_limits_name_their_option() {
+        assert_eq!(limit_flag("array_too_large"), Some("--max-array-mib"));
+        assert_eq!(limit_flag("message_too_large"), Some("--max-array-mib"));
+        assert_eq!(limit_flag("expansion"), Some("--max-expansion"));
+        assert_eq!(limit_flag("not_json"), None);
+    }
 }

@@ -1,0 +1,286 @@
+//! What the `ndbridge` program says when it cannot do what it was asked, run as a process: each
+//! cause once, the option to fix named, nothing left on disk after a failed start, no colour
+//! codes in a log that is not a terminal, and counts in the right number.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use ndarray::Array1;
+use ndarray_npy::WriteNpyExt;
+use ndbridge::collector::Collector;
+use ndbridge::{Compression, Publisher};
+
+use crate::common::{wait_until, watchdog};
+
+/// Runs `ndbridge args...` to its end and returns its output.
+fn ndbridge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ndbridge")
+}
+
+/// Its standard error, checked free of ANSI escape codes (it is a pipe, not a terminal).
+fn stderr_of(output: &Output) -> String {
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+    stderr
+}
+
+/// A port nothing listens on: bound to pick it, then released.
+fn fresh_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_port_in_use_is_said_once_and_leaves_no_output_directory() {
+    let _watchdog = watchdog("port in use", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = dir.path().join("new").join("sub");
+    let input = format!("tcp://127.0.0.1:{port}");
+    let output = ndbridge(&[
+        "collect",
+        "--bind",
+        &input,
+        "--out",
+        out.to_str().unwrap(),
+        "--stats-every",
+        "0",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&output),
+        format!(
+            "ndbridge: error: starting the collector: cannot bind {input}: Address already in use\n"
+        )
+    );
+    assert!(!dir.path().join("new").exists(), "--out was left behind");
+
+    // The forward socket on the port in use: nothing is created either.
+    let out = dir.path().join("new2");
+    let free = format!("tcp://127.0.0.1:{}", fresh_port());
+    let forward = format!("tcp://127.0.0.1:{port}");
+    let output = ndbridge(&[
+        "collect",
+        "--bind",
+        &free,
+        "--forward",
+        &forward,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with(&format!(
+            "ndbridge: error: opening the forward socket (--forward): cannot listen on {forward}: \
+             Address already in use"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!out.exists(), "--out was left behind");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn an_endpoint_without_a_transport_is_told_to_add_tcp() {
+    let _watchdog = watchdog("endpoint without tcp://", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.npy");
+    Array1::<f64>::zeros(4)
+        .write_npy(std::fs::File::create(&file).unwrap())
+        .unwrap();
+    let bare = format!("127.0.0.1:{}", fresh_port());
+    let hint = format!("did you mean tcp://{bare}?");
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let cases: [(&str, Vec<&str>); 4] = [
+        (
+            "opening the publisher (--to): cannot connect",
+            vec!["send", "--to", &bare, file.to_str().unwrap()],
+        ),
+        (
+            "subscribing (--from): cannot connect",
+            vec!["tail", "--from", &bare, "--count", "1"],
+        ),
+        (
+            "starting the collector: cannot bind",
+            vec!["collect", "--bind", &bare, "--out", out],
+        ),
+        (
+            "opening the forward socket (--forward): forward address",
+            vec!["collect", "--no-disk", "--forward", &bare],
+        ),
+    ];
+    for (says, args) in cases {
+        let output = ndbridge(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.starts_with(&format!("ndbridge: error: {says}")),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.trim_end().ends_with(&hint), "{args:?}: {stderr}");
+    }
+    assert!(!Path::new(out).exists(), "--out was left behind");
+}
+
+#[test]
+fn out_on_a_regular_file_says_not_a_directory() {
+    let _watchdog = watchdog("--out on a file", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"data").unwrap();
+    for out in [file.clone(), file.join("below")] {
+        let output = ndbridge(&[
+            "collect",
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(
+            stderr_of(&output),
+            format!(
+                "ndbridge: error: opening the output directory (--out): {}: not a directory \
+                 (expected a directory to store records in, found a regular file)\n",
+                file.display()
+            )
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"data");
+}
+
+#[test]
+fn out_where_nothing_can_be_created_names_the_path_and_the_cause_once() {
+    let _watchdog = watchdog("--out not writable", Duration::from_secs(60));
+    // Not even root creates directories in /proc.
+    let out = "/proc/ndbridge-test-out/records";
+    let output = ndbridge(&["collect", "--bind", "tcp://127.0.0.1:*", "--out", out]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with(&format!(
+            "ndbridge: error: opening the output directory (--out): {out}: "
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches(out).count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("(os error").count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_malformed_endpoint_gives_zeromqs_reason_once() {
+    let _watchdog = watchdog("malformed endpoint", Duration::from_secs(60));
+    let output = ndbridge(&["tail", "--from", "tcp://127.0.0.1:port", "--count", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&output),
+        "ndbridge: error: subscribing (--from): cannot connect tcp://127.0.0.1:port: \
+         Invalid argument\n"
+    );
+}
+
+#[test]
+fn send_counts_one_message_in_the_singular() {
+    let _watchdog = watchdog("send one message", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.npy");
+    Array1::<f64>::zeros(4)
+        .write_npy(std::fs::File::create(&file).unwrap())
+        .unwrap();
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .start()
+        .unwrap();
+    let output = ndbridge(&[
+        "send",
+        "--to",
+        collector.endpoint(),
+        "--timeout",
+        "20",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("\ndelivered 1 message, "), "{stderr}");
+    collector.stop();
+}
+
+#[test]
+fn a_message_over_the_array_limit_names_the_option_that_raises_it() {
+    let _watchdog = watchdog("limit names its option", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut collect = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+        .args([
+            "collect",
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--print-endpoints",
+        ])
+        .args(["--no-disk", "--stats-every", "0", "--max-array-mib", "1"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(collect.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let endpoints: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let publisher = Publisher::builder()
+        .connect(endpoints["input"][0].as_str().unwrap())
+        .compression(Compression::zstd(1))
+        .build()
+        .unwrap();
+    // 2 MiB of zeros: a small message on the wire, over the 1 MiB array limit decoded.
+    publisher
+        .send_owned("big", Array1::<u8>::zeros(2 << 20))
+        .unwrap();
+    publisher.close(Duration::from_secs(20)).unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap();
+    wait_until("the rejection", Duration::from_secs(20), || {
+        read_log().contains("rejected a message")
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &collect.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the collector to exit", Duration::from_secs(20), || {
+        collect.try_wait().unwrap().is_some()
+    });
+    let stderr = read_log();
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a file: {stderr:?}"
+    );
+    assert!(stderr.contains(" INFO collecting on "), "{stderr}");
+    assert!(
+        stderr.contains(
+            "\n1 message rejected over a limit (array_too_large): raise it with --max-array-mib\n"
+        ),
+        "{stderr}"
+    );
+}
