@@ -227,14 +227,15 @@ impl PublisherBuilder {
         }
     }
 
-    /// Opens the socket and starts the publisher thread.
+    /// Opens the socket and starts the publisher thread. A kind other than Push or Pub is
+    /// [`Error::Usage`].
     pub fn build(self) -> Result<Publisher, Error> {
         if !matches!(self.kind, SocketKind::Push | SocketKind::Pub) {
-            return Err(Error::Socket(transport::SocketError {
-                action: "publish on",
-                address: format!("a {:?} socket (use Push or Pub)", self.kind),
-                source: zmq::Error::EINVAL,
-            }));
+            return Err(Error::Usage {
+                what: "PublisherBuilder::kind",
+                expected: "SocketKind::Push or SocketKind::Pub",
+                found: format!("SocketKind::{:?}", self.kind),
+            });
         }
         self.compression.validate()?;
         let local_link = self.local_link();

@@ -351,3 +351,22 @@ fn close_keeps_its_timeout_when_no_collector_ever_appears() {
         other => panic!("close: {other:?} with {after:?}"),
     }
 }
+
+#[test]
+fn a_socket_kind_the_publisher_cannot_send_on_is_a_usage_error() {
+    for kind in [SocketKind::Pull, SocketKind::Sub] {
+        match Publisher::builder().kind(kind).build() {
+            Err(ndbridge::Error::Usage {
+                what,
+                expected,
+                found,
+            }) => {
+                assert_eq!(what, "PublisherBuilder::kind");
+                assert_eq!(expected, "SocketKind::Push or SocketKind::Pub");
+                assert_eq!(found, format!("SocketKind::{kind:?}"));
+            }
+            Err(other) => panic!("{kind:?}: expected Error::Usage, got {other}"),
+            Ok(_) => panic!("{kind:?}: a publisher was built"),
+        }
+    }
+}
