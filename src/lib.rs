@@ -19,8 +19,8 @@
 //! # Layout
 //! Each module says in its first lines what it owns. Private to the crate:
 //! `transport` (every ZeroMQ socket ndbridge opens, zero-copy frame send and receive),
-//! `publisher` and `subscriber` (the two ends), `pacing` (when compression pays, from the link's
-//! and the compressor's measured speed), `budget` (the byte budget with an RAII permit that
+//! `publisher` and `subscriber` (the two ends), `link_pacing` (when compression pays on a network
+//! link, from what the link delivers), `budget` (the byte budget with an RAII permit that
 //! bounds the publisher's queue, the collector's decoding and the forward sink), `plural`
 //! (counted nouns in messages: `1 record`, `2 records`). The command
 //! line (`src/bin/ndbridge/`: `collect`, `send`, `tail`, `demo`) is built with the default
@@ -39,8 +39,8 @@
 mod budget;
 pub mod collector;
 mod error;
+mod link_pacing;
 pub mod npy;
-mod pacing;
 mod plural;
 mod publisher;
 mod subscriber;

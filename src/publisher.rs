@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 
 use crate::budget::{ByteBudget, Permit, Wake};
 use crate::error::Error;
-use crate::pacing::Pacing;
+use crate::link_pacing::LinkPacing;
 use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
 use crate::wire::check_names;
 use crate::wire::encode_buffer;
@@ -257,8 +257,8 @@ impl PublisherBuilder {
             seq: 0,
             compression: self.compression,
             local_link,
-            pacing: Pacing::default(),
-            untimed_bytes: 0,
+            pacing: LinkPacing::default(),
+            started: Instant::now(),
             linger: self.options.linger,
             shared: Arc::clone(&shared),
             encoder: Encoder::default(),
@@ -334,11 +334,9 @@ struct Counters {
 
 /// What a queued message counts for against the queue limit: its arrays, plus an estimate of
 /// what the queue holds for it besides (the job, names, shapes, buffer handles), so that the
-/// limit also bounds the queue's memory when the arrays are small. For a message of one
-/// 800-byte array the estimate is 278 bytes; the resident memory per queued message is about
-/// 1065 bytes, 265 besides the array. For a record `state` of two 400-byte arrays `u` and `v`
-/// the estimate is 615 bytes, and 568 are measured besides the arrays
-/// (`cargo run --release --example memory_bounds` prints both).
+/// limit also bounds the queue's memory when the arrays are small.
+/// `cargo run --release --example memory_bounds` compares the estimate with the resident memory
+/// per queued message (figures in BENCHMARKS.md).
 fn queued_bytes<N: AsRef<str>>(name: &str, arrays: &[(N, ArrayBuffer)]) -> usize {
     const PER_MESSAGE: usize = 176;
     const PER_ARRAY: usize = 80;
@@ -609,12 +607,7 @@ impl Shared {
     }
 }
 
-/// The publisher thread: owns the socket.
-/// In the automatic mode, a send is timed (for [`Pacing`]) when it brings the bytes sent since
-/// the last timed one to this many: every send of a message this large, one in about eighty of
-/// 800-byte ones (two clock reads cost a tenth of sending a small message).
-const TIME_SENDS_EVERY_BYTES: u64 = 64 << 10;
-
+/// The publisher thread: owns the socket, encodes what the handles queue and sends it.
 struct SendLoop {
     socket: zmq::Socket,
     kind: SocketKind,
@@ -624,9 +617,10 @@ struct SendLoop {
     compression: Compression,
     /// The link is local ([`Link`]): the automatic codec sends raw without measuring.
     local_link: bool,
-    pacing: Pacing,
-    /// Bytes sent since the last send that was timed for `pacing`.
-    untimed_bytes: u64,
+    /// The automatic codec on a network link: what the link delivers, and whether to compress.
+    pacing: LinkPacing,
+    /// The zero of the monotonic clock `pacing` is given.
+    started: Instant,
     linger: Duration,
     shared: Arc<Shared>,
     /// Reuses the header bytes that consecutive messages share.
@@ -646,7 +640,7 @@ impl SendLoop {
             let warm_up = bytes::Bytes::from_static(&[0u8; 64]);
             let _ = encode_buffer(&warm_up, 8, Compression::Zstd { level, shuffle });
         }
-        for job in jobs.iter() {
+        while let Some(job) = self.next_job(&jobs) {
             match job {
                 Job::Send(queued) => {
                     self.send(queued);
@@ -658,6 +652,21 @@ impl SendLoop {
             }
         }
         self.finish();
+    }
+
+    /// The next job, waiting for one; `None` once every handle is gone. Finding none waiting
+    /// tells the automatic codec that the producer, not the link, sets the pace.
+    fn next_job(&mut self, jobs: &Receiver<Job>) -> Option<Job> {
+        match jobs.try_recv() {
+            Ok(job) => Some(job),
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                if self.paced() {
+                    self.pacing.idle();
+                }
+                jobs.recv().ok()
+            }
+            Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+        }
     }
 
     /// Gives ZeroMQ the rest of the close timeout to pass on what it holds, then closes the
@@ -697,7 +706,12 @@ impl SendLoop {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(message) = self.encode(name, arrays, attrs) else {
+        let raw_bytes: u64 = arrays.iter().map(|(_, a)| a.data().len() as u64).sum();
+        if self.paced() {
+            self.wait_for_room(raw_bytes);
+        }
+        let policy = self.choose_compression(&arrays, raw_bytes);
+        let Some(message) = self.encode(name, arrays, attrs, policy) else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -711,7 +725,12 @@ impl SendLoop {
         } else {
             &message.frames
         };
-        match self.transmit(frames, message.wire_bytes()) {
+        match self.transmit(frames) {
+            Sent::Yes if self.paced() => {
+                let compressed = policy != Compression::Raw;
+                let (raw, wire) = (message.raw_bytes(), message.wire_bytes());
+                self.pacing.handed(raw, wire, compressed);
+            }
             Sent::Yes => {}
             Sent::Dropped => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -738,13 +757,14 @@ impl SendLoop {
         matches!(self.compression, Compression::Auto { .. }) && !self.local_link
     }
 
-    /// Encodes a queued message under the next `seq`, timing the compression for [`Pacing`];
-    /// `None` when it cannot be encoded (logged).
+    /// Encodes a queued message under the next `seq` with `policy`, timing the compression for
+    /// the automatic codec; `None` when it cannot be encoded (logged).
     fn encode(
         &mut self,
         name: CompactString,
         arrays: SmallVec<[(CompactString, ArrayBuffer); 1]>,
         attrs: Option<Map<String, Value>>,
+        policy: Compression,
     ) -> Option<EncodedMessage> {
         // The header takes the ids for the message and they are taken back from it afterwards:
         // no copy per message.
@@ -758,7 +778,6 @@ impl SendLoop {
                 .map_or(0.0, |d| d.as_secs_f64()),
             attrs,
         };
-        let policy = self.choose_compression(&arrays);
         let encode_started = (self.paced() && policy != Compression::Raw).then(Instant::now);
         let arrays = arrays
             .into_iter()
@@ -780,23 +799,25 @@ impl SendLoop {
             self.pacing.observe_compress(
                 message.raw_bytes(),
                 message.wire_bytes() - header,
-                started.elapsed(),
+                started.elapsed().as_secs_f64(),
             );
         }
         Some(message)
     }
 
-    /// Hands `frames` (`wire_bytes` in all) to ZeroMQ, retrying a full queue until the close
-    /// deadline, and times the send for [`Pacing`] when it is due.
-    fn transmit(&mut self, frames: &[bytes::Bytes], wire_bytes: u64) -> Sent {
-        // Timed when this message brings the bytes since the last timed send to the threshold:
-        // every message that large, one in about eighty of 800 bytes.
-        let timed = self.untimed_bytes.saturating_add(wire_bytes) >= TIME_SENDS_EVERY_BYTES;
-        let send_started = (self.paced() && timed).then(Instant::now);
+    /// Hands `frames` to ZeroMQ, retrying a full queue until the close deadline. For the
+    /// automatic codec, a first try that finds ZeroMQ's queue full (its high-water mark in
+    /// messages reached before the bytes bound) tells that the link sets the pace.
+    fn transmit(&mut self, frames: &[bytes::Bytes]) -> Sent {
         let passed_on = &self.shared.counters.passed_on;
+        let mut flags = if self.paced() { zmq::DONTWAIT } else { 0 };
         loop {
-            match transport::send_tracked(&mut self.socket, frames, 0, passed_on) {
-                Ok(()) => break,
+            match transport::send_tracked(&mut self.socket, frames, flags, passed_on) {
+                Ok(()) => return Sent::Yes,
+                Err(zmq::Error::EAGAIN) if flags != 0 => {
+                    self.pacing.blocked();
+                    flags = 0;
+                }
                 // A full queue (EAGAIN) or a signal (EINTR): try again until the deadline.
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR)
                     if !self.shared.past_close_deadline() =>
@@ -810,13 +831,23 @@ impl SendLoop {
                 }
             }
         }
-        if let Some(started) = send_started {
-            self.pacing.observe_send(wire_bytes, started.elapsed());
-            self.untimed_bytes = 0;
-        } else {
-            self.untimed_bytes = self.untimed_bytes.saturating_add(wire_bytes);
+    }
+
+    /// Waits until ZeroMQ holds few enough bytes for the link that a message of `raw` bytes may
+    /// join them (the rest of a burst waits here, not yet encoded, and is encoded as the link
+    /// is then known to deliver), or until the close deadline.
+    fn wait_for_room(&mut self, raw: u64) {
+        let passed_on = &self.shared.counters.passed_on;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            let now = self.started.elapsed().as_secs_f64();
+            self.pacing.released(now, passed_on.load(Ordering::Acquire));
+            if self.pacing.has_room(raw) || self.shared.past_close_deadline() {
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
         }
-        Sent::Yes
     }
 }
 
@@ -830,17 +861,20 @@ enum Sent {
 }
 
 impl SendLoop {
-    /// The policy for the next message. `Auto` goes raw unless the link is slow enough for
-    /// compression to pay (see [`crate::pacing`]); then it compresses, and keeps the result only
-    /// when it saves enough.
-    fn choose_compression(&mut self, arrays: &[(CompactString, ArrayBuffer)]) -> Compression {
+    /// The policy for the next message, of `raw_bytes`. `Auto` goes raw unless the link
+    /// delivers more compressed (see [`LinkPacing`]); then it compresses, and keeps the result
+    /// only when it saves enough.
+    fn choose_compression(
+        &mut self,
+        arrays: &[(CompactString, ArrayBuffer)],
+        raw_bytes: u64,
+    ) -> Compression {
         let Compression::Auto { level, shuffle, .. } = self.compression else {
             return self.compression;
         };
         if self.local_link {
             return Compression::Raw;
         }
-        let raw_bytes = arrays.iter().map(|(_, a)| a.data().len() as u64).sum();
         if self.pacing.wants_sample(raw_bytes) {
             self.measure_sample(arrays, Compression::Zstd { level, shuffle });
         }
@@ -867,8 +901,9 @@ impl SendLoop {
         let sample = data.slice(start..start + len);
         let started = Instant::now();
         if let Ok(encoded) = encode_buffer(&sample, itemsize, policy) {
+            let secs = started.elapsed().as_secs_f64();
             self.pacing
-                .observe_compress(len as u64, encoded.frame.len() as u64, started.elapsed());
+                .observe_compress(len as u64, encoded.frame.len() as u64, secs);
         }
     }
 }

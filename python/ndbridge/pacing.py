@@ -1,8 +1,11 @@
-"""When compression pays: the automatic codec's choice on a network link, weighing how fast the
-link drains bytes against how fast the compressor runs and how much it saves.
+"""When compression pays: the pure-Python publisher's automatic codec on a network link,
+weighing how fast the link drains bytes against how fast the compressor runs and how much it
+saves.
 
-The same rule, constants and decisions as the Rust publisher's (``src/pacing.rs``; both replay
-``tests/data/pacing_cases.json``). Compressing costs ``raw / codec_speed`` seconds and saves
+The Rust publisher (and with it the native core) measures what the link delivers from ZeroMQ's
+releases and tries compression before keeping it (``src/link_pacing.rs``); this module is the
+simpler rule a pure-Python publisher can follow, its decisions fixed in
+``tests/data/pacing_cases.json``. Compressing costs ``raw / codec_speed`` seconds and saves
 ``(1 - ratio) * raw / link_speed`` seconds of sending, so it pays when
 ``codec_speed * (1 - ratio) > link_speed``. The link's speed shows in how long sends block once
 ZeroMQ's queue is full: a send that does not block means the link keeps up, and compressing

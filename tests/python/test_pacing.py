@@ -1,4 +1,4 @@
-"""The automatic codec's decisions: the cases the Rust publisher's pacing replays too."""
+"""The pure-Python publisher's automatic codec: its decisions, fixed in tests/data/pacing_cases.json."""
 
 import json
 import threading
@@ -45,9 +45,10 @@ def test_cases_cover_every_decision():
 
 
 # The pure-Python publisher on real sockets (the Rust publisher, which the native core gives
-# Python, is tested the same way in tests/integration/pacing.rs): on a network link, raw while the receiver
-# keeps up, compressed once a slow receiver (standing in for a slow link) makes sends block,
-# raw for data that does not compress; on a local link, always raw.
+# Python, is tested in tests/integration/pacing.rs, with a slow link and a slow receiver told
+# apart): on a network link, raw while the receiver keeps up, compressed once a slow receiver
+# makes sends block (this rule cannot tell it from a slow link), raw for data that does not
+# compress; on a local link, always raw.
 
 SMOOTH = np.add.outer(np.linspace(0, 1, 250), np.sin(np.linspace(0, 9, 500)))  # 1 MB float64
 NOISE = np.random.default_rng(3).integers(0, 1 << 62, 125_000, dtype=np.int64)

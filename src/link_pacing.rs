@@ -1,0 +1,740 @@
+//! When compression pays on a network link: the automatic codec's choice, from what the link
+//! really delivers.
+//!
+//! The publisher hands messages to ZeroMQ and learns when ZeroMQ releases each one (its bytes
+//! are then in the kernel's socket buffer). It keeps at most a bounded number of bytes in
+//! ZeroMQ (about 30 ms of the link, at least 4 MiB), so that the rest of a burst waits in the
+//! publisher's own queue, not yet encoded, and is encoded with what the link is known to do
+//! when its turn comes. While the publisher waits for room, the link (or the receiver) limits
+//! the rate, and the bytes released per second of busy time measure it.
+//!
+//! Sending raw, the link delivers `D` bytes per second; compressing at `C` raw bytes per second
+//! (on the publisher's thread, beside ZeroMQ's I/O thread) to a ratio `r`, it delivers
+//! `min(C, D / r)` raw bytes per second. Compression is tried when that promises 5% more than
+//! raw, and kept only when it delivers that much more, measured: a receiver that is the
+//! bottleneck (it decodes or stores raw bytes at its own speed) gains nothing from compressed
+//! data, so the trial ends and raw resumes; trials then come further and further apart. The link
+//! is re-examined in raw every few seconds, and whenever the publisher no longer waits for room
+//! (the link keeps up, or the compressor became the bottleneck) raw resumes at once.
+//!
+//! Pure logic: the caller passes the time (seconds, monotonic) and the counts it observed.
+
+use std::collections::VecDeque;
+
+/// Weight of the newest observation in the moving averages.
+const ALPHA: f64 = 0.3;
+/// Shortest time one measurement window spans, in seconds; a window closes at a release.
+const WINDOW_SECS: f64 = 0.02;
+/// Compression is tried when it promises this much more than raw.
+const PROMISE: f64 = 1.1;
+/// A trial is kept when compression delivers this much more than raw did, and at least half
+/// the gain it promised: records leave in bursts (as the kernel's and the receiver's buffers
+/// free space), so a short measurement is noisy, and a small promised gain needs a margin.
+const VERDICT: f64 = 1.1;
+/// Raw is measured over at least this many windows and seconds before a trial (after one
+/// window that fills the buffers); a trial runs at least as long, and this many messages,
+/// before it can fail.
+const MEASURE_WINDOWS: u32 = 3;
+const MEASURE_SECS: f64 = 0.1;
+const MEASURE_MESSAGES: u64 = 8;
+/// Raw's rate is measured over the last stretch of at most this many seconds.
+const RAW_SPAN_SECS: f64 = 0.5;
+/// A trial that has not delivered more than raw by then ends; one that has goes on until this
+/// many messages (or seconds) before it is kept, so that a burst of releases cannot confirm it.
+const CONFIRM_MESSAGES: u64 = 24;
+const CONFIRM_SECS: f64 = 2.0;
+/// After a failed trial, raw for this many times the windows the trial took before the next
+/// may start; the factor doubles with each failure up to the maximum, so that trials that keep
+/// failing (a receiver that is the bottleneck) take an ever smaller share of the time.
+const BACKOFF_FIRST: u32 = 2;
+const BACKOFF_MAX: u32 = 64;
+/// Windows in compressed mode after which raw is measured again.
+const RECHECK_WINDOWS: u32 = 150;
+/// Windows in compressed mode in which the sender neither waited for room nor for the producer
+/// (the compressor is the limit) after which raw is measured again: the link may now be faster.
+const COMPRESSOR_BOUND_WINDOWS: u32 = 5;
+/// Bytes ZeroMQ may hold for the link, at least; and how many seconds of the link, at most
+/// more than that.
+const MIN_BACKLOG: u64 = 4 << 20;
+const BACKLOG_SECS: f64 = 0.03;
+/// The compressor is sampled again this many messages and at least this many raw bytes apart.
+const SAMPLE_EVERY: u64 = 16;
+const SAMPLE_EVERY_BYTES: u64 = 4 << 20;
+
+/// A message ZeroMQ holds: its raw and wire sizes, and whether it went compressed.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    raw: u64,
+    wire: u64,
+    compressed: bool,
+}
+
+/// What the link released during a stretch of busy time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    /// When the window opened (the check before its first busy time).
+    start: Option<f64>,
+    /// Busy time: time while ZeroMQ held bytes.
+    secs: f64,
+    raw: u64,
+    wire: u64,
+    messages: u64,
+    compressed: u64,
+}
+
+/// Raw bytes delivered over a span of windows, and the wall time they took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Span {
+    windows: u32,
+    secs: f64,
+    raw: u64,
+    messages: u64,
+}
+
+impl Span {
+    fn add(self, secs: f64, w: &Window) -> Span {
+        Span {
+            windows: self.windows + 1,
+            secs: self.secs + secs,
+            raw: self.raw + w.raw,
+            messages: self.messages + w.messages,
+        }
+    }
+
+    /// Long enough to start a trial on (raw) or to end one that is failing (compressed).
+    fn complete(&self) -> bool {
+        self.windows >= MEASURE_WINDOWS && self.secs >= MEASURE_SECS
+    }
+
+    /// Long enough to tell whether a trial failed.
+    fn judged(&self) -> bool {
+        self.complete() && self.messages >= MEASURE_MESSAGES
+    }
+
+    /// Long enough to keep a trial that delivers what it needs.
+    fn confirmed(&self) -> bool {
+        self.judged() && (self.messages >= CONFIRM_MESSAGES || self.secs >= CONFIRM_SECS)
+    }
+
+    fn rate(&self) -> f64 {
+        self.raw as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// What the automatic codec does now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// Raw. `pressed` counts the windows in a row under pressure; `span` measures the ones
+    /// after the first.
+    Raw { pressed: u32, span: Span },
+    /// Compressing on trial against `baseline` raw bytes per second measured raw: kept if it
+    /// delivers `needed` raw bytes per second. The first
+    /// `settle` wire bytes released are not measured: the buffers beyond ZeroMQ (the kernel's,
+    /// the receiver's) still hold raw records, and as those drain, compressed records take
+    /// their place several to one, so the link seems to deliver more than it will.
+    Trial {
+        baseline: f64,
+        needed: f64,
+        settle: u64,
+        span: Span,
+        spent: u32,
+    },
+    /// Compressing, confirmed: `windows` since, `bound` of them in a row compressor-bound.
+    Compressed { windows: u32, bound: u32 },
+}
+
+const RAW: Mode = Mode::Raw {
+    pressed: 0,
+    span: Span {
+        windows: 0,
+        secs: 0.0,
+        raw: 0,
+        messages: 0,
+    },
+};
+
+/// The automatic codec's state on one network link. Nothing known: raw.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkPacing {
+    in_flight: VecDeque<InFlight>,
+    /// Wire bytes ZeroMQ holds.
+    backlog: u64,
+    /// Messages released so far, as last seen.
+    released: u64,
+    last_check: Option<f64>,
+    window: Window,
+    /// The sender found no room during the current window.
+    pressed: bool,
+    /// The sender found no message to send during the current window.
+    idle: bool,
+    /// Wire bytes per second the link drains while busy.
+    drain: Option<f64>,
+    /// Wire bytes the path beyond ZeroMQ holds, as estimated from what it took before the
+    /// sender first waited; and the bytes released so far without waiting.
+    buffered: u64,
+    unpressed: Option<u64>,
+    /// Raw bytes per second the compressor takes, and its compressed/raw ratio.
+    codec_speed: Option<f64>,
+    ratio: Option<f64>,
+    mode: Mode,
+    /// Windows before the next trial may start, and the wait after the next failure.
+    wait: u32,
+    backoff: u32,
+    since_sample: u64,
+    bytes_since_sample: u64,
+}
+
+impl Default for LinkPacing {
+    fn default() -> Self {
+        LinkPacing {
+            in_flight: VecDeque::new(),
+            backlog: 0,
+            released: 0,
+            last_check: None,
+            window: Window::default(),
+            pressed: false,
+            idle: false,
+            drain: None,
+            buffered: 0,
+            unpressed: Some(0),
+            codec_speed: None,
+            ratio: None,
+            mode: RAW,
+            wait: 0,
+            backoff: BACKOFF_FIRST,
+            since_sample: 0,
+            bytes_since_sample: 0,
+        }
+    }
+}
+
+fn ewma(old: Option<f64>, new: f64) -> f64 {
+    match old {
+        Some(old) => old + ALPHA * (new - old),
+        None => new,
+    }
+}
+
+impl LinkPacing {
+    /// Compress the next message?
+    pub(crate) fn should_compress(&self) -> bool {
+        !matches!(self.mode, Mode::Raw { .. })
+    }
+
+    /// Wire bytes ZeroMQ may hold before the sender waits: about 30 ms of the link, at least
+    /// 4 MiB.
+    pub(crate) fn backlog_limit(&self) -> u64 {
+        let link = self.drain.map_or(0, |d| (d * BACKLOG_SECS) as u64);
+        link.max(MIN_BACKLOG)
+    }
+
+    /// May a message of `wire` bytes go to ZeroMQ now? When not, the caller waits for releases
+    /// (calling [`released`](Self::released)) and asks again; the wait marks the link as the
+    /// limit.
+    pub(crate) fn has_room(&mut self, wire: u64) -> bool {
+        let room = self.backlog == 0 || self.backlog.saturating_add(wire) <= self.backlog_limit();
+        if !room {
+            self.pressed = true;
+        }
+        room
+    }
+
+    /// ZeroMQ's own queue was full (its high-water mark in messages came before the bytes
+    /// bound): the link, or the receiver, limits the rate as when there is no room.
+    pub(crate) fn blocked(&mut self) {
+        self.pressed = true;
+    }
+
+    /// The sender has no message to send: the producer is slower than the link (or the
+    /// compressor).
+    pub(crate) fn idle(&mut self) {
+        self.idle = true;
+    }
+
+    /// A message was handed to ZeroMQ.
+    pub(crate) fn handed(&mut self, raw: u64, wire: u64, compressed: bool) {
+        self.in_flight.push_back(InFlight {
+            raw,
+            wire,
+            compressed,
+        });
+        self.backlog = self.backlog.saturating_add(wire);
+    }
+
+    /// ZeroMQ has released `total` messages so far (a running count), seen at `now` seconds.
+    pub(crate) fn released(&mut self, now: f64, total: u64) {
+        let last = self.last_check.replace(now).unwrap_or(now);
+        self.window.start.get_or_insert(last);
+        if self.backlog > 0 {
+            self.window.secs += (now - last).max(0.0);
+        }
+        let fresh = total.saturating_sub(self.released);
+        self.released = self.released.max(total);
+        for _ in 0..fresh {
+            let Some(m) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.backlog = self.backlog.saturating_sub(m.wire);
+            self.window.raw += m.raw;
+            self.window.wire += m.wire;
+            self.window.messages += 1;
+            self.window.compressed += u64::from(m.compressed);
+        }
+        let wall = now - self.window.start.unwrap_or(now);
+        if fresh > 0 && wall >= WINDOW_SECS {
+            let window = std::mem::take(&mut self.window);
+            let pressed = std::mem::take(&mut self.pressed);
+            let idle = std::mem::take(&mut self.idle);
+            self.close_window(window, wall, pressed, idle);
+        }
+    }
+
+    /// Records that `raw` bytes compressed to `compressed` bytes in `secs` seconds.
+    pub(crate) fn observe_compress(&mut self, raw: u64, compressed: u64, secs: f64) {
+        if raw == 0 {
+            return;
+        }
+        // Interference only ever slows the compressor: a faster measurement counts at once.
+        let speed = raw as f64 / secs.max(1e-9);
+        self.codec_speed = Some(match self.codec_speed {
+            Some(old) if speed > old => speed,
+            old => ewma(old, speed),
+        });
+        self.ratio = Some(ewma(self.ratio, compressed as f64 / raw as f64));
+        self.since_sample = 0;
+        self.bytes_since_sample = 0;
+    }
+
+    /// Should the caller measure the compressor on a sample of the next message, of `raw`
+    /// bytes? True while sending raw under pressure when the compressor's figures are missing
+    /// or 16 messages and 4 MiB old.
+    pub(crate) fn wants_sample(&mut self, raw: u64) -> bool {
+        if self.should_compress() || self.drain.is_none() {
+            return false;
+        }
+        self.since_sample += 1;
+        self.bytes_since_sample = self.bytes_since_sample.saturating_add(raw);
+        let old =
+            self.since_sample >= SAMPLE_EVERY && self.bytes_since_sample >= SAMPLE_EVERY_BYTES;
+        if self.codec_speed.is_none() || old {
+            self.since_sample = 0;
+            self.bytes_since_sample = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Raw bytes per second compression promises over raw, as a factor: `min(C, D / r) / D`.
+    fn promise(&self) -> Option<f64> {
+        let (drain, speed, ratio) = (self.drain?, self.codec_speed?, self.ratio?);
+        Some(speed.min(drain / ratio.max(1e-6)) / drain.max(1e-9))
+    }
+
+    /// Moves the mode on after a window: `wall` seconds it spanned, `pressed` when the sender
+    /// waited for room in it, `idle` when it waited for the producer.
+    fn close_window(&mut self, w: Window, wall: f64, pressed: bool, idle: bool) {
+        if pressed && w.secs > 0.0 {
+            self.drain = Some(ewma(self.drain, w.wire as f64 / w.secs));
+        }
+        self.estimate_buffered(&w, pressed);
+        self.mode = match self.mode {
+            // The link keeps up with the producer: raw.
+            _ if idle && !pressed => RAW,
+            Mode::Raw { .. } if !pressed || w.compressed > 0 => RAW,
+            Mode::Raw { pressed, span } => self.after_raw(pressed + 1, span, wall, &w),
+            Mode::Trial {
+                baseline,
+                needed,
+                settle: 0,
+                span,
+                spent,
+            } if w.compressed == w.messages => {
+                self.after_trial((baseline, needed), span.add(wall, &w), spent + 1)
+            }
+            // Compressed messages settling into the buffers beyond ZeroMQ, or raw messages from
+            // before draining.
+            Mode::Trial {
+                baseline,
+                needed,
+                settle,
+                span,
+                spent,
+            } => Mode::Trial {
+                baseline,
+                needed,
+                settle: if w.compressed == w.messages {
+                    settle.saturating_sub(w.wire)
+                } else {
+                    settle
+                },
+                span,
+                spent: spent + 1,
+            },
+            Mode::Compressed { windows, bound } => self.after_compressed(windows, bound, pressed),
+        };
+    }
+
+    /// The bytes released from a start without waiting up to the first window with waiting
+    /// filled the buffers beyond ZeroMQ: the largest such fill is their estimate.
+    fn estimate_buffered(&mut self, w: &Window, pressed: bool) {
+        match (pressed, self.unpressed) {
+            (true, Some(fill)) => {
+                self.buffered = self.buffered.max(fill.saturating_add(w.wire));
+                self.unpressed = None;
+            }
+            (true, None) => {}
+            (false, fill) => self.unpressed = Some(fill.unwrap_or(0).saturating_add(w.wire)),
+        }
+    }
+
+    fn after_raw(&mut self, pressed: u32, span: Span, wall: f64, w: &Window) -> Mode {
+        // The first window under pressure includes filling the kernel's buffers: not measured.
+        // A span grown old is started again, so a trial compares with what raw does now.
+        let span = match pressed {
+            1 => span,
+            _ if span.secs >= RAW_SPAN_SECS => Span::default().add(wall, w),
+            _ => span.add(wall, w),
+        };
+        let promise = self.promise().unwrap_or(0.0);
+        if self.wait > 0 {
+            self.wait -= 1;
+        } else if span.complete() && promise >= PROMISE {
+            return Mode::Trial {
+                baseline: span.rate(),
+                needed: span.rate() * VERDICT.max((1.0 + promise) / 2.0),
+                settle: self.buffered,
+                span: Span::default(),
+                spent: 0,
+            };
+        }
+        Mode::Raw { pressed, span }
+    }
+
+    /// A trial after a window: `span` measured so far against raw's `baseline` and the rate
+    /// `needed` to keep it, `spent` windows since it began.
+    fn after_trial(&mut self, (baseline, needed): (f64, f64), span: Span, spent: u32) -> Mode {
+        // Failing: not even halfway from raw's rate to the rate needed.
+        let failing = span.judged() && span.rate() < (baseline + needed) / 2.0;
+        if !failing && !span.confirmed() {
+            return Mode::Trial {
+                baseline,
+                needed,
+                settle: 0,
+                span,
+                spent,
+            };
+        }
+        if !failing && span.rate() >= needed {
+            self.backoff = BACKOFF_FIRST;
+            Mode::Compressed {
+                windows: 0,
+                bound: 0,
+            }
+        } else {
+            self.wait = spent.saturating_mul(self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            RAW
+        }
+    }
+
+    fn after_compressed(&mut self, windows: u32, bound: u32, pressed: bool) -> Mode {
+        let bound = if pressed { 0 } else { bound + 1 };
+        let unpromising = self.ratio.is_some_and(|r| r * PROMISE > 1.0);
+        if windows >= RECHECK_WINDOWS || bound >= COMPRESSOR_BOUND_WINDOWS || unpromising {
+            return RAW;
+        }
+        Mode::Compressed {
+            windows: windows + 1,
+            bound,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publisher, ZeroMQ, a kernel socket buffer, a link and a receiver, stepped in time: the
+    /// decision logic under the conditions it is made for.
+    #[derive(Debug, Clone, Copy)]
+    struct Setup {
+        /// Messages and their raw size; the producer offers one every `every` seconds (0: a
+        /// burst, all at once).
+        messages: usize,
+        raw: u64,
+        every: f64,
+        /// Compressor speed (raw bytes/s) and ratio.
+        codec_speed: f64,
+        ratio: f64,
+        /// Link speed (wire bytes/s) before and after `change_at` seconds.
+        link: f64,
+        link_after: f64,
+        change_at: f64,
+        /// Raw bytes per second the receiver handles (decoding, storing).
+        receiver: f64,
+        /// Bytes the kernel's socket buffer holds.
+        kernel: u64,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Policy {
+        Auto,
+        Raw,
+        Compressed,
+    }
+
+    struct Outcome {
+        seconds: f64,
+        compressed: Vec<bool>,
+    }
+
+    const GB: f64 = 1e9;
+    const MB: f64 = 1e6;
+    const DT: f64 = 0.0002;
+
+    fn setup() -> Setup {
+        Setup {
+            messages: 30,
+            raw: 8 << 20,
+            every: 0.0,
+            codec_speed: 1.5 * GB,
+            ratio: 0.78,
+            link: 0.125 * GB,
+            link_after: 0.125 * GB,
+            change_at: f64::INFINITY,
+            receiver: f64::INFINITY,
+            kernel: 4 << 20,
+        }
+    }
+
+    /// A message on its way: wire bytes left to move at its stage.
+    #[derive(Clone, Copy)]
+    struct Moving {
+        raw: u64,
+        wire: u64,
+        left: f64,
+    }
+
+    fn simulate(s: Setup, policy: Policy) -> Outcome {
+        let mut p = LinkPacing::default();
+        let (mut t, mut next, mut released) = (0.0f64, 0usize, 0u64);
+        let mut encoding: Option<(f64, Moving, bool)> = None; // done at, message, compressed
+        let mut zmq: VecDeque<Moving> = VecDeque::new();
+        let mut stream: VecDeque<Moving> = VecDeque::new();
+        let mut kernel_bytes = 0.0f64;
+        let (mut delivered, mut compressed) = (0usize, Vec::new());
+        while delivered < s.messages {
+            assert!(t < 600.0, "the simulation does not end");
+            // The link drains the kernel buffer, as fast as the link and the receiver allow,
+            // message by message (`stream` holds every message handed, oldest first).
+            let link = if t < s.change_at {
+                s.link
+            } else {
+                s.link_after
+            };
+            let mut budget = DT;
+            while let Some(m) = stream.front_mut() {
+                let rate = link.min(s.receiver * m.wire as f64 / m.raw as f64);
+                let moved = (budget * rate).min(m.left).min(kernel_bytes);
+                m.left -= moved;
+                kernel_bytes -= moved;
+                budget -= moved / rate;
+                if m.left > 1e-6 {
+                    break;
+                }
+                stream.pop_front();
+                delivered += 1;
+            }
+            // ZeroMQ writes into the kernel buffer while it has room; a message written whole
+            // is released.
+            while let Some(m) = zmq.front_mut() {
+                let moved = (s.kernel as f64 - kernel_bytes).max(0.0).min(m.left);
+                m.left -= moved;
+                kernel_bytes += moved;
+                if m.left > 1e-6 {
+                    break;
+                }
+                zmq.pop_front();
+                released += 1;
+            }
+            p.released(t, released);
+            // The sender: finishes an encode, or takes the next message the producer offers.
+            if let Some((done, _, _)) = &encoding {
+                if t >= *done {
+                    let (_, m, c) = encoding.take().expect("encoding");
+                    if policy == Policy::Auto && !p.has_room(m.wire) {
+                        encoding = Some((t, m, c));
+                    } else {
+                        p.handed(m.raw, m.wire, c);
+                        let left = m.wire as f64;
+                        zmq.push_back(Moving { left, ..m });
+                        stream.push_back(Moving { left, ..m });
+                    }
+                }
+            } else if next < s.messages && t >= next as f64 * s.every {
+                let raw = s.raw;
+                let c = match policy {
+                    Policy::Raw => false,
+                    Policy::Compressed => true,
+                    Policy::Auto => {
+                        if p.wants_sample(raw) {
+                            let sample = raw.min(256 << 10);
+                            let wire = (sample as f64 * s.ratio) as u64;
+                            p.observe_compress(sample, wire, sample as f64 / s.codec_speed);
+                        }
+                        p.should_compress()
+                    }
+                };
+                let wire = if c {
+                    (raw as f64 * s.ratio) as u64
+                } else {
+                    raw
+                };
+                let secs = if c { raw as f64 / s.codec_speed } else { 0.0 };
+                if c && policy == Policy::Auto {
+                    p.observe_compress(raw, wire, secs);
+                }
+                compressed.push(c);
+                encoding = Some((
+                    t + secs,
+                    Moving {
+                        raw,
+                        wire,
+                        left: 0.0,
+                    },
+                    c,
+                ));
+                next += 1;
+            } else if next < s.messages || encoding.is_none() {
+                p.idle();
+            }
+            t += DT;
+        }
+        Outcome {
+            seconds: t,
+            compressed,
+        }
+    }
+
+    /// Auto's time against the better of raw and compressed, as a ratio (1: as fast).
+    fn against_best(s: Setup) -> (f64, Outcome) {
+        let best = simulate(s, Policy::Raw)
+            .seconds
+            .min(simulate(s, Policy::Compressed).seconds);
+        let auto = simulate(s, Policy::Auto);
+        (best / auto.seconds, auto)
+    }
+
+    fn share(compressed: &[bool]) -> f64 {
+        compressed.iter().filter(|&&c| c).count() as f64 / compressed.len() as f64
+    }
+
+    #[test]
+    fn nothing_known_is_raw() {
+        let mut p = LinkPacing::default();
+        assert!(!p.should_compress());
+        assert!(
+            !p.wants_sample(1 << 20),
+            "no sample before the link is known"
+        );
+        assert_eq!(p.backlog_limit(), MIN_BACKLOG);
+    }
+
+    #[test]
+    fn bursts_on_a_slow_link_go_compressed_almost_at_once() {
+        for messages in [30, 300] {
+            let (ratio, auto) = against_best(Setup {
+                messages,
+                ..setup()
+            });
+            assert!(
+                ratio >= 0.95,
+                "{messages} records: auto at {ratio:.3} of the best"
+            );
+            assert!(share(&auto.compressed) > 0.8, "{:?}", auto.compressed);
+        }
+    }
+
+    #[test]
+    fn a_link_faster_than_the_compressor_stays_raw() {
+        let s = Setup {
+            link: 3.0 * GB,
+            link_after: 3.0 * GB,
+            messages: 200,
+            ..setup()
+        };
+        let (ratio, auto) = against_best(s);
+        assert!(ratio >= 0.95, "auto at {ratio:.3} of the best");
+        assert!(share(&auto.compressed) < 0.1, "{:?}", auto.compressed);
+    }
+
+    #[test]
+    fn a_slow_receiver_is_not_helped_by_compression() {
+        // A 10 Gbit/s link, a receiver that handles 200 MB/s of raw bytes.
+        let s = Setup {
+            link: 1.25 * GB,
+            link_after: 1.25 * GB,
+            receiver: 200.0 * MB,
+            messages: 300,
+            ..setup()
+        };
+        let (ratio, auto) = against_best(s);
+        assert!(ratio >= 0.95, "auto at {ratio:.3} of the best");
+        assert!(share(&auto.compressed) < 0.2, "{:?}", auto.compressed);
+    }
+
+    #[test]
+    fn incompressible_data_goes_raw() {
+        let s = Setup {
+            ratio: 1.0,
+            messages: 100,
+            ..setup()
+        };
+        let (_, auto) = against_best(s);
+        assert!(auto.compressed.iter().all(|&c| !c));
+    }
+
+    #[test]
+    fn a_producer_slower_than_the_link_goes_raw() {
+        // 8 MiB every 0.1 s is 84 MB/s, under a 125 MB/s link.
+        let s = Setup {
+            every: 0.1,
+            messages: 60,
+            ..setup()
+        };
+        let (_, auto) = against_best(s);
+        assert!(share(&auto.compressed) < 0.1, "{:?}", auto.compressed);
+    }
+
+    #[test]
+    fn adapts_when_the_link_slows_down_and_speeds_up() {
+        let slower = Setup {
+            link: 3.0 * GB,
+            link_after: 0.125 * GB,
+            change_at: 0.5,
+            messages: 300,
+            ..setup()
+        };
+        let (ratio, auto) = against_best(slower);
+        assert!(ratio >= 0.9, "auto at {ratio:.3} of the best");
+        let late = &auto.compressed[200..];
+        assert!(
+            share(late) > 0.9,
+            "compressed once the link is slow: {late:?}"
+        );
+        let faster = Setup {
+            link: 0.125 * GB,
+            link_after: 3.0 * GB,
+            change_at: 3.0,
+            messages: 300,
+            ..setup()
+        };
+        let (_, auto) = against_best(faster);
+        assert!(share(&auto.compressed[..30]) > 0.7);
+        assert!(
+            share(&auto.compressed[250..]) < 0.2,
+            "{:?}",
+            auto.compressed
+        );
+    }
+}
