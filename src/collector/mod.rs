@@ -186,14 +186,15 @@ impl CollectorBuilder {
         self
     }
 
-    /// Opens the input socket and starts the receiver, the workers and the reporter.
+    /// Opens the input socket and starts the receiver, the workers and the reporter. A kind
+    /// other than Pull or Sub is [`Error::Usage`].
     pub fn start(self) -> Result<Collector, Error> {
         if !matches!(self.kind, SocketKind::Pull | SocketKind::Sub) {
-            return Err(Error::Socket(transport::SocketError {
-                action: "collect on",
-                address: format!("a {:?} socket (use Pull or Sub)", self.kind),
-                source: zmq::Error::EINVAL,
-            }));
+            return Err(Error::Usage {
+                what: "CollectorBuilder::kind",
+                expected: "SocketKind::Pull or SocketKind::Sub",
+                found: format!("SocketKind::{:?}", self.kind),
+            });
         }
         let context = self.context.clone().unwrap_or_default();
         let (socket, zap) = self.open_input(&context)?;

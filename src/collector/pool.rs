@@ -174,7 +174,12 @@ impl Pool {
         self.log.warn(|| {
             let from = source.as_deref().unwrap_or("an unknown source");
             match error {
-                Some(e) => format!("rejected a message from {from}: {e}"),
+                Some(e) => match DecodeError::raised_by(e.kind()) {
+                    Some(option) => {
+                        format!("rejected a message from {from}: {e} (raise the limit with {option})")
+                    }
+                    None => format!("rejected a message from {from}: {e}"),
+                },
                 None => format!("decoding a message from {from} panicked; it was dropped"),
             }
         });

@@ -26,7 +26,10 @@ impl RateLimitedLog {
         if window.0.elapsed() >= Duration::from_secs(1) {
             let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
             if suppressed > 0 {
-                tracing::warn!("{suppressed} similar warnings suppressed");
+                tracing::warn!(
+                    "{} suppressed",
+                    crate::plural::plural(suppressed, "similar warning")
+                );
             }
             *window = (Instant::now(), 0);
         }

@@ -59,12 +59,12 @@ pub enum DecodeError {
         supported: u64,
     },
     /// A dtype string that is not one of the wire's types.
-    #[error("header field `{field}`: {source}")]
+    #[error("header field `{field}`: {error}")]
     BadDType {
         /// The field's path.
         field: String,
         /// The parse error.
-        source: DTypeError,
+        error: DTypeError,
     },
     /// More arrays than the limit allows.
     #[error("header declares {count} arrays, more than the limit of {limit}")]
@@ -189,6 +189,24 @@ impl DecodeError {
             DecodeError::Expansion { .. } => "expansion",
             DecodeError::InvalidBool { .. } => "invalid_bool",
             DecodeError::Zstd { .. } => "zstd",
+        }
+    }
+
+    /// For a message refused by one of a collector's limits, by [`kind`](Self::kind): the
+    /// `ndbridge collect` option that raises it (the [`Limits`](super::Limits) setter behind
+    /// it is named in the option's help).
+    ///
+    /// ```
+    /// use ndbridge::wire::DecodeError;
+    ///
+    /// assert_eq!(DecodeError::raised_by("array_too_large"), Some("--max-array-mib"));
+    /// assert_eq!(DecodeError::raised_by("not_json"), None);
+    /// ```
+    pub fn raised_by(kind: &str) -> Option<&'static str> {
+        match kind {
+            "array_too_large" | "message_too_large" => Some("--max-array-mib"),
+            "expansion" => Some("--max-expansion"),
+            _ => None,
         }
     }
 }

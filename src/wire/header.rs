@@ -280,9 +280,9 @@ fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta
     let name = get_str(obj, "name", &path("name"))?;
     check_name_field(NameField::Array(index), name)?;
     let dtype_str = get_str(obj, "dtype", &path("dtype"))?;
-    let dtype: DType = dtype_str.parse().map_err(|source| DecodeError::BadDType {
+    let dtype: DType = dtype_str.parse().map_err(|error| DecodeError::BadDType {
         field: path("dtype"),
-        source,
+        error,
     })?;
     let shape = parse_shape(index, obj, limits)?;
     let order = get_str(obj, "order", &path("order"))?;

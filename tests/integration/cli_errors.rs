@@ -277,6 +277,11 @@ fn a_message_over_the_array_limit_names_the_option_that_raises_it() {
         "colour codes in a file: {stderr:?}"
     );
     assert!(stderr.contains(" INFO collecting on "), "{stderr}");
+    // The warning when it happens, and the summary at the end, both name the option.
+    assert!(
+        stderr.contains("(raise the limit with --max-array-mib)\n"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains(
             "\n1 message rejected over a limit (array_too_large): raise it with --max-array-mib\n"

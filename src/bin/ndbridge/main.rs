@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ndbridge::collector::{Collector, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary};
-use ndbridge::wire::{Limits, Record};
+use ndbridge::wire::{DecodeError, Limits, Record};
 use ndbridge::{ArrayBuffer, Compression, Link, Publisher, SocketKind, SocketOptions, Subscriber};
 
 use demo::{DemoConfig, DemoReport};
@@ -452,22 +452,12 @@ fn print_summary(summary: &Summary) {
         s.received, s.stored, s.rejected, s.errors, s.sink_errors
     );
     for (kind, &count) in &s.errors {
-        if let Some(flag) = limit_flag(kind) {
+        if let Some(flag) = DecodeError::raised_by(kind) {
             eprintln!(
                 "{} rejected over a limit ({kind}): raise it with {flag}",
                 plural(count, "message")
             );
         }
-    }
-}
-
-/// The `collect` option that raises the limit a rejection of `kind` (a
-/// [`DecodeError::kind`](ndbridge::wire::DecodeError::kind)) ran into, if one does.
-fn limit_flag(kind: &str) -> Option<&'static str> {
-    match kind {
-        "array_too_large" | "message_too_large" => Some("--max-array-mib"),
-        "expansion" => Some("--max-expansion"),
-        _ => None,
     }
 }
 
@@ -722,13 +712,5 @@ mod tests {
         // What existed before is never removed.
         drop(CreatedDirs::before_creating(&out));
         assert!(out.exists());
-    }
-
-    #[test]
-    fn the_array_limits_name_their_option() {
-        assert_eq!(limit_flag("array_too_large"), Some("--max-array-mib"));
-        assert_eq!(limit_flag("message_too_large"), Some("--max-array-mib"));
-        assert_eq!(limit_flag("expansion"), Some("--max-expansion"));
-        assert_eq!(limit_flag("not_json"), None);
     }
 }
