@@ -43,6 +43,9 @@ pub use sink::{DiskSink, ForwardSink, Received, Sink, SinkError};
 use stats::Stats;
 pub use stats::{SourceStats, StatsSnapshot};
 
+/// How long a stopping collector retries sink errors that may pass, by default.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Builds and starts a [`Collector`].
 ///
 /// ```
@@ -71,6 +74,7 @@ pub struct CollectorBuilder {
     report_every: Option<Duration>,
     context: Option<zmq::Context>,
     shutdown: Shutdown,
+    drain_timeout: Duration,
     max_peers: u64,
 }
 
@@ -88,6 +92,7 @@ impl Default for CollectorBuilder {
             report_every: None,
             context: None,
             shutdown: Shutdown::new(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_peers: peers::DEFAULT_MAX_PEERS,
         }
     }
@@ -180,6 +185,15 @@ impl CollectorBuilder {
         self
     }
 
+    /// How long a stopping collector keeps retrying records that a sink could not take for a
+    /// reason that may pass (a full disk: [`SinkError::may_pass`]) before it counts them as
+    /// sink errors and finishes. Until it stops, such records are retried without limit.
+    /// Default: 30 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
     /// Uses this shutdown flag (for example one registered with signal handlers).
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
@@ -258,6 +272,8 @@ impl CollectorBuilder {
             stats: Arc::clone(stats),
             decode_budget: ByteBudget::new(self.inflight_bytes, Wake::EveryRelease),
             log: RateLimitedLog::new(),
+            shutdown: self.shutdown.clone(),
+            drain: pool::Drain::new(self.drain_timeout),
             cost_ns: AtomicU64::new(pool::UNMEASURED_COST_NS),
         }
     }

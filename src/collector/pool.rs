@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
 use super::ratelimit::RateLimitedLog;
+use super::shutdown::Shutdown;
 use super::sink::{Received, Sink};
 use super::stats::Stats;
 use crate::budget::{ByteBudget, Permit};
@@ -60,6 +61,9 @@ pub(crate) struct Pool {
     /// compressed frames decode to is bounded as what arrives is, whatever sizes they declare.
     pub decode_budget: ByteBudget,
     pub log: RateLimitedLog,
+    /// The collector's stop flag, and how long retries go on once it is raised.
+    pub shutdown: Shutdown,
+    pub drain: Drain,
     /// Recent handling time per message, in nanoseconds (a moving average over batches); start
     /// with [`UNMEASURED_COST_NS`].
     pub cost_ns: AtomicU64,
@@ -190,14 +194,7 @@ impl Pool {
     fn store(&self, received: &Received) -> bool {
         let mut all_ok = true;
         for sink in &self.sinks {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(received)));
-            let failure = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some("the sink panicked".to_owned()),
-            };
-            if let Some(reason) = failure {
+            if let Err(reason) = self.store_in(sink.as_ref(), received) {
                 all_ok = false;
                 self.stats.on_sink_error(sink.name());
                 self.log
@@ -205,6 +202,60 @@ impl Pool {
             }
         }
         all_ok
+    }
+
+    /// Writes a record to one sink. An error that may pass (a full disk: see
+    /// [`SinkError::may_pass`]) is retried with backoff, holding this thread and with it the
+    /// collector's reading (publishers then wait), until the sink takes the record or the
+    /// collector has been stopping for longer than its drain timeout.
+    fn store_in(&self, sink: &dyn Sink, received: &Received) -> Result<(), String> {
+        let mut pause = RETRY_FIRST;
+        loop {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(received)));
+            let error = match result {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e,
+                Err(_) => return Err("the sink panicked".to_owned()),
+            };
+            if !error.may_pass() || self.drain.expired(&self.shutdown) {
+                return Err(error.to_string());
+            }
+            self.stats.on_sink_retry(sink.name());
+            self.log.warn(|| {
+                format!(
+                    "sink {}: {error}; reading stops, retrying in {pause:?}",
+                    sink.name()
+                )
+            });
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// The first wait before a sink error that may pass is retried, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long a stopping collector keeps retrying sink errors that may pass: from when a retry
+/// first sees the shutdown flag.
+pub(crate) struct Drain {
+    timeout: Duration,
+    since: std::sync::OnceLock<Instant>,
+}
+
+impl Drain {
+    pub(crate) fn new(timeout: Duration) -> Drain {
+        Drain {
+            timeout,
+            since: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// True once `shutdown` has been triggered for longer than the timeout.
+    fn expired(&self, shutdown: &Shutdown) -> bool {
+        shutdown.is_triggered() && self.since.get_or_init(Instant::now).elapsed() >= self.timeout
     }
 }
 

@@ -189,8 +189,11 @@ pub struct StatsSnapshot {
     pub stored: u64,
     /// Messages rejected as malformed.
     pub rejected: u64,
-    /// Sink failures, by sink name.
+    /// Records a sink could not take, by sink name: never stored there.
     pub sink_errors: BTreeMap<String, u64>,
+    /// Writes a sink failed with an error that may pass (a full disk) and that were retried,
+    /// by sink name.
+    pub sink_retries: BTreeMap<String, u64>,
     /// Bytes of received messages not yet through the sinks.
     pub inflight_bytes: u64,
     /// The in-flight cap.
@@ -257,6 +260,7 @@ struct Inner {
     stored: u64,
     rejected: u64,
     sink_errors: BTreeMap<String, u64>,
+    sink_retries: BTreeMap<String, u64>,
     sources: BTreeMap<String, SourceStats>,
     sessions: HashMap<String, Sessions, FastHash>,
     /// Sessions followed, over all sources.
@@ -369,6 +373,11 @@ impl Stats {
         *inner.sink_errors.entry(sink.to_owned()).or_default() += 1;
     }
 
+    pub(crate) fn on_sink_retry(&self, sink: &str) {
+        let mut inner = self.lock();
+        *inner.sink_retries.entry(sink.to_owned()).or_default() += 1;
+    }
+
     /// A copy of every counter.
     pub(super) fn snapshot(&self) -> StatsSnapshot {
         let inner = self.lock();
@@ -378,6 +387,7 @@ impl Stats {
             stored: inner.stored,
             rejected: inner.rejected,
             sink_errors: inner.sink_errors.clone(),
+            sink_retries: inner.sink_retries.clone(),
             inflight_bytes: self.inflight.load(Ordering::Relaxed),
             inflight_cap: self.inflight_cap,
             sources: inner.sources.clone(),

@@ -31,6 +31,7 @@ mod pacing;
 mod publisher;
 mod robustness;
 mod service_process;
+mod sink_retries;
 mod stress;
 mod subscriber;
 mod wire_malformed;

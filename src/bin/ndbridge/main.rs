@@ -425,6 +425,14 @@ fn collect(args: CollectArgs) -> Result<()> {
         let json = serde_json::to_vec_pretty(&summary)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    let unstored: u64 = summary.stats.sink_errors.values().sum();
+    if unstored > 0 {
+        bail!(
+            "{} could not be stored (sink errors {:?})",
+            plural(unstored, "record"),
+            summary.stats.sink_errors
+        );
+    }
     Ok(())
 }
 
@@ -448,8 +456,8 @@ fn print_summary(summary: &Summary) {
         );
     }
     eprintln!(
-        "received {}, stored {}, rejected {} {:?}, sink errors {:?}",
-        s.received, s.stored, s.rejected, s.errors, s.sink_errors
+        "received {}, stored {}, rejected {} {:?}, sink errors {:?}, sink retries {:?}",
+        s.received, s.stored, s.rejected, s.errors, s.sink_errors, s.sink_retries
     );
     for (kind, &count) in &s.errors {
         if let Some(flag) = DecodeError::raised_by(kind) {

@@ -616,6 +616,20 @@ fn manifest_line(record: &Record, path: &str) -> Vec<u8> {
     text
 }
 
+impl DiskSink {
+    /// Appends `line` to the manifest whole, or not at all: a failed write (a full disk) is cut
+    /// back to where the manifest ended.
+    fn append_to_manifest(&self, line: &[u8]) -> Result<(), SinkError> {
+        let path = || self.out.join(MANIFEST);
+        let mut manifest = self.manifest.lock().expect("manifest lock");
+        let end = manifest.metadata().map_err(io_error(&path()))?.len();
+        manifest.write_all(line).map_err(|e| {
+            let _ = manifest.set_len(end);
+            io_error(&path())(e)
+        })
+    }
+}
+
 impl Sink for DiskSink {
     fn name(&self) -> &str {
         "disk"
@@ -630,15 +644,15 @@ impl Sink for DiskSink {
         let dir_path = source_path.join(&name);
         let dir = open_dir(source_dir.as_fd(), &name, &dir_path)?;
         let file_name = self.store_file(dir.as_fd(), &dir_path, &message.record)?;
+        let line = manifest_line(&message.record, &format!("{source}/{name}/{file_name}"));
+        if let Err(e) = self.append_to_manifest(&line) {
+            // Undone, so that a retry stores the record once, under the same name.
+            let _ = rustix::fs::unlinkat(dir.as_fd(), file_name.as_str(), AtFlags::empty());
+            return Err(e);
+        }
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(message.record.raw_bytes(), Ordering::Relaxed);
-        let line = manifest_line(&message.record, &format!("{source}/{name}/{file_name}"));
-        self.manifest
-            .lock()
-            .expect("manifest lock")
-            .write_all(&line)
-            .map_err(io_error(&self.out.join(MANIFEST)))?;
         Ok(())
     }
 

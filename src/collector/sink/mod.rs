@@ -64,6 +64,26 @@ pub enum SinkError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl SinkError {
+    /// True when the same write may succeed later: the disk is full (`ENOSPC`, `EDQUOT`), has
+    /// failed to read or write (`EIO`), or was remounted read-only (`EROFS`). The collector then
+    /// stops reading and retries the record instead of discarding it.
+    pub fn may_pass(&self) -> bool {
+        let SinkError::Io { source, .. } = self else {
+            return false;
+        };
+        let passing = [
+            rustix::io::Errno::NOSPC,
+            rustix::io::Errno::DQUOT,
+            rustix::io::Errno::IO,
+            rustix::io::Errno::ROFS,
+        ];
+        source
+            .raw_os_error()
+            .is_some_and(|code| passing.iter().any(|e| e.raw_os_error() == code))
+    }
+}
+
 impl fmt::Display for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
