@@ -12,7 +12,7 @@ use ndarray_npy::WriteNpyExt;
 use ndbridge::collector::Collector;
 use ndbridge::{Compression, Publisher};
 
-use crate::common::{wait_until, watchdog};
+use crate::common::{wait_until, watchdog, Tmpfs};
 
 /// Runs `ndbridge args...` to its end and returns its output.
 fn ndbridge(args: &[&str]) -> Output {
@@ -286,6 +286,70 @@ fn a_message_over_the_array_limit_names_the_option_that_raises_it() {
         stderr.contains(
             "\n1 message rejected over a limit (array_too_large): raise it with --max-array-mib\n"
         ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn records_a_full_disk_never_took_make_the_exit_code_non_zero() {
+    let _watchdog = watchdog("unstored records", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let _tmpfs = Tmpfs::mount(dir.path(), 1 << 20);
+    // The whole tmpfs taken: the manifest can be created, no record written.
+    let ballast = dir.path().join("ballast");
+    let _ = std::fs::write(&ballast, vec![1u8; 1 << 20]);
+    let log = dir
+        .path()
+        .join("..")
+        .join(format!("ndbridge-unstored-{}.log", std::process::id()));
+    let mut collect = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+        .args([
+            "collect",
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--print-endpoints",
+        ])
+        .args(["--stats-every", "0", "--drain-timeout", "1", "--out"])
+        .arg(dir.path().join("run"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(collect.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let endpoints: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let publisher = Publisher::builder()
+        .connect(endpoints["input"][0].as_str().unwrap())
+        .compression(Compression::Raw)
+        .build()
+        .unwrap();
+    publisher
+        .send_owned("u", Array1::<f64>::from_elem(16 << 10, 1.0))
+        .unwrap();
+    publisher.close(Duration::from_secs(20)).unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap();
+    wait_until("the disk sink retrying", Duration::from_secs(20), || {
+        read_log().contains("No space left on device")
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &collect.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the collector to exit", Duration::from_secs(20), || {
+        collect.try_wait().unwrap().is_some()
+    });
+    let code = collect.wait().unwrap().code();
+    let stderr = read_log();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("reading stops, retrying in"), "{stderr}");
+    assert!(
+        stderr.contains("1 record could not be stored (sink errors {\"disk\": 1})"),
         "{stderr}"
     );
 }

@@ -3,8 +3,6 @@
 //! collector gives up after its drain timeout and counts what it could not store. With the
 //! disk sink on a tmpfs that fills up and is then freed, every record is stored once.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +11,7 @@ use ndarray::Array1;
 use ndbridge::collector::{Collector, DiskSink, Received, Sink, SinkError};
 use ndbridge::{Compression, Publisher};
 
-use crate::common::{manifest, wait_until, watchdog};
+use crate::common::{manifest, wait_until, watchdog, Tmpfs};
 
 /// A sink whose disk is full (`ENOSPC`) while `full` is set; it counts what it took.
 struct FullDisk {
@@ -146,27 +144,6 @@ fn a_stopping_collector_gives_up_after_its_drain_timeout_and_counts_the_records(
     assert_eq!(summary.stats.sink_errors["full"], 3, "{:?}", summary.stats);
     assert_eq!(summary.stats.stored, 0);
     assert_eq!(sink.taken.load(Ordering::SeqCst), 0);
-}
-
-/// Mounts a tmpfs of `bytes` at `dir`; unmounts it when dropped.
-struct Tmpfs<'a>(&'a Path);
-
-impl<'a> Tmpfs<'a> {
-    fn mount(dir: &'a Path, bytes: u64) -> Tmpfs<'a> {
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("running mount");
-        assert!(status.success(), "mounting a tmpfs (the tests run as root)");
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
-    }
 }
 
 #[test]

@@ -104,6 +104,12 @@ struct CollectArgs {
     /// Seconds between stats lines (0: none).
     #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     stats_every: f64,
+    /// Seconds a stopping collector keeps retrying records its disk could not take for a
+    /// reason that may pass (a full disk); then they are counted as sink errors and the exit
+    /// code is non-zero. While running, such records are retried without limit and reading
+    /// stops until the disk takes them.
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    drain_timeout: f64,
     /// Write the final statistics as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
@@ -118,8 +124,8 @@ enum CodecArg {
     Raw,
     /// Always zstd.
     Zstd,
-    /// Raw on a local link (loopback, ipc); on a network, zstd once the link is slower than
-    /// compressing would make up for (sends block), kept when it saves at least 10%.
+    /// Raw on a local link (loopback, ipc); on a network, zstd when the link delivers the
+    /// records faster that way (measured, and tried before it is kept).
     Auto,
 }
 
@@ -361,6 +367,7 @@ fn collect(args: CollectArgs) -> Result<()> {
                 }),
         )
         .context(context.clone())
+        .drain_timeout(Duration::from_secs_f64(args.drain_timeout))
         .shutdown(shutdown.clone());
     if args.connect.is_empty() {
         for addr in &args.bind {
