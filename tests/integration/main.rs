@@ -34,6 +34,7 @@ mod service_process;
 mod sink_retries;
 mod stress;
 mod subscriber;
+mod verify;
 mod wire_malformed;
 mod wire_roundtrip;
 mod zstd_block_frames;

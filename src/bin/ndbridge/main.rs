@@ -20,6 +20,7 @@ mod demo;
 mod plural;
 #[path = "../../synth.rs"]
 mod synth;
+mod verify;
 
 /// Move numpy / ndarray arrays between processes over ZeroMQ: fast, compressed when that pays,
 /// never pickled.
@@ -43,6 +44,15 @@ enum Command {
     Tail(TailArgs),
     /// Run a local end-to-end demo: a collector and simulated workers in one process.
     Demo(DemoArgs),
+    /// Check a collector's output directory: per source and session the records stored, the
+    /// sequence numbers missing, and those stored twice. Exit code 1 when any is missing.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The collector's --out directory (with its manifest.jsonl).
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -283,6 +293,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send(args),
         Command::Tail(args) => tail(args),
         Command::Demo(args) => demo(args),
+        Command::Verify(args) => verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -440,6 +451,27 @@ fn collect(args: CollectArgs) -> Result<()> {
             summary.stats.sink_errors
         );
     }
+    Ok(())
+}
+
+fn verify(args: VerifyArgs) -> Result<()> {
+    let sessions = verify::read(&args.out)?;
+    let (text, missing) = verify::report(&sessions);
+    print!("{text}");
+    let records: u64 = sessions.values().map(verify::Session::records).sum();
+    if missing > 0 {
+        bail!(
+            "{} missing of {} in {}",
+            plural(missing, "record"),
+            plural(records + missing, "record"),
+            plural(sessions.len() as u64, "session")
+        );
+    }
+    eprintln!(
+        "{} in {}, none missing (a session's records after its last stored one cannot be seen)",
+        plural(records, "record"),
+        plural(sessions.len() as u64, "session")
+    );
     Ok(())
 }
 
