@@ -214,6 +214,11 @@ impl CollectorBuilder {
         let (socket, zap) = self.open_input(&context)?;
         let endpoints = bound_endpoints(&socket, &self.endpoints);
         let stats = Arc::new(Stats::new(self.inflight_bytes));
+        for sink in &self.sinks {
+            sink.stored_before(&mut |source, session, seq| {
+                stats.on_stored_before(source, session, seq)
+            });
+        }
         let peers =
             peers::PeerGuard::start(&context, &socket, zap, self.max_peers, Arc::clone(&stats))?;
         let pool = Arc::new(self.pool(&stats));

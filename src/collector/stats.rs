@@ -239,10 +239,14 @@ fn count_message(
     s.messages += 1;
     s.wire_bytes += wire;
     s.raw_bytes += raw;
-    let Some(tracker) = tracker else {
-        s.untracked_messages += 1;
-        return;
-    };
+    match tracker {
+        Some(tracker) => track(s, tracker, seq),
+        None => s.untracked_messages += 1,
+    }
+}
+
+/// Follows `seq` in its session's tracker and moves the source's gap and duplicate counts.
+fn track(s: &mut SourceStats, tracker: &mut SeqTracker, seq: u64) {
     let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
     tracker.observe(seq);
     let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
@@ -317,11 +321,35 @@ impl Stats {
         raw: u64,
         stored: bool,
     ) {
+        self.with_session(source, session, u64::from(stored), |s, tracker| {
+            count_message(s, tracker, seq, wire, raw)
+        });
+    }
+
+    /// Records that `seq` of `source`'s `session` was stored before this collector started (a
+    /// restart on the same output): it continues the session's sequence tracking, so that
+    /// records lost across the restart count as gaps, and is not counted as received.
+    pub(crate) fn on_stored_before(&self, source: &str, session: &str, seq: u64) {
+        self.with_session(source, session, 0, |s, tracker| {
+            if let Some(tracker) = tracker {
+                track(s, tracker, seq);
+            }
+        });
+    }
+
+    /// Adds `stored` to the records stored and runs `f` on the source's counters and the
+    /// session's tracker (none when too many sessions are followed), starting to follow the
+    /// session if it is new; under one lock.
+    fn with_session(
+        &self,
+        source: &str,
+        session: &str,
+        stored: u64,
+        f: impl FnOnce(&mut SourceStats, Option<&mut SeqTracker>),
+    ) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        if stored {
-            inner.stored += 1;
-        }
+        inner.stored += stored;
         // The common case, a source and session seen before: one lookup per map, no allocation.
         let source_key = key_of(source);
         if let (Some(s), Some(sessions)) = (
@@ -329,7 +357,7 @@ impl Stats {
             inner.sessions.get_mut(source_key),
         ) {
             if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
-                count_message(s, Some(tracker), seq, wire, raw);
+                f(s, Some(tracker));
                 return;
             }
         }
@@ -346,7 +374,7 @@ impl Stats {
                 }
             }
             if inner.tracked >= MAX_TRACKED_SESSIONS {
-                count_message(s, None, seq, wire, raw);
+                f(s, None);
                 return;
             }
             s.sessions += 1;
@@ -357,7 +385,7 @@ impl Stats {
             inner.tracked += 1;
         }
         let tracker = sessions.trackers.get_mut(session).expect("inserted above");
-        count_message(s, Some(tracker), seq, wire, raw);
+        f(s, Some(tracker));
     }
 
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {

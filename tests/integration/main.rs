@@ -29,6 +29,7 @@ mod inflight_budget;
 mod inline_batches;
 mod pacing;
 mod publisher;
+mod restart_counts;
 mod robustness;
 mod service_process;
 mod sink_retries;

@@ -664,6 +664,50 @@ impl Sink for DiskSink {
             .map_err(io_error(&self.out.join(MANIFEST)))
     }
 
+    /// The records the manifest lists, read again from the start of the file.
+    fn stored_before(&self, each: &mut dyn FnMut(&str, &str, u64)) {
+        #[derive(serde::Deserialize)]
+        struct Line<'a> {
+            #[serde(borrow)]
+            source: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            session: std::borrow::Cow<'a, str>,
+            seq: u64,
+        }
+        let path = self.out.join(MANIFEST);
+        let Ok(file) = File::open(&path) else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(file);
+        let mut line = String::new();
+        let (mut read, mut unreadable) = (0u64, 0u64);
+        while matches!(std::io::BufRead::read_line(&mut reader, &mut line), Ok(n) if n > 0) {
+            match serde_json::from_str::<Line>(&line) {
+                Ok(l) => {
+                    each(&l.source, &l.session, l.seq);
+                    read += 1;
+                }
+                Err(_) => unreadable += 1,
+            }
+            line.clear();
+        }
+        if read > 0 || unreadable > 0 {
+            tracing::info!(
+                "{}: {} of earlier sessions continue their counts{}",
+                path.display(),
+                crate::plural::plural(read, "record"),
+                if unreadable > 0 {
+                    format!(
+                        " ({} unreadable)",
+                        crate::plural::plural(unreadable, "line")
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
     fn report(&self) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
         m.insert("out".into(), json!(self.out.to_string_lossy()));

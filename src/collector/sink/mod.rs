@@ -161,4 +161,12 @@ pub trait Sink: Send + Sync {
     fn report(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
+
+    /// Calls `each(source, session, seq)` for every record the sink held before the collector
+    /// started (a collector restarted on the same output): the collector continues those
+    /// sessions' sequence tracking, so that records lost across the restart count as gaps.
+    /// Default: none.
+    fn stored_before(&self, each: &mut dyn FnMut(&str, &str, u64)) {
+        let _ = each;
+    }
 }
