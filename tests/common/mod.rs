@@ -288,3 +288,90 @@ impl Drop for Tmpfs<'_> {
         let _ = std::process::Command::new("umount").arg(self.0).status();
     }
 }
+
+/// `ndbridge collect` on an ephemeral loopback port (`--print-endpoints`, no stats lines), its
+/// standard error written to a file; killed if the test fails before stopping it.
+pub struct CollectorProcess {
+    child: std::process::Child,
+    log: PathBuf,
+    /// The input endpoint it bound.
+    pub endpoint: String,
+}
+
+impl CollectorProcess {
+    /// Starts `ndbridge collect` with `args` besides, its standard error to `log`, and waits
+    /// for the endpoints it prints once listening.
+    pub fn start(args: &[&std::ffi::OsStr], log: &Path) -> CollectorProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+            .args([
+                "collect",
+                "--bind",
+                "tcp://127.0.0.1:*",
+                "--print-endpoints",
+            ])
+            .args(["--stats-every", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("starting ndbridge collect");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let endpoints: Value = serde_json::from_str(&line).expect("the endpoints line");
+        let endpoint = endpoints["input"][0].as_str().unwrap().to_owned();
+        CollectorProcess {
+            child,
+            log: log.to_owned(),
+            endpoint,
+        }
+    }
+
+    /// What it has written to its standard error so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// The most resident memory the process has had, in bytes (`VmHWM`).
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib << 10
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, then the exit status within 30 s.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the collector did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

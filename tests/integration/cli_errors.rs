@@ -12,7 +12,7 @@ use ndarray_npy::WriteNpyExt;
 use ndbridge::collector::Collector;
 use ndbridge::{Compression, Publisher};
 
-use crate::common::{wait_until, watchdog, Tmpfs};
+use crate::common::{wait_until, watchdog, CollectorProcess, Tmpfs};
 
 /// Runs `ndbridge args...` to its end and returns its output.
 fn ndbridge(args: &[&str]) -> Output {
@@ -230,27 +230,12 @@ fn a_message_over_the_array_limit_names_the_option_that_raises_it() {
     let _watchdog = watchdog("limit names its option", Duration::from_secs(60));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr.log");
-    let mut collect = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
-        .args([
-            "collect",
-            "--bind",
-            "tcp://127.0.0.1:*",
-            "--print-endpoints",
-        ])
-        .args(["--no-disk", "--stats-every", "0", "--max-array-mib", "1"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(collect.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let endpoints: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let mut collect = CollectorProcess::start(
+        &["--no-disk", "--max-array-mib", "1"].map(std::ffi::OsStr::new),
+        &log,
+    );
     let publisher = Publisher::builder()
-        .connect(endpoints["input"][0].as_str().unwrap())
+        .connect(&collect.endpoint)
         .compression(Compression::zstd(1))
         .build()
         .unwrap();
@@ -259,19 +244,11 @@ fn a_message_over_the_array_limit_names_the_option_that_raises_it() {
         .send_owned("big", Array1::<u8>::zeros(2 << 20))
         .unwrap();
     publisher.close(Duration::from_secs(20)).unwrap();
-    let read_log = || std::fs::read_to_string(&log).unwrap();
     wait_until("the rejection", Duration::from_secs(20), || {
-        read_log().contains("rejected a message")
+        collect.log().contains("rejected a message")
     });
-    let status = Command::new("kill")
-        .args(["-TERM", &collect.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_until("the collector to exit", Duration::from_secs(20), || {
-        collect.try_wait().unwrap().is_some()
-    });
-    let stderr = read_log();
+    assert!(collect.stop().success());
+    let stderr = collect.log();
     assert!(
         !stderr.contains('\x1b'),
         "colour codes in a file: {stderr:?}"
@@ -296,34 +273,22 @@ fn records_a_full_disk_never_took_make_the_exit_code_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let _tmpfs = Tmpfs::mount(dir.path(), 1 << 20);
     // The whole tmpfs taken: the manifest can be created, no record written.
-    let ballast = dir.path().join("ballast");
-    let _ = std::fs::write(&ballast, vec![1u8; 1 << 20]);
-    let log = dir
-        .path()
-        .join("..")
-        .join(format!("ndbridge-unstored-{}.log", std::process::id()));
-    let mut collect = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
-        .args([
-            "collect",
-            "--bind",
-            "tcp://127.0.0.1:*",
-            "--print-endpoints",
-        ])
-        .args(["--stats-every", "0", "--drain-timeout", "1", "--out"])
-        .arg(dir.path().join("run"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(collect.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let endpoints: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let _ = std::fs::write(dir.path().join("ballast"), vec![1u8; 1 << 20]);
+    // The log outside the full tmpfs.
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("stderr.log");
+    let out = dir.path().join("run");
+    let mut collect = CollectorProcess::start(
+        &[
+            "--drain-timeout".as_ref(),
+            "1".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        &log,
+    );
     let publisher = Publisher::builder()
-        .connect(endpoints["input"][0].as_str().unwrap())
+        .connect(&collect.endpoint)
         .compression(Compression::Raw)
         .build()
         .unwrap();
@@ -331,21 +296,11 @@ fn records_a_full_disk_never_took_make_the_exit_code_non_zero() {
         .send_owned("u", Array1::<f64>::from_elem(16 << 10, 1.0))
         .unwrap();
     publisher.close(Duration::from_secs(20)).unwrap();
-    let read_log = || std::fs::read_to_string(&log).unwrap();
     wait_until("the disk sink retrying", Duration::from_secs(20), || {
-        read_log().contains("No space left on device")
+        collect.log().contains("No space left on device")
     });
-    let status = Command::new("kill")
-        .args(["-TERM", &collect.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_until("the collector to exit", Duration::from_secs(20), || {
-        collect.try_wait().unwrap().is_some()
-    });
-    let code = collect.wait().unwrap().code();
-    let stderr = read_log();
-    let _ = std::fs::remove_file(&log);
+    let code = collect.stop().code();
+    let stderr = collect.log();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("reading stops, retrying in"), "{stderr}");
     assert!(

@@ -3,10 +3,8 @@
 //! bomb of RLE blocks. Every attack record is stored right or refused and counted; valid records
 //! around them are all stored; the collector stays alive, within its memory, and exits 0.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,85 +13,15 @@ use ndbridge::wire::{unshuffle, ArrayBuffer};
 use serde_json::Value;
 
 use crate::common::block_frames::{build, reference};
-use crate::common::{wait_until, watchdog};
+use crate::common::{wait_until, watchdog, CollectorProcess};
 
-/// `ndbridge collect` on an ephemeral loopback port, killed if the test fails.
-struct CollectorProcess {
-    child: Child,
-    endpoint: String,
-}
-
-impl CollectorProcess {
-    fn start(out: &Path, stats: &Path, stderr: &Path) -> CollectorProcess {
-        CollectorProcess::start_with(out, stats, stderr, &[])
-    }
-
-    fn start_with(out: &Path, stats: &Path, stderr: &Path, args: &[&str]) -> CollectorProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ndbridge"))
-            .args([
-                "collect",
-                "--bind",
-                "tcp://127.0.0.1:*",
-                "--print-endpoints",
-            ])
-            .args(["--stats-every", "0", "--workers", "2"])
-            .args(args)
-            .arg("--out")
-            .arg(out)
-            .arg("--stats-json")
-            .arg(stats)
-            .stdout(Stdio::piped())
-            .stderr(File::create(stderr).unwrap())
-            .spawn()
-            .expect("starting ndbridge collect");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let endpoints: Value = serde_json::from_str(&line).expect("the endpoints line");
-        let endpoint = endpoints["input"][0].as_str().unwrap().to_owned();
-        CollectorProcess { child, endpoint }
-    }
-
-    /// The most resident memory the process has had, in bytes (`VmHWM`).
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib << 10
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM, then the exit status within 30 s.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "collector did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for CollectorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ndbridge collect` with two workers, storing under `out`, its final statistics written to
+/// `stats` and its standard error to `stderr`, with `args` besides.
+fn start_collector(out: &Path, stats: &Path, stderr: &Path, args: &[&str]) -> CollectorProcess {
+    let mut all: Vec<&OsStr> = vec!["--workers".as_ref(), "2".as_ref(), "--out".as_ref()];
+    all.extend([out.as_os_str(), "--stats-json".as_ref(), stats.as_os_str()]);
+    all.extend(args.iter().map(OsStr::new));
+    CollectorProcess::start(&all, stderr)
 }
 
 fn push(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
@@ -146,7 +74,7 @@ fn zero_size_block_frames_are_stored_right_between_other_sources_records() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (out, stats_path) = (dir.path().join("out"), dir.path().join("stats.json"));
-    let mut collector = CollectorProcess::start(&out, &stats_path, &dir.path().join("err.log"));
+    let mut collector = start_collector(&out, &stats_path, &dir.path().join("err.log"), &[]);
     let ctx = zmq::Context::new();
     let victim = push(&ctx, &collector.endpoint);
     let attacker = push(&ctx, &collector.endpoint);
@@ -222,7 +150,7 @@ fn lying_frames_and_zstd_bombs_are_refused_within_memory() {
     let _watchdog = watchdog("lying frames and zstd bombs are", Duration::from_secs(180));
     let dir = tempfile::tempdir().unwrap();
     let (out, stats_path) = (dir.path().join("out"), dir.path().join("stats.json"));
-    let mut collector = CollectorProcess::start(&out, &stats_path, &dir.path().join("err.log"));
+    let mut collector = start_collector(&out, &stats_path, &dir.path().join("err.log"), &[]);
     let ctx = zmq::Context::new();
     let attacker = push(&ctx, &collector.endpoint);
     let honest = push(&ctx, &collector.endpoint);
@@ -285,7 +213,7 @@ fn a_message_of_millions_of_empty_frames_costs_only_its_bounded_size() {
     let dir = tempfile::tempdir().unwrap();
     let (out, stats_path) = (dir.path().join("out"), dir.path().join("stats.json"));
     // The limits set the largest message: 1 MiB arrays, so about 3.4 MB with frames counted.
-    let mut collector = CollectorProcess::start_with(
+    let mut collector = start_collector(
         &out,
         &stats_path,
         &dir.path().join("err.log"),
