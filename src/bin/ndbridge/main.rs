@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ndbridge::collector::{Collector, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary};
+use ndbridge::collector::{
+    Collector, CollectorBuilder, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary,
+};
 use ndbridge::wire::{DecodeError, Limits, Record};
 use ndbridge::{ArrayBuffer, Compression, Link, Publisher, SocketKind, SocketOptions, Subscriber};
 
@@ -355,7 +357,27 @@ fn collect(args: CollectArgs) -> Result<()> {
         signal_hook::flag::register(signal, shutdown.flag())
             .context("installing signal handler")?;
     }
-    let context = zmq::Context::new();
+    let builder = collector_builder(&args, shutdown);
+    // Binding first: a collector that cannot listen creates no output directory.
+    let (builder, forward_endpoint) = add_forward_sink(builder, &args)?;
+    // The collector binds its input socket once it has its sinks: should that fail, the
+    // directories made for the disk sink are removed.
+    let created = (!args.no_disk).then(|| CreatedDirs::before_creating(&args.out));
+    let builder = if args.no_disk {
+        builder
+    } else {
+        builder.sink(DiskSink::new(&args.out).context("opening the output directory (--out)")?)
+    };
+    let collector = builder.start().context("starting the collector")?;
+    if let Some(created) = created {
+        created.keep();
+    }
+    announce(&collector, &args, forward_endpoint.as_deref())?;
+    finish_collect(collector.wait(), &args)
+}
+
+/// The collector `args` describe, stopped by `shutdown`, without its sinks.
+fn collector_builder(args: &CollectArgs, shutdown: Shutdown) -> CollectorBuilder {
     let mut builder = Collector::builder()
         .kind(if args.sub {
             SocketKind::Sub
@@ -377,9 +399,8 @@ fn collect(args: CollectArgs) -> Result<()> {
                     ratio => ratio,
                 }),
         )
-        .context(context.clone())
         .drain_timeout(Duration::from_secs_f64(args.drain_timeout))
-        .shutdown(shutdown.clone());
+        .shutdown(shutdown);
     if args.connect.is_empty() {
         for addr in &args.bind {
             builder = builder.bind(addr);
@@ -394,27 +415,27 @@ fn collect(args: CollectArgs) -> Result<()> {
     if args.stats_every > 0.0 {
         builder = builder.report_every(Duration::from_secs_f64(args.stats_every));
     }
-    // Binding first: a collector that cannot listen creates no output directory.
-    let mut forward_endpoint = None;
-    if let Some(addr) = &args.forward {
-        let forward = ForwardSink::listen(addr)
-            .context("opening the forward socket (--forward)")?
-            .subscriber_bytes(args.forward_subscriber_mib << 20)
-            .max_subscribers(args.max_subscribers as usize);
-        forward_endpoint = Some(forward.endpoint().to_owned());
-        builder = builder.sink(forward);
-    }
-    // The collector binds its input socket once it has its sinks: should that fail, the
-    // directories made for the disk sink are removed.
-    let created = (!args.no_disk).then(|| CreatedDirs::before_creating(&args.out));
-    if !args.no_disk {
-        let disk = DiskSink::new(&args.out).context("opening the output directory (--out)")?;
-        builder = builder.sink(disk);
-    }
-    let collector = builder.start().context("starting the collector")?;
-    if let Some(created) = created {
-        created.keep();
-    }
+    builder
+}
+
+/// With `--forward`, the forward sink, listening: the builder with it, and its endpoint.
+fn add_forward_sink(
+    builder: CollectorBuilder,
+    args: &CollectArgs,
+) -> Result<(CollectorBuilder, Option<String>)> {
+    let Some(addr) = &args.forward else {
+        return Ok((builder, None));
+    };
+    let forward = ForwardSink::listen(addr)
+        .context("opening the forward socket (--forward)")?
+        .subscriber_bytes(args.forward_subscriber_mib << 20)
+        .max_subscribers(args.max_subscribers as usize);
+    let endpoint = forward.endpoint().to_owned();
+    Ok((builder.sink(forward), Some(endpoint)))
+}
+
+/// Logs where the collector listens and stores, and with `--print-endpoints` prints it.
+fn announce(collector: &Collector, args: &CollectArgs, forward: Option<&str>) -> Result<()> {
     tracing::info!(
         "collecting on {} -> {}{}",
         collector.endpoints().join(", "),
@@ -423,20 +444,23 @@ fn collect(args: CollectArgs) -> Result<()> {
         } else {
             args.out.display().to_string()
         },
-        forward_endpoint
-            .as_deref()
+        forward
             .map(|f| format!(", forwarding on {f}"))
             .unwrap_or_default()
     );
     if args.print_endpoints {
-        let endpoints =
-            serde_json::json!({"input": collector.endpoints(), "forward": forward_endpoint});
+        let endpoints = serde_json::json!({"input": collector.endpoints(), "forward": forward});
         let mut out = std::io::stdout().lock();
         writeln!(out, "{endpoints}")
             .and_then(|()| out.flush())
             .context("writing the endpoints to stdout")?;
     }
-    let summary = collector.wait();
+    Ok(())
+}
+
+/// The summary, logged and printed (and written with `--stats-json`); an error when a record
+/// could not be stored.
+fn finish_collect(summary: Summary, args: &CollectArgs) -> Result<()> {
     tracing::info!("stopped: {}", summary.stats.line(None));
     print_summary(&summary);
     if let Some(path) = &args.stats_json {
