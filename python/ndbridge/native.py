@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import json
 import time as _time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import lifetime
-from .dtypes import wire_dtype
 from .errors import DeliveryError, WireError
-from .header import check_name, parse_header
+from .header import parse_header
 from .limits import DEFAULT_LIMITS, Limits
 from .wire import ArraysLike, Record, default_source, new_session
 from .wire import decode as pure_decode
-from .wire import _as_array as _wire_array
+from .wire import _checked_arrays
 from .wire import _as_buffer
 from .wire import _over
 
@@ -56,50 +55,12 @@ def _require() -> Any:
     return _native
 
 
-def _as_array(field: str, value: Any) -> np.ndarray:
-    """`value` as an ndarray the wire carries whole (the pure encoder's checks and messages)."""
-    try:
-        array = _wire_array(value)
-        wire_dtype(array.dtype)
-    except TypeError as e:
-        sep = "." if str(e).startswith("dtype:") else ": "
-        raise TypeError(f"{field}{sep}{e}") from None
-    return array
-
-
 def _arrays(name: str, arrays: ArraysLike, limits: Optional[Limits]) -> List[Tuple[str, np.ndarray]]:
-    """The record's arrays as ``(name, contiguous ndarray)``, checked against `limits`."""
-    problem = check_name(name)
-    if problem:
-        raise ValueError(f"name: {problem}")
-    if isinstance(arrays, Mapping):
-        items: Iterable[Tuple[Any, Any]] = arrays.items()
-        if limits is not None and len(arrays) > limits.max_arrays:
-            raise _over("max_arrays", len(arrays), limits.max_arrays, "arrays: count")
-    else:
-        items = [(name, arrays)]
-    out: List[Tuple[str, np.ndarray]] = []
-    total = 0
-    for array_name, value in items:
-        problem = check_name(array_name)
-        if problem:
-            raise ValueError(f"arrays[{array_name!r}]: name {problem}")
-        field = f"arrays[{array_name!r}]"
-        array = _as_array(field, value)
-        if limits is not None:
-            if array.ndim > limits.max_ndim:
-                raise _over("max_ndim", array.ndim, limits.max_ndim, f"{field}: ndim")
-            if array.nbytes > limits.max_array_bytes:
-                raise _over("max_array_bytes", array.nbytes, limits.max_array_bytes,
-                            f"{field}: nbytes")
-            total += array.nbytes
-            if total > limits.max_message_bytes:
-                raise _over("max_message_bytes", total, limits.max_message_bytes,
-                            "arrays: nbytes summed over the message")
-        if not (array.flags.c_contiguous or array.flags.f_contiguous):
-            array = np.ascontiguousarray(array)  # checked first: the copy is within the limits
-        out.append((array_name, array))
-    return out
+    """The record's arrays as ``(name, contiguous ndarray)``, checked as the pure encoder
+    checks them."""
+    return [(array_name, array if array.flags.c_contiguous or array.flags.f_contiguous
+             else np.ascontiguousarray(array))  # checked first: the copy is within the limits
+            for array_name, array in _checked_arrays(name, arrays, limits)]
 
 
 def _json_default(value: Any) -> Any:

@@ -205,6 +205,46 @@ def _as_array(value: Any) -> np.ndarray:
     return array
 
 
+def _checked_arrays(name: str, arrays: "ArraysLike",
+                    limits: Optional[Limits]) -> List[Tuple[str, np.ndarray]]:
+    """The record's arrays as ``(name, ndarray)``, each checked: names, types the wire carries
+    whole (``TypeError`` otherwise), and `limits` (``ValueError``), before anything is copied."""
+    problem = check_name(name)
+    if problem:
+        raise ValueError(f"name: {problem}")
+    if isinstance(arrays, Mapping):
+        items: Iterable[Tuple[Any, Any]] = arrays.items()
+        if limits is not None and len(arrays) > limits.max_arrays:
+            raise _over("max_arrays", len(arrays), limits.max_arrays, "arrays: count")
+    else:
+        items = [(name, arrays)]
+    checked: List[Tuple[str, np.ndarray]] = []
+    total = 0
+    for array_name, value in items:
+        problem = check_name(array_name)
+        if problem:
+            raise ValueError(f"arrays[{array_name!r}]: name {problem}")
+        try:
+            array = _as_array(value)
+            wire_dtype(array.dtype)  # TypeError for types the format cannot carry
+        except TypeError as e:
+            sep = "." if str(e).startswith("dtype:") else ": "
+            raise TypeError(f"arrays[{array_name!r}]{sep}{e}") from None
+        if limits is not None:
+            field = f"arrays[{array_name!r}]:"
+            if array.ndim > limits.max_ndim:
+                raise _over("max_ndim", array.ndim, limits.max_ndim, f"{field} ndim")
+            if array.nbytes > limits.max_array_bytes:
+                raise _over("max_array_bytes", array.nbytes, limits.max_array_bytes,
+                            f"{field} nbytes")
+            total += array.nbytes
+            if total > limits.max_message_bytes:
+                raise _over("max_message_bytes", total, limits.max_message_bytes,
+                            "arrays: nbytes summed over the message")
+        checked.append((array_name, array))
+    return checked
+
+
 def _contiguous(array: np.ndarray) -> Tuple[np.ndarray, str, np.ndarray]:
     """An array as ``(array, order, flat uint8 view of its bytes)``, copying only if the array
     is neither C- nor F-contiguous."""
@@ -271,45 +311,13 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
     >>> len(frames), len(frames[1])
     (2, 48)
     """
-    problem = check_name(name)
-    if problem:
-        raise ValueError(f"name: {problem}")
-    if isinstance(arrays, Mapping):
-        items: Iterable[Tuple[Any, Any]] = arrays.items()
-        if limits is not None and len(arrays) > limits.max_arrays:
-            raise _over("max_arrays", len(arrays), limits.max_arrays, "arrays: count")
-    else:
-        items = [(name, arrays)]
     if attrs is not None and not isinstance(attrs, Mapping):
         raise TypeError(f"attrs: expected a mapping (a JSON object), found {type(attrs).__name__}")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
         raise ValueError(f"seq: expected a non-negative integer below 2**64, found {seq!r}")
 
     # Every array is checked before anything is copied or compressed.
-    checked: List[Tuple[str, np.ndarray]] = []
-    total = 0
-    for array_name, value in items:
-        problem = check_name(array_name)
-        if problem:
-            raise ValueError(f"arrays[{array_name!r}]: name {problem}")
-        try:
-            array = _as_array(value)
-            wire_dtype(array.dtype)  # TypeError for types the format cannot carry
-        except TypeError as e:
-            sep = "." if str(e).startswith("dtype:") else ": "
-            raise TypeError(f"arrays[{array_name!r}]{sep}{e}") from None
-        if limits is not None:
-            field = f"arrays[{array_name!r}]:"
-            if array.ndim > limits.max_ndim:
-                raise _over("max_ndim", array.ndim, limits.max_ndim, f"{field} ndim")
-            if array.nbytes > limits.max_array_bytes:
-                raise _over("max_array_bytes", array.nbytes, limits.max_array_bytes,
-                            f"{field} nbytes")
-            total += array.nbytes
-            if total > limits.max_message_bytes:
-                raise _over("max_message_bytes", total, limits.max_message_bytes,
-                            "arrays: nbytes summed over the message")
-        checked.append((array_name, array))
+    checked = _checked_arrays(name, arrays, limits)
 
     entries: List[Dict[str, Any]] = []
     frames: List[Frame] = []
