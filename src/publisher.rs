@@ -715,40 +715,29 @@ impl SendLoop {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        // On PUB sockets the record name goes first, as the topic.
-        let with_topic: Vec<bytes::Bytes>;
-        let frames = if self.kind.has_topic() {
-            with_topic = std::iter::once(bytes::Bytes::from(message.header.name.clone()))
-                .chain(message.frames.iter().cloned())
-                .collect();
-            &with_topic
-        } else {
-            &message.frames
-        };
-        match self.transmit(frames) {
-            Sent::Yes if self.paced() => {
-                let compressed = policy != Compression::Raw;
-                let (raw, wire) = (message.raw_bytes(), message.wire_bytes());
-                self.pacing.handed(raw, wire, compressed);
-            }
-            Sent::Yes => {}
+        match self.transmit(&message) {
+            Sent::Yes => self.count_sent(&message, policy != Compression::Raw),
             Sent::Dropped => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
             }
             Sent::Failed => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                return;
             }
         }
+    }
+
+    /// Counts a message ZeroMQ took (`compressed` when the policy asked for compression), and
+    /// notes it for the automatic codec until ZeroMQ releases it.
+    fn count_sent(&mut self, message: &EncodedMessage, compressed: bool) {
+        let (raw, wire) = (message.raw_bytes(), message.wire_bytes());
+        if self.paced() {
+            self.pacing.handed(raw, wire, compressed);
+        }
         self.seq += 1;
+        let counters = &self.shared.counters;
         counters.sent.fetch_add(1, Ordering::Relaxed);
-        counters
-            .raw_bytes
-            .fetch_add(message.raw_bytes(), Ordering::Relaxed);
-        counters
-            .wire_bytes
-            .fetch_add(message.wire_bytes(), Ordering::Relaxed);
+        counters.raw_bytes.fetch_add(raw, Ordering::Relaxed);
+        counters.wire_bytes.fetch_add(wire, Ordering::Relaxed);
     }
 
     /// Only the automatic mode on a network measures the codec and the link (clock reads cost
@@ -805,10 +794,20 @@ impl SendLoop {
         Some(message)
     }
 
-    /// Hands `frames` to ZeroMQ, retrying a full queue until the close deadline. For the
+    /// Hands `message` to ZeroMQ, retrying a full queue until the close deadline. For the
     /// automatic codec, a first try that finds ZeroMQ's queue full (its high-water mark in
     /// messages reached before the bytes bound) tells that the link sets the pace.
-    fn transmit(&mut self, frames: &[bytes::Bytes]) -> Sent {
+    fn transmit(&mut self, message: &EncodedMessage) -> Sent {
+        // On PUB sockets the record name goes first, as the topic.
+        let with_topic: Vec<bytes::Bytes>;
+        let frames = if self.kind.has_topic() {
+            with_topic = std::iter::once(bytes::Bytes::from(message.header.name.clone()))
+                .chain(message.frames.iter().cloned())
+                .collect();
+            &with_topic
+        } else {
+            &message.frames
+        };
         let passed_on = &self.shared.counters.passed_on;
         let mut flags = if self.paced() { zmq::DONTWAIT } else { 0 };
         loop {
