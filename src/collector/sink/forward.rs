@@ -495,39 +495,7 @@ impl ForwardSink {
     /// `tcp://*:5556` listens on every interface; `ipc:///path` on a Unix socket, replacing a
     /// socket file left there).
     pub fn listen(address: &str) -> Result<ForwardSink, ForwardError> {
-        let listen_error = |source| ForwardError::Listen {
-            address: address.to_owned(),
-            source,
-        };
-        let (listener, endpoint, socket_file) = match parse_address(address)? {
-            Address::Tcp(addr) => {
-                let listener = TcpListener::bind(addr).map_err(listen_error)?;
-                let local = listener.local_addr().map_err(listen_error)?;
-                (Listener::Tcp(listener), format!("tcp://{local}"), None)
-            }
-            Address::Ipc(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                    if !meta.file_type().is_socket() {
-                        return Err(listen_error(io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!(
-                                "expected no file or a socket at {}, found another kind of file",
-                                path.display()
-                            ),
-                        )));
-                    }
-                    std::fs::remove_file(&path).map_err(listen_error)?;
-                }
-                let listener = UnixListener::bind(&path).map_err(listen_error)?;
-                let endpoint = format!("ipc://{}", path.display());
-                (Listener::Unix(listener), endpoint, Some(path))
-            }
-        };
-        match &listener {
-            Listener::Tcp(l) => l.set_nonblocking(true),
-            Listener::Unix(l) => l.set_nonblocking(true),
-        }
-        .map_err(listen_error)?;
+        let (listener, endpoint, socket_file) = open_listener(address)?;
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
             subscriber_bytes: AtomicU64::new(ForwardSink::DEFAULT_SUBSCRIBER_BYTES),
@@ -716,6 +684,71 @@ fn accept_loop(listener: &Listener, shared: &Arc<Shared>) {
     }
 }
 
+impl Shared {
+    /// Counts `subscriber` among the connections, with the current per-subscriber limit; false
+    /// (counted as refused and logged) when `max_subscribers` are connected already.
+    fn add_connection(&self, subscriber: &Arc<Subscriber>) -> bool {
+        let mut connections = self.connections.lock().expect("connections lock");
+        let max = self.max_subscribers.load(Ordering::Relaxed);
+        if connections.len() >= max {
+            drop(connections);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            self.log.warn(|| {
+                format!(
+                    "forward: subscriber {} refused: {} connected already",
+                    subscriber.peer,
+                    plural(max as u64, "subscriber")
+                )
+            });
+            return false;
+        }
+        // Under the lock [`ForwardSink::subscriber_bytes`] changes the limit of every connection.
+        let limit = self.subscriber_bytes.load(Ordering::Relaxed);
+        subscriber.held.set_cap(limit);
+        connections.push(Arc::clone(subscriber));
+        true
+    }
+}
+
+/// Binds `address` without blocking accepts: the listener, the endpoint it is reachable at,
+/// and the socket file to remove at the end (ipc).
+fn open_listener(address: &str) -> Result<(Listener, String, Option<PathBuf>), ForwardError> {
+    let listen_error = |source| ForwardError::Listen {
+        address: address.to_owned(),
+        source,
+    };
+    let (listener, endpoint, socket_file) = match parse_address(address)? {
+        Address::Tcp(addr) => {
+            let listener = TcpListener::bind(addr).map_err(listen_error)?;
+            let local = listener.local_addr().map_err(listen_error)?;
+            (Listener::Tcp(listener), format!("tcp://{local}"), None)
+        }
+        Address::Ipc(path) => {
+            if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                if !meta.file_type().is_socket() {
+                    return Err(listen_error(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "expected no file or a socket at {}, found another kind of file",
+                            path.display()
+                        ),
+                    )));
+                }
+                std::fs::remove_file(&path).map_err(listen_error)?;
+            }
+            let listener = UnixListener::bind(&path).map_err(listen_error)?;
+            let endpoint = format!("ipc://{}", path.display());
+            (Listener::Unix(listener), endpoint, Some(path))
+        }
+    };
+    match &listener {
+        Listener::Tcp(l) => l.set_nonblocking(true),
+        Listener::Unix(l) => l.set_nonblocking(true),
+    }
+    .map_err(listen_error)?;
+    Ok((listener, endpoint, socket_file))
+}
+
 /// Serves a new connection on threads of its own, or refuses it when `max_subscribers` are open.
 fn admit(shared: &Arc<Shared>, stream: Stream, peer: String) {
     let handle = match stream.try_clone() {
@@ -741,26 +774,9 @@ fn admit(shared: &Arc<Shared>, stream: Stream, peer: String) {
         dropped: AtomicU64::new(0),
         warned: AtomicBool::new(false),
     });
-    {
-        let mut connections = shared.connections.lock().expect("connections lock");
-        let max = shared.max_subscribers.load(Ordering::Relaxed);
-        if connections.len() >= max {
-            drop(connections);
-            shared.refused.fetch_add(1, Ordering::Relaxed);
-            shared.log.warn(|| {
-                format!(
-                    "forward: subscriber {} refused: {} connected already",
-                    subscriber.peer,
-                    plural(max as u64, "subscriber")
-                )
-            });
-            subscriber.stream.close();
-            return;
-        }
-        // Under the lock [`ForwardSink::subscriber_bytes`] changes the limit of every connection.
-        let limit = shared.subscriber_bytes.load(Ordering::Relaxed);
-        subscriber.held.set_cap(limit);
-        connections.push(Arc::clone(&subscriber));
+    if !shared.add_connection(&subscriber) {
+        subscriber.stream.close();
+        return;
     }
     shared.accepted.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("forward: subscriber {} connected", subscriber.peer);
