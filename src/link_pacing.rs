@@ -10,12 +10,13 @@
 //!
 //! Sending raw, the link delivers `D` bytes per second; compressing at `C` raw bytes per second
 //! (on the publisher's thread, beside ZeroMQ's I/O thread) to a ratio `r`, it delivers
-//! `min(C, D / r)` raw bytes per second. Compression is tried when that promises 5% more than
-//! raw, and kept only when it delivers that much more, measured: a receiver that is the
-//! bottleneck (it decodes or stores raw bytes at its own speed) gains nothing from compressed
-//! data, so the trial ends and raw resumes; trials then come further and further apart. The link
-//! is re-examined in raw every few seconds, and whenever the publisher no longer waits for room
-//! (the link keeps up, or the compressor became the bottleneck) raw resumes at once.
+//! `min(C, D / r)` raw bytes per second. Compression is tried when that promises 10% more than
+//! raw, and kept only when it delivers 10% more (and at least half the gain promised),
+//! measured: a receiver that is the bottleneck (it decodes or stores raw bytes at its own speed)
+//! gains nothing from compressed data, so the trial ends and raw resumes; trials then come
+//! further and further apart. The link is re-examined in raw every few seconds, and raw resumes
+//! whenever the publisher no longer waits for room (the link keeps up; or, for a few windows in
+//! a row, the compressor became the bottleneck).
 //!
 //! Pure logic: the caller passes the time (seconds, monotonic) and the counts it observed.
 
@@ -37,6 +38,9 @@ const VERDICT: f64 = 1.1;
 const MEASURE_WINDOWS: u32 = 3;
 const MEASURE_SECS: f64 = 0.1;
 const MEASURE_MESSAGES: u64 = 8;
+/// The most the buffers beyond ZeroMQ are taken to hold (kernel socket buffers at both ends
+/// and the receiver's queue): a trial waits for at most this many compressed bytes to settle.
+const MAX_BUFFERED: u64 = 64 << 20;
 /// Raw's rate is measured over the last stretch of at most this many seconds.
 const RAW_SPAN_SECS: f64 = 0.5;
 /// A trial that has not delivered more than raw by then ends; one that has goes on until this
@@ -247,8 +251,22 @@ impl LinkPacing {
 
     /// The sender has no message to send: the producer is slower than the link (or the
     /// compressor).
-    pub(crate) fn idle(&mut self) {
+    /// `now` and `total` as for [`released`](Self::released), seen before the sender waits.
+    /// The wait is not measured: [`woke`](Self::woke) starts the clock again after it.
+    pub(crate) fn idle(&mut self, now: f64, total: u64) {
+        self.released(now, total);
         self.idle = true;
+        if self.backlog == 0 {
+            // ZeroMQ holds nothing: what is released from now until the sender waits for room
+            // again fills the buffers beyond it anew.
+            self.unpressed = Some(0);
+        }
+    }
+
+    /// The sender has a message again, at `now`: the time it waited for the producer is not
+    /// counted as the link's busy time.
+    pub(crate) fn woke(&mut self, now: f64) {
+        self.last_check = Some(now);
     }
 
     /// A message was handed to ZeroMQ.
@@ -333,13 +351,15 @@ impl LinkPacing {
     /// Moves the mode on after a window: `wall` seconds it spanned, `pressed` when the sender
     /// waited for room in it, `idle` when it waited for the producer.
     fn close_window(&mut self, w: Window, wall: f64, pressed: bool, idle: bool) {
-        if pressed && w.secs > 0.0 {
+        // A window in which the sender also waited for the producer measures neither the link
+        // nor the compressor; after one without waiting for room, the link keeps up: raw.
+        if pressed && !idle && w.secs > 0.0 {
             self.drain = Some(ewma(self.drain, w.wire as f64 / w.secs));
         }
         self.estimate_buffered(&w, pressed);
         self.mode = match self.mode {
-            // The link keeps up with the producer: raw.
             _ if idle && !pressed => RAW,
+            mode if idle => mode,
             Mode::Raw { .. } if !pressed || w.compressed > 0 => RAW,
             Mode::Raw { pressed, span } => self.after_raw(pressed + 1, span, wall, &w),
             Mode::Trial {
@@ -376,10 +396,13 @@ impl LinkPacing {
 
     /// The bytes released from a start without waiting up to the first window with waiting
     /// filled the buffers beyond ZeroMQ: the largest such fill is their estimate.
+    /// A fill starts again whenever the sender waits for the producer with nothing in ZeroMQ
+    /// (see [`idle`](Self::idle)); the estimate is bounded by [`MAX_BUFFERED`].
     fn estimate_buffered(&mut self, w: &Window, pressed: bool) {
         match (pressed, self.unpressed) {
             (true, Some(fill)) => {
-                self.buffered = self.buffered.max(fill.saturating_add(w.wire));
+                let fill = fill.saturating_add(w.wire).min(MAX_BUFFERED);
+                self.buffered = self.buffered.max(fill);
                 self.unpressed = None;
             }
             (true, None) => {}
@@ -523,6 +546,7 @@ mod tests {
         let mut stream: VecDeque<Moving> = VecDeque::new();
         let mut kernel_bytes = 0.0f64;
         let (mut delivered, mut compressed) = (0usize, Vec::new());
+        let mut waiting = false;
         while delivered < s.messages {
             assert!(t < 600.0, "the simulation does not end");
             // The link drains the kernel buffer, as fast as the link and the receiver allow,
@@ -557,7 +581,10 @@ mod tests {
                 zmq.pop_front();
                 released += 1;
             }
-            p.released(t, released);
+            // As the publisher: no releases are seen while it waits for the producer.
+            if !waiting {
+                p.released(t, released);
+            }
             // The sender: finishes an encode, or takes the next message the producer offers.
             if let Some((done, _, _)) = &encoding {
                 if t >= *done {
@@ -572,6 +599,9 @@ mod tests {
                     }
                 }
             } else if next < s.messages && t >= next as f64 * s.every {
+                if std::mem::take(&mut waiting) {
+                    p.woke(t);
+                }
                 let raw = s.raw;
                 let c = match policy {
                     Policy::Raw => false,
@@ -605,8 +635,9 @@ mod tests {
                     c,
                 ));
                 next += 1;
-            } else if next < s.messages || encoding.is_none() {
-                p.idle();
+            } else if (next < s.messages || encoding.is_none()) && !waiting {
+                p.idle(t, released);
+                waiting = true;
             }
             t += DT;
         }
@@ -735,6 +766,33 @@ mod tests {
             share(&auto.compressed[250..]) < 0.2,
             "{:?}",
             auto.compressed
+        );
+    }
+
+    #[test]
+    fn the_buffer_estimate_starts_again_after_waiting_for_the_producer() {
+        let mut p = LinkPacing::default();
+        let (mut t, mut total) = (0.0, 0);
+        // A long while of a producer slower than the link: 1 MB released per 50 ms, and the
+        // sender waiting for the next message in between.
+        for _ in 0..1000 {
+            p.handed(1 << 20, 1 << 20, false);
+            total += 1;
+            t += 0.05;
+            p.idle(t, total);
+            p.woke(t);
+        }
+        // Then a burst that fills the path: 8 MiB handed, no room for more, all released.
+        for _ in 0..8 {
+            p.handed(1 << 20, 1 << 20, false);
+        }
+        assert!(!p.has_room(1 << 20));
+        t += 0.05;
+        p.released(t, total + 8);
+        assert!(
+            (8 << 20..=16 << 20).contains(&p.buffered),
+            "the fill is the burst's, not the hour's: {}",
+            p.buffered
         );
     }
 }

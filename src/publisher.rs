@@ -659,12 +659,14 @@ impl SendLoop {
     fn next_job(&mut self, jobs: &Receiver<Job>) -> Option<Job> {
         match jobs.try_recv() {
             Ok(job) => Some(job),
-            Err(crossbeam_channel::TryRecvError::Empty) => {
-                if self.paced() {
-                    self.pacing.idle();
-                }
-                jobs.recv().ok()
+            Err(crossbeam_channel::TryRecvError::Empty) if self.paced() => {
+                let passed_on = self.shared.counters.passed_on.load(Ordering::Acquire);
+                self.pacing.idle(self.clock(), passed_on);
+                let job = jobs.recv().ok();
+                self.pacing.woke(self.clock());
+                job
             }
+            Err(crossbeam_channel::TryRecvError::Empty) => jobs.recv().ok(),
             Err(crossbeam_channel::TryRecvError::Disconnected) => None,
         }
     }
@@ -706,10 +708,14 @@ impl SendLoop {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let raw_bytes: u64 = arrays.iter().map(|(_, a)| a.data().len() as u64).sum();
-        if self.paced() {
+        // Only the automatic codec on a network weighs the message (no work per message else).
+        let raw_bytes: u64 = if self.paced() {
+            let raw_bytes = arrays.iter().map(|(_, a)| a.data().len() as u64).sum();
             self.wait_for_room(raw_bytes);
-        }
+            raw_bytes
+        } else {
+            0
+        };
         let policy = self.choose_compression(&arrays, raw_bytes);
         let Some(message) = self.encode(name, arrays, attrs, policy) else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -836,17 +842,21 @@ impl SendLoop {
     /// join them (the rest of a burst waits here, not yet encoded, and is encoded as the link
     /// is then known to deliver), or until the close deadline.
     fn wait_for_room(&mut self, raw: u64) {
-        let passed_on = &self.shared.counters.passed_on;
         let mut pause = Duration::from_micros(50);
         loop {
-            let now = self.started.elapsed().as_secs_f64();
-            self.pacing.released(now, passed_on.load(Ordering::Acquire));
+            let passed_on = self.shared.counters.passed_on.load(Ordering::Acquire);
+            self.pacing.released(self.clock(), passed_on);
             if self.pacing.has_room(raw) || self.shared.past_close_deadline() {
                 return;
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(1));
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
+    }
+
+    /// Seconds since the publisher started, for the automatic codec.
+    fn clock(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
     }
 }
 

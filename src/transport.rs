@@ -326,11 +326,12 @@ fn send_frame(
     }
     // SAFETY: `msg` was initialised above and `socket.as_mut_ptr()` is a live socket that this
     // thread owns (`&mut`). On success libzmq owns `msg`; on failure we must close it, which
-    // runs `release_frame` (so a failed tracked message is counted as passed on: the caller
-    // knows it failed and counts it apart).
+    // runs `release_frame`. A message that was not sent is not passed on: its counter is taken
+    // off first (`hint` is still the box libzmq did not take, freed by that close).
     unsafe {
         if zmq_sys::zmq_msg_send(&mut msg, socket.as_mut_ptr(), flags) == -1 {
             let error = zmq::Error::from_raw(zmq_sys::zmq_errno());
+            (*hint).passed_on = None;
             zmq_sys::zmq_msg_close(&mut msg);
             return Err(error);
         }
@@ -481,5 +482,28 @@ mod tests {
         assert!(!Endpoint::connect("tcp://head-node:5555").is_local());
         assert!(!Endpoint::bind("tcp://0.0.0.0:5555").is_local());
         assert!(!Endpoint::connect("tcp://eth0;10.0.0.2:5555").is_local());
+    }
+
+    #[test]
+    fn a_message_zeromq_refused_is_not_counted_as_passed_on() {
+        let ctx = zmq::Context::new();
+        // A PUSH socket with no peer refuses a message sent without waiting.
+        let mut push = open(
+            &ctx,
+            SocketKind::Push,
+            &[Endpoint::bind("inproc://nobody-pulls")],
+            &SocketOptions::default(),
+        )
+        .unwrap();
+        let passed_on = Arc::new(AtomicU64::new(0));
+        let small = Bytes::from_static(b"header only");
+        let big = Bytes::from(vec![1u8; 1 << 16]);
+        for frames in [vec![small.clone()], vec![small, big.clone()]] {
+            let sent = send_tracked(&mut push, &frames, zmq::DONTWAIT, &passed_on);
+            assert_eq!(sent, Err(zmq::Error::EAGAIN));
+        }
+        assert_eq!(passed_on.load(Ordering::Acquire), 0);
+        // The refused frame's memory was given back.
+        assert!(big.is_unique());
     }
 }
