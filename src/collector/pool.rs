@@ -239,13 +239,15 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How long a stopping collector keeps retrying sink errors that may pass: from when a retry
-/// first sees the shutdown flag.
+/// first sees the shutdown flag (so stopping takes at most the time to drain what was read,
+/// plus the timeout, plus one pause between retries).
 pub(crate) struct Drain {
     timeout: Duration,
     since: std::sync::OnceLock<Instant>,
 }
 
 impl Drain {
+    /// Retries go on for `timeout` once a retry has seen the collector stopping.
     pub(crate) fn new(timeout: Duration) -> Drain {
         Drain {
             timeout,

@@ -189,7 +189,8 @@ pub struct StatsSnapshot {
     pub stored: u64,
     /// Messages rejected as malformed.
     pub rejected: u64,
-    /// Records a sink could not take, by sink name: never stored there.
+    /// Records a sink could not take, by sink name (never stored there), and sinks that could
+    /// not finish (flush, sync) at the end.
     pub sink_errors: BTreeMap<String, u64>,
     /// Writes a sink failed with an error that may pass (a full disk) and that were retried,
     /// by sink name.
@@ -327,14 +328,28 @@ impl Stats {
     }
 
     /// Records that `seq` of `source`'s `session` was stored before this collector started (a
-    /// restart on the same output): it continues the session's sequence tracking, so that
-    /// records lost across the restart count as gaps, and is not counted as received.
+    /// restart on the same output): the session's sequence tracking goes on from there, so that
+    /// records lost across the restart count as gaps when the session's next record comes. No
+    /// counter moves now (the gaps and duplicates of earlier runs were theirs to report), and
+    /// earlier sessions never take the place of sessions that send while this collector runs.
     pub(crate) fn on_stored_before(&self, source: &str, session: &str, seq: u64) {
-        self.with_session(source, session, 0, |s, tracker| {
-            if let Some(tracker) = tracker {
-                track(s, tracker, seq);
+        let mut inner = self.lock();
+        let key = inner.source_key(source);
+        let inner = &mut *inner;
+        let sessions = inner.sessions.entry(key).or_default();
+        if !sessions.trackers.contains_key(key_of(session)) {
+            if inner.tracked >= MAX_TRACKED_SESSIONS / 2 {
+                return;
             }
-        });
+            sessions.order.push_back(session.to_owned());
+            sessions
+                .trackers
+                .insert(session.to_owned(), SeqTracker::default());
+            inner.tracked += 1;
+        }
+        if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
+            tracker.observe(seq);
+        }
     }
 
     /// Adds `stored` to the records stored and runs `f` on the source's counters and the
@@ -401,6 +416,7 @@ impl Stats {
         *inner.sink_errors.entry(sink.to_owned()).or_default() += 1;
     }
 
+    /// Counts a write `sink` failed with an error that may pass, to be tried again.
     pub(crate) fn on_sink_retry(&self, sink: &str) {
         let mut inner = self.lock();
         *inner.sink_retries.entry(sink.to_owned()).or_default() += 1;

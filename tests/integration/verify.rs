@@ -74,4 +74,18 @@ fn verify_finds_the_records_whose_files_are_gone() {
         stderr.contains("3 records missing of 20 records in 1 session"),
         "{stderr}"
     );
+
+    // A line cut short (a collector killed while appending) is reported, not fatal.
+    let mut manifest = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out.join("manifest.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut manifest, br#"{"source":"w1","sess"#).unwrap();
+    let (code, stdout, stderr) = verify(&out);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("  missing seqs: 3, 7-8\n"), "{stdout}");
+    assert!(
+        stderr.contains("1 line of the manifest not read (cut short, or not a record's)"),
+        "{stderr}"
+    );
 }

@@ -479,16 +479,28 @@ fn finish_collect(summary: Summary, args: &CollectArgs) -> Result<()> {
 }
 
 fn verify(args: VerifyArgs) -> Result<()> {
-    let sessions = verify::read(&args.out)?;
-    let (text, missing) = verify::report(&sessions);
+    let manifest = verify::read(&args.out)?;
+    let sessions = &manifest.sessions;
+    let (text, missing) = verify::report(sessions);
     print!("{text}");
     let records: u64 = sessions.values().map(verify::Session::records).sum();
-    if missing > 0 {
+    if manifest.unreadable > 0 {
+        eprintln!(
+            "{} of the manifest not read (cut short, or not a record's)",
+            plural(manifest.unreadable, "line")
+        );
+    }
+    if missing > 0 || manifest.unreadable > 0 {
         bail!(
-            "{} missing of {} in {}",
+            "{} missing of {} in {}{}",
             plural(missing, "record"),
-            plural(records + missing, "record"),
-            plural(sessions.len() as u64, "session")
+            plural(records.saturating_add(missing), "record"),
+            plural(sessions.len() as u64, "session"),
+            if manifest.unreadable > 0 {
+                ", and unreadable manifest lines"
+            } else {
+                ""
+            }
         );
     }
     eprintln!(

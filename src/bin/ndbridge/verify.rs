@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::BufRead;
+use std::io::BufRead as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -32,7 +32,7 @@ impl Session {
             if seq > next {
                 ranges.push((next, seq - 1));
             }
-            next = seq + 1;
+            next = seq.saturating_add(1);
         }
         ranges
     }
@@ -47,8 +47,15 @@ impl Session {
     }
 }
 
-/// Reads `out/manifest.jsonl` and checks each file it names: the sessions by (source, session).
-pub(crate) fn read(out: &Path) -> Result<BTreeMap<(String, String), Session>> {
+/// What a manifest holds: the sessions by (source, session), and the lines that are not a
+/// record's (cut short by a crash, or written by something else).
+pub(crate) struct Manifest {
+    pub(crate) sessions: BTreeMap<(String, String), Session>,
+    pub(crate) unreadable: u64,
+}
+
+/// Reads `out/manifest.jsonl` and checks each file it names.
+pub(crate) fn read(out: &Path) -> Result<Manifest> {
     let path = out.join("manifest.jsonl");
     let file = std::fs::File::open(&path).with_context(|| {
         format!(
@@ -56,33 +63,40 @@ pub(crate) fn read(out: &Path) -> Result<BTreeMap<(String, String), Session>> {
             path.display()
         )
     })?;
-    let mut sessions: BTreeMap<(String, String), Session> = BTreeMap::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        let entry: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not JSON", path.display(), n + 1))?;
-        let field = |name: &str| {
-            entry[name].as_str().map(str::to_owned).with_context(|| {
-                format!(
-                    "{} line {}: expected a string `{name}`",
-                    path.display(),
-                    n + 1
-                )
-            })
+    let mut manifest = Manifest {
+        sessions: BTreeMap::new(),
+        unreadable: 0,
+    };
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            return Ok(manifest);
+        }
+        let entry: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+        let (Some(source), Some(session), Some(seq), Some(file)) = (
+            entry["source"].as_str(),
+            entry["session"].as_str(),
+            entry["seq"].as_u64(),
+            entry["path"].as_str(),
+        ) else {
+            manifest.unreadable += 1;
+            continue;
         };
-        let seq = entry["seq"].as_u64().with_context(|| {
-            format!("{} line {}: expected a number `seq`", path.display(), n + 1)
-        })?;
-        let session = sessions
-            .entry((field("source")?, field("session")?))
+        let session = manifest
+            .sessions
+            .entry((source.to_owned(), session.to_owned()))
             .or_default();
-        if out.join(field("path")?).is_file() {
+        if out.join(file).is_file() {
             *session.seqs.entry(seq).or_default() += 1;
         } else {
             session.files_gone += 1;
         }
     }
-    Ok(sessions)
 }
 
 /// The report: a line per session, then what is missing; and the number of records missing.
@@ -94,8 +108,10 @@ pub(crate) fn report(sessions: &BTreeMap<(String, String), Session>) -> (String,
     let mut missing_total = 0;
     for ((source, session), s) in sessions {
         let missing = s.missing();
-        let count: u64 = missing.iter().map(|(a, b)| b - a + 1).sum();
-        missing_total += count;
+        let count = missing
+            .iter()
+            .fold(0u64, |n, (a, b)| n.saturating_add(b - a).saturating_add(1));
+        missing_total = u64::saturating_add(missing_total, count);
         let _ = writeln!(
             text,
             "{source:<24} {session:<18} {:>9} {count:>9} {:>11} {:>10}",

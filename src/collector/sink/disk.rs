@@ -617,14 +617,21 @@ fn manifest_line(record: &Record, path: &str) -> Vec<u8> {
 }
 
 impl DiskSink {
-    /// Appends `line` to the manifest whole, or not at all: a failed write (a full disk) is cut
-    /// back to where the manifest ended.
+    /// Appends `line` to the manifest. A failed write (a full disk) is cut back to where the
+    /// manifest ended before it, so that the retry's line stands alone; should the cut fail too
+    /// (a read-only file system), the part written stays, a line readers skip as unreadable
+    /// (`ndbridge verify` counts them), and that is logged.
     fn append_to_manifest(&self, line: &[u8]) -> Result<(), SinkError> {
         let path = || self.out.join(MANIFEST);
         let mut manifest = self.manifest.lock().expect("manifest lock");
         let end = manifest.metadata().map_err(io_error(&path()))?.len();
         manifest.write_all(line).map_err(|e| {
-            let _ = manifest.set_len(end);
+            if let Err(cut) = manifest.set_len(end) {
+                tracing::error!(
+                    "{}: a line written in part could not be cut back: {cut}",
+                    path().display()
+                );
+            }
             io_error(&path())(e)
         })
     }
@@ -647,7 +654,15 @@ impl Sink for DiskSink {
         let line = manifest_line(&message.record, &format!("{source}/{name}/{file_name}"));
         if let Err(e) = self.append_to_manifest(&line) {
             // Undone, so that a retry stores the record once, under the same name.
-            let _ = rustix::fs::unlinkat(dir.as_fd(), file_name.as_str(), AtFlags::empty());
+            if let Err(undo) =
+                rustix::fs::unlinkat(dir.as_fd(), file_name.as_str(), AtFlags::empty())
+            {
+                tracing::error!(
+                    "{}: stored, its manifest line failed, and it could not be removed ({undo}): \
+                     a retry stores the record again under another name",
+                    dir_path.join(&file_name).display()
+                );
+            }
             return Err(e);
         }
         self.files.fetch_add(1, Ordering::Relaxed);
@@ -679,17 +694,25 @@ impl Sink for DiskSink {
             return;
         };
         let mut reader = std::io::BufReader::new(file);
-        let mut line = String::new();
+        let mut line = Vec::new();
         let (mut read, mut unreadable) = (0u64, 0u64);
-        while matches!(std::io::BufRead::read_line(&mut reader, &mut line), Ok(n) if n > 0) {
-            match serde_json::from_str::<Line>(&line) {
-                Ok(l) => {
-                    each(&l.source, &l.session, l.seq);
-                    read += 1;
-                }
-                Err(_) => unreadable += 1,
-            }
+        loop {
             line.clear();
+            match std::io::BufRead::read_until(&mut reader, b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => match serde_json::from_slice::<Line>(&line) {
+                    Ok(l) => {
+                        each(&l.source, &l.session, l.seq);
+                        read += 1;
+                    }
+                    // A line cut short by a crash, or not the collector's.
+                    Err(_) => unreadable += 1,
+                },
+                Err(e) => {
+                    tracing::warn!("{}: read no further: {e}", path.display());
+                    break;
+                }
+            }
         }
         if read > 0 || unreadable > 0 {
             tracing::info!(

@@ -149,7 +149,11 @@ pub trait Sink: Send + Sync {
     /// A short name for logs and statistics.
     fn name(&self) -> &str;
 
-    /// Takes one record. An error is counted and logged; the collector goes on.
+    /// Takes one record. An error is counted and logged, and the collector goes on; but for an
+    /// error that may pass ([`SinkError::may_pass`]) the collector stops reading and calls
+    /// `write` again with the same record until it succeeds (or the collector has been stopping
+    /// for its drain timeout), so a sink returning such an error leaves nothing of the record
+    /// behind.
     fn write(&self, message: &Received) -> Result<(), SinkError>;
 
     /// Called once after the last record, before the collector returns: flush, close, join.
