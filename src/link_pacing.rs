@@ -250,9 +250,8 @@ impl LinkPacing {
     }
 
     /// The sender has no message to send: the producer is slower than the link (or the
-    /// compressor).
-    /// `now` and `total` as for [`released`](Self::released), seen before the sender waits.
-    /// The wait is not measured: [`woke`](Self::woke) starts the clock again after it.
+    /// compressor). `now` and `total` as for [`released`](Self::released), seen before the
+    /// sender waits; the wait is not measured: [`woke`](Self::woke) starts the clock again.
     pub(crate) fn idle(&mut self, now: f64, total: u64) {
         self.released(now, total);
         self.idle = true;

@@ -35,8 +35,8 @@ pub enum Link {
     /// a busy receiver, and compressing would only give it decompression to do.)
     Local,
     /// A network, also behind a local port that forwards to one (an SSH tunnel):
-    /// [`Compression::Auto`] weighs the link's speed, measured from the sends, against the
-    /// compressor's.
+    /// [`Compression::Auto`] measures what the link delivers, raw and compressed, and
+    /// compresses when that is faster.
     Network,
 }
 

@@ -277,8 +277,7 @@ impl CollectorBuilder {
             stats: Arc::clone(stats),
             decode_budget: ByteBudget::new(self.inflight_bytes, Wake::EveryRelease),
             log: RateLimitedLog::new(),
-            shutdown: self.shutdown.clone(),
-            drain: pool::Drain::new(self.drain_timeout),
+            drain: pool::Drain::new(self.shutdown.clone(), self.drain_timeout),
             cost_ns: AtomicU64::new(pool::UNMEASURED_COST_NS),
         }
     }

@@ -61,8 +61,7 @@ pub(crate) struct Pool {
     /// compressed frames decode to is bounded as what arrives is, whatever sizes they declare.
     pub decode_budget: ByteBudget,
     pub log: RateLimitedLog,
-    /// The collector's stop flag, and how long retries go on once it is raised.
-    pub shutdown: Shutdown,
+    /// How long retries go on once the collector is stopping.
     pub drain: Drain,
     /// Recent handling time per message, in nanoseconds (a moving average over batches); start
     /// with [`UNMEASURED_COST_NS`].
@@ -178,12 +177,12 @@ impl Pool {
         self.log.warn(|| {
             let from = source.as_deref().unwrap_or("an unknown source");
             match error {
-                Some(e) => match DecodeError::raised_by(e.kind()) {
-                    Some(option) => {
-                        format!("rejected a message from {from}: {e} (raise the limit with {option})")
-                    }
-                    None => format!("rejected a message from {from}: {e}"),
-                },
+                Some(e) => {
+                    let hint = DecodeError::raised_by(e.kind())
+                        .map(|option| format!(" (raise the limit with {option})"))
+                        .unwrap_or_default();
+                    format!("rejected a message from {from}: {e}{hint}")
+                }
                 None => format!("decoding a message from {from} panicked; it was dropped"),
             }
         });
@@ -218,7 +217,7 @@ impl Pool {
                 Ok(Err(e)) => e,
                 Err(_) => return Err("the sink panicked".to_owned()),
             };
-            if !error.may_pass() || self.drain.expired(&self.shutdown) {
+            if !error.may_pass() || self.drain.expired() {
                 return Err(error.to_string());
             }
             self.stats.on_sink_retry(sink.name());
@@ -242,22 +241,25 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// first sees the shutdown flag (so stopping takes at most the time to drain what was read,
 /// plus the timeout, plus one pause between retries).
 pub(crate) struct Drain {
+    shutdown: Shutdown,
     timeout: Duration,
     since: std::sync::OnceLock<Instant>,
 }
 
 impl Drain {
-    /// Retries go on for `timeout` once a retry has seen the collector stopping.
-    pub(crate) fn new(timeout: Duration) -> Drain {
+    /// Retries go on for `timeout` once a retry has seen `shutdown` triggered.
+    pub(crate) fn new(shutdown: Shutdown, timeout: Duration) -> Drain {
         Drain {
+            shutdown,
             timeout,
             since: std::sync::OnceLock::new(),
         }
     }
 
-    /// True once `shutdown` has been triggered for longer than the timeout.
-    fn expired(&self, shutdown: &Shutdown) -> bool {
-        shutdown.is_triggered() && self.since.get_or_init(Instant::now).elapsed() >= self.timeout
+    /// True once the shutdown has been triggered for longer than the timeout.
+    fn expired(&self) -> bool {
+        self.shutdown.is_triggered()
+            && self.since.get_or_init(Instant::now).elapsed() >= self.timeout
     }
 }
 

@@ -105,13 +105,13 @@ pub(crate) fn report(sessions: &BTreeMap<(String, String), Session>) -> (String,
         "{:<24} {:<18} {:>9} {:>9} {:>11} {:>10}\n",
         "source", "session", "records", "missing", "duplicated", "files gone"
     );
-    let mut missing_total = 0;
+    let mut missing_total = 0u64;
     for ((source, session), s) in sessions {
         let missing = s.missing();
         let count = missing
             .iter()
             .fold(0u64, |n, (a, b)| n.saturating_add(b - a).saturating_add(1));
-        missing_total = u64::saturating_add(missing_total, count);
+        missing_total = missing_total.saturating_add(count);
         let _ = writeln!(
             text,
             "{source:<24} {session:<18} {:>9} {count:>9} {:>11} {:>10}",
