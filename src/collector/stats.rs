@@ -240,14 +240,10 @@ fn count_message(
     s.messages += 1;
     s.wire_bytes += wire;
     s.raw_bytes += raw;
-    match tracker {
-        Some(tracker) => track(s, tracker, seq),
-        None => s.untracked_messages += 1,
-    }
-}
-
-/// Follows `seq` in its session's tracker and moves the source's gap and duplicate counts.
-fn track(s: &mut SourceStats, tracker: &mut SeqTracker, seq: u64) {
+    let Some(tracker) = tracker else {
+        s.untracked_messages += 1;
+        return;
+    };
     let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
     tracker.observe(seq);
     let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
@@ -322,9 +318,45 @@ impl Stats {
         raw: u64,
         stored: bool,
     ) {
-        self.with_session(source, session, u64::from(stored), |s, tracker| {
-            count_message(s, tracker, seq, wire, raw)
-        });
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.stored += u64::from(stored);
+        // The common case, a source and session seen before: one lookup per map, no allocation.
+        let source_key = key_of(source);
+        if let (Some(s), Some(sessions)) = (
+            inner.sources.get_mut(source_key),
+            inner.sessions.get_mut(source_key),
+        ) {
+            if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
+                count_message(s, Some(tracker), seq, wire, raw);
+                return;
+            }
+        }
+        let key = inner.source_key(source);
+        let session = key_of(session);
+        let s = inner.sources.entry(key.clone()).or_default();
+        let sessions = inner.sessions.entry(key).or_default();
+        if !sessions.trackers.contains_key(session) {
+            let all_followed = inner.tracked >= MAX_TRACKED_SESSIONS;
+            if sessions.order.len() >= MAX_SESSIONS_PER_SOURCE || all_followed {
+                if let Some(oldest) = sessions.order.pop_front() {
+                    sessions.trackers.remove(&oldest);
+                    inner.tracked -= 1;
+                }
+            }
+            if inner.tracked >= MAX_TRACKED_SESSIONS {
+                count_message(s, None, seq, wire, raw);
+                return;
+            }
+            s.sessions += 1;
+            sessions.order.push_back(session.to_owned());
+            sessions
+                .trackers
+                .insert(session.to_owned(), SeqTracker::default());
+            inner.tracked += 1;
+        }
+        let tracker = sessions.trackers.get_mut(session).expect("inserted above");
+        count_message(s, Some(tracker), seq, wire, raw);
     }
 
     /// Records that `seq` of `source`'s `session` was stored before this collector started (a
@@ -350,57 +382,6 @@ impl Stats {
         if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
             tracker.observe(seq);
         }
-    }
-
-    /// Adds `stored` to the records stored and runs `f` on the source's counters and the
-    /// session's tracker (none when too many sessions are followed), starting to follow the
-    /// session if it is new; under one lock.
-    fn with_session(
-        &self,
-        source: &str,
-        session: &str,
-        stored: u64,
-        f: impl FnOnce(&mut SourceStats, Option<&mut SeqTracker>),
-    ) {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        inner.stored += stored;
-        // The common case, a source and session seen before: one lookup per map, no allocation.
-        let source_key = key_of(source);
-        if let (Some(s), Some(sessions)) = (
-            inner.sources.get_mut(source_key),
-            inner.sessions.get_mut(source_key),
-        ) {
-            if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
-                f(s, Some(tracker));
-                return;
-            }
-        }
-        let key = inner.source_key(source);
-        let session = key_of(session);
-        let s = inner.sources.entry(key.clone()).or_default();
-        let sessions = inner.sessions.entry(key).or_default();
-        if !sessions.trackers.contains_key(session) {
-            let all_followed = inner.tracked >= MAX_TRACKED_SESSIONS;
-            if sessions.order.len() >= MAX_SESSIONS_PER_SOURCE || all_followed {
-                if let Some(oldest) = sessions.order.pop_front() {
-                    sessions.trackers.remove(&oldest);
-                    inner.tracked -= 1;
-                }
-            }
-            if inner.tracked >= MAX_TRACKED_SESSIONS {
-                f(s, None);
-                return;
-            }
-            s.sessions += 1;
-            sessions.order.push_back(session.to_owned());
-            sessions
-                .trackers
-                .insert(session.to_owned(), SeqTracker::default());
-            inner.tracked += 1;
-        }
-        let tracker = sessions.trackers.get_mut(session).expect("inserted above");
-        f(s, Some(tracker));
     }
 
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {
