@@ -39,6 +39,7 @@
 mod budget;
 pub mod collector;
 mod error;
+pub mod keys;
 mod link_pacing;
 pub mod npy;
 mod plural;
@@ -51,6 +52,7 @@ pub mod wire;
 
 pub use collector::{Collector, CollectorBuilder, Sink};
 pub use error::Error;
+pub use keys::{Allowlist, KeyPair, PublicKey};
 pub use publisher::{FullPolicy, Link, Publisher, PublisherBuilder, PublisherStats};
 pub use subscriber::{Subscriber, SubscriberBuilder};
 pub use transport::{SocketKind, SocketOptions};

@@ -18,7 +18,8 @@ use smallvec::SmallVec;
 use crate::budget::{ByteBudget, Permit, Wake};
 use crate::error::Error;
 use crate::link_pacing::LinkPacing;
-use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
+use crate::keys::{KeyPair, PublicKey};
+use crate::transport::{self, Curve, Endpoint, SocketKind, SocketOptions};
 use crate::wire::check_names;
 use crate::wire::encode_buffer;
 use crate::wire::{ArrayBuffer, Compression, Element, EncodedMessage, Encoder, Envelope};
@@ -113,6 +114,7 @@ pub struct PublisherBuilder {
     options: SocketOptions,
     context: Option<zmq::Context>,
     link: Link,
+    curve: Option<(PublicKey, KeyPair)>,
 }
 
 impl Default for PublisherBuilder {
@@ -127,6 +129,7 @@ impl Default for PublisherBuilder {
             options: SocketOptions::default(),
             context: None,
             link: Link::Detect,
+            curve: None,
         }
     }
 }
@@ -189,6 +192,14 @@ impl PublisherBuilder {
         self
     }
 
+    /// Authenticates with CURVE and encrypts everything on the socket: `server` is the
+    /// collector's public key (its `NAME.key` file), `own` this publisher's key pair, whose public
+    /// key the collector must list (`--allow`). Default: no CURVE.
+    pub fn curve(mut self, server: PublicKey, own: KeyPair) -> Self {
+        self.curve = Some((server, own));
+        self
+    }
+
     /// Shares a ZeroMQ context (needed for `inproc://` endpoints). Default: a new context.
     pub fn context(mut self, context: zmq::Context) -> Self {
         self.context = Some(context);
@@ -240,7 +251,15 @@ impl PublisherBuilder {
         self.compression.validate()?;
         let local_link = self.local_link();
         let context = self.context.clone().unwrap_or_default();
-        let socket = transport::open(&context, self.kind, &self.endpoints, &self.options)?;
+        let socket = transport::open(
+            &context,
+            self.kind,
+            &self.endpoints,
+            &self.options,
+            self.curve
+                .as_ref()
+                .map(|(server, own)| Curve::Client { server, own }),
+        )?;
         let shared = Arc::new(self.shared());
         let (jobs, rx) = crossbeam_channel::unbounded();
         let (source, session) = (

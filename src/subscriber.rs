@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::transport::{self, Endpoint, SocketError, SocketKind, SocketOptions};
+use crate::keys::{KeyPair, PublicKey};
+use crate::transport::{self, Curve, Endpoint, SocketError, SocketKind, SocketOptions};
 use crate::wire::{DecodeError, Decoder, Limits, Record};
 
 /// Builds a [`Subscriber`].
@@ -37,6 +38,7 @@ pub struct SubscriberBuilder {
     limits: Limits,
     options: SocketOptions,
     context: Option<zmq::Context>,
+    curve: Option<(PublicKey, KeyPair)>,
 }
 
 impl Default for SubscriberBuilder {
@@ -52,6 +54,7 @@ impl Default for SubscriberBuilder {
                 ..SocketOptions::default()
             },
             context: None,
+            curve: None,
         }
     }
 }
@@ -93,6 +96,14 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Authenticates with CURVE and encrypts everything on the socket: `server` is the
+    /// collector's public key (its `NAME.key` file), `own` this subscriber's key pair, whose public
+    /// key the collector must list (`--allow`). Default: no CURVE.
+    pub fn curve(mut self, server: PublicKey, own: KeyPair) -> Self {
+        self.curve = Some((server, own));
+        self
+    }
+
     /// Shares a ZeroMQ context (needed for `inproc://` endpoints). Default: a new context.
     pub fn context(mut self, context: zmq::Context) -> Self {
         self.context = Some(context);
@@ -119,7 +130,15 @@ impl SubscriberBuilder {
             ..self.options
         };
         let endpoints: Vec<Endpoint> = self.endpoints.iter().map(Endpoint::connect).collect();
-        let socket = transport::open(&context, SocketKind::Sub, &endpoints, &options)?;
+        let socket = transport::open(
+            &context,
+            SocketKind::Sub,
+            &endpoints,
+            &options,
+            self.curve
+                .as_ref()
+                .map(|(server, own)| Curve::Client { server, own }),
+        )?;
         let mut names = self.names;
         names.sort_unstable();
         names.dedup();

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::keys::{KeyPair, PublicKey};
+
 /// The ZeroMQ socket kinds ndbridge uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketKind {
@@ -173,13 +175,46 @@ fn millis(d: Duration) -> i32 {
     d.as_millis().min(i32::MAX as u128) as i32
 }
 
-/// Opens a socket of `kind` with `options` and attaches it to every endpoint. A SUB socket
-/// subscribes to everything; narrow it with `set_subscribe` before use if needed.
+/// A socket's side of CURVE (ZeroMQ's authentication and encryption, RFC 26).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Curve<'a> {
+    /// Accepts peers that know this pair's public key; which peers, the context's ZAP handler
+    /// decides.
+    Server(&'a KeyPair),
+    /// Reaches a server whose public key is `server`, proving `own`.
+    Client {
+        /// The server's public key.
+        server: &'a PublicKey,
+        /// This peer's key pair.
+        own: &'a KeyPair,
+    },
+}
+
+impl Curve<'_> {
+    fn apply(self, socket: &zmq::Socket) -> zmq::Result<()> {
+        match self {
+            Curve::Server(own) => {
+                socket.set_curve_server(true)?;
+                socket.set_curve_secretkey(own.secret())
+            }
+            Curve::Client { server, own } => {
+                socket.set_curve_serverkey(server.as_bytes())?;
+                socket.set_curve_publickey(own.public().as_bytes())?;
+                socket.set_curve_secretkey(own.secret())
+            }
+        }
+    }
+}
+
+/// Opens a socket of `kind` with `options` (and CURVE, if given) and attaches it to every
+/// endpoint. A SUB socket subscribes to everything; narrow it with `set_subscribe` before use
+/// if needed.
 pub(crate) fn open(
     context: &zmq::Context,
     kind: SocketKind,
     endpoints: &[Endpoint],
     options: &SocketOptions,
+    curve: Option<Curve<'_>>,
 ) -> Result<zmq::Socket, SocketError> {
     let fail = |action: &'static str, address: &str| {
         let address = address.to_owned();
@@ -202,6 +237,9 @@ pub(crate) fn open(
     set(socket.set_sndtimeo(millis(options.send_poll).max(1)))?;
     if let Some(max) = options.max_message_bytes {
         set(socket.set_maxmsgsize(i64::try_from(max).unwrap_or(i64::MAX)))?;
+    }
+    if let Some(curve) = curve {
+        set(curve.apply(&socket))?;
     }
     if kind == SocketKind::Sub {
         set(socket.set_subscribe(b""))?;
@@ -383,6 +421,7 @@ mod tests {
             SocketKind::Push,
             &[Endpoint::connect("127.0.0.1:5555")],
             &SocketOptions::default(),
+            None,
         )
         .err()
         .expect("no socket connects to an address without a transport");
@@ -412,6 +451,7 @@ mod tests {
             SocketKind::Pull,
             &[Endpoint::bind("inproc://zero-copy")],
             &SocketOptions::default(),
+            None,
         )
         .unwrap();
         let mut push = open(
@@ -419,6 +459,7 @@ mod tests {
             SocketKind::Push,
             &[Endpoint::connect("inproc://zero-copy")],
             &SocketOptions::default(),
+            None,
         )
         .unwrap();
         let big = Bytes::from(vec![7u8; 1 << 20]);
@@ -445,6 +486,7 @@ mod tests {
             SocketKind::Pull,
             &[Endpoint::bind("tcp://127.0.0.1:*")],
             &SocketOptions::default(),
+            None,
         )
         .unwrap();
         assert!(last_endpoint(&pull)
@@ -458,6 +500,7 @@ mod tests {
             SocketKind::Pull,
             &[Endpoint::bind("tcp://no-such-interface-xyz:1")],
             &SocketOptions::default(),
+            None,
         )
         .err()
         .expect("binding an unknown interface fails");
@@ -493,6 +536,7 @@ mod tests {
             SocketKind::Push,
             &[Endpoint::bind("inproc://nobody-pulls")],
             &SocketOptions::default(),
+            None,
         )
         .unwrap();
         let passed_on = Arc::new(AtomicU64::new(0));

@@ -33,6 +33,9 @@ use serde::{Deserialize, Serialize};
 #[path = "../../src/synth.rs"]
 mod synth;
 #[allow(dead_code, unreachable_pub)]
+#[path = "../../src/keys.rs"]
+mod keys;
+#[allow(dead_code, unreachable_pub)]
 #[path = "../../src/transport.rs"]
 mod transport;
 use transport::{Endpoint, SocketKind, SocketOptions};
@@ -385,6 +388,7 @@ fn run_bare_pull(transport: Transport, expect: u64, disk: Option<&str>) -> Resul
         SocketKind::Pull,
         &[Endpoint::bind(endpoint_for(transport))],
         &SocketOptions::default(),
+        None,
     )?;
     println!("{}", transport::last_endpoint(&socket).unwrap_or_default());
     std::io::stdout().flush()?;
@@ -461,6 +465,7 @@ fn run_publisher(
             SocketKind::Push,
             &[Endpoint::connect(endpoint)],
             &SocketOptions::default(),
+            None,
         )?;
         let passed_on = Arc::new(AtomicU64::new(0));
         for i in 0..messages {

@@ -264,7 +264,7 @@ impl CollectorBuilder {
             ),
             ..self.options
         };
-        let socket = transport::open(context, self.kind, &self.endpoints, &options)?;
+        let socket = transport::open(context, self.kind, &self.endpoints, &options, None)?;
         Ok((socket, zap))
     }
 

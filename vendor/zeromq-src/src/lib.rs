@@ -324,12 +324,16 @@ impl Build {
 
         let target = env::var("TARGET").unwrap();
 
-        if let Some(libsodium) = &self.libsodium {
+        // ndbridge: CURVE is always built; without a location given, against the libsodium
+        // built by `libsodium-sys-stable` for this crate (its paths recorded by build.rs). That
+        // library is built for the host, which is also the target in every ndbridge build.
+        let bundled = LibLocation::new(env!("NDBRIDGE_SODIUM_LIB"), env!("NDBRIDGE_SODIUM_INCLUDE"));
+        if let Some(libsodium) = Some(self.libsodium.as_ref().unwrap_or(&bundled)) {
             build.define("ZMQ_USE_LIBSODIUM", "1");
             build.define("ZMQ_HAVE_CURVE", "1");
 
             build.include(libsodium.include_dir());
-            println!("cargo:rustc-link-search={:?}", libsodium.lib_dir());
+            println!("cargo:rustc-link-search=native={}", libsodium.lib_dir().display());
 
             if target.contains("msvc") {
                 fs::copy(
