@@ -25,6 +25,8 @@ Layout
 - :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames.
 - :mod:`ndbridge.pacing`: when the automatic codec compresses on a network link. Pure: these
   six modules never touch a socket.
+- :mod:`ndbridge.curve`: CURVE keys: :func:`keygen`, and reading the certificate files that
+  ``curve_server=`` and ``curve_secret=`` name (no sockets either).
 - :mod:`ndbridge.net`: :func:`send`, :func:`recv`, :class:`Publisher`, :class:`Subscriber`.
 - :mod:`ndbridge.lifetime`: closes the publishers still open when the process ends.
 - :mod:`ndbridge.native`: the Rust publisher and codec, when the package was built with them.
@@ -32,6 +34,7 @@ Layout
 Data flow: ``arrays -> encode -> frames -> send => zmq => recv -> frames -> decode -> Record``.
 """
 
+from .curve import keygen
 from .errors import (CodecError, DeliveryError, FrameError, HeaderError, LimitError, VersionError,
                      WireError)
 from .header import FORMAT_VERSION
@@ -56,6 +59,7 @@ __all__ = [
     "is_local",
     "Publisher",
     "Subscriber",
+    "keygen",
     "WireError",
     "HeaderError",
     "VersionError",

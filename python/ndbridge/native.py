@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import lifetime
+from .curve import KeySource, PathLike, load_curve
 from .errors import DeliveryError, WireError
 from .header import parse_header
 from .limits import DEFAULT_LIMITS, Limits
@@ -196,6 +197,13 @@ class Publisher:
             record over them, before queueing it.
         copy_threshold: Arrays of at least this many bytes go to the Rust side without a copy;
             ``None`` copies every array (then an array may be modified right after ``send``).
+        curve_server: CURVE: the server's public key, as the path of its certificate
+            ``NAME.key`` or as 40 characters of Z85; with `curve_secret`, the path of this
+            publisher's secret certificate ``NAME.key_secret`` (see
+            :class:`ndbridge.Publisher`). The keys are checked here as the pure-Python
+            publisher checks them, then handed to the Rust publisher
+            (``PublisherBuilder::curve``).
+        curve_secret: See `curve_server`.
     """
 
     def __init__(self, endpoint: Union[str, Sequence[str]], source: Optional[str] = None,
@@ -204,7 +212,9 @@ class Publisher:
                  timeout: Optional[float] = 60.0, queue_bytes: int = 256 << 20,
                  on_full: Union[str, float] = "block",
                  limits: Optional[Limits] = DEFAULT_LIMITS,
-                 copy_threshold: Optional[int] = 64 * 1024, context: None = None) -> None:
+                 copy_threshold: Optional[int] = 64 * 1024, context: None = None,
+                 curve_server: Optional[KeySource] = None,
+                 curve_secret: Optional[PathLike] = None) -> None:
         native = _require()
         if context is not None:
             raise ValueError("context: the Rust publisher has a ZeroMQ context of its own; "
@@ -220,6 +230,9 @@ class Publisher:
             raise ValueError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
         if not isinstance(queue_bytes, int) or queue_bytes < 1:
             raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
+        # Read and checked as the pure-Python publisher does, so that both raise the same
+        # errors; the Rust side reads the secret certificate itself (KeyPair::load).
+        curve = load_curve(curve_server, curve_secret)
         self.source = default_source() if source is None else source
         if link is None:
             from .net import is_local
@@ -235,7 +248,9 @@ class Publisher:
             endpoints, bind=bind, kind=kind, codec=codec, level=level,
             shuffle=shuffle is not False, link=link, source=self.source,
             queue_bytes=queue_bytes, on_full=on_full,
-            linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold)
+            linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold,
+            **({} if curve is None else {"curve_server": curve.server.decode("ascii"),
+                                         "curve_secret": curve.secret_path}))
         self._last_stats: Optional[Dict[str, Any]] = None
         self._sent = 0
         self.session: str = self._inner.session

@@ -26,6 +26,7 @@ import numpy as np
 import zmq
 
 from . import lifetime
+from .curve import CurveKeys, KeySource, PathLike, load_curve
 from .codec import CODECS, check_level, encode_buffer
 from .errors import DeliveryError
 from .limits import DEFAULT_LIMITS, Limits
@@ -107,9 +108,17 @@ def recv(sock: zmq.Socket, *, limits: Limits = DEFAULT_LIMITS, native: bool = Fa
     return decode_with(frames, limits=limits, native=native)
 
 
-def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
-    """Binds or connects `sock`; closes it at once if that fails, so no socket leaks."""
+def _attach(sock: zmq.Socket, endpoint: str, bind: bool,
+            curve: Optional[CurveKeys] = None) -> None:
+    """Sets the CURVE keys (if any), then binds or connects `sock`; closes it at once if that
+    fails, so no socket leaks."""
     try:
+        if curve is not None:
+            # A CURVE client: the server's public key, then this peer's pair. Set before
+            # connecting: ZeroMQ reads them when a connection starts.
+            sock.curve_serverkey = curve.server
+            sock.curve_publickey = curve.public
+            sock.curve_secretkey = curve.secret
         if bind:
             sock.bind(endpoint)
         else:
@@ -225,6 +234,15 @@ class Publisher:
         copy_threshold: See :func:`send`.
         context: A ZeroMQ context to share (needed for ``inproc://``); default a new one of
             this publisher's own, terminated by :meth:`close`.
+        curve_server: Encrypt and authenticate with CURVE: the server's (the collector's)
+            public key, as the path of its certificate ``NAME.key`` or as 40 characters of Z85
+            (``str`` or ``bytes``). Give `curve_secret` too.
+        curve_secret: With `curve_server`: the path of this publisher's secret certificate
+            ``NAME.key_secret`` (:func:`~ndbridge.keygen`, ``ndbridge keygen``), whose public
+            key the server must admit. A collector started with ``--allow DIR`` admits the keys
+            of ``DIR/*.key`` and stores the records under the key's name as their source. A
+            server that does not admit the key gets nothing: :meth:`close` then raises
+            :class:`~ndbridge.DeliveryError`.
 
     Attributes:
         session: This publisher's session id, 16 hex characters.
@@ -266,7 +284,9 @@ class Publisher:
                  timeout: Optional[float] = DEFAULT_TIMEOUT,
                  queue_bytes: int = DEFAULT_QUEUE_BYTES, limits: Optional[Limits] = DEFAULT_LIMITS,
                  copy_threshold: Optional[int] = COPY_THRESHOLD,
-                 context: Optional[zmq.Context] = None, native: Optional[bool] = None) -> None:
+                 context: Optional[zmq.Context] = None, native: Optional[bool] = None,
+                 curve_server: Optional[KeySource] = None,
+                 curve_secret: Optional[PathLike] = None) -> None:
         if kind not in (zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.PAIR):
             raise ValueError(f"kind: expected zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER or "
                              f"zmq.PAIR, found {kind!r}")
@@ -282,6 +302,7 @@ class Publisher:
             raise ValueError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
         if not isinstance(queue_bytes, int) or queue_bytes < 1:
             raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
+        curve = load_curve(curve_server, curve_secret)
         self.source = default_source() if source is None else source
         self.session = new_session()
         self.seq = 0
@@ -306,7 +327,7 @@ class Publisher:
         self._closed = False
         try:
             self.socket = self._context.socket(kind)
-            _attach(self.socket, endpoint, bind)
+            _attach(self.socket, endpoint, bind, curve)
             self._endpoint = self.endpoint
         except BaseException:
             if self._own_context:
@@ -604,6 +625,11 @@ class Subscriber:
         decoder: ``"auto"`` (default: the Rust decoder when the native core is built),
             ``"rust"`` or ``"python"``; see :data:`DECODERS`.
         context: The ZeroMQ context; default the process-wide one.
+        curve_server: Receive with CURVE (encrypted and authenticated): the publishing server's
+            public key, as the path of its certificate ``NAME.key`` or as 40 characters of Z85.
+            Give `curve_secret` too.
+        curve_secret: With `curve_server`: the path of this subscriber's secret certificate
+            ``NAME.key_secret``, whose public key the server must admit (else nothing arrives).
 
     A malformed message raises :class:`~ndbridge.WireError` from :meth:`recv` (and from the
     iteration); the message is consumed and the next call receives the next one.
@@ -612,8 +638,11 @@ class Subscriber:
     def __init__(self, endpoint: str, names: Union[str, Iterable[str], None] = None, *,
                  timeout_ms: Optional[int] = None, bind: bool = False,
                  limits: Limits = DEFAULT_LIMITS, native: bool = False, decoder: str = "auto",
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None,
+                 curve_server: Optional[KeySource] = None,
+                 curve_secret: Optional[PathLike] = None) -> None:
         self._decode = _decoder(decoder)
+        curve = load_curve(curve_server, curve_secret)
         if isinstance(names, str):
             names = [names]
         self.names = None if names is None else frozenset(names)
@@ -627,7 +656,7 @@ class Subscriber:
         self.socket.linger = 0
         for topic in sorted(self._topics) if self._topics is not None else [b""]:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic)
-        _attach(self.socket, endpoint, bind)
+        _attach(self.socket, endpoint, bind, curve)
 
     @property
     def endpoint(self) -> str:

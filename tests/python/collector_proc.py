@@ -49,19 +49,20 @@ class Collector:
 
     Attributes:
         input: The endpoint publishers connect to (the collector's PULL socket).
-        forward: The endpoint of the forwarding PUB socket.
+        forward: The endpoint of the forwarding PUB socket (``None`` with ``forward=False``).
         out: The output directory (``manifest.jsonl`` and the stored files).
         stats: The final statistics JSON, once :meth:`stop` has run.
     """
 
-    def __init__(self, out: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, out: Path, extra_args: Sequence[str] = (), forward: bool = True) -> None:
         binary = require_binary()
         self.out = out
         self.stats_path = out.parent / f"{out.name}-stats.json"
         self.log_path = out.parent / f"{out.name}-collector.log"
         self.stats: Optional[Dict[str, Any]] = None
         args = [str(binary), "collect", "--bind", "tcp://127.0.0.1:*",
-                "--forward", "tcp://127.0.0.1:*", "--out", str(out), "--print-endpoints",
+                *(["--forward", "tcp://127.0.0.1:*"] if forward else []),
+                "--out", str(out), "--print-endpoints",
                 "--stats-json", str(self.stats_path), "--stats-every", "0", *extra_args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)
@@ -71,7 +72,7 @@ class Collector:
             self.kill()
             raise
         self.input: str = endpoints["input"][0]
-        self.forward: str = endpoints["forward"]
+        self.forward: Optional[str] = endpoints["forward"]
 
     def _read_line(self, timeout_s: float) -> str:
         assert self.proc.stdout is not None

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["ndbridge", "ndbridge.errors", "ndbridge.limits", "ndbridge.dtypes", "ndbridge.header",
-           "ndbridge.codec", "ndbridge.wire", "ndbridge.pacing", "ndbridge.net"]
+           "ndbridge.codec", "ndbridge.wire", "ndbridge.pacing", "ndbridge.curve", "ndbridge.net"]
 
 
 @pytest.mark.parametrize("name", MODULES)

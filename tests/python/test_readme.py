@@ -1,5 +1,7 @@
-"""The code in python/README.md runs: the ``>>>`` blocks as doctests, and the subscribe and
-publish blocks, as written apart from the ports, against a live collector."""
+"""The code in python/README.md runs: the ``>>>`` blocks as doctests, the subscribe and
+publish blocks, as written apart from the ports, against a live collector, and the CURVE block,
+as written apart from its endpoint and key directory, against a pyzmq CURVE server that admits
+its key."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 import pytest
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 import ndbridge
 from collector_proc import Collector
@@ -19,6 +24,7 @@ from golden_io import REPO
 
 README = REPO / "python" / "README.md"
 INPUT, FORWARD = "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556"
+CURVE_INPUT, CURVE_KEYS = "tcp://head-node:5555", '"keys/'
 
 
 def blocks(doctests: bool) -> List[str]:
@@ -52,9 +58,10 @@ def test_readme_documents_the_essentials() -> None:
     for needle in (".copy()", "read-only", "WireError", "HeaderError", "FrameError",
                    "CodecError", "LimitError", "examples/publish.py", "examples/subscribe.py",
                    "--count", "copy_threshold", "timeout_ms", "DeliveryError", "flush",
-                   'link="network"', "os._exit", "queue_bytes"):
+                   'link="network"', "os._exit", "queue_bytes", "ndbridge keygen",
+                   "--curve-secret", "--allow", "curve_server", "curve_secret"):
         assert needle in text, needle
-    assert len(python_blocks()) == 2
+    assert len(python_blocks()) == 3
 
 
 def test_readme_subscribe_and_publish_blocks(tmp_path: Path) -> None:
@@ -103,3 +110,37 @@ def test_readme_subscribe_and_publish_blocks(tmp_path: Path) -> None:
     for args in published[::33]:
         step = args[3]["step"]
         assert args[5] == pytest.approx((np.sin(x[:, None] + 0.1 * step) * np.cos(x)).mean())
+
+
+def test_readme_curve_block(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    _, server_secret = ndbridge.keygen(keys, "collector")
+    ndbridge.keygen(keys, "worker-1")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "worker-1.key").write_bytes((keys / "worker-1.key").read_bytes())
+    ctx = zmq.Context()
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    try:
+        auth.configure_curve(domain="*", location=str(allowed))
+        pull = ctx.socket(zmq.PULL)
+        pull.linger = 0
+        pull.curve_publickey, pull.curve_secretkey = zmq.auth.load_certificate(server_secret)
+        pull.curve_server = True
+        pull.bind("tcp://127.0.0.1:*")
+        block = block_using(CURVE_INPUT)
+        assert block.count(CURVE_KEYS) == 2, block
+        code = block.replace(CURVE_INPUT, pull.getsockopt_string(zmq.LAST_ENDPOINT)) \
+                    .replace(CURVE_KEYS, f'"{keys}/')
+        exec(compile(code, str(README), "exec"), {"__name__": "readme_curve"})
+        assert pull.poll(10_000, zmq.POLLIN), "the CURVE block's record did not arrive"
+        frames = pull.recv_multipart(copy=False)
+        worker_key = zmq.auth.load_certificate(keys / "worker-1.key")[0].decode()
+        assert frames[0].get("User-Id") == worker_key
+        rec = ndbridge.decode(frames)
+        assert rec.name == "u" and rec.attrs == {"step": 0}
+        assert rec["u"].shape == (256, 256) and (rec["u"] == 1).all()
+    finally:
+        auth.stop()
+        ctx.destroy(linger=0)

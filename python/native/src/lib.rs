@@ -34,21 +34,25 @@
 //! Every blocking call (`send` on a full queue, `flush`, `close`, and dropping a publisher,
 //! which terminates its ZeroMQ context) runs with the interpreter lock released.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use ndbridge::keys::KeyError;
 use ndbridge::wire::encode_buffer;
 use ndbridge::wire::{
     shuffle, ArrayBuffer, ArrayMeta, Codec, Compression, DType, Decoder, Filter, Header, Limits,
     Order, EXPANSION_FREE_BYTES,
 };
-use ndbridge::{FullPolicy, Link};
+use ndbridge::{FullPolicy, KeyPair, Link, PublicKey};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyOSError, PyPermissionError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
@@ -568,8 +572,10 @@ impl NativePublisher {
     ///
     /// `codec`: "auto" | "raw" | "zstd"; `link`: None (detect from the endpoints) | "local" |
     /// "network"; `on_full`: "block" | "drop" | seconds to wait before raising.
+    /// `curve_server` (the server's public key as Z85 text) and `curve_secret` (the path of this
+    /// publisher's secret certificate) turn CURVE on; both or neither.
     #[new]
-    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10)))]
+    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -585,6 +591,8 @@ impl NativePublisher {
         on_full: Option<&Bound<'_, PyAny>>,
         linger: f64,
         copy_threshold: Option<usize>,
+        curve_server: Option<&str>,
+        curve_secret: Option<PathBuf>,
     ) -> PyResult<Self> {
         if endpoints.is_empty() {
             return Err(PyValueError::new_err(
@@ -673,6 +681,9 @@ impl NativePublisher {
         }
         if let Some(source) = source {
             builder = builder.source(source);
+        }
+        if let Some((server, own)) = curve_keys(curve_server, curve_secret)? {
+            builder = builder.curve(server, own);
         }
         let publisher = py
             .detach(|| builder.build())
@@ -787,6 +798,51 @@ impl Drop for NativePublisher {
             }
             Python::attach(|py| py.detach(move || drop(publisher)));
         }
+    }
+}
+
+/// The server's public key (Z85 text) and this publisher's key pair (read from its secret
+/// certificate), for `PublisherBuilder::curve`; `None` when neither is given.
+fn curve_keys(
+    server: Option<&str>,
+    secret: Option<PathBuf>,
+) -> PyResult<Option<(PublicKey, KeyPair)>> {
+    let (server, secret) = match (server, secret) {
+        (None, None) => return Ok(None),
+        (Some(server), Some(secret)) => (server, secret),
+        (server, _) => {
+            let (given, missing) = if server.is_some() {
+                ("curve_server", "curve_secret")
+            } else {
+                ("curve_secret", "curve_server")
+            };
+            return Err(PyValueError::new_err(format!(
+                "curve_server and curve_secret: expected both (CURVE: the server's public key \
+                 and this peer's secret certificate) or neither, found {given} without {missing}"
+            )));
+        }
+    };
+    let server = PublicKey::from_z85(server).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "curve_server: expected the server's public key as 40 characters of Z85, found \
+             {server:?}"
+        ))
+    })?;
+    let own = KeyPair::load(&secret).map_err(|e| key_error("curve_secret", e))?;
+    Ok(Some((server, own)))
+}
+
+/// A key that could not be read as a Python error: `OSError` (its subclass for the cause) for
+/// a file that cannot be read, `ValueError` for one that does not hold what it should.
+fn key_error(argument: &str, e: KeyError) -> PyErr {
+    let message = format!("{argument}: {e}");
+    match &e {
+        KeyError::Io { source, .. } => match source.kind() {
+            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
+            std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
+            _ => PyOSError::new_err(message),
+        },
+        _ => PyValueError::new_err(message),
     }
 }
 
