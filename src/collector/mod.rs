@@ -33,7 +33,8 @@ use serde::Serialize;
 
 use crate::budget::{ByteBudget, Wake};
 use crate::error::Error;
-use crate::transport::{self, Endpoint, SocketKind, SocketOptions};
+use crate::keys::{Allowlist, KeyPair};
+use crate::transport::{self, Curve, Endpoint, SocketKind, SocketOptions};
 use crate::wire::{Decoder, Limits};
 use pool::Pool;
 use ratelimit::RateLimitedLog;
@@ -76,6 +77,7 @@ pub struct CollectorBuilder {
     shutdown: Shutdown,
     drain_timeout: Duration,
     max_peers: u64,
+    curve: Option<(KeyPair, Arc<Allowlist>)>,
 }
 
 impl Default for CollectorBuilder {
@@ -94,6 +96,7 @@ impl Default for CollectorBuilder {
             shutdown: Shutdown::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_peers: peers::DEFAULT_MAX_PEERS,
+            curve: None,
         }
     }
 }
@@ -194,6 +197,18 @@ impl CollectorBuilder {
         self
     }
 
+    /// Authenticates every publisher with CURVE and encrypts what it sends: `own` is the
+    /// collector's key pair (publishers are given its public key), `allow` the publishers'
+    /// keys. A peer with another key, or without CURVE, is refused before any message crosses,
+    /// and counted (`refused_keys`, `failed_handshakes`). Each record is counted and stored
+    /// under the name of the key that sent it; a header naming another source is counted
+    /// (`reattributed`) and kept as [`Received::claimed_source`]. The context
+    /// ([`CollectorBuilder::context`]) must have no ZAP handler of its own. Default: no CURVE.
+    pub fn curve(mut self, own: KeyPair, allow: Allowlist) -> Self {
+        self.curve = Some((own, Arc::new(allow)));
+        self
+    }
+
     /// Uses this shutdown flag (for example one registered with signal handlers).
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
@@ -219,8 +234,14 @@ impl CollectorBuilder {
                 stats.on_stored_before(source, session, seq)
             });
         }
-        let peers =
-            peers::PeerGuard::start(&context, &socket, zap, self.max_peers, Arc::clone(&stats))?;
+        let peers = peers::PeerGuard::start(
+            &context,
+            &socket,
+            zap,
+            self.max_peers,
+            self.curve.as_ref().map(|(_, allow)| Arc::clone(allow)),
+            Arc::clone(&stats),
+        )?;
         let pool = Arc::new(self.pool(&stats));
         let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
         let workers = self.spawn_workers(&pool, rx)?;
@@ -254,6 +275,13 @@ impl CollectorBuilder {
         context: &zmq::Context,
     ) -> Result<(zmq::Socket, Option<zmq::Socket>), Error> {
         let zap = peers::bind_zap(context);
+        if self.curve.is_some() && zap.is_none() {
+            return Err(Error::Usage {
+                what: "CollectorBuilder::curve",
+                expected: "a ZeroMQ context without a ZAP handler (the collector's checks the keys)",
+                found: "a context with a ZAP handler already".to_owned(),
+            });
+        }
         let options = SocketOptions {
             // Each handshake waits for `peers` to weigh its connection.
             admission: zap.is_some(),
@@ -264,7 +292,13 @@ impl CollectorBuilder {
             ),
             ..self.options
         };
-        let socket = transport::open(context, self.kind, &self.endpoints, &options, None)?;
+        let socket = transport::open(
+            context,
+            self.kind,
+            &self.endpoints,
+            &options,
+            self.curve.as_ref().map(|(own, _)| Curve::Server(own)),
+        )?;
         Ok((socket, zap))
     }
 
@@ -273,6 +307,7 @@ impl CollectorBuilder {
         Pool {
             limits: self.limits,
             has_topic: self.kind.has_topic(),
+            authenticated: self.curve.is_some(),
             sinks: self.sinks.clone(),
             stats: Arc::clone(stats),
             decode_budget: ByteBudget::new(self.inflight_bytes, Wake::EveryRelease),

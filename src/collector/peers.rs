@@ -8,6 +8,11 @@
 //! sees its connection reset, keeps its messages, and retries later like any ZeroMQ peer.
 //! Connections are counted from the moment they are accepted, so one that left a moment ago may
 //! still count. Publishers the collector connects to (`connect`) are not counted.
+//!
+//! With CURVE, the same answer admits only the keys of the allowlist, and names each admitted
+//! peer by its key's name (ZeroMQ's `User-Id` of every message it sends); a key not listed is
+//! refused and counted, and so is a handshake that fails (a peer without CURVE, or one that
+//! does not know the collector's public key).
 
 use std::collections::HashSet;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -15,8 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::ratelimit::RateLimitedLog;
 use super::stats::Stats;
 use crate::error::Error;
+use crate::keys::{Allowlist, PublicKey};
 
 /// Connections accepted at once by default.
 pub(crate) const DEFAULT_MAX_PEERS: u64 = 64;
@@ -34,12 +41,14 @@ impl PeerGuard {
     /// Starts following `socket`'s accepted connections and answering their handshakes,
     /// allowing `max` at once. `socket` must have been opened with
     /// [`SocketOptions::admission`](crate::transport::SocketOptions::admission), and `context`
-    /// must have no other ZAP handler.
+    /// must have no other ZAP handler. With `allow`, only its keys are admitted (the socket is
+    /// a CURVE server).
     pub(crate) fn start(
         context: &zmq::Context,
         socket: &zmq::Socket,
         zap: Option<zmq::Socket>,
         max: u64,
+        allow: Option<Arc<Allowlist>>,
         stats: Arc<Stats>,
     ) -> Result<PeerGuard, Error> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -48,7 +57,10 @@ impl PeerGuard {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let events = zmq::SocketEvent::ACCEPTED.to_raw() | zmq::SocketEvent::DISCONNECTED.to_raw();
+        let events = zmq::SocketEvent::ACCEPTED.to_raw()
+            | zmq::SocketEvent::DISCONNECTED.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw();
         let socket_error = |action: &'static str, address: &str| {
             let address = address.to_owned();
             move |source| {
@@ -76,7 +88,9 @@ impl PeerGuard {
                 zap,
                 accepted: HashSet::new(),
                 max,
+                allow,
                 stats,
+                log: RateLimitedLog::new(),
             };
             std::thread::Builder::new()
                 .name("ndbridge-peers".into())
@@ -128,7 +142,10 @@ struct Admission {
     zap: Option<zmq::Socket>,
     accepted: HashSet<u32>,
     max: u64,
+    /// The keys admitted, when the socket is a CURVE server.
+    allow: Option<Arc<Allowlist>>,
     stats: Arc<Stats>,
+    log: RateLimitedLog,
 }
 
 impl Admission {
@@ -168,6 +185,23 @@ impl Admission {
             self.accepted.insert(fd);
         } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
             self.accepted.remove(&fd);
+        } else {
+            // A handshake that failed: the peer speaks no CURVE, or not with this collector's
+            // public key (a refused key is counted where it is refused).
+            self.stats
+                .peers
+                .failed_handshakes
+                .fetch_add(1, Ordering::Relaxed);
+            self.log.warn(|| {
+                format!(
+                    "a peer failed its handshake on {endpoint} (ZeroMQ error {fd}): {}",
+                    if self.allow.is_some() {
+                        "a peer without CURVE, or without this collector's public key"
+                    } else {
+                        "a peer with CURVE on a collector without it"
+                    }
+                )
+            });
         }
         self.stats
             .peers
@@ -175,16 +209,47 @@ impl Admission {
             .store(self.accepted.len() as u64, Ordering::Relaxed);
     }
 
-    /// Answers one ZAP request (RFC 27) with "200": what is refused was shut down before.
+    /// Answers one ZAP request (RFC 27): without an allowlist "200" (what is refused was shut
+    /// down before), with one "200" and the key's name for a listed key, "400" otherwise.
     fn answer(&mut self) {
         let Some(Ok(request)) = self.zap.as_ref().map(|z| z.recv_multipart(zmq::DONTWAIT)) else {
             return;
         };
         let id = request.get(1).cloned().unwrap_or_default();
-        let reply: [&[u8]; 6] = [b"1.0", &id, b"200", b"OK", b"", b""];
+        let (status, text, user): (&[u8], &[u8], Vec<u8>) = match self.admit(&request) {
+            Ok(name) => (b"200", b"OK", name.into_bytes()),
+            Err(()) => (b"400", b"key not allowed", Vec::new()),
+        };
+        let reply: [&[u8]; 6] = [b"1.0", &id, status, text, &user, b""];
         if let Some(zap) = &self.zap {
             let _ = zap.send_multipart(reply, 0);
         }
+    }
+
+    /// The name a ZAP request's peer is admitted under (empty without an allowlist), or `Err`
+    /// (counted and logged) for a key not on the allowlist. The request's frames: version,
+    /// request id, domain, the peer's address, its routing id, the mechanism, credentials.
+    fn admit(&self, request: &[Vec<u8>]) -> Result<String, ()> {
+        let Some(allow) = &self.allow else {
+            return Ok(String::new());
+        };
+        let key = (request.get(5).map(Vec::as_slice) == Some(b"CURVE"))
+            .then(|| request.get(6))
+            .flatten()
+            .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+            .map(PublicKey::from_bytes);
+        if let Some(name) = key.as_ref().and_then(|k| allow.name_of(k)) {
+            return Ok(name.to_owned());
+        }
+        self.stats.peers.refused_keys.fetch_add(1, Ordering::Relaxed);
+        self.log.warn(|| {
+            let address = String::from_utf8_lossy(request.get(3).map_or(&[][..], Vec::as_slice));
+            match key {
+                Some(key) => format!("refused a peer at {address}: key {key} is not allowed (--allow)"),
+                None => format!("refused a peer at {address}: no CURVE key"),
+            }
+        });
+        Err(())
     }
 }
 

@@ -54,6 +54,9 @@ impl Batch {
 pub(crate) struct Pool {
     pub limits: Limits,
     pub has_topic: bool,
+    /// Peers are CURVE keys: each message carries its key's name (ZeroMQ's `User-Id`), and
+    /// its record is counted and stored under that name.
+    pub authenticated: bool,
     pub sinks: Vec<Arc<dyn Sink>>,
     pub stats: Arc<Stats>,
     /// Bytes that decoding allocates ([`decode_allocation`]), taken from the header before the
@@ -102,7 +105,8 @@ impl Pool {
     }
 
     /// Decodes one message, passes the record to every sink and counts it.
-    fn handle(&self, incoming: Incoming, decoder: &mut Decoder) {
+    fn handle(&self, mut incoming: Incoming, decoder: &mut Decoder) {
+        let peer = self.peer_name(&mut incoming.frames);
         let frames = self.wire_frames(incoming.frames);
         // Decoding is pure code over the bytes and must not panic; if it ever does, the message
         // is counted as rejected and the thread (possibly the receiver) goes on.
@@ -114,11 +118,15 @@ impl Pool {
             Ok(Err(e)) => return self.reject(&frames, Some(&e)),
             Err(_) => return self.reject(&frames, None),
         };
-        let received = Received {
+        let mut received = Received {
             record,
             frames,
             received_at: incoming.received_at,
+            claimed_source: None,
         };
+        if let Some(name) = peer {
+            self.bind_source(&mut received, name);
+        }
         let all_ok = self.store(&received);
         let header = &received.record.header;
         self.stats.on_decoded(
@@ -129,6 +137,37 @@ impl Pool {
             received.record.raw_bytes(),
             all_ok,
         );
+    }
+
+    /// The name of the CURVE key that sent a message (`None` without CURVE).
+    fn peer_name(&self, frames: &mut [zmq::Message]) -> Option<String> {
+        if !self.authenticated {
+            return None;
+        }
+        let name = frames.first_mut()?.gets("User-Id")?;
+        (!name.is_empty()).then(|| name.to_owned())
+    }
+
+    /// Makes `name`, the key that sent the record, its source: a header that named another is
+    /// rewritten (so that every sink and subscriber sees the same source), counted and logged,
+    /// and what it named is kept as the record's `claimed_source`.
+    fn bind_source(&self, received: &mut Received, name: String) {
+        let header = &mut received.record.header;
+        if header.source == name {
+            return;
+        }
+        let claimed = std::mem::replace(&mut header.source, name);
+        if let Some(first) = received.frames.first_mut() {
+            *first = Bytes::from(header.to_json());
+        }
+        self.stats.on_reattributed(&header.source);
+        self.log.warn(|| {
+            format!(
+                "key {:?} sent a record claiming source {claimed:?}: stored under the key's name",
+                header.source
+            )
+        });
+        received.claimed_source = Some(claimed);
     }
 
     /// The frames of a message as the wire core reads them: the topic frame taken off.

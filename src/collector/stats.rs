@@ -19,6 +19,10 @@ pub(crate) struct PeerCounts {
     pub(crate) connected: AtomicU64,
     /// Connections closed at once because `connected` was at the limit.
     pub(crate) refused: AtomicU64,
+    /// Handshakes refused because the peer's CURVE key is not on the allowlist.
+    pub(crate) refused_keys: AtomicU64,
+    /// Handshakes that failed (a peer without CURVE at a CURVE socket, a wrong server key).
+    pub(crate) failed_handshakes: AtomicU64,
 }
 
 /// The hasher of the maps looked up once per message. foldhash, seeded per map: the keys come
@@ -165,6 +169,9 @@ pub struct SourceStats {
     /// as it does at once and this source had none to give up: counted in `messages`, but
     /// neither their sessions nor their gaps and duplicates are.
     pub untracked_messages: u64,
+    /// Messages from this CURVE key whose header named another source: counted and stored
+    /// under the key's name, the header's source kept as `claimed_source`.
+    pub reattributed: u64,
 }
 
 impl SourceStats {
@@ -215,6 +222,11 @@ pub struct StatsSnapshot {
     pub peers: u64,
     /// Connections refused because as many peers as allowed were connected (`--max-peers`).
     pub refused_peers: u64,
+    /// Peers refused because their CURVE key is not on the allowlist (`--allow`).
+    pub refused_keys: u64,
+    /// Handshakes that failed on the input socket: a peer without CURVE at a collector with
+    /// it (or the reverse), or one that does not know the collector's public key.
+    pub failed_handshakes: u64,
 }
 
 /// The collector's live statistics, shared by its threads.
@@ -384,6 +396,13 @@ impl Stats {
         }
     }
 
+    /// Counts a message of `source` (a CURVE key's name) whose header named another source.
+    pub(crate) fn on_reattributed(&self, source: &str) {
+        let mut inner = self.lock();
+        let key = inner.source_key(source);
+        inner.sources.entry(key).or_default().reattributed += 1;
+    }
+
     pub(crate) fn on_rejected(&self, source: Option<&str>, kind: &str) {
         let mut inner = self.lock();
         inner.rejected += 1;
@@ -418,6 +437,8 @@ impl Stats {
             sources: inner.sources.clone(),
             peers: self.peers.connected.load(Ordering::Relaxed),
             refused_peers: self.peers.refused.load(Ordering::Relaxed),
+            refused_keys: self.peers.refused_keys.load(Ordering::Relaxed),
+            failed_handshakes: self.peers.failed_handshakes.load(Ordering::Relaxed),
             ..StatsSnapshot::default()
         };
         for s in snap.sources.values() {

@@ -158,6 +158,7 @@ pub fn received(name: &str, source: &str, session: &str, seq: u64, array: ArrayB
         record: ndbridge::wire::decode(&frames, &ndbridge::wire::Limits::default()).unwrap(),
         frames,
         received_at: std::time::SystemTime::now(),
+        claimed_source: None,
     }
 }
 
@@ -373,5 +374,62 @@ impl Drop for CollectorProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A relay on loopback that keeps a copy of every byte it passes, in both directions: what a
+/// capture of the link would show. It accepts connections until dropped, each relayed to `to`
+/// (`HOST:PORT`).
+pub struct CaptureRelay {
+    /// The address to connect to instead of `to`, as `tcp://127.0.0.1:PORT`.
+    pub endpoint: String,
+    seen: std::sync::Arc<Mutex<Vec<u8>>>,
+}
+
+impl CaptureRelay {
+    /// Starts relaying to `to`.
+    pub fn start(to: &str) -> CaptureRelay {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (to, shared) = (to.to_owned(), std::sync::Arc::clone(&seen));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&to) else { return };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let seen = std::sync::Arc::clone(&shared);
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 1 << 16];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if into.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CaptureRelay { endpoint, seen }
+    }
+
+    /// Whether `pattern` appears in what crossed so far.
+    pub fn saw(&self, pattern: &[u8]) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .windows(pattern.len())
+            .any(|w| w == pattern)
+    }
+
+    /// Bytes that crossed so far.
+    pub fn bytes(&self) -> usize {
+        self.seen.lock().unwrap().len()
     }
 }

@@ -17,6 +17,7 @@ mod common;
 mod synth;
 
 mod cli_errors;
+mod curve;
 mod delivery;
 mod demo;
 mod disk_files;

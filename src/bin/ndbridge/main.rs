@@ -12,14 +12,19 @@ use ndbridge::collector::{
     Collector, CollectorBuilder, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary,
 };
 use ndbridge::wire::{DecodeError, Limits, Record};
-use ndbridge::{ArrayBuffer, Compression, Link, Publisher, SocketKind, SocketOptions, Subscriber};
+use ndbridge::{
+    Allowlist, ArrayBuffer, Compression, KeyPair, Link, Publisher, SocketKind, SocketOptions,
+    Subscriber,
+};
 
 use demo::{DemoConfig, DemoReport};
 use plural::plural;
+use security::{ClientKeyArgs, KeygenArgs, ServerKeyArgs};
 
 mod demo;
 #[path = "../../plural.rs"]
 mod plural;
+mod security;
 #[path = "../../synth.rs"]
 mod synth;
 mod verify;
@@ -49,6 +54,9 @@ enum Command {
     /// Check a collector's output directory: per source and session the records stored, the
     /// sequence numbers missing, and those stored twice. Exit code 1 when any is missing.
     Verify(VerifyArgs),
+    /// Make a CURVE key pair: NAME.key (public, for peers and allowlists) and NAME.key_secret
+    /// (private). A collector with --curve-secret admits only the keys in its --allow DIR.
+    Keygen(KeygenArgs),
 }
 
 #[derive(Args)]
@@ -128,6 +136,8 @@ struct CollectArgs {
     /// Print the bound endpoints as JSON on stdout once listening (for scripts and tests).
     #[arg(long, hide = true)]
     print_endpoints: bool,
+    #[command(flatten)]
+    security: ServerKeyArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -197,6 +207,8 @@ struct SendArgs {
     /// SSH tunnel to another machine).
     #[arg(long, value_enum, default_value = "detect")]
     link: LinkArg,
+    #[command(flatten)]
+    keys: ClientKeyArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,6 +242,8 @@ struct TailArgs {
     /// Exit after this many seconds without a record.
     #[arg(long, value_parser = seconds)]
     idle_timeout: Option<f64>,
+    #[command(flatten)]
+    keys: ClientKeyArgs,
 }
 
 #[derive(Args)]
@@ -296,6 +310,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail(args),
         Command::Demo(args) => demo(args),
         Command::Verify(args) => verify(args),
+        Command::Keygen(args) => security::keygen(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -357,9 +372,16 @@ fn collect(args: CollectArgs) -> Result<()> {
         signal_hook::flag::register(signal, shutdown.flag())
             .context("installing signal handler")?;
     }
-    let builder = collector_builder(&args, shutdown);
+    let listening = args.bind.iter().filter(|_| args.connect.is_empty());
+    args.security
+        .check_exposure(listening.chain(&args.forward).map(String::as_str))?;
+    let curve = args.security.load()?;
+    let mut builder = collector_builder(&args, shutdown);
+    if let Some((own, allow)) = &curve {
+        builder = builder.curve(own.clone(), allow.clone());
+    }
     // Binding first: a collector that cannot listen creates no output directory.
-    let (builder, forward_endpoint) = add_forward_sink(builder, &args)?;
+    let (builder, forward_endpoint) = add_forward_sink(builder, &args, curve)?;
     // The collector binds its input socket once it has its sinks: should that fail, the
     // directories made for the disk sink are removed.
     let created = (!args.no_disk).then(|| CreatedDirs::before_creating(&args.out));
@@ -422,11 +444,16 @@ fn collector_builder(args: &CollectArgs, shutdown: Shutdown) -> CollectorBuilder
 fn add_forward_sink(
     builder: CollectorBuilder,
     args: &CollectArgs,
+    curve: Option<(KeyPair, Allowlist)>,
 ) -> Result<(CollectorBuilder, Option<String>)> {
     let Some(addr) = &args.forward else {
         return Ok((builder, None));
     };
-    let forward = ForwardSink::listen(addr)
+    let forward = match curve {
+        Some(_) => bail!("--forward does not take CURVE yet"),
+        None => ForwardSink::listen(addr),
+    };
+    let forward = forward
         .context("opening the forward socket (--forward)")?
         .subscriber_bytes(args.forward_subscriber_mib << 20)
         .max_subscribers(args.max_subscribers as usize);
@@ -549,6 +576,9 @@ fn send(args: SendArgs) -> Result<()> {
         .connect(&args.to)
         .compression(args.codec.compression())
         .link(args.link.into());
+    if let Some((server, own)) = args.keys.load()? {
+        builder = builder.curve(server, own);
+    }
     if let Some(source) = &args.source {
         builder = builder.source(source);
     }
@@ -608,6 +638,9 @@ fn send(args: SendArgs) -> Result<()> {
 
 fn tail(args: TailArgs) -> Result<()> {
     let mut builder = Subscriber::builder().connect(&args.from);
+    if let Some((server, own)) = args.keys.load()? {
+        builder = builder.curve(server, own);
+    }
     for name in &args.name {
         builder = builder.name(name);
     }

@@ -589,11 +589,12 @@ fn remove_stale_temp_files(
     removed
 }
 
-/// The manifest's line for `record`, stored at `path` (relative to the output directory),
-/// newline included.
-fn manifest_line(record: &Record, path: &str) -> Vec<u8> {
+/// The manifest's line for `message`'s record, stored at `path` (relative to the output
+/// directory), newline included. `claimed_source` only when the record has one.
+fn manifest_line(message: &Received, path: &str) -> Vec<u8> {
+    let record = &message.record;
     let header = &record.header;
-    let line = json!({
+    let mut line = json!({
         "source": header.source,
         "session": header.session,
         "seq": header.seq,
@@ -611,6 +612,9 @@ fn manifest_line(record: &Record, path: &str) -> Vec<u8> {
         "attrs": header.attrs.clone().map(Value::Object).unwrap_or(Value::Null),
         "path": path,
     });
+    if let Some(claimed) = &message.claimed_source {
+        line["claimed_source"] = Value::String(claimed.clone());
+    }
     let mut text = serde_json::to_vec(&line).expect("JSON values serialize");
     text.push(b'\n');
     text
@@ -651,7 +655,7 @@ impl Sink for DiskSink {
         let dir_path = source_path.join(&name);
         let dir = open_dir(source_dir.as_fd(), &name, &dir_path)?;
         let file_name = self.store_file(dir.as_fd(), &dir_path, &message.record)?;
-        let line = manifest_line(&message.record, &format!("{source}/{name}/{file_name}"));
+        let line = manifest_line(message, &format!("{source}/{name}/{file_name}"));
         if let Err(e) = self.append_to_manifest(&line) {
             // Undone, so that a retry stores the record once, under the same name.
             if let Err(undo) =
@@ -773,6 +777,7 @@ mod tests {
             record: decode(&frames, &Limits::default()).unwrap(),
             frames,
             received_at: SystemTime::now(),
+            claimed_source: None,
         }
     }
 

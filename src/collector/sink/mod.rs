@@ -22,6 +22,9 @@ pub struct Received {
     pub frames: Vec<Bytes>,
     /// When the collector read the message.
     pub received_at: SystemTime,
+    /// With CURVE, the source the header named when it was not the name of the key that sent
+    /// the record (the record's source is then the key's name).
+    pub claimed_source: Option<String>,
 }
 
 /// Why a sink could not take a record.
