@@ -129,7 +129,7 @@ impl Pool {
         }
         let all_ok = self.store(&received);
         let header = &received.record.header;
-        self.stats.on_decoded(
+        let conflict = self.stats.on_decoded(
             &header.source,
             &header.session,
             header.seq,
@@ -137,6 +137,15 @@ impl Pool {
             received.record.raw_bytes(),
             all_ok,
         );
+        if conflict {
+            self.log.warn(|| {
+                format!(
+                    "source {:?}: a record of session {:?} while a later session holds the \
+                     source (two publishers under one source name?)",
+                    header.source, header.session
+                )
+            });
+        }
     }
 
     /// The name of the CURVE key that sent a message (`None` without CURVE).

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -146,6 +146,22 @@ impl SeqTracker {
 struct Sessions {
     trackers: HashMap<String, SeqTracker, FastHash>,
     order: std::collections::VecDeque<String>,
+    /// The session that holds the source: the one that started last, and when.
+    holder: Option<(String, Instant)>,
+}
+
+/// How long after a session takes its source an earlier session's records still pass as the
+/// tail of a publisher that was restarted (records in flight) rather than as a conflict.
+const HANDOVER: Duration = Duration::from_secs(1);
+
+impl Sessions {
+    /// Whether a record of `session` conflicts with the session holding the source: another,
+    /// which took it more than [`HANDOVER`] ago (two publishers sending under one source).
+    fn conflicts(&self, session: &str) -> bool {
+        self.holder
+            .as_ref()
+            .is_some_and(|(holder, since)| holder != session && since.elapsed() > HANDOVER)
+    }
 }
 
 /// Counters of one source.
@@ -169,6 +185,10 @@ pub struct SourceStats {
     /// as it does at once and this source had none to give up: counted in `messages`, but
     /// neither their sessions nor their gaps and duplicates are.
     pub untracked_messages: u64,
+    /// Messages of a session while another session held the source: the one that started
+    /// last, more than a second before. Two publishers sending under one source name (a
+    /// misconfiguration, or a peer posing as another; with CURVE a source is a key).
+    pub source_conflicts: u64,
     /// Messages from this CURVE key whose header named another source: counted and stored
     /// under the key's name, the header's source kept as `claimed_source`.
     pub reattributed: u64,
@@ -239,6 +259,13 @@ pub(super) struct Stats {
     /// The input socket's accepted connections.
     pub(crate) peers: PeerCounts,
     inner: Mutex<Inner>,
+}
+
+/// Counts a message of `session` as a conflict when it is one ([`Sessions::conflicts`]).
+fn count_conflict(s: &mut SourceStats, sessions: &Sessions, session: &str) -> bool {
+    let conflict = sessions.conflicts(key_of(session));
+    s.source_conflicts += u64::from(conflict);
+    conflict
 }
 
 /// Counts one decoded message of a source and, when it is followed, of its session.
@@ -320,7 +347,9 @@ impl Stats {
         self.inflight.store(bytes, Ordering::Relaxed);
     }
 
-    /// Records a decoded message, and whether every sink took it (`stored`).
+    /// Records a decoded message, and whether every sink took it (`stored`). Returns true when
+    /// the message's session conflicts with the one holding its source (counted in
+    /// `source_conflicts`).
     pub(crate) fn on_decoded(
         &self,
         source: &str,
@@ -329,7 +358,7 @@ impl Stats {
         wire: u64,
         raw: u64,
         stored: bool,
-    ) {
+    ) -> bool {
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.stored += u64::from(stored);
@@ -341,7 +370,7 @@ impl Stats {
         ) {
             if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
                 count_message(s, Some(tracker), seq, wire, raw);
-                return;
+                return count_conflict(s, sessions, session);
             }
         }
         let key = inner.source_key(source);
@@ -358,7 +387,7 @@ impl Stats {
             }
             if inner.tracked >= MAX_TRACKED_SESSIONS {
                 count_message(s, None, seq, wire, raw);
-                return;
+                return false;
             }
             s.sessions += 1;
             sessions.order.push_back(session.to_owned());
@@ -366,9 +395,11 @@ impl Stats {
                 .trackers
                 .insert(session.to_owned(), SeqTracker::default());
             inner.tracked += 1;
+            sessions.holder = Some((session.to_owned(), Instant::now()));
         }
         let tracker = sessions.trackers.get_mut(session).expect("inserted above");
         count_message(s, Some(tracker), seq, wire, raw);
+        count_conflict(s, sessions, session)
     }
 
     /// Records that `seq` of `source`'s `session` was stored before this collector started (a
@@ -490,6 +521,36 @@ impl StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Makes `session` the holder of `source`, as if it had started `ago`.
+    fn held_since(stats: &Stats, source: &str, session: &str, ago: Duration) {
+        let mut inner = stats.lock();
+        let sessions = inner.sessions.get_mut(source).unwrap();
+        let since = Instant::now().checked_sub(ago).unwrap();
+        sessions.holder = Some((session.to_owned(), since));
+    }
+
+    #[test]
+    fn two_sessions_sending_under_one_source_are_conflicts_a_restart_is_not() {
+        let stats = Stats::new(1);
+        // A restart: the old session's last records in flight within the handover pass.
+        assert!(!stats.on_decoded("w", "old", 0, 1, 1, true));
+        assert!(!stats.on_decoded("w", "new", 0, 1, 1, true));
+        assert!(!stats.on_decoded("w", "old", 1, 1, 1, true));
+        // Past the handover, the earlier session still sending conflicts; the holder does not.
+        held_since(&stats, "w", "new", Duration::from_secs(2));
+        assert!(stats.on_decoded("w", "old", 2, 1, 1, true));
+        assert!(!stats.on_decoded("w", "new", 1, 1, 1, true));
+        // Another source is another matter.
+        assert!(!stats.on_decoded("v", "old", 0, 1, 1, true));
+        let snap = stats.snapshot();
+        assert_eq!(snap.sources["w"].source_conflicts, 1);
+        assert_eq!(snap.sources["v"].source_conflicts, 0);
+        // A session that starts later takes the source: then the former holder conflicts.
+        assert!(!stats.on_decoded("w", "third", 0, 1, 1, true));
+        held_since(&stats, "w", "third", Duration::from_secs(2));
+        assert!(stats.on_decoded("w", "new", 2, 1, 1, true));
+    }
 
     #[test]
     fn the_stats_line_counts_gaps_and_dups_in_the_right_number() {

@@ -561,6 +561,29 @@ fn print_summary(summary: &Summary) {
         "received {}, stored {}, rejected {} {:?}, sink errors {:?}, sink retries {:?}",
         s.received, s.stored, s.rejected, s.errors, s.sink_errors, s.sink_retries
     );
+    if s.refused_keys + s.failed_handshakes > 0 {
+        eprintln!(
+            "peers refused: {} not allowed (--allow), {} failed (no CURVE, or not with this \
+             collector's key)",
+            plural(s.refused_keys, "key"),
+            plural(s.failed_handshakes, "handshake")
+        );
+    }
+    for (source, st) in &s.sources {
+        if st.reattributed > 0 {
+            eprintln!(
+                "{source}: {} claimed another source (stored under the key's name)",
+                plural(st.reattributed, "record")
+            );
+        }
+        if st.source_conflicts > 0 {
+            eprintln!(
+                "{source}: {} while a later session held the source (two publishers under \
+                 one source name?)",
+                plural(st.source_conflicts, "record")
+            );
+        }
+    }
     for (kind, &count) in &s.errors {
         if let Some(flag) = DecodeError::raised_by(kind) {
             eprintln!(
