@@ -102,14 +102,21 @@ class DeliveryError(TimeoutError):
         at_most: True when `unsent` is an upper bound: ZeroMQ had released every record, but
             the last bytes (of at most `unsent` records) had not reached the operating system
             when the time ran out.
+
+    With ``curve=True`` (a publisher with CURVE keys) the message also asks whether the server
+    admits the key: a CURVE server that refuses a key lets nothing through and says nothing.
     """
 
     def __init__(self, endpoint: str, unsent: int, sent: int, timeout: float,
-                 dropped: bool, at_most: bool = False) -> None:
+                 dropped: bool, at_most: bool = False, curve: bool = False) -> None:
         fate = "they are dropped" if dropped else "they are still queued"
         count = f"up to {unsent} (the last) of {sent}" if at_most else f"{unsent} of {sent}"
+        hint = ("is the collector running and reachable, does it admit this publisher's CURVE "
+                "key (its NAME.key in the collector's --allow directory), and is curve_server "
+                "the collector's public key?") if curve else \
+            "is the collector running and reachable?"
         super().__init__(f"{endpoint}: {count} records did not go out to a peer within "
-                         f"{timeout:g} s; {fate} (is the collector running and reachable?)")
+                         f"{timeout:g} s; {fate} ({hint})")
         self.endpoint = endpoint
         self.unsent = unsent
         self.sent = sent

@@ -233,6 +233,7 @@ class Publisher:
         # Read and checked as the pure-Python publisher does, so that both raise the same
         # errors; the Rust side reads the secret certificate itself (KeyPair::load).
         curve = load_curve(curve_server, curve_secret)
+        self._curve = curve is not None
         self.source = default_source() if source is None else source
         if link is None:
             from .net import is_local
@@ -356,9 +357,10 @@ class Publisher:
         unsent = self._sent if pending is None else int(pending)
         if pending is None:  # not a timeout: say what the Rust publisher reported
             return DeliveryError(f"{self._endpoint} ({message})", unsent,
-                                 max(self._sent, unsent), timeout or 0.0, dropped=dropped)
+                                 max(self._sent, unsent), timeout or 0.0, dropped=dropped,
+                                 curve=self._curve)
         return DeliveryError(self._endpoint, unsent, max(self._sent, unsent), timeout or 0.0,
-                             dropped=dropped)
+                             dropped=dropped, curve=self._curve)
 
     def stats(self) -> Dict[str, Any]:
         """The Rust publisher's counters: ``sent`` (handed to ZeroMQ), ``delivered`` (passed on

@@ -303,6 +303,7 @@ class Publisher:
         if not isinstance(queue_bytes, int) or queue_bytes < 1:
             raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
         curve = load_curve(curve_server, curve_secret)
+        self._curve = curve is not None
         self.source = default_source() if source is None else source
         self.session = new_session()
         self.seq = 0
@@ -499,7 +500,8 @@ class Publisher:
         timeout = self.timeout if timeout is _DEFAULT else timeout
         unsent = self._drain(self._deadline(timeout))
         if unsent:
-            raise DeliveryError(self._endpoint, unsent, self.seq, timeout, dropped=False)
+            raise DeliveryError(self._endpoint, unsent, self.seq, timeout, dropped=False,
+                                curve=self._curve)
 
     def close(self, timeout: Optional[float] = _DEFAULT) -> None:
         """Waits until every record has been handed to the operating system for a peer, then
@@ -530,7 +532,8 @@ class Publisher:
         sent = self.seq
         if unsent:
             self._shutdown(linger_ms=0)
-            raise DeliveryError(self._endpoint, unsent, sent, timeout or 0.0, dropped=True)
+            raise DeliveryError(self._endpoint, unsent, sent, timeout or 0.0, dropped=True,
+                                curve=self._curve)
         # ZeroMQ has taken every record off its queue; the last few kilobytes may still wait in
         # its output buffer for the kernel. The context's termination waits for them, for at
         # most the linger time: if it took that long, they may have been dropped.
@@ -542,7 +545,7 @@ class Publisher:
         took_ms = (_time.monotonic() - start) * 1000
         if self._tail and self._own_context and linger_ms >= 0 and took_ms >= linger_ms:
             raise DeliveryError(self._endpoint, len(self._tail), sent, timeout or 0.0,
-                                dropped=True, at_most=True)
+                                dropped=True, at_most=True, curve=self._curve)
 
     def _abandon(self) -> List[BaseException]:
         """Closes at once, dropping what is queued; returns the error that says so, if any."""
@@ -552,7 +555,8 @@ class Publisher:
         unsent = sum(1 for q in self._queue if not q.tracker.done)
         self._shutdown(linger_ms=0)
         if unsent:
-            return [DeliveryError(self._endpoint, unsent, self.seq, 0.0, dropped=True)]
+            return [DeliveryError(self._endpoint, unsent, self.seq, 0.0, dropped=True,
+                                  curve=self._curve)]
         return []
 
     def _shutdown(self, linger_ms: int) -> None:

@@ -212,7 +212,8 @@ def test_publisher_not_admitted_gets_nothing_through(pull: zmq.Socket, keys: Key
     pub = ndbridge.Publisher(endpoint(pull), source="w", native=use_native, curve_server=server,
                              curve_secret=secret, timeout=REFUSED_WAIT_S)
     pub.send("u", np.arange(1000.0))
-    with pytest.raises(ndbridge.DeliveryError):
+    with pytest.raises(ndbridge.DeliveryError, match=r"did not go out .* does it admit this "
+                                                     r"publisher's CURVE key"):
         pub.close()
     assert pub.closed
     assert not pull.poll(int(REFUSED_WAIT_S * 1000), zmq.POLLIN), "a message got through"
