@@ -1,5 +1,6 @@
 //! The forward sink ([`ForwardSink`]): a PUB socket of its own re-publishing every valid
-//! message to live subscribers, each with its own queue bounded in bytes.
+//! message to live subscribers, each with its own queue bounded in bytes, optionally behind
+//! CURVE (`curve`: authentication by an allowlist of keys, and encryption).
 
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -20,9 +21,15 @@ use serde_json::json;
 use super::{Received, Sink, SinkError};
 use crate::budget::{ByteBudget, Permit, Wake};
 use crate::collector::ratelimit::RateLimitedLog;
+use crate::keys::{Allowlist, KeyPair, PublicKey};
 use crate::plural::plural;
 
+mod curve;
+mod sodium;
 mod zmtp;
+
+use curve::{CurveServer, Opener, Refusal, Sealer};
+use zmtp::{GreetingError, Mechanism};
 
 /// Messages queued for one subscriber at most, whatever their size.
 const QUEUE_MESSAGES: usize = 1024;
@@ -41,6 +48,9 @@ const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
 /// Largest frame a subscriber may send (subscriptions, heartbeats, its READY command).
 const MAX_PEER_FRAME: u64 = 64 << 10;
+
+/// Bytes of sealed CURVE frames gathered before they are written.
+const SEALED_BATCH_BYTES: usize = 256 << 10;
 
 /// Distinct subscriptions one subscriber may hold.
 const MAX_SUBSCRIPTIONS: usize = 1024;
@@ -69,6 +79,8 @@ pub enum ForwardError {
     },
     /// The accept thread could not be started.
     Thread(io::Error),
+    /// libsodium, which CURVE needs, could not start (no random source).
+    Curve,
 }
 
 impl std::fmt::Display for ForwardError {
@@ -89,6 +101,11 @@ impl std::fmt::Display for ForwardError {
                 write!(f, "cannot listen on {address}: {source}")
             }
             ForwardError::Thread(e) => write!(f, "cannot start the forward sink's thread: {e}"),
+            ForwardError::Curve => write!(
+                f,
+                "cannot secure the forward socket with CURVE: libsodium could not start (no \
+                 random source)"
+            ),
         }
     }
 }
@@ -100,6 +117,8 @@ impl std::error::Error for ForwardError {}
 pub struct SubscriberStats {
     /// The peer's address (`ip:port`), or `ipc#` and a connection number on a Unix socket.
     pub peer: String,
+    /// With CURVE, the name its key is admitted under (once its handshake is done).
+    pub key_name: Option<String>,
     /// True once its handshake is done: from then on messages are queued for it.
     pub ready: bool,
     /// Distinct topic prefixes it subscribes to.
@@ -125,6 +144,12 @@ pub struct SubscriberTotals {
     pub refused: u64,
     /// Connections closed for a failed handshake or a protocol error.
     pub failed: u64,
+    /// With CURVE, connections refused because the client proved a key the allowlist does not
+    /// hold.
+    pub refused_keys: u64,
+    /// Connections refused because the peer offered another security mechanism than the
+    /// sink's (NULL on a CURVE sink, CURVE on a plain one).
+    pub refused_mechanism: u64,
     /// Messages written, summed over subscribers.
     pub sent: u64,
     /// Messages dropped for one subscriber, summed over subscribers.
@@ -135,9 +160,10 @@ pub struct SubscriberTotals {
 /// any ZeroMQ SUB socket) as `[topic, header, buffers...]`, with the frames as received (no
 /// re-encode, no copy), each subscriber with a queue of its own.
 ///
-/// The sink is a PUB socket of its own: it speaks ZMTP 3.1 with the NULL mechanism (what
-/// ZeroMQ sockets speak without CURVE) over TCP or Unix sockets, and keeps one queue per
-/// subscriber, bounded in bytes. libzmq's PUB socket bounds each subscriber's queue in
+/// The sink is a PUB socket of its own: it speaks ZMTP 3.1 over TCP or Unix sockets, with the
+/// NULL mechanism (what ZeroMQ sockets speak without CURVE, [`ForwardSink::listen`]) or as a
+/// CURVE server ([`ForwardSink::listen_curve`]), and keeps one queue per subscriber, bounded in
+/// bytes. libzmq's PUB socket bounds each subscriber's queue in
 /// messages only, and a bound changed on open connections can stop a subscriber that reads
 /// for good (its queue stays marked full once the new bound is under what it has read since
 /// its last acknowledgement), so it cannot give this isolation.
@@ -160,10 +186,15 @@ pub struct SubscriberTotals {
 ///   once, counting those still in their handshake; a connection beyond is closed at once and
 ///   counted (`refused`).
 /// - **Hostile peers.** A peer is disconnected and counted (`failed`) when it has not completed
-///   its handshake within 5 s, or when it speaks something other than ZMTP 3 with the NULL
-///   mechanism as a SUB or XSUB socket, sends a frame over 64 KiB, or holds more than 1024
-///   subscriptions or 1 MiB of them. Heartbeats (PING) are answered, with at most one PONG
-///   pending per subscriber.
+///   its handshake within 5 s, or when it speaks something other than ZMTP 3 as a SUB or XSUB
+///   socket, sends a frame over 64 KiB, or holds more than 1024 subscriptions or 1 MiB of them;
+///   with CURVE, also for a command that is cut, forged, replayed or does not open. A peer
+///   offering another mechanism than the sink's is refused (`refused_mechanism`), and with
+///   CURVE a client whose key the allowlist does not hold (`refused_keys`, logged with the key).
+///   Heartbeats (PING) are answered, with at most one PONG pending per subscriber.
+/// - **CURVE.** Every frame both ways after the handshake, subscriptions and heartbeats
+///   included, travels in a MESSAGE box (RFC 26), so nothing of a record crosses the network
+///   in clear, and no subscriber gets a record before its key has been checked.
 ///
 /// Each subscriber has two threads: one writes its queue to its connection (a slow connection
 /// blocks that thread alone), one reads its subscriptions and heartbeats. A third thread
@@ -178,8 +209,26 @@ pub struct ForwardSink {
     at_finish: Mutex<Vec<SubscriberStats>>,
 }
 
+/// How subscribers must connect: fixed before the accept thread starts.
+enum Security {
+    /// The NULL mechanism: anyone who can reach the socket.
+    Null,
+    /// CURVE: clients whose long-term key the allowlist holds.
+    Curve(CurveServer),
+}
+
+impl Security {
+    fn mechanism(&self) -> Mechanism {
+        match self {
+            Security::Null => Mechanism::Null,
+            Security::Curve(_) => Mechanism::Curve,
+        }
+    }
+}
+
 /// What the sink, its accept thread and its connection threads share.
 struct Shared {
+    security: Security,
     closed: AtomicBool,
     subscriber_bytes: AtomicU64,
     max_subscribers: AtomicUsize,
@@ -194,6 +243,8 @@ struct Shared {
     accepted: AtomicU64,
     refused: AtomicU64,
     failed: AtomicU64,
+    refused_keys: AtomicU64,
+    refused_mechanism: AtomicU64,
     /// Counters of subscribers that have left.
     departed_sent: AtomicU64,
     departed_dropped: AtomicU64,
@@ -219,6 +270,8 @@ struct Subscriber {
     peer: String,
     /// A handle on the connection, to close it from another thread.
     stream: Stream,
+    /// With CURVE, the name its key is admitted under, once known.
+    key_name: Mutex<Option<String>>,
     /// `None` before the handshake is done and after the connection ends.
     queue: Mutex<Option<Sender<Queued>>>,
     subscriptions: Mutex<Subscriptions>,
@@ -234,6 +287,7 @@ impl Subscriber {
     fn stats(&self) -> SubscriberStats {
         SubscriberStats {
             peer: self.peer.clone(),
+            key_name: self.key_name.lock().expect("key name lock").clone(),
             ready: self.queue.lock().expect("subscriber queue lock").is_some(),
             subscriptions: self.subscriptions.lock().expect("subscriptions lock").len(),
             sent: self.sent.load(Ordering::Relaxed),
@@ -495,8 +549,32 @@ impl ForwardSink {
     /// `tcp://*:5556` listens on every interface; `ipc:///path` on a Unix socket, replacing a
     /// socket file left there).
     pub fn listen(address: &str) -> Result<ForwardSink, ForwardError> {
+        ForwardSink::start(address, Security::Null)
+    }
+
+    /// Listens at `address` as [`ForwardSink::listen`] does, as a CURVE server with the key
+    /// pair `own`: subscribers must know `own`'s public key, and only those whose own public
+    /// key `allow` holds get in. Every frame both ways is encrypted. A peer without CURVE, or
+    /// with a key not in `allow`, is refused, counted ([`SubscriberTotals::refused_mechanism`],
+    /// [`SubscriberTotals::refused_keys`]) and logged.
+    ///
+    /// A subscriber connects with [`SubscriberBuilder::curve`](crate::SubscriberBuilder::curve)
+    /// or any ZeroMQ SUB socket with the CURVE client options (pyzmq: `curve_serverkey`,
+    /// `curve_publickey`, `curve_secretkey`).
+    pub fn listen_curve(
+        address: &str,
+        own: KeyPair,
+        allow: Arc<Allowlist>,
+    ) -> Result<ForwardSink, ForwardError> {
+        let server = CurveServer::new(&own, allow).map_err(|_| ForwardError::Curve)?;
+        ForwardSink::start(address, Security::Curve(server))
+    }
+
+    /// Listens with `security`, fixed before the first connection is accepted.
+    fn start(address: &str, security: Security) -> Result<ForwardSink, ForwardError> {
         let (listener, endpoint, socket_file) = open_listener(address)?;
         let shared = Arc::new(Shared {
+            security,
             closed: AtomicBool::new(false),
             subscriber_bytes: AtomicU64::new(ForwardSink::DEFAULT_SUBSCRIBER_BYTES),
             max_subscribers: AtomicUsize::new(ForwardSink::DEFAULT_MAX_SUBSCRIBERS),
@@ -509,6 +587,8 @@ impl ForwardSink {
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            refused_keys: AtomicU64::new(0),
+            refused_mechanism: AtomicU64::new(0),
             departed_sent: AtomicU64::new(0),
             departed_dropped: AtomicU64::new(0),
             log: RateLimitedLog::new(),
@@ -565,6 +645,21 @@ impl ForwardSink {
         &self.endpoint
     }
 
+    /// Drives the CURVE server with arbitrary bytes, for the fuzz target `zmtp_curve`;
+    /// panics when it accepts what it must refuse or refuses what it must accept.
+    #[doc(hidden)]
+    pub fn fuzz_curve(input: &[u8]) {
+        curve::fuzz(input);
+    }
+
+    /// With CURVE, the sink's public key: what subscribers must know to connect.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        match &self.shared.security {
+            Security::Null => None,
+            Security::Curve(server) => Some(server.public()),
+        }
+    }
+
     /// Bytes of frames held now for all subscribers (each frame once, however many
     /// subscribers it is queued for).
     pub fn held_bytes(&self) -> u64 {
@@ -612,6 +707,8 @@ impl ForwardSink {
             accepted: self.shared.accepted.load(Ordering::Relaxed),
             refused: self.shared.refused.load(Ordering::Relaxed),
             failed: self.shared.failed.load(Ordering::Relaxed),
+            refused_keys: self.shared.refused_keys.load(Ordering::Relaxed),
+            refused_mechanism: self.shared.refused_mechanism.load(Ordering::Relaxed),
             sent,
             dropped,
         }
@@ -763,6 +860,7 @@ fn admit(shared: &Arc<Shared>, stream: Stream, peer: String) {
     let subscriber = Arc::new(Subscriber {
         peer,
         stream: handle,
+        key_name: Mutex::new(None),
         queue: Mutex::new(None),
         subscriptions: Mutex::new(Subscriptions::default()),
         held: Arc::new(ByteBudget::new(
@@ -807,11 +905,27 @@ enum End {
     Closed,
     /// The peer broke the protocol or did not complete its handshake.
     Failed(String),
+    /// The peer offered another security mechanism than the sink's.
+    Mechanism(String),
+    /// The CURVE client proved a key the allowlist does not hold.
+    Unlisted(PublicKey),
+}
+
+/// What a connection's frames go through once its handshake is done.
+enum Link {
+    /// As they are (NULL).
+    Plain,
+    /// In CURVE MESSAGE boxes, from a client admitted under `name`.
+    Curve {
+        name: String,
+        sealer: Sealer,
+        opener: Opener,
+    },
 }
 
 /// Runs a connection to its end: handshake, then the writer here and the reader on a thread.
 fn serve(shared: &Arc<Shared>, subscriber: &Arc<Subscriber>, stream: Stream) {
-    let end = run(subscriber, stream);
+    let end = run(shared, subscriber, stream);
     subscriber.stream.close();
     match end {
         End::Closed => tracing::debug!(
@@ -829,24 +943,52 @@ fn serve(shared: &Arc<Shared>, subscriber: &Arc<Subscriber>, stream: Stream) {
                 )
             });
         }
+        End::Mechanism(why) => {
+            shared.refused_mechanism.fetch_add(1, Ordering::Relaxed);
+            shared
+                .log
+                .warn(|| format!("forward: subscriber {} refused: {why}", subscriber.peer));
+        }
+        End::Unlisted(key) => {
+            shared.refused_keys.fetch_add(1, Ordering::Relaxed);
+            shared.log.warn(|| {
+                format!(
+                    "forward: subscriber {} refused: its CURVE key {key} is not in the allowlist",
+                    subscriber.peer
+                )
+            });
+        }
     }
     shared.remove(subscriber);
 }
 
-fn run(subscriber: &Arc<Subscriber>, mut stream: Stream) -> End {
+fn run(shared: &Shared, subscriber: &Arc<Subscriber>, mut stream: Stream) -> End {
     let mut reader = match stream.try_clone() {
         Ok(s) => BufReader::new(s),
         Err(_) => return End::Closed,
     };
     let started = Instant::now();
-    if let Err(end) = handshake(&mut stream, &mut reader) {
-        return match end {
-            End::Closed if started.elapsed() >= HANDSHAKE_TIMEOUT => End::Failed(format!(
+    let link = match handshake(&shared.security, &mut stream, &mut reader) {
+        Ok(link) => link,
+        Err(End::Closed) if started.elapsed() >= HANDSHAKE_TIMEOUT => {
+            return End::Failed(format!(
                 "expected a ZMTP handshake within {HANDSHAKE_TIMEOUT:?}"
-            )),
-            end => end,
-        };
-    }
+            ))
+        }
+        Err(end) => return end,
+    };
+    let (sealer, opener) = match link {
+        Link::Plain => (None, None),
+        Link::Curve {
+            name,
+            sealer,
+            opener,
+        } => {
+            tracing::debug!("forward: subscriber {} is {name:?}", subscriber.peer);
+            *subscriber.key_name.lock().expect("key name lock") = Some(name);
+            (Some(sealer), Some(opener))
+        }
+    };
     if stream.set_timeouts(None).is_err() {
         return End::Closed;
     }
@@ -855,12 +997,12 @@ fn run(subscriber: &Arc<Subscriber>, mut stream: Stream) -> End {
     let reader_subscriber = Arc::clone(subscriber);
     let reader = std::thread::Builder::new()
         .name("ndbridge-fwd-in".into())
-        .spawn(move || read_loop(&mut reader, &reader_subscriber, &pong_tx));
+        .spawn(move || read_loop(&mut reader, opener, &reader_subscriber, &pong_tx));
     let Ok(reader) = reader else {
         return End::Closed;
     };
     *subscriber.queue.lock().expect("subscriber queue lock") = Some(tx);
-    write_loop(&mut stream, subscriber, &rx, &pong_rx);
+    write_loop(&mut stream, sealer, subscriber, &rx, &pong_rx);
     subscriber
         .queue
         .lock()
@@ -875,34 +1017,118 @@ fn run(subscriber: &Arc<Subscriber>, mut stream: Stream) -> End {
     reader.join().unwrap_or(End::Closed)
 }
 
-/// Greeting and READY both ways; the peer must be a SUB or XSUB socket with the NULL
-/// mechanism.
-fn handshake(stream: &mut Stream, reader: &mut BufReader<Stream>) -> Result<(), End> {
+/// Greetings both ways, then the mechanism's handshake; the peer must be a SUB or XSUB socket
+/// with the sink's mechanism.
+fn handshake(
+    security: &Security,
+    stream: &mut Stream,
+    reader: &mut BufReader<Stream>,
+) -> Result<Link, End> {
     let io = |_| End::Closed;
     stream.set_timeouts(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
-    stream.write_all(&zmtp::greeting()).map_err(io)?;
+    let mechanism = security.mechanism();
+    // As libzmq does: the signature and major version first, the rest once the peer's whole
+    // greeting is in. A ZeroMQ peer sends its mechanism on seeing our major version, and
+    // closes without sending it when it sees a mechanism it does not speak first.
+    let ours = zmtp::greeting(mechanism);
+    let (first, rest) = ours.split_at(zmtp::GREETING_FIRST_LEN);
+    stream.write_all(first).map_err(io)?;
     let mut greeting = [0u8; zmtp::GREETING_LEN];
     reader.read_exact(&mut greeting).map_err(io)?;
-    zmtp::check_greeting(&greeting).map_err(End::Failed)?;
-    stream.write_all(&zmtp::ready_frame()).map_err(io)?;
+    zmtp::check_greeting(&greeting, mechanism).map_err(|e| match e {
+        GreetingError::Malformed(why) => End::Failed(why),
+        GreetingError::Mechanism(why) => End::Mechanism(why),
+    })?;
+    stream.write_all(rest).map_err(io)?;
+    match security {
+        Security::Null => {
+            stream.write_all(&zmtp::ready_frame()).map_err(io)?;
+            let ready = read_command(reader, "READY")?;
+            zmtp::check_ready(&ready).map_err(End::Failed)?;
+            Ok(Link::Plain)
+        }
+        Security::Curve(server) => curve_handshake(server, stream, reader),
+    }
+}
+
+/// CURVE's HELLO, WELCOME, INITIATE and READY; a client with a key the allowlist does not hold
+/// gets an ERROR.
+fn curve_handshake(
+    server: &CurveServer,
+    stream: &mut Stream,
+    reader: &mut BufReader<Stream>,
+) -> Result<Link, End> {
+    let io = |_| End::Closed;
+    let refused = |refusal| match refusal {
+        Refusal::Failed(why) => End::Failed(why),
+        Refusal::Unlisted(key) => End::Unlisted(key),
+    };
+    let mut handshake = curve::Handshake::new(server);
+    let hello = read_command(reader, "HELLO")?;
+    let welcome = handshake.hello(&hello).map_err(refused)?;
+    stream
+        .write_all(&zmtp::command_frame(&welcome))
+        .map_err(io)?;
+    let initiate = read_command(reader, "INITIATE")?;
+    match handshake.initiate(&initiate) {
+        Ok(admitted) => {
+            stream
+                .write_all(&zmtp::command_frame(&admitted.ready))
+                .map_err(io)?;
+            Ok(Link::Curve {
+                name: admitted.name,
+                sealer: admitted.sealer,
+                opener: admitted.opener,
+            })
+        }
+        Err(refusal) => {
+            if matches!(refusal, Refusal::Unlisted(_)) {
+                // As a ZeroMQ server whose authenticator refuses a key: status 400.
+                let _ = stream.write_all(&zmtp::error_frame("400"));
+            }
+            Err(refused(refusal))
+        }
+    }
+}
+
+/// Reads a command frame of the handshake (`what` names it in the error).
+fn read_command(reader: &mut BufReader<Stream>, what: &str) -> Result<Vec<u8>, End> {
     let frame = zmtp::read_frame(reader)?;
     if !frame.command {
-        return Err(End::Failed(
-            "expected the READY command, found a message".into(),
-        ));
+        return Err(End::Failed(format!(
+            "expected the {what} command, found a message"
+        )));
     }
-    zmtp::check_ready(&frame.body).map_err(End::Failed)
+    Ok(frame.body)
+}
+
+/// The next frame from the peer; with CURVE, the frame its MESSAGE box carries.
+fn next_frame(
+    reader: &mut BufReader<Stream>,
+    opener: &mut Option<Opener>,
+) -> Result<zmtp::Frame, End> {
+    let frame = zmtp::read_frame(reader)?;
+    let Some(opener) = opener else {
+        return Ok(frame);
+    };
+    let (flags, body) = opener.open(&frame.body).map_err(End::Failed)?;
+    Ok(zmtp::Frame {
+        command: flags & curve::MESSAGE_COMMAND != 0,
+        more: flags & curve::MESSAGE_MORE != 0,
+        body,
+    })
 }
 
 /// Reads subscriptions and heartbeats until the connection ends.
 fn read_loop(
     reader: &mut BufReader<Stream>,
+    mut opener: Option<Opener>,
     subscriber: &Subscriber,
     pongs: &Sender<Vec<u8>>,
 ) -> End {
     let mut in_message = false;
     loop {
-        let frame = match zmtp::read_frame(reader) {
+        let frame = match next_frame(reader, &mut opener) {
             Ok(frame) => frame,
             Err(end) => return end,
         };
@@ -948,15 +1174,17 @@ fn read_loop(
     }
 }
 
-/// Writes queued messages and PONGs until the queue is closed and empty, the reader has ended,
-/// or the connection breaks.
+/// Writes queued messages and PONGs (with CURVE, sealed by `sealer`) until the queue is closed
+/// and empty, the reader has ended, or the connection breaks.
 fn write_loop(
     stream: &mut Stream,
+    mut sealer: Option<Sealer>,
     subscriber: &Subscriber,
     rx: &Receiver<Queued>,
     pongs: &Receiver<Vec<u8>>,
 ) {
     let mut batch: Vec<Queued> = Vec::with_capacity(BATCH_MESSAGES);
+    let mut sealed = Vec::new();
     loop {
         crossbeam_channel::select! {
             recv(rx) -> message => {
@@ -970,8 +1198,11 @@ fn write_loop(
                         Err(_) => break,
                     }
                 }
-                let written =
-                    zmtp::write_messages(stream, batch.iter().map(|q| &q.message.frames[..]));
+                let messages = batch.iter().map(|q| &q.message.frames[..]);
+                let written = match sealer.as_mut() {
+                    None => zmtp::write_messages(stream, messages),
+                    Some(sealer) => write_sealed(stream, sealer, &mut sealed, messages),
+                };
                 // Each message gives its bytes back as it leaves the batch.
                 for _written in batch.drain(..) {
                     let counter = if written.is_ok() {
@@ -991,12 +1222,59 @@ fn write_loop(
                     // The reader has ended: the peer is gone or broke the protocol.
                     return;
                 };
-                if stream.write_all(&zmtp::pong_frame(&context)).is_err() {
+                let pong = match sealer.as_mut() {
+                    None => zmtp::pong_frame(&context),
+                    Some(sealer) => {
+                        let mut frame = Vec::new();
+                        let body = zmtp::pong_body(&context);
+                        if sealer.seal_frame(curve::MESSAGE_COMMAND, &body, &mut frame).is_err() {
+                            return;
+                        }
+                        frame
+                    }
+                };
+                if stream.write_all(&pong).is_err() {
                     return;
                 }
             }
         }
     }
+}
+
+/// Writes whole messages, each frame sealed in a MESSAGE box, gathering up to
+/// `SEALED_BATCH_BYTES` in `buf` per system call.
+fn write_sealed<'a>(
+    stream: &mut Stream,
+    sealer: &mut Sealer,
+    buf: &mut Vec<u8>,
+    messages: impl Iterator<Item = &'a [Bytes]>,
+) -> io::Result<()> {
+    buf.clear();
+    for frames in messages {
+        for (i, frame) in frames.iter().enumerate() {
+            let flags = if i + 1 < frames.len() {
+                curve::MESSAGE_MORE
+            } else {
+                0
+            };
+            sealer
+                .seal_frame(flags, frame, buf)
+                .map_err(|_| io::Error::other("the connection's CURVE nonces are used up"))?;
+            if buf.len() >= SEALED_BATCH_BYTES {
+                stream.write_all(buf)?;
+                buf.clear();
+            }
+        }
+    }
+    if !buf.is_empty() {
+        stream.write_all(buf)?;
+        buf.clear();
+    }
+    // A large frame leaves a large buffer: give it back rather than hold it while idle.
+    if buf.capacity() > 4 * SEALED_BATCH_BYTES {
+        *buf = Vec::new();
+    }
+    Ok(())
 }
 
 impl Sink for ForwardSink {
@@ -1079,6 +1357,14 @@ impl Sink for ForwardSink {
                 totals.failed
             );
         }
+        if totals.refused_keys > 0 || totals.refused_mechanism > 0 {
+            tracing::info!(
+                "forward: {} refused for keys not in the allowlist, {} for another security \
+                 mechanism",
+                plural(totals.refused_keys, "subscriber"),
+                totals.refused_mechanism
+            );
+        }
         Ok(())
     }
 
@@ -1087,6 +1373,14 @@ impl Sink for ForwardSink {
         let max_bytes = shared.held.cap();
         let mut m = serde_json::Map::new();
         m.insert("endpoint".into(), json!(self.endpoint));
+        m.insert(
+            "mechanism".into(),
+            json!(shared.security.mechanism().name()),
+        );
+        m.insert(
+            "public_key".into(),
+            json!(self.public_key().map(|k| k.to_z85())),
+        );
         m.insert(
             "forwarded".into(),
             json!(shared.forwarded.load(Ordering::Relaxed)),
@@ -1164,22 +1458,44 @@ mod tests {
     }
 
     #[test]
-    fn greetings_other_than_zmtp3_null_are_refused_with_what_came() {
-        assert!(zmtp::check_greeting(&zmtp::greeting()).is_ok());
-        let mut old = zmtp::greeting();
+    fn greetings_other_than_zmtp3_with_our_mechanism_are_refused_with_what_came() {
+        let (null, curve) = (Mechanism::Null, Mechanism::Curve);
+        assert!(zmtp::check_greeting(&zmtp::greeting(null), null).is_ok());
+        assert!(zmtp::check_greeting(&zmtp::greeting(curve), curve).is_ok());
+        let mut old = zmtp::greeting(null);
         old[10] = 2;
-        assert!(zmtp::check_greeting(&old)
-            .unwrap_err()
-            .contains("found version 2"));
-        let mut curve = zmtp::greeting();
-        curve[12..17].copy_from_slice(b"CURVE");
-        assert!(zmtp::check_greeting(&curve)
-            .unwrap_err()
-            .contains("found \"CURVE\""));
+        assert!(matches!(
+            zmtp::check_greeting(&old, null),
+            Err(GreetingError::Malformed(why)) if why.contains("found version 2")
+        ));
+        assert_eq!(
+            zmtp::check_greeting(&zmtp::greeting(curve), null),
+            Err(GreetingError::Mechanism(
+                "expected the NULL security mechanism, found \"CURVE\"".into()
+            ))
+        );
+        assert_eq!(
+            zmtp::check_greeting(&zmtp::greeting(null), curve),
+            Err(GreetingError::Mechanism(
+                "expected the CURVE security mechanism, found \"NULL\"".into()
+            ))
+        );
+        let mut longer = zmtp::greeting(curve);
+        longer[17] = b'X';
+        assert!(matches!(
+            zmtp::check_greeting(&longer, curve),
+            Err(GreetingError::Mechanism(why)) if why.contains("found \"CURVEX\"")
+        ));
+        // As server with CURVE, as libzmq's CURVE server says (byte 32).
+        assert_eq!(
+            (zmtp::greeting(null)[32], zmtp::greeting(curve)[32]),
+            (0, 1)
+        );
         let http = *b"GET / HTTP/1.1\r\nHost: x\r\n\r\n.....................................";
-        assert!(zmtp::check_greeting(&http)
-            .unwrap_err()
-            .starts_with("expected a ZMTP greeting"));
+        assert!(matches!(
+            zmtp::check_greeting(&http, null),
+            Err(GreetingError::Malformed(why)) if why.starts_with("expected a ZMTP greeting")
+        ));
     }
 
     fn ready(socket_type: &[u8]) -> Vec<u8> {
@@ -1261,5 +1577,163 @@ mod tests {
         }
         let err = s.subscribe(b"one-too-many").unwrap_err();
         assert!(err.contains("expected at most 1024 subscriptions"), "{err}");
+    }
+
+    /// A record named `name` of one u8 array of `len` elements `seq as u8`, as a sink gets it.
+    fn record(name: &str, seq: u64, len: usize) -> Received {
+        use crate::wire::{encode, ArrayBuffer, Compression, Envelope, Limits};
+        let envelope = Envelope {
+            name: name.into(),
+            source: "w".into(),
+            session: "s".into(),
+            seq,
+            time: 0.0,
+            attrs: None,
+        };
+        let array = ArrayBuffer::from_owned(ndarray::Array1::<u8>::from_elem(len, seq as u8));
+        let frames = encode(envelope, vec![(name.to_owned(), array)], Compression::Raw)
+            .unwrap()
+            .frames;
+        Received {
+            record: crate::wire::decode(&frames, &Limits::default()).unwrap(),
+            frames,
+            received_at: std::time::SystemTime::now(),
+            claimed_source: None,
+        }
+    }
+
+    /// A libzmq SUB socket connected to `endpoint`, with CURVE client keys when given.
+    fn zmq_subscriber(
+        context: &zmq::Context,
+        endpoint: &str,
+        curve: Option<(&PublicKey, &KeyPair)>,
+    ) -> zmq::Socket {
+        let sub = context.socket(zmq::SUB).unwrap();
+        sub.set_rcvtimeo(100).unwrap();
+        sub.set_linger(0).unwrap();
+        if let Some((server, own)) = curve {
+            sub.set_curve_serverkey(server.as_bytes()).unwrap();
+            sub.set_curve_publickey(own.public().as_bytes()).unwrap();
+            sub.set_curve_secretkey(own.secret()).unwrap();
+        }
+        // Heartbeats every 50 ms: PINGs and our PONGs cross the connection all along.
+        sub.set_heartbeat_ivl(50).unwrap();
+        sub.set_heartbeat_timeout(500).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.connect(endpoint).unwrap();
+        sub
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "waited 20 s for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Messages `sub` receives within `wait`.
+    fn receive_for(sub: &zmq::Socket, wait: Duration) -> Vec<Vec<Vec<u8>>> {
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while start.elapsed() < wait {
+            if let Ok(frames) = sub.recv_multipart(0) {
+                got.push(frames);
+            }
+        }
+        got
+    }
+
+    fn curve_sink(allowed: &KeyPair) -> ForwardSink {
+        let mut allow = Allowlist::new();
+        allow.insert("allowed", *allowed.public()).unwrap();
+        ForwardSink::listen_curve(
+            "tcp://127.0.0.1:*",
+            KeyPair::generate().unwrap(),
+            Arc::new(allow),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_libzmq_curve_subscriber_receives_records_bit_exact_and_heartbeats_pass() {
+        let allowed = KeyPair::generate().unwrap();
+        let sink = curve_sink(&allowed);
+        let server = sink.public_key().unwrap();
+        let context = zmq::Context::new();
+        let sub = zmq_subscriber(&context, sink.endpoint(), Some((&server, &allowed)));
+        wait_until("the subscriber", || {
+            let subs = sink.subscribers();
+            subs.len() == 1 && subs[0].ready && subs[0].subscriptions == 1
+        });
+        assert_eq!(sink.subscribers()[0].key_name.as_deref(), Some("allowed"));
+        // Small, empty and long frames (over 255 bytes, and over the sealing batch).
+        let records = [
+            record("a", 1, 0),
+            record("b", 2, 300),
+            record("c", 3, 300 << 10),
+        ];
+        for r in &records {
+            sink.write(r).unwrap();
+        }
+        let got = receive_for(&sub, Duration::from_millis(1500));
+        assert_eq!(got.len(), records.len());
+        for (frames, r) in got.iter().zip(&records) {
+            let mut expected = vec![r.record.header.name.as_bytes().to_vec()];
+            expected.extend(r.frames.iter().map(|f| f.to_vec()));
+            assert_eq!(frames, &expected);
+        }
+        // A second of heartbeats both ways kept the one connection.
+        std::thread::sleep(Duration::from_millis(1000));
+        sink.write(&record("d", 4, 10)).unwrap();
+        assert_eq!(receive_for(&sub, Duration::from_millis(500)).len(), 1);
+        let totals = sink.totals();
+        assert_eq!(
+            (
+                totals.accepted,
+                totals.failed,
+                totals.refused_keys,
+                totals.sent
+            ),
+            (1, 0, 0, 4)
+        );
+        let report = sink.report();
+        assert_eq!(report["mechanism"], "CURVE");
+        assert_eq!(report["public_key"], server.to_z85());
+    }
+
+    #[test]
+    fn libzmq_subscribers_with_an_unlisted_key_or_without_curve_are_refused_and_counted() {
+        let allowed = KeyPair::generate().unwrap();
+        let stranger = KeyPair::generate().unwrap();
+        let sink = curve_sink(&allowed);
+        let server = sink.public_key().unwrap();
+        let context = zmq::Context::new();
+        let unlisted = zmq_subscriber(&context, sink.endpoint(), Some((&server, &stranger)));
+        let plain = zmq_subscriber(&context, sink.endpoint(), None);
+        wait_until("both refused", || {
+            let t = sink.totals();
+            t.refused_keys > 0 && t.refused_mechanism > 0
+        });
+        for i in 0..5 {
+            sink.write(&record("x", i, 100)).unwrap();
+        }
+        assert!(receive_for(&unlisted, Duration::from_millis(300)).is_empty());
+        assert!(receive_for(&plain, Duration::from_millis(300)).is_empty());
+        let totals = sink.totals();
+        assert_eq!((totals.sent, totals.failed), (0, 0));
+        let report = sink.report();
+        assert!(report["subscribers"]["refused_keys"].as_u64().unwrap() > 0);
+        assert!(report["subscribers"]["refused_mechanism"].as_u64().unwrap() > 0);
+        // A sink without CURVE refuses a CURVE client in turn.
+        let plain_sink = ForwardSink::listen("tcp://127.0.0.1:*").unwrap();
+        let _curve = zmq_subscriber(&context, plain_sink.endpoint(), Some((&server, &allowed)));
+        wait_until("the CURVE client refused", || {
+            plain_sink.totals().refused_mechanism > 0
+        });
+        assert_eq!(plain_sink.report()["mechanism"], "NULL");
     }
 }

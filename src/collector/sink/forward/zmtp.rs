@@ -1,5 +1,5 @@
-//! The parts of ZMTP 3.1 (rfc.zeromq.org/spec/37) the forward sink speaks as a PUB socket with
-//! the NULL mechanism: greetings, commands and frames, as bytes.
+//! The parts of ZMTP 3.1 (rfc.zeromq.org/spec/37) the forward sink speaks as a PUB socket:
+//! greetings (NULL or CURVE mechanism), commands, metadata and frames, as bytes.
 
 use std::io::{self, IoSlice, Read, Write};
 
@@ -10,43 +10,82 @@ use super::{End, MAX_PEER_FRAME};
 /// Bytes of a greeting.
 pub(super) const GREETING_LEN: usize = 64;
 
+/// Bytes of a greeting's signature and major version, which a peer may send before the rest.
+pub(super) const GREETING_FIRST_LEN: usize = 11;
+
 const MORE: u8 = 0x01;
 const LONG: u8 = 0x02;
 const COMMAND: u8 = 0x04;
 
-/// Ours: signature, version 3.1, mechanism NULL, not as server.
-pub(super) fn greeting() -> [u8; GREETING_LEN] {
+/// The security mechanisms the sink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mechanism {
+    /// No security (ZeroMQ sockets without CURVE).
+    Null,
+    /// CURVE (RFC 26), the sink as its server.
+    Curve,
+}
+
+impl Mechanism {
+    /// The name as a greeting writes it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Mechanism::Null => "NULL",
+            Mechanism::Curve => "CURVE",
+        }
+    }
+}
+
+/// Why a peer's greeting was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum GreetingError {
+    /// Not ZMTP 3 or later.
+    Malformed(String),
+    /// ZMTP 3, with another security mechanism than the sink's.
+    Mechanism(String),
+}
+
+/// Ours: signature, version 3.1, the mechanism, as server with CURVE (the side that holds the
+/// long-term key the peers know).
+pub(super) fn greeting(mechanism: Mechanism) -> [u8; GREETING_LEN] {
     let mut g = [0u8; GREETING_LEN];
     g[0] = 0xFF;
     g[8] = 0x01;
     g[9] = 0x7F;
     g[10] = 3;
     g[11] = 1;
-    g[12..16].copy_from_slice(b"NULL");
+    let name = mechanism.name().as_bytes();
+    g[12..12 + name.len()].copy_from_slice(name);
+    g[32] = u8::from(mechanism == Mechanism::Curve);
     g
 }
 
-/// Checks a peer's greeting: ZMTP 3 or later, the NULL mechanism.
-pub(super) fn check_greeting(g: &[u8; GREETING_LEN]) -> Result<(), String> {
+/// Checks a peer's greeting: ZMTP 3 or later, the sink's mechanism.
+pub(super) fn check_greeting(
+    g: &[u8; GREETING_LEN],
+    mechanism: Mechanism,
+) -> Result<(), GreetingError> {
     if g[0] != 0xFF || g[9] & 0x01 == 0 {
-        return Err(format!(
+        return Err(GreetingError::Malformed(format!(
             "expected a ZMTP greeting (0xff, 8 bytes, then an odd byte), found {:02x?}",
             &g[..10]
-        ));
+        )));
     }
     if g[10] < 3 {
-        return Err(format!(
+        return Err(GreetingError::Malformed(format!(
             "expected ZMTP 3.0 or later, found version {}",
             g[10]
-        ));
+        )));
     }
-    let mechanism = &g[12..32];
-    if mechanism != b"NULL\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" {
-        let name = mechanism.split(|&b| b == 0).next().unwrap_or_default();
-        return Err(format!(
-            "expected the NULL security mechanism, found {:?}",
-            String::from_utf8_lossy(name)
-        ));
+    let field = &g[12..32];
+    let name = mechanism.name().as_bytes();
+    if &field[..name.len()] != name || field[name.len()..].iter().any(|&b| b != 0) {
+        let found = field.split(|&b| b == 0).next().unwrap_or_default();
+        return Err(GreetingError::Mechanism(format!(
+            "expected the {} security mechanism, found {:?}",
+            mechanism.name(),
+            String::from_utf8_lossy(found)
+        )));
     }
     Ok(())
 }
@@ -58,28 +97,48 @@ pub(super) fn command(body: &[u8]) -> Option<(&[u8], &[u8])> {
     (rest.len() >= len).then(|| rest.split_at(len))
 }
 
-/// Our READY command: `Socket-Type` `PUB`.
+/// Our metadata: `Socket-Type` `PUB`.
+pub(super) fn properties() -> Vec<u8> {
+    let mut properties = Vec::with_capacity(32);
+    properties.push(11);
+    properties.extend_from_slice(b"Socket-Type");
+    properties.extend_from_slice(&3u32.to_be_bytes());
+    properties.extend_from_slice(b"PUB");
+    properties
+}
+
+/// Our READY command of the NULL mechanism, with our metadata.
 pub(super) fn ready_frame() -> Vec<u8> {
-    let mut body = Vec::with_capacity(32);
-    body.push(5);
-    body.extend_from_slice(b"READY");
-    body.push(11);
-    body.extend_from_slice(b"Socket-Type");
-    body.extend_from_slice(&3u32.to_be_bytes());
-    body.extend_from_slice(b"PUB");
+    let mut body = b"\x05READY".to_vec();
+    body.extend_from_slice(&properties());
     command_frame(&body)
 }
 
-/// A PONG command echoing `context`.
-pub(super) fn pong_frame(context: &[u8]) -> Vec<u8> {
+/// An ERROR command with `reason` (at most 255 bytes of it).
+pub(super) fn error_frame(reason: &str) -> Vec<u8> {
+    let reason = &reason.as_bytes()[..reason.len().min(255)];
+    let mut body = b"\x05ERROR".to_vec();
+    body.push(reason.len() as u8);
+    body.extend_from_slice(reason);
+    command_frame(&body)
+}
+
+/// The body of a PONG command echoing `context`.
+pub(super) fn pong_body(context: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(5 + context.len());
     body.push(4);
     body.extend_from_slice(b"PONG");
     body.extend_from_slice(context);
-    command_frame(&body)
+    body
 }
 
-fn command_frame(body: &[u8]) -> Vec<u8> {
+/// A PONG command echoing `context`.
+pub(super) fn pong_frame(context: &[u8]) -> Vec<u8> {
+    command_frame(&pong_body(context))
+}
+
+/// A command frame: its header, then `body`.
+pub(super) fn command_frame(body: &[u8]) -> Vec<u8> {
     let mut header = [0u8; 9];
     let n = frame_header(false, true, body.len(), &mut header);
     let mut frame = header[..n].to_vec();
@@ -89,7 +148,7 @@ fn command_frame(body: &[u8]) -> Vec<u8> {
 
 /// Checks a peer's READY command: its socket type must be SUB or XSUB.
 pub(super) fn check_ready(body: &[u8]) -> Result<(), String> {
-    let (name, mut properties) =
+    let (name, properties) =
         command(body).ok_or_else(|| "expected the READY command, found none".to_owned())?;
     if name == b"ERROR" {
         return Err(format!(
@@ -103,7 +162,13 @@ pub(super) fn check_ready(body: &[u8]) -> Result<(), String> {
             String::from_utf8_lossy(name)
         ));
     }
-    let malformed = || "expected READY properties (name, 4-byte length, value), found a cut one";
+    check_properties(properties)
+}
+
+/// Checks a peer's metadata (name, 4-byte length, value; repeated): its socket type must be SUB
+/// or XSUB.
+pub(super) fn check_properties(mut properties: &[u8]) -> Result<(), String> {
+    let malformed = || "expected properties (name, 4-byte length, value), found a cut one";
     let mut socket_type = None;
     while !properties.is_empty() {
         let (name, rest) = command(properties).ok_or_else(malformed)?;
@@ -124,7 +189,7 @@ pub(super) fn check_ready(body: &[u8]) -> Result<(), String> {
             "expected a SUB or XSUB socket, found {:?}",
             String::from_utf8_lossy(other)
         )),
-        None => Err("expected a Socket-Type in READY, found none".into()),
+        None => Err("expected a Socket-Type in the metadata, found none".into()),
     }
 }
 
