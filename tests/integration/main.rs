@@ -22,6 +22,7 @@ mod delivery;
 mod demo;
 mod disk_files;
 mod disk_safety;
+mod forward_curve;
 mod forward_subscribers;
 mod golden;
 mod header_template;
