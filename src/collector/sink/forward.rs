@@ -176,7 +176,9 @@ pub struct SubscriberTotals {
 ///   message fits within the limit ([`ForwardSink::subscriber_bytes`], 64 MiB by default), and
 ///   takes at most 1024 messages. So the frames a subscriber holds (queued, or being written
 ///   to its connection) never exceed `max(limit, largest message)`. What has been written to
-///   the kernel's socket buffer is a copy and no longer held.
+///   the kernel's socket buffer is a copy and no longer held. With CURVE, a subscriber's writer
+///   also holds the encrypted copy of what it is writing: at most its largest frame plus
+///   256 KiB.
 /// - **Memory in all.** Subscribers share frames, so the sink holds at most
 ///   `max_subscribers × max(limit, largest message)`: 1 GiB with the defaults and messages up
 ///   to 64 MiB. An optional total cap ([`ForwardSink::max_bytes`]) drops a message for every
@@ -555,8 +557,8 @@ impl ForwardSink {
     /// Listens at `address` as [`ForwardSink::listen`] does, as a CURVE server with the key
     /// pair `own`: subscribers must know `own`'s public key, and only those whose own public
     /// key `allow` holds get in. Every frame both ways is encrypted. A peer without CURVE, or
-    /// with a key not in `allow`, is refused, counted ([`SubscriberTotals::refused_mechanism`],
-    /// [`SubscriberTotals::refused_keys`]) and logged.
+    /// with a key not in `allow`, is refused, counted (`refused_mechanism`, `refused_keys` in
+    /// [`ForwardSink::totals`] and the report) and logged.
     ///
     /// A subscriber connects with [`SubscriberBuilder::curve`](crate::SubscriberBuilder::curve)
     /// or any ZeroMQ SUB socket with the CURVE client options (pyzmq: `curve_serverkey`,
