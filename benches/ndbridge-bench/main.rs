@@ -30,11 +30,11 @@ use serde::{Deserialize, Serialize};
 
 // The library's own socket layer and synthetic fields, compiled into the harness: the bare
 // libzmq baseline sends and receives with the same zero-copy frames as ndbridge.
-#[path = "../../src/synth.rs"]
-mod synth;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../src/keys.rs"]
 mod keys;
+#[path = "../../src/synth.rs"]
+mod synth;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../src/transport.rs"]
 mod transport;
@@ -91,6 +91,11 @@ struct RunArgs {
     /// Print JSON lines (one per case) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also run every variant with CURVE (mode `curve` for ndbridge, `zmq-curve` for bare
+    /// libzmq), interleaved with the plain runs: the collector a CURVE server admitting the
+    /// publishers' key, every message encrypted.
+    #[arg(long)]
+    curve: bool,
     /// Collector decode workers [default: the number of cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -312,6 +317,43 @@ fn endpoint_for(transport: Transport) -> String {
     }
 }
 
+/// Where a CURVE case's keys are (set by the parent on the case's processes): `collector`
+/// and `publisher` key pairs, and `allow/` listing the publisher's key.
+const CURVE_KEYS: &str = "NDBRIDGE_BENCH_CURVE";
+
+/// The keys of a CURVE case: the collector's pair, the publisher's pair, the allowlist.
+fn curve_keys() -> Result<Option<(ndbridge::KeyPair, ndbridge::KeyPair, ndbridge::Allowlist)>> {
+    let Some(dir) = std::env::var_os(CURVE_KEYS).map(std::path::PathBuf::from) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        ndbridge::KeyPair::load(dir.join("collector.key_secret"))?,
+        ndbridge::KeyPair::load(dir.join("publisher.key_secret"))?,
+        ndbridge::Allowlist::load(dir.join("allow"))?,
+    )))
+}
+
+/// The same two key pairs as the harness's own socket layer takes them (bare libzmq cases).
+fn bare_curve_keys() -> Result<Option<(keys::KeyPair, keys::KeyPair)>> {
+    let Some(dir) = std::env::var_os(CURVE_KEYS).map(std::path::PathBuf::from) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        keys::KeyPair::load(dir.join("collector.key_secret"))?,
+        keys::KeyPair::load(dir.join("publisher.key_secret"))?,
+    )))
+}
+
+/// Makes the keys of CURVE cases in `dir` (see [`CURVE_KEYS`]).
+fn make_curve_keys(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir.join("allow"))?;
+    ndbridge::KeyPair::generate()?.save(dir, "collector")?;
+    let publisher = ndbridge::KeyPair::generate()?;
+    publisher.save(dir, "publisher")?;
+    publisher.save(dir.join("allow"), "publisher")?;
+    Ok(())
+}
+
 fn run_collector(
     transport: Transport,
     expect: u64,
@@ -337,6 +379,9 @@ fn run_collector(
     }
     if let Some(workers) = workers {
         builder = builder.workers(workers);
+    }
+    if let Some((own, _, allow)) = curve_keys()? {
+        builder = builder.curve(own, allow);
     }
     let collector = builder.start()?;
     println!("{}", collector.endpoint());
@@ -383,12 +428,13 @@ fn run_bare_pull(transport: Transport, expect: u64, disk: Option<&str>) -> Resul
         std::fs::create_dir_all(dir)?;
     }
     let ctx = zmq::Context::new();
+    let keys = bare_curve_keys()?;
     let socket = transport::open(
         &ctx,
         SocketKind::Pull,
         &[Endpoint::bind(endpoint_for(transport))],
         &SocketOptions::default(),
-        None,
+        keys.as_ref().map(|(own, _)| transport::Curve::Server(own)),
     )?;
     println!("{}", transport::last_endpoint(&socket).unwrap_or_default());
     std::io::stdout().flush()?;
@@ -460,12 +506,16 @@ fn run_publisher(
     };
     if bare {
         let ctx = zmq::Context::new();
+        let keys = bare_curve_keys()?;
         let mut socket = transport::open(
             &ctx,
             SocketKind::Push,
             &[Endpoint::connect(endpoint)],
             &SocketOptions::default(),
-            None,
+            keys.as_ref().map(|(server, own)| transport::Curve::Client {
+                server: server.public(),
+                own,
+            }),
         )?;
         let passed_on = Arc::new(AtomicU64::new(0));
         for i in 0..messages {
@@ -486,11 +536,14 @@ fn run_publisher(
         println!("{cpu}");
         return Ok(());
     }
-    let publisher = Publisher::builder()
+    let mut builder = Publisher::builder()
         .connect(endpoint)
         .source(format!("bench-{id}"))
-        .compression(compression(codec)?)
-        .build()?;
+        .compression(compression(codec)?);
+    if let Some((server, own, _)) = curve_keys()? {
+        builder = builder.curve(*server.public(), own);
+    }
+    let publisher = builder.build()?;
     for i in 0..messages {
         pace(i);
         publisher.send_record("payload", [("payload", data.clone())], None)?;
@@ -530,6 +583,7 @@ fn run_case(
     codec: &str,
     disk: bool,
     bare: bool,
+    curve: Option<&Path>,
 ) -> Result<Measured> {
     let exe = std::env::current_exe()?;
     let per_publisher = ((args.bytes_per_case / size as u64).clamp(16, args.max_messages)
@@ -565,6 +619,9 @@ fn run_case(
     if !args.default_malloc && std::env::var_os("GLIBC_TUNABLES").is_none() {
         collector_cmd.env("GLIBC_TUNABLES", COLLECTOR_MALLOC);
     }
+    if let Some(dir) = curve {
+        collector_cmd.env(CURVE_KEYS, dir);
+    }
     let mut collector = collector_cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -593,6 +650,9 @@ fn run_case(
         ]);
         if bare {
             cmd.arg("--bare");
+        }
+        if let Some(dir) = curve {
+            cmd.env(CURVE_KEYS, dir);
         }
         children.push(
             cmd.stdin(Stdio::piped())
@@ -723,6 +783,10 @@ fn run_all(args: &RunArgs) -> Result<()> {
             "p50 us", "p99 us", "cpu s/GB", "c us/msg", "p us/msg", "RSS MB", "ratio", "gaps"
         );
     }
+    let keys = tempfile::tempdir()?;
+    if args.curve {
+        make_curve_keys(keys.path())?;
+    }
     let disk_modes: Vec<bool> = if args.disk_only {
         vec![true]
     } else if args.disk {
@@ -736,22 +800,27 @@ fn run_all(args: &RunArgs) -> Result<()> {
                 // Every variant of this case (bare libzmq, each codec, with and without disk)
                 // runs once per round, so that the machine's slow spells fall on all of them.
                 let mut variants: Vec<(&'static str, &str, bool)> = Vec::new();
-                if args.baseline {
-                    variants.extend(disk_modes.iter().map(|&disk| ("libzmq", "raw", disk)));
-                }
-                for codec in &args.codecs {
-                    variants.extend(
-                        disk_modes
-                            .iter()
-                            .map(|&disk| ("ndbridge", codec.as_str(), disk)),
-                    );
+                let modes: &[(&'static str, &'static str)] = if args.curve {
+                    &[("libzmq", "ndbridge"), ("zmq-curve", "curve")]
+                } else {
+                    &[("libzmq", "ndbridge")]
+                };
+                for &(bare_mode, mode) in modes {
+                    if args.baseline {
+                        variants.extend(disk_modes.iter().map(|&disk| (bare_mode, "raw", disk)));
+                    }
+                    for codec in &args.codecs {
+                        variants
+                            .extend(disk_modes.iter().map(|&disk| (mode, codec.as_str(), disk)));
+                    }
                 }
                 let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); variants.len()];
                 for _ in 0..args.repeats {
                     for (&(mode, codec, disk), runs) in variants.iter().zip(&mut runs) {
-                        let bare = mode == "libzmq";
+                        let bare = mode == "libzmq" || mode == "zmq-curve";
+                        let curve = matches!(mode, "curve" | "zmq-curve").then_some(keys.path());
                         runs.push(run_case(
-                            args, transport, publishers, size, codec, disk, bare,
+                            args, transport, publishers, size, codec, disk, bare, curve,
                         )?);
                     }
                 }

@@ -297,6 +297,8 @@ pub struct CollectorProcess {
     log: PathBuf,
     /// The input endpoint it bound.
     pub endpoint: String,
+    /// The forward endpoint it bound, with `--forward`.
+    pub forward: Option<String>,
 }
 
 impl CollectorProcess {
@@ -327,6 +329,7 @@ impl CollectorProcess {
             child,
             log: log.to_owned(),
             endpoint,
+            forward: endpoints["forward"].as_str().map(str::to_owned),
         }
     }
 
@@ -397,7 +400,9 @@ impl CaptureRelay {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                let Ok(server) = std::net::TcpStream::connect(&to) else { return };
+                let Ok(server) = std::net::TcpStream::connect(&to) else {
+                    return;
+                };
                 for (mut from, mut into) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),

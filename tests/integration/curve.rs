@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ndarray::Array1;
 use ndbridge::collector::{Collector, DiskSink};
-use ndbridge::{Allowlist, Compression, KeyPair, Publisher, PublicKey};
+use ndbridge::{Allowlist, Compression, KeyPair, PublicKey, Publisher};
 
 use crate::common::{manifest, wait_until, watchdog, CaptureRelay, NotingSink};
 
@@ -201,12 +201,18 @@ fn listening_beyond_loopback_needs_curve_or_insecure() {
     let stderr = String::from_utf8_lossy(&exposed.stderr);
     assert!(stderr.contains("without CURVE"), "{stderr}");
     assert!(stderr.contains("--insecure"), "{stderr}");
-    assert!(!data.exists(), "a collector that did not start made its --out");
+    assert!(
+        !data.exists(),
+        "a collector that did not start made its --out"
+    );
     // With keys it listens; the summary counts nothing.
     let keys = out.path().join("keys");
     let allow = keys.join("allow");
     std::fs::create_dir_all(&allow).unwrap();
-    KeyPair::generate().unwrap().save(&keys, "collector").unwrap();
+    KeyPair::generate()
+        .unwrap()
+        .save(&keys, "collector")
+        .unwrap();
     KeyPair::generate().unwrap().save(&allow, "alpha").unwrap();
     let secret = keys.join("collector.key_secret");
     for extra in [
@@ -231,4 +237,116 @@ fn listening_beyond_loopback_needs_curve_or_insecure() {
         assert_eq!(insecure, extra[0] == "--insecure", "{}", child.log());
         assert!(child.stop().success());
     }
+}
+
+#[test]
+fn send_and_tail_with_keys_through_a_keyed_collector() {
+    use ndarray_npy::WriteNpyExt;
+    let _dog = watchdog("curve: command line end to end", Duration::from_secs(90));
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, allow, out) = (
+        dir.path().join("keys"),
+        dir.path().join("allow"),
+        dir.path().join("out"),
+    );
+    std::fs::create_dir_all(&allow).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    let path = |p: &std::path::PathBuf| p.to_str().unwrap().to_owned();
+    for (name, listed) in [
+        ("collector", false),
+        ("worker", true),
+        ("viewer", true),
+        ("stranger", false),
+    ] {
+        let pair = KeyPair::generate().unwrap();
+        pair.save(&keys, name).unwrap();
+        if listed {
+            pair.save(&allow, name).unwrap();
+        }
+    }
+    let field = dir.path().join("field.npy");
+    marker()
+        .write_npy(std::fs::File::create(&field).unwrap())
+        .unwrap();
+    let secret = |name: &str| path(&keys.join(format!("{name}.key_secret")));
+    let server = path(&keys.join("collector.key"));
+    let mut collector = crate::common::CollectorProcess::start(
+        &[
+            "--forward",
+            "tcp://127.0.0.1:*",
+            "--out",
+            &path(&out),
+            "--curve-secret",
+            &secret("collector"),
+            "--allow",
+            &path(&allow),
+        ]
+        .map(std::ffi::OsStr::new),
+        &dir.path().join("log"),
+    );
+    let forward = collector.forward.clone().unwrap();
+    let tail = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+            .args([
+                "tail",
+                "--from",
+                &forward,
+                "--count",
+                "1",
+                "--idle-timeout",
+                "8",
+            ])
+            .args(["--curve-server", &server, "--curve-secret", &secret(name)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (viewer, stranger) = (tail("viewer"), tail("stranger"));
+    wait_until("both subscribers tried", Duration::from_secs(20), || {
+        collector.log().contains("refused") || collector.log().contains("stranger")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let send = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+            .args([
+                "send",
+                &path(&field),
+                "--to",
+                &collector.endpoint,
+                "--source",
+                "someone-else",
+            ])
+            .args([
+                "--curve-server",
+                &server,
+                "--curve-secret",
+                &secret(name),
+                "--timeout",
+                "3",
+            ])
+            .output()
+            .unwrap()
+    };
+    let sent = send("worker");
+    assert!(sent.status.success(), "{sent:?}");
+    // An unlisted key's records never arrive, and its send says so.
+    assert!(!send("stranger").status.success());
+    let viewer = viewer.wait_with_output().unwrap();
+    assert!(viewer.status.success(), "{viewer:?}");
+    let line = String::from_utf8_lossy(&viewer.stdout).into_owned();
+    assert!(line.starts_with("field worker seq=0 "), "{line}");
+    let stranger = stranger.wait_with_output().unwrap();
+    assert!(!stranger.status.success());
+    assert!(stranger.stdout.is_empty());
+    assert!(collector.stop().success(), "{}", collector.log());
+    let lines = manifest(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (
+            lines[0]["source"].as_str(),
+            lines[0]["claimed_source"].as_str()
+        ),
+        (Some("worker"), Some("someone-else"))
+    );
 }

@@ -450,7 +450,7 @@ fn add_forward_sink(
         return Ok((builder, None));
     };
     let forward = match curve {
-        Some(_) => bail!("--forward does not take CURVE yet"),
+        Some((own, allow)) => ForwardSink::listen_curve(addr, own, std::sync::Arc::new(allow)),
         None => ForwardSink::listen(addr),
     };
     let forward = forward
