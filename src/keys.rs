@@ -107,9 +107,13 @@ impl PublicKey {
     pub fn load(path: impl AsRef<Path>) -> Result<PublicKey, KeyError> {
         let path = path.as_ref();
         let text = read(path)?;
-        field(&text, "public-key")
-            .map(PublicKey)
-            .ok_or_else(|| missing(path, "a line public-key = \"<40 characters of Z85>\"", &text))
+        field(&text, "public-key").map(PublicKey).ok_or_else(|| {
+            missing(
+                path,
+                "a line public-key = \"<40 characters of Z85>\"",
+                &text,
+            )
+        })
     }
 }
 
@@ -192,7 +196,11 @@ impl KeyPair {
         };
         let public_line = format!("    public-key = \"{public}\"\n");
         let secret_line = format!("    secret-key = \"{}\"\n", z85(&self.secret));
-        write_new(&secret_path, 0o600, &body("**Secret**", &(public_line.clone() + &secret_line)))?;
+        write_new(
+            &secret_path,
+            0o600,
+            &body("**Secret**", &(public_line.clone() + &secret_line)),
+        )?;
         write_new(&public_path, 0o644, &body("Public", &public_line))?;
         Ok((public_path, secret_path))
     }
@@ -355,7 +363,10 @@ mod tests {
         assert_eq!(loaded.secret(), pair.secret());
         assert!(!format!("{loaded:?}").contains(&z85(pair.secret())));
         // A second save does not overwrite a key.
-        assert!(matches!(pair.save(dir.path(), "worker-1"), Err(KeyError::Io { .. })));
+        assert!(matches!(
+            pair.save(dir.path(), "worker-1"),
+            Err(KeyError::Io { .. })
+        ));
         // The public file is no secret certificate.
         let error = KeyPair::load(&public_path).unwrap_err().to_string();
         assert!(error.contains("expected a secret certificate"), "{error}");
@@ -373,8 +384,14 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let pair = KeyPair::load(&path).unwrap();
         // The key pair of ZeroMQ's RFC 26 test vectors.
-        assert_eq!(pair.public().to_z85(), "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7");
-        assert_eq!(z85(pair.secret()), "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6");
+        assert_eq!(
+            pair.public().to_z85(),
+            "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+        );
+        assert_eq!(
+            z85(pair.secret()),
+            "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"
+        );
     }
 
     #[test]
@@ -395,6 +412,9 @@ mod tests {
         assert!(error.contains("\"alpha\" and \"gamma\""), "{error}");
         std::fs::write(dir.path().join("gamma.key"), "public-key = \"short\"\n").unwrap();
         let error = Allowlist::load(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("gamma.key: expected a line public-key"), "{error}");
+        assert!(
+            error.contains("gamma.key: expected a line public-key"),
+            "{error}"
+        );
     }
 }

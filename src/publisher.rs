@@ -17,8 +17,8 @@ use smallvec::SmallVec;
 
 use crate::budget::{ByteBudget, Permit, Wake};
 use crate::error::Error;
-use crate::link_pacing::LinkPacing;
 use crate::keys::{KeyPair, PublicKey};
+use crate::link_pacing::LinkPacing;
 use crate::transport::{self, Curve, Endpoint, SocketKind, SocketOptions};
 use crate::wire::check_names;
 use crate::wire::encode_buffer;

@@ -278,7 +278,8 @@ impl CollectorBuilder {
         if self.curve.is_some() && zap.is_none() {
             return Err(Error::Usage {
                 what: "CollectorBuilder::curve",
-                expected: "a ZeroMQ context without a ZAP handler (the collector's checks the keys)",
+                expected:
+                    "a ZeroMQ context without a ZAP handler (the collector's checks the keys)",
                 found: "a context with a ZAP handler already".to_owned(),
             });
         }

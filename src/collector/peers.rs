@@ -241,11 +241,16 @@ impl Admission {
         if let Some(name) = key.as_ref().and_then(|k| allow.name_of(k)) {
             return Ok(name.to_owned());
         }
-        self.stats.peers.refused_keys.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .peers
+            .refused_keys
+            .fetch_add(1, Ordering::Relaxed);
         self.log.warn(|| {
             let address = String::from_utf8_lossy(request.get(3).map_or(&[][..], Vec::as_slice));
             match key {
-                Some(key) => format!("refused a peer at {address}: key {key} is not allowed (--allow)"),
+                Some(key) => {
+                    format!("refused a peer at {address}: key {key} is not allowed (--allow)")
+                }
                 None => format!("refused a peer at {address}: no CURVE key"),
             }
         });

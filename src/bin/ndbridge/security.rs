@@ -160,7 +160,12 @@ mod tests {
         ] {
             assert!(is_loopback(local), "{local}");
         }
-        for exposed in ["tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.0.0.1:1", "tcp://eth0:1"] {
+        for exposed in [
+            "tcp://0.0.0.0:5555",
+            "tcp://*:5555",
+            "tcp://10.0.0.1:1",
+            "tcp://eth0:1",
+        ] {
             assert!(!is_loopback(exposed), "{exposed}");
         }
     }
