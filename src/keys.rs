@@ -99,7 +99,7 @@ impl PublicKey {
     }
 
     /// The key as Z85 text.
-    pub fn to_z85(&self) -> String {
+    pub fn to_z85(self) -> String {
         z85(&self.0)
     }
 

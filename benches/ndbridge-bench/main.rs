@@ -574,16 +574,22 @@ const COLLECTOR_MALLOC: &str =
 /// Cases run so far by this process (names each disk case's directory).
 static CASES_RUN: AtomicU64 = AtomicU64::new(0);
 
+/// How the two ends of a case send and receive: bare libzmq or ndbridge, and with CURVE
+/// keys (their directory, see [`CURVE_KEYS`]) or without.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    bare: bool,
+    curve: Option<&'a Path>,
+}
+
 /// Runs one case once: one collector process, `publishers` publisher processes.
 fn run_case(
     args: &RunArgs,
     transport: Transport,
     publishers: usize,
     size: usize,
-    codec: &str,
-    disk: bool,
-    bare: bool,
-    curve: Option<&Path>,
+    (codec, disk): (&str, bool),
+    Ends { bare, curve }: Ends<'_>,
 ) -> Result<Measured> {
     let exe = std::env::current_exe()?;
     let per_publisher = ((args.bytes_per_case / size as u64).clamp(16, args.max_messages)
@@ -819,8 +825,14 @@ fn run_all(args: &RunArgs) -> Result<()> {
                     for (&(mode, codec, disk), runs) in variants.iter().zip(&mut runs) {
                         let bare = mode == "libzmq" || mode == "zmq-curve";
                         let curve = matches!(mode, "curve" | "zmq-curve").then_some(keys.path());
+                        let ends = Ends { bare, curve };
                         runs.push(run_case(
-                            args, transport, publishers, size, codec, disk, bare, curve,
+                            args,
+                            transport,
+                            publishers,
+                            size,
+                            (codec, disk),
+                            ends,
                         )?);
                     }
                 }
