@@ -56,6 +56,9 @@ pub enum Error {
         endpoints: String,
         /// Messages sent and discarded.
         messages: usize,
+        /// The publisher used CURVE: a collector that does not admit its key, or whose public
+        /// key is not the one given, also takes nothing.
+        curve: bool,
     },
     /// The publisher has been closed: it takes no more messages.
     Closed,
@@ -105,10 +108,17 @@ impl fmt::Display for Error {
             Error::NoPeer {
                 endpoints,
                 messages,
+                curve,
             } => write!(
                 f,
-                "no peer took any of {} from {endpoints}: is a collector listening there?",
-                plural(*messages as u64, "message")
+                "no peer took any of {} from {endpoints}: is a collector listening there?{}",
+                plural(*messages as u64, "message"),
+                if *curve {
+                    " Does it admit this publisher's key (--allow), and is its public key the \
+                     one given?"
+                } else {
+                    ""
+                }
             ),
             Error::Closed => f.write_str("the publisher is closed and takes no more messages"),
             Error::Thread { name, source } => write!(f, "cannot start thread {name}: {source}"),
@@ -206,8 +216,19 @@ mod tests {
         let one = Error::NoPeer {
             endpoints: "tcp://127.0.0.1:5555".into(),
             messages: 1,
+            curve: false,
         };
         assert!(one.to_string().contains("any of 1 message from"), "{one}");
+        assert!(!one.to_string().contains("key"), "{one}");
+        let keyed = Error::NoPeer {
+            endpoints: "tcp://127.0.0.1:5555".into(),
+            messages: 1,
+            curve: true,
+        };
+        assert!(
+            keyed.to_string().contains("admit this publisher's key"),
+            "{keyed}"
+        );
         let two = Error::Timeout {
             waited: Duration::from_secs(1),
             pending: 2,

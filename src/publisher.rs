@@ -233,6 +233,7 @@ impl PublisherBuilder {
                 .map(|e| e.addr())
                 .collect::<Vec<_>>()
                 .join(", "),
+            curve: self.curve.is_some(),
             close_deadline: Mutex::new(None),
             linger: self.options.linger,
         }
@@ -320,6 +321,8 @@ struct Shared {
     counters: Counters,
     /// The endpoints, for messages.
     endpoints: String,
+    /// Whether the socket uses CURVE, for messages.
+    curve: bool,
     close_deadline: Mutex<Option<Instant>>,
     linger: Duration,
 }
@@ -555,6 +558,7 @@ impl Publisher {
             return Err(Error::NoPeer {
                 endpoints: self.shared.endpoints.clone(),
                 messages: (stats.sent + abandoned) as usize,
+                curve: self.shared.curve,
             });
         }
         if abandoned + undelivered > 0 {

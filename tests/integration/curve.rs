@@ -350,3 +350,27 @@ fn send_and_tail_with_keys_through_a_keyed_collector() {
         (Some("worker"), Some("someone-else"))
     );
 }
+
+#[test]
+fn a_refused_publisher_is_told_its_key_may_not_be_admitted() {
+    let _dog = watchdog("curve: refused publisher's error", Duration::from_secs(60));
+    let (server, allow, _) = keys();
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .curve(server.clone(), allow)
+        .start()
+        .unwrap();
+    let stranger = KeyPair::generate().unwrap();
+    let refused = publisher(collector.endpoint(), "s", Some((&server, &stranger)));
+    refused.send_owned("field", marker()).unwrap();
+    let error = refused.close(Duration::from_millis(500)).unwrap_err();
+    assert!(
+        matches!(error, ndbridge::Error::NoPeer { curve: true, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("admit this publisher's key"),
+        "{error}"
+    );
+    collector.stop();
+}

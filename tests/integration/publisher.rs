@@ -189,6 +189,7 @@ fn close_says_so_when_no_collector_ever_took_a_message() {
         ndbridge::Error::NoPeer {
             endpoints,
             messages,
+            curve: false,
         } => {
             assert_eq!((endpoints.as_str(), *messages), (endpoint.as_str(), 1));
         }
