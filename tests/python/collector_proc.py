@@ -165,7 +165,7 @@ def rust_send(files: Iterable[Path], to: str, *args: str) -> str:
 
 
 def wait_subscribed(sub: Union[ndbridge.Subscriber, zmq.Socket], collector: Collector,
-                    timeout_s: float = 10.0) -> None:
+                    timeout_s: float = 10.0, **publisher_args: Any) -> None:
     """Returns once `sub` (an :class:`ndbridge.Subscriber` or a SUB socket, subscribed to
     :data:`PROBE` or to everything) receives from the collector's forward socket.
 
@@ -173,7 +173,8 @@ def wait_subscribed(sub: Union[ndbridge.Subscriber, zmq.Socket], collector: Coll
     what it publishes before that. So probe records go into the collector until one comes out
     of `sub`. Subscriptions take effect in order: every one made before is live too. Later
     probes may still arrive; readers skip records named :data:`PROBE`. On a plain socket the
-    first probe is left queued for the reader to skip.
+    first probe is left queued for the reader to skip. `publisher_args` go to the probes'
+    :class:`ndbridge.Publisher` (``curve_server=``, ``curve_secret=`` for a CURVE collector).
     """
     if isinstance(sub, ndbridge.Subscriber):
         def arrived() -> bool:
@@ -187,7 +188,8 @@ def wait_subscribed(sub: Union[ndbridge.Subscriber, zmq.Socket], collector: Coll
         def arrived() -> bool:
             return bool(sub.poll(50, zmq.POLLIN))
     deadline = time.monotonic() + timeout_s
-    with ndbridge.Publisher(collector.input, source="probe", timeout=10) as pub:
+    with ndbridge.Publisher(collector.input, source="probe", timeout=10,
+                            **publisher_args) as pub:
         while True:
             pub.send(PROBE, np.zeros(1, np.uint8), attrs={"probe": pub.seq})
             if arrived():

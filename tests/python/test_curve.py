@@ -10,7 +10,10 @@
 - A :class:`ndbridge.Subscriber` receives from a pyzmq PUB CURVE server; unlisted, nothing.
 - Against the real collector (``ndbridge collect --curve-secret FILE --allow DIR``), if the
   binary has those options: the records of an allowed Python publisher are stored under the
-  key's name, and an unlisted key's are not.
+  key's name, and an unlisted key's are not. With ``--forward`` too, the forward socket is a
+  CURVE server: an allowed :class:`ndbridge.Subscriber` receives those records bit-exactly
+  under the key's name; a subscriber with an unlisted key, and one without CURVE, receive
+  nothing and are counted as refused in the collector's statistics.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from zmq.auth.thread import ThreadAuthenticator
 
 import ndbridge
 from ndbridge import native
-from collector_proc import BINARY, Collector, bit_exact, require_binary
+from collector_proc import (BINARY, PROBE, Collector, bit_exact, recv_records, require_binary,
+                            wait_subscribed)
 from golden_io import REPO
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="pyzmq's libzmq has no CURVE")
@@ -396,3 +400,105 @@ def test_collector_stores_an_allowed_publishers_records_under_the_keys_name(
     curve_collector.stop()
     sources = {line["source"] for line in curve_collector.manifest()}
     assert sources == {"worker-1"}, sources
+
+
+@pytest.fixture
+def curve_forward_collector(tmp_path: Path, keys: Keys) -> Iterator[Collector]:
+    """A collector with CURVE on its input and on its forward socket (same keys, same
+    allowlist)."""
+    if not collector_has_curve():
+        pytest.skip(f"{BINARY} collect has no --curve-secret/--allow option yet")
+    c = Collector(tmp_path / "out", ["--curve-secret", str(keys.server_secret),
+                                     "--allow", str(keys.allowed)])
+    try:
+        yield c
+    finally:
+        c.kill()
+
+
+def forward_stats(stats: Dict[str, object]) -> Dict[str, object]:
+    """The forward sink's report in the collector's statistics JSON."""
+    found = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "per_subscriber" in node and "mechanism" in node:
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(stats)
+    assert len(found) == 1, f"expected one forward report in the statistics, found {stats}"
+    return found[0]
+
+
+def assert_receives_nothing(sub: ndbridge.Subscriber, who: str, timeout_ms: int) -> None:
+    try:
+        rec = sub.recv(timeout_ms=timeout_ms)
+    except TimeoutError:
+        return
+    pytest.fail(f"{who} received record {rec.name!r} from {rec.source!r}")
+
+
+@pytest.mark.parametrize("use_native", PUBLISHERS)
+def test_collector_forwards_over_curve_to_allowed_subscribers_only(
+        curve_forward_collector: Collector, keys: Keys, ctx: zmq.Context,
+        use_native: bool) -> None:
+    c = curve_forward_collector
+    assert c.forward is not None
+    allowed_keys = dict(curve_server=keys.server_public, curve_secret=keys.client_secret)
+    sent = records()
+    # The refused subscribers connect first: by the time the allowed one (connected last)
+    # receives, they would have been subscribed too, had the collector admitted them.
+    stranger = ndbridge.Subscriber(c.forward, curve_server=keys.server_public,
+                                   curve_secret=keys.stranger_secret, context=ctx)
+    plain = ndbridge.Subscriber(c.forward, context=ctx)
+    allowed = ndbridge.Subscriber(c.forward, context=ctx, **allowed_keys)
+    # Probes (through the CURVE input with the allowed key) until one comes out of `allowed`.
+    wait_subscribed(allowed, c, **allowed_keys)
+    with ndbridge.Publisher(c.input, source="claimed", native=use_native, codec="zstd",
+                            timeout=20, **allowed_keys) as pub:
+        for name, arrays in sent.items():
+            pub.send(name, arrays, attrs={"name": name})
+    got = recv_records(allowed, sent)
+    for name, rec in got.items():
+        # Stored and forwarded under the key's file name (worker-1.key), not the claimed one.
+        assert rec.source == "worker-1", rec.source
+        assert rec.attrs == {"name": name}
+        assert rec.arrays.keys() == sent[name].keys()
+        for array_name, expected in sent[name].items():
+            bit_exact(rec[array_name], expected)
+
+    # Nothing reaches the refused subscribers: not the records, not the probes, not a record
+    # sent a while after they connected (when an admitted subscriber would long be live).
+    refused = {"the unlisted key's subscriber": stranger, "the subscriber without CURVE": plain}
+    for who, sub in refused.items():
+        assert_receives_nothing(sub, who, int(REFUSED_WAIT_S * 1000))
+    late = {"y": np.arange(5, dtype="<i8")}
+    with ndbridge.Publisher(c.input, source="claimed", native=use_native, timeout=20,
+                            **allowed_keys) as pub:
+        pub.send("late", late)
+    rec = recv_records(allowed, ["late"])["late"]
+    assert rec.source == "worker-1"
+    bit_exact(rec["y"], late["y"])
+    for who, sub in refused.items():
+        assert_receives_nothing(sub, who, 100)
+    for sub in (stranger, plain, allowed):
+        sub.close()
+
+    stats = c.stop()
+    forward = forward_stats(stats)
+    totals = forward["subscribers"]
+    assert forward["mechanism"] == "CURVE", forward
+    assert forward["public_key"] == zmq.auth.load_certificate(keys.server_public)[0].decode()
+    # The stranger proved an unlisted key; the plain subscriber offered NULL.
+    assert totals["refused_keys"] >= 1, totals
+    assert totals["refused_mechanism"] >= 1, totals
+    # Everything the allowed publisher sent went out, and the collector stored it under
+    # the key's name.
+    assert {line["source"] for line in c.manifest()} == {"worker-1"}
+    stored = {line["name"] for line in c.manifest()} - {PROBE}
+    assert stored == set(sent) | {"late"}, stored
