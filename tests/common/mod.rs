@@ -381,60 +381,79 @@ impl Drop for CollectorProcess {
 }
 
 /// A relay on loopback that keeps a copy of every byte it passes, in both directions: what a
-/// capture of the link would show. It accepts connections until dropped, each relayed to `to`
-/// (`HOST:PORT`).
+/// capture of the link would show. It accepts connections, each relayed to `to` (`HOST:PORT`),
+/// until dropped.
 pub struct CaptureRelay {
     /// The address to connect to instead of `to`, as `tcp://127.0.0.1:PORT`.
     pub endpoint: String,
     seen: std::sync::Arc<Mutex<Vec<u8>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CaptureRelay {
     /// Starts relaying to `to`.
     pub fn start(to: &str) -> CaptureRelay {
-        use std::io::{Read, Write};
+        use std::sync::Arc;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
-        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let (to, shared) = (to.to_owned(), std::sync::Arc::clone(&seen));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (to, shared, stopping) = (to.to_owned(), Arc::clone(&seen), Arc::clone(&stop));
         std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = std::net::TcpStream::connect(&to) else {
-                    return;
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
                 };
-                for (mut from, mut into) in [
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(&to) else {
+                    continue;
+                };
+                for (from, into) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
-                    let seen = std::sync::Arc::clone(&shared);
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 1 << 16];
-                        while let Ok(n @ 1..) = from.read(&mut buf) {
-                            seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                            if into.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = into.shutdown(std::net::Shutdown::Both);
-                    });
+                    let seen = Arc::clone(&shared);
+                    std::thread::spawn(move || relay_copy(from, into, &seen));
                 }
             }
         });
-        CaptureRelay { endpoint, seen }
+        CaptureRelay {
+            endpoint,
+            seen,
+            stop,
+        }
     }
 
-    /// Whether `pattern` appears in what crossed so far.
+    /// Whether `pattern` appears in what crossed so far (something must have crossed).
     pub fn saw(&self, pattern: &[u8]) -> bool {
-        self.seen
-            .lock()
-            .unwrap()
-            .windows(pattern.len())
-            .any(|w| w == pattern)
+        let seen = self.seen.lock().unwrap();
+        assert!(!seen.is_empty(), "nothing crossed the relay");
+        seen.windows(pattern.len()).any(|w| w == pattern)
     }
 
     /// Bytes that crossed so far.
     pub fn bytes(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+}
+
+impl Drop for CaptureRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `into` until either end closes, keeping a copy in `seen`.
+fn relay_copy(mut from: std::net::TcpStream, mut into: std::net::TcpStream, seen: &Mutex<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        seen.lock().unwrap().extend_from_slice(&buf[..n]);
+        if into.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = into.shutdown(std::net::Shutdown::Write);
 }

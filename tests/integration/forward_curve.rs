@@ -4,17 +4,14 @@
 //! byte crossing the connection never sees a record's array in clear with CURVE, while it does
 //! without (so the check can fail).
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ndarray::Array1;
 use ndbridge::collector::{ForwardSink, Received, Sink};
 use ndbridge::{Allowlist, ArrayBuffer, KeyPair, Subscriber};
 
-use crate::common::{received, wait_until, watchdog};
+use crate::common::{received, wait_until, watchdog, CaptureRelay};
 
 /// 64 bytes no encoder would make by chance: text, then a counting pattern.
 fn pattern() -> Vec<u8> {
@@ -138,78 +135,6 @@ fn a_subscriber_without_curve_is_refused_counted_and_gets_nothing() {
     assert!(report["subscribers"]["refused_mechanism"].as_u64().unwrap() > 0);
 }
 
-/// A TCP relay on loopback to `target` (`host:port`) that keeps a copy of every byte it passes
-/// either way. It stops accepting when dropped.
-struct Relay {
-    endpoint: String,
-    seen: Arc<Mutex<Vec<u8>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Relay {
-    fn start(target: &str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (target, thread_seen, thread_stop) =
-            (target.to_owned(), Arc::clone(&seen), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !thread_stop.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(&target).unwrap();
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let seen = Arc::clone(&thread_seen);
-                    std::thread::spawn(move || copy(from, to, &seen));
-                }
-            }
-        });
-        Relay {
-            endpoint,
-            seen,
-            stop,
-        }
-    }
-
-    /// True when the bytes that crossed the relay hold `needle`.
-    fn saw(&self, needle: &[u8]) -> bool {
-        let seen = self.seen.lock().unwrap();
-        assert!(!seen.is_empty(), "nothing crossed the relay");
-        seen.windows(needle.len()).any(|w| w == needle)
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Copies `from` to `to` until either end closes, keeping a copy in `seen`.
-fn copy(mut from: TcpStream, mut to: TcpStream, seen: &Mutex<Vec<u8>>) {
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
 /// Sends a patterned record through a relay to a subscriber (with CURVE or without) and says
 /// whether the pattern crossed the relay in clear; the subscriber must get the record either
 /// way.
@@ -220,7 +145,7 @@ fn pattern_in_clear(curve: bool) -> bool {
     } else {
         ForwardSink::listen("tcp://127.0.0.1:*").unwrap()
     };
-    let relay = Relay::start(sink.endpoint().strip_prefix("tcp://").unwrap());
+    let relay = CaptureRelay::start(sink.endpoint().strip_prefix("tcp://").unwrap());
     let mut builder = Subscriber::builder().connect(&relay.endpoint);
     if let Some(server) = sink.public_key() {
         builder = builder.curve(server, own);
