@@ -155,7 +155,14 @@ impl Admission {
             if let Some(zap) = &self.zap {
                 items.push(zap.as_poll_item(zmq::POLLIN));
             }
-            if zmq::poll(&mut items, POLL_MS).is_err() {
+            if let Err(e) = zmq::poll(&mut items, POLL_MS) {
+                if keep_answering(e) {
+                    if e != zmq::Error::EINTR {
+                        // Not a signal: wait before trying again rather than spin.
+                        std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
+                    }
+                    continue;
+                }
                 return;
             }
             let requests = items.get(1).is_some_and(|item| item.is_readable());
@@ -258,6 +265,18 @@ impl Admission {
     }
 }
 
+/// Whether the thread goes on after `zmq::poll` failed with `e`. It must not end while the
+/// input socket lives: its monitor socket would close with it, and libzmq's next event on the
+/// input socket blocks that socket's I/O thread for good (no publisher gets in or through);
+/// and were the monitor gone first, the ZAP socket's close would let libzmq complete every
+/// CURVE handshake without asking anyone (`curve_server.cpp`: no handler bound and
+/// ZMQ_ZAP_ENFORCE_DOMAIN off, no allowlist and no `--max-peers`). A signal interrupting the
+/// wait (EINTR: poll is never restarted, whatever the handler's flags) is no reason to end;
+/// only a terminated context is, and then no handshake completes anyway.
+fn keep_answering(e: zmq::Error) -> bool {
+    e != zmq::Error::ETERM
+}
+
 /// One monitor event, if one is waiting: what happened, its value (the connection's
 /// descriptor for both events followed here) and the listening endpoint it concerns.
 fn read_event(monitor: &zmq::Socket) -> Option<(u16, u32, String)> {
@@ -299,4 +318,110 @@ fn is_listener(local: rustix::net::SocketAddrAny, endpoint: &str) -> bool {
         .and_then(|p| p.parse::<u16>().ok());
     let local_port = std::net::SocketAddr::try_from(local).ok().map(|a| a.port());
     port.is_some() && port == local_port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyPair;
+    use std::os::unix::thread::JoinHandleExt;
+    use std::time::{Duration, Instant};
+
+    /// A CURVE PUSH client of `server` with `own` keys, connected to `endpoint`.
+    fn push(
+        context: &zmq::Context,
+        endpoint: &str,
+        server: &KeyPair,
+        own: &KeyPair,
+    ) -> zmq::Socket {
+        let push = context.socket(zmq::PUSH).unwrap();
+        push.set_linger(0).unwrap();
+        push.set_curve_serverkey(server.public().as_bytes())
+            .unwrap();
+        push.set_curve_publickey(own.public().as_bytes()).unwrap();
+        push.set_curve_secretkey(own.secret()).unwrap();
+        push.connect(endpoint).unwrap();
+        push
+    }
+
+    /// What `pull` receives within `wait`.
+    fn received(pull: &zmq::Socket, wait: Duration) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while start.elapsed() < wait {
+            if let Ok(m) = pull.recv_bytes(0) {
+                got.push(m);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn signals_do_not_end_the_zap_handler_and_unlisted_keys_stay_out() {
+        extern "C" {
+            fn pthread_kill(thread: std::os::unix::thread::RawPthread, signal: i32) -> i32;
+        }
+        use signal_hook::consts::SIGUSR1;
+        let interrupted = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(SIGUSR1, Arc::clone(&interrupted)).unwrap();
+
+        let context = zmq::Context::new();
+        let zap = bind_zap(&context).expect("a context of our own has no ZAP handler");
+        let (server, allowed, stranger) = (
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+        );
+        let mut allow = Allowlist::new();
+        allow.insert("allowed", *allowed.public()).unwrap();
+        let pull = context.socket(zmq::PULL).unwrap();
+        pull.set_linger(0).unwrap();
+        pull.set_rcvtimeo(50).unwrap();
+        pull.set_zap_domain(crate::transport::ADMISSION_DOMAIN)
+            .unwrap();
+        pull.set_curve_server(true).unwrap();
+        pull.set_curve_secretkey(server.secret()).unwrap();
+        pull.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+        let stats = Arc::new(Stats::new(1 << 20));
+        let guard = PeerGuard::start(
+            &context,
+            &pull,
+            Some(zap),
+            64,
+            Some(Arc::new(allow)),
+            Arc::clone(&stats),
+        )
+        .unwrap();
+
+        // Signals at the thread while it waits in zmq_poll: each interrupts the wait (EINTR).
+        let thread = guard.thread.as_ref().unwrap();
+        for _ in 0..20 {
+            // SAFETY: the thread is alive until `guard` drops (joined there), and SIGUSR1 has a
+            // handler (it sets `interrupted`), so the signal does not end the process.
+            assert_eq!(unsafe { pthread_kill(thread.as_pthread_t(), SIGUSR1) }, 0);
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        assert!(interrupted.load(Ordering::Relaxed));
+        assert!(
+            !thread.is_finished(),
+            "the ZAP handler ended on a signal: no handshake on the input socket is answered"
+        );
+
+        // The allowlist still holds: the stranger's messages never arrive, the allowed ones do.
+        let outsider = push(&context, &endpoint, &server, &stranger);
+        outsider.send("from the stranger", 0).unwrap();
+        let insider = push(&context, &endpoint, &server, &allowed);
+        insider.send("from the allowed", 0).unwrap();
+        let got = received(&pull, Duration::from_millis(1500));
+        assert_eq!(got, vec![b"from the allowed".to_vec()]);
+        assert!(stats.peers.refused_keys.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn only_a_terminated_context_ends_the_zap_handler() {
+        assert!(keep_answering(zmq::Error::EINTR));
+        assert!(keep_answering(zmq::Error::EAGAIN));
+        assert!(!keep_answering(zmq::Error::ETERM));
+    }
 }
