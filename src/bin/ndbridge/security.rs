@@ -107,16 +107,20 @@ impl ServerKeyArgs {
     }
 }
 
-/// True for addresses only this machine reaches: `ipc://`, `inproc://`, and `tcp://` on
-/// `127.*`, `localhost` or `[::1]`.
+/// True for addresses only this machine reaches: `ipc://`, `inproc://`, and others (`tcp://`,
+/// `ws://`) on `127.*`, `localhost` or `[::1]`; also for an address without a transport, which
+/// nothing can listen on (binding it fails, saying what it lacks).
 fn is_loopback(address: &str) -> bool {
-    if address.starts_with("ipc://") || address.starts_with("inproc://") {
+    let Some((transport, rest)) = address.split_once("://") else {
+        return true;
+    };
+    if matches!(transport, "ipc" | "inproc") {
         return true;
     }
-    let host = address
-        .strip_prefix("tcp://")
-        .map(|rest| rest.rsplit_once(':').map_or(rest, |(host, _)| host))
-        .unwrap_or("");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
     host == "localhost" || host == "[::1]" || host.starts_with("127.")
 }
 
@@ -157,6 +161,8 @@ mod tests {
             "tcp://localhost:*",
             "tcp://[::1]:5",
             "ipc:///tmp/x",
+            "ws://127.0.0.1:80/ndbridge",
+            "127.0.0.1:5555",
         ] {
             assert!(is_loopback(local), "{local}");
         }
