@@ -1028,6 +1028,10 @@ fn handshake(
 ) -> Result<Link, End> {
     let io = |_| End::Closed;
     stream.set_timeouts(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
+    let reader = &mut Deadline {
+        reader,
+        until: Instant::now() + HANDSHAKE_TIMEOUT,
+    };
     let mechanism = security.mechanism();
     // As libzmq does: the signature and major version first, the rest once the peer's whole
     // greeting is in. A ZeroMQ peer sends its mechanism on seeing our major version, and
@@ -1058,7 +1062,7 @@ fn handshake(
 fn curve_handshake(
     server: &CurveServer,
     stream: &mut Stream,
-    reader: &mut BufReader<Stream>,
+    reader: &mut Deadline<'_>,
 ) -> Result<Link, End> {
     let io = |_| End::Closed;
     let refused = |refusal| match refusal {
@@ -1093,8 +1097,30 @@ fn curve_handshake(
     }
 }
 
+/// The handshake's reads, each waiting only for what is left of the time the whole handshake
+/// has. A socket timeout alone bounds one read: a peer sending a byte every few seconds would
+/// hold its connection, one of `max_subscribers`, for as long as it liked without ever proving
+/// a key.
+struct Deadline<'a> {
+    reader: &'a mut BufReader<Stream>,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        // The socket's timeouts are the connection's (the writer's too): what is written
+        // during the handshake cannot outlast it either.
+        self.reader.get_ref().set_timeouts(Some(left))?;
+        self.reader.read(buf)
+    }
+}
+
 /// Reads a command frame of the handshake (`what` names it in the error).
-fn read_command(reader: &mut BufReader<Stream>, what: &str) -> Result<Vec<u8>, End> {
+fn read_command(reader: &mut Deadline<'_>, what: &str) -> Result<Vec<u8>, End> {
     let frame = zmtp::read_frame(reader)?;
     if !frame.command {
         return Err(End::Failed(format!(
@@ -1705,6 +1731,53 @@ mod tests {
         let report = sink.report();
         assert_eq!(report["mechanism"], "CURVE");
         assert_eq!(report["public_key"], server.to_z85());
+    }
+
+    #[test]
+    fn a_handshake_sent_a_byte_at_a_time_is_cut_off_when_its_time_is_up() {
+        let sink = curve_sink(&KeyPair::generate().unwrap());
+        let address = sink.endpoint().strip_prefix("tcp://").unwrap().to_owned();
+        let mut client = TcpStream::connect(&address).unwrap();
+        client
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT * 3))
+            .unwrap();
+        // Our signature and version come first.
+        let mut first = [0u8; zmtp::GREETING_FIRST_LEN];
+        client.read_exact(&mut first).unwrap();
+        let started = Instant::now();
+        // A valid CURVE greeting, one byte every 500 ms (a tenth of the time each read
+        // waits): 32 s for the greeting alone.
+        let greeting = zmtp::greeting(Mechanism::Curve);
+        let stop = Arc::new(AtomicBool::new(false));
+        let trickle = {
+            let (mut client, stop) = (client.try_clone().unwrap(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                for byte in greeting {
+                    if stop.load(Ordering::Relaxed) || client.write_all(&[byte]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+        };
+        // The sink closes the connection once the handshake's 5 s are up.
+        let mut rest = Vec::new();
+        let read = client.read_to_end(&mut rest);
+        let waited = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        trickle.join().unwrap();
+        assert!(
+            matches!(&read, Ok(_))
+                || matches!(&read, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "the connection stayed open for {waited:?}: {read:?}"
+        );
+        assert!(
+            waited < HANDSHAKE_TIMEOUT + Duration::from_secs(2),
+            "closed after {waited:?}"
+        );
+        wait_until("the connection counted as failed", || {
+            sink.totals().failed == 1 && sink.subscribers().is_empty()
+        });
     }
 
     #[test]
