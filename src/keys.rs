@@ -140,11 +140,13 @@ pub struct KeyPair {
 impl KeyPair {
     /// A new key pair from the operating system's random source.
     pub fn generate() -> Result<KeyPair, KeyError> {
-        let pair = zmq::CurveKeyPair::new().map_err(KeyError::Generate)?;
-        Ok(KeyPair {
+        let mut pair = zmq::CurveKeyPair::new().map_err(KeyError::Generate)?;
+        let made = KeyPair {
             public: PublicKey(pair.public_key),
             secret: pair.secret_key,
-        })
+        };
+        wipe(&mut pair.secret_key);
+        Ok(made)
     }
 
     /// The public key.
@@ -160,20 +162,26 @@ impl KeyPair {
     /// Reads a secret certificate file (`NAME.key_secret`), which holds both keys.
     pub fn load(path: impl AsRef<Path>) -> Result<KeyPair, KeyError> {
         let path = path.as_ref();
-        let text = read(path)?;
-        let (Some(public), Some(secret)) = (field(&text, "public-key"), field(&text, "secret-key"))
-        else {
-            return Err(missing(
-                path,
-                "a secret certificate, with lines public-key = \"...\" and secret-key = \"...\" \
-                 (the NAME.key_secret file of `ndbridge keygen`)",
-                &text,
-            ));
+        let mut text = read(path)?.into_bytes();
+        let lines = std::str::from_utf8(&text).unwrap_or_default();
+        let pair = match (field(lines, "public-key"), field(lines, "secret-key")) {
+            (Some(public), Some(secret)) => Ok(KeyPair {
+                public: PublicKey(public),
+                secret,
+            }),
+            (_, secret) => {
+                let mut secret = secret.unwrap_or_default();
+                wipe(&mut secret);
+                Err(missing(
+                    path,
+                    "a secret certificate, with lines public-key = \"...\" and secret-key = \
+                     \"...\" (the NAME.key_secret file of `ndbridge keygen`)",
+                    lines,
+                ))
+            }
         };
-        Ok(KeyPair {
-            public: PublicKey(public),
-            secret,
-        })
+        wipe(&mut text);
+        pair
     }
 
     /// Writes `DIR/NAME.key` (the public key) and `DIR/NAME.key_secret` (both keys, mode 0600),
@@ -183,10 +191,10 @@ impl KeyPair {
         let public_path = dir.join(format!("{name}.{PUBLIC_SUFFIX}"));
         let secret_path = dir.join(format!("{name}.{SECRET_SUFFIX}"));
         let public = self.public.to_z85();
-        let body = |kind: &str, keys: &str| {
+        let header = |kind: &str| {
             format!(
                 "#   ZeroMQ CURVE {kind} Certificate, made by ndbridge keygen\n\
-                 #   {}\n\nmetadata\ncurve\n{keys}",
+                 #   {}\n\nmetadata\ncurve\n",
                 if kind == "Public" {
                     "Give this file to the peers that must recognise this key."
                 } else {
@@ -195,14 +203,34 @@ impl KeyPair {
             )
         };
         let public_line = format!("    public-key = \"{public}\"\n");
-        let secret_line = format!("    secret-key = \"{}\"\n", z85(&self.secret));
-        write_new(
+        // The secret key's text is written from the one buffer it is made in, then wiped.
+        let mut secret = z85(&self.secret).into_bytes();
+        let written = write_new(
             &secret_path,
             0o600,
-            &body("**Secret**", &(public_line.clone() + &secret_line)),
+            &[
+                header("**Secret**").as_bytes(),
+                public_line.as_bytes(),
+                b"    secret-key = \"",
+                &secret,
+                b"\"\n",
+            ],
+        );
+        wipe(&mut secret);
+        written?;
+        write_new(
+            &public_path,
+            0o644,
+            &[header("Public").as_bytes(), public_line.as_bytes()],
         )?;
-        write_new(&public_path, 0o644, &body("Public", &public_line))?;
         Ok((public_path, secret_path))
+    }
+}
+
+/// The secret key is overwritten when the pair is dropped (each clone its own copy).
+impl Drop for KeyPair {
+    fn drop(&mut self) {
+        wipe(&mut self.secret);
     }
 }
 
@@ -280,17 +308,54 @@ impl Allowlist {
     }
 }
 
-/// Z85 text of 32 bytes (always encodable: a multiple of 4 bytes).
+/// Z85 text of 32 bytes, in a string of exactly its 40 bytes (no copy left behind).
 fn z85(bytes: &[u8; 32]) -> String {
-    zmq::z85_encode(bytes).unwrap_or_default()
+    let mut text = String::with_capacity(40);
+    for group in bytes.chunks_exact(4) {
+        let mut value = u32::from_be_bytes([group[0], group[1], group[2], group[3]]);
+        let mut digits = [0u8; 5];
+        for digit in digits.iter_mut().rev() {
+            *digit = Z85[(value % 85) as usize];
+            value /= 85;
+        }
+        text.extend(digits.iter().map(|&d| char::from(d)));
+    }
+    text
 }
 
-/// 32 bytes from 40 characters of Z85.
+/// Z85's alphabet (ZeroMQ RFC 32), a character's value its index.
+const Z85: &[u8; 85] =
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+
+/// 32 bytes from 40 characters of Z85; `None` for any other text. Decoded here rather than by
+/// `zmq::z85_decode`, which ignores libzmq's refusal of a character outside the alphabet
+/// (returning zeros for the rest of the key: another key, silently) and leaks a copy of the
+/// text it is given (a secret key's, from a secret certificate).
 fn z85_key(text: &str) -> Option<[u8; 32]> {
+    let text = text.as_bytes();
     if text.len() != 40 {
         return None;
     }
-    zmq::z85_decode(text).ok()?.try_into().ok()
+    let mut key = [0u8; 32];
+    for (chars, bytes) in text.chunks_exact(5).zip(key.chunks_exact_mut(4)) {
+        let mut value: u64 = 0;
+        for &c in chars {
+            let digit = Z85.iter().position(|&z| z == c)?;
+            value = value * 85 + digit as u64;
+        }
+        let value = u32::try_from(value).ok()?;
+        bytes.copy_from_slice(&value.to_be_bytes());
+    }
+    Some(key)
+}
+
+/// Overwrites secret bytes with stores the compiler keeps although nothing reads them after.
+fn wipe(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, aligned, exclusive reference to one byte.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 /// The key on a line `NAME = "Z85"` of a certificate (quotes optional, as pyzmq reads them).
@@ -324,7 +389,7 @@ fn missing(path: &Path, expected: &'static str, text: &str) -> KeyError {
     }
 }
 
-fn write_new(path: &Path, mode: u32, text: &str) -> Result<(), KeyError> {
+fn write_new(path: &Path, mode: u32, parts: &[&[u8]]) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_owned(),
         source,
@@ -335,7 +400,9 @@ fn write_new(path: &Path, mode: u32, text: &str) -> Result<(), KeyError> {
         .mode(mode)
         .open(path)
         .map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
+    for part in parts {
+        file.write_all(part).map_err(io)?;
+    }
     file.sync_all().map_err(io)
 }
 
@@ -392,6 +459,64 @@ mod tests {
             z85(pair.secret()),
             "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"
         );
+    }
+
+    #[test]
+    fn z85_outside_the_alphabet_or_over_32_bits_is_no_key() {
+        for _ in 0..64 {
+            let pair = KeyPair::generate().unwrap();
+            let text = pair.public().to_z85();
+            // As libzmq encodes and decodes.
+            assert_eq!(text, zmq::z85_encode(pair.public().as_bytes()).unwrap());
+            assert_eq!(PublicKey::from_z85(&text), Some(*pair.public()));
+            assert_eq!(
+                &zmq::z85_decode(&text).unwrap()[..],
+                pair.public().as_bytes()
+            );
+        }
+        let valid = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+        assert!(PublicKey::from_z85(valid).is_some());
+        // One character outside Z85 anywhere: no key (zmq::z85_decode gave zeros from there on,
+        // another key).
+        for (at, c) in [(0, ' '), (5, '"'), (17, '~'), (39, ',')] {
+            let mut typo = valid.to_owned();
+            typo.replace_range(at..at + 1, &c.to_string());
+            assert_eq!(PublicKey::from_z85(&typo), None, "{typo}");
+        }
+        // Five characters of a value above 0xffffffff, and other lengths.
+        assert_eq!(PublicKey::from_z85(&"#".repeat(40)), None);
+        assert_eq!(PublicKey::from_z85(&valid[..35]), None);
+        assert_eq!(PublicKey::from_z85(&format!("{valid}00000")), None);
+        assert_eq!(PublicKey::from_z85("é".repeat(20).as_str()), None);
+        // A secret certificate whose secret key has a typo is refused, not read as another key.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo.key_secret");
+        std::fs::write(
+            &path,
+            format!("public-key = \"{valid}\"\nsecret-key = \"JTKVSB%%)wK0E.X)V>+}}o?pNmC{{O&4W4b!Ni{{Lh \"\n"),
+        )
+        .unwrap();
+        assert!(matches!(KeyPair::load(&path), Err(KeyError::Format { .. })));
+    }
+
+    #[test]
+    fn a_dropped_key_pair_leaves_no_secret_behind() {
+        let mut pair = std::mem::ManuallyDrop::new(KeyPair::generate().unwrap());
+        let public = *pair.public();
+        assert_ne!(pair.secret, [0u8; 32]);
+        let pair: *mut KeyPair = &mut *pair;
+        // SAFETY: `pair` points to a live KeyPair that nothing drops otherwise (ManuallyDrop);
+        // after the drop its storage is still there, and its fields are plain bytes, so reading
+        // them reads what the drop left.
+        let (secret, after) = unsafe {
+            std::ptr::drop_in_place(pair);
+            (
+                std::ptr::addr_of!((*pair).secret).read(),
+                std::ptr::addr_of!((*pair).public).read(),
+            )
+        };
+        assert_eq!(secret, [0u8; 32]);
+        assert_eq!(after, public);
     }
 
     #[test]
