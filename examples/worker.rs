@@ -8,6 +8,9 @@
 //! cargo run --example collector -- --seconds 30 &
 //! cargo run --example worker -- tcp://127.0.0.1:5555 --steps 200
 //! ```
+//!
+//! To a collector with CURVE keys (README, Deployment), add `--curve-server collector.key
+//! --curve-secret worker.key_secret`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use ndarray::{Array2, Array3};
-use ndbridge::{ArrayBuffer, FullPolicy, Publisher};
+use ndbridge::{ArrayBuffer, FullPolicy, KeyPair, PublicKey, Publisher};
 
 /// Run a small heat simulation and publish its fields to a collector.
 #[derive(Parser)]
@@ -41,6 +44,12 @@ struct Args {
     /// Seconds `close` waits for the collector to take everything.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// The collector's public key file (NAME.key), for a collector with CURVE keys.
+    #[arg(long, requires = "curve_secret")]
+    curve_server: Option<std::path::PathBuf>,
+    /// This worker's secret key file (NAME.key_secret from `ndbridge keygen`).
+    #[arg(long, requires = "curve_server")]
+    curve_secret: Option<std::path::PathBuf>,
 }
 
 /// The simulation: temperature on an n x n grid, explicit diffusion, fixed cold borders.
@@ -109,6 +118,12 @@ fn run(args: &Args) -> Result<()> {
         .on_full(FullPolicy::Block);
     if let Some(source) = &args.source {
         builder = builder.source(source);
+    }
+    if let (Some(server), Some(secret)) = (&args.curve_server, &args.curve_secret) {
+        builder = builder.curve(
+            PublicKey::load(server).context("reading --curve-server")?,
+            KeyPair::load(secret).context("reading --curve-secret")?,
+        );
     }
     let publisher = builder.build().context("opening the publisher")?;
     let mut sim = Heat::new(args.size);

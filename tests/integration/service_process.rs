@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ndarray::{Array1, Array2, ArrayD};
 use ndarray_npy::{NpzReader, ReadNpyExt};
 use ndbridge::collector::{Collector, DiskSink};
-use ndbridge::{ArrayBuffer, Compression, FullPolicy, Publisher};
+use ndbridge::{Allowlist, ArrayBuffer, Compression, FullPolicy, KeyPair, Publisher};
 use serde_json::Value;
 
 use crate::common::{manifest_so_far, wait_until, watchdog};
@@ -216,6 +216,48 @@ fn example_worker_publishes_to_an_in_process_collector() {
     }
     steps_seen.sort_unstable();
     assert_eq!(steps_seen, [0, 10, 20]);
+}
+
+#[test]
+fn example_worker_publishes_with_curve_keys_under_its_keys_name() {
+    let _watchdog = watchdog("example worker with keys", Duration::from_secs(60));
+    let Some(worker) = example("worker") else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let (server, node) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+    server.save(keys.path(), "collector").unwrap();
+    node.save(keys.path(), "node-3").unwrap();
+    let mut allow = Allowlist::new();
+    allow.insert("node-3", *node.public()).unwrap();
+    let sink = Arc::new(crate::common::NotingSink::new(Duration::ZERO, |r| {
+        r.record.header.source.clone()
+    }));
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .curve(server, allow)
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    let mut process = Process::spawn(
+        "examples/worker",
+        Command::new(worker)
+            .arg(collector.endpoint())
+            .args(["--steps", "5", "--size", "16", "--record-every", "0"])
+            .arg("--curve-server")
+            .arg(keys.path().join("collector.key"))
+            .arg("--curve-secret")
+            .arg(keys.path().join("node-3.key_secret"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let status = process.wait(Duration::from_secs(30));
+    assert!(status.success(), "worker: {status}");
+    wait_until("the worker's 10 records", Duration::from_secs(20), || {
+        sink.count() == 10
+    });
+    collector.stop();
+    assert!(sink.notes().iter().all(|source| source == "node-3"));
 }
 
 #[test]
