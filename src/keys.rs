@@ -55,6 +55,12 @@ pub enum KeyError {
     },
     /// ZeroMQ could not make a key pair.
     Generate(zmq::Error),
+    /// A key was to be admitted under an empty name: its peer's messages would carry no
+    /// `User-Id`, and its records would keep whatever source they claim.
+    EmptyName {
+        /// The key, in Z85.
+        key: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -72,6 +78,11 @@ impl fmt::Display for KeyError {
                 names.0, names.1
             ),
             KeyError::Generate(e) => write!(f, "cannot make a CURVE key pair: {e}"),
+            KeyError::EmptyName { key } => write!(
+                f,
+                "the allowlist cannot admit key {key} under an empty name (its records are \
+                 stored under its name)"
+            ),
         }
     }
 }
@@ -280,8 +291,12 @@ impl Allowlist {
         Ok(list)
     }
 
-    /// Admits `key` under `name`. A key already admitted is [`KeyError::Duplicate`].
+    /// Admits `key` under `name`. A key already admitted is [`KeyError::Duplicate`], an empty
+    /// name [`KeyError::EmptyName`].
     pub fn insert(&mut self, name: &str, key: PublicKey) -> Result<(), KeyError> {
+        if name.is_empty() {
+            return Err(KeyError::EmptyName { key: key.to_z85() });
+        }
         if let Some(earlier) = self.names.get(&key) {
             return Err(KeyError::Duplicate {
                 key: key.to_z85(),
@@ -532,6 +547,15 @@ mod tests {
         assert_eq!(list.name_of(b.public()), Some("beta"));
         let stranger = KeyPair::generate().unwrap();
         assert_eq!(list.name_of(stranger.public()), None);
+        // No key is admitted without a name: the collector would have no User-Id to store its
+        // records under, and would keep the source they claim.
+        let mut named = list.clone();
+        let error = named
+            .insert("", *stranger.public())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("under an empty name"), "{error}");
+        assert_eq!(named.name_of(stranger.public()), None);
         std::fs::copy(dir.path().join("alpha.key"), dir.path().join("gamma.key")).unwrap();
         let error = Allowlist::load(dir.path()).unwrap_err().to_string();
         assert!(error.contains("\"alpha\" and \"gamma\""), "{error}");
