@@ -107,6 +107,13 @@ impl Pool {
     /// Decodes one message, passes the record to every sink and counts it.
     fn handle(&self, mut incoming: Incoming, decoder: &mut Decoder) {
         let peer = self.peer_name(&mut incoming.frames);
+        if self.authenticated && peer.is_none() {
+            // Every admitted key has a name: a message without one did not pass the allowlist.
+            self.stats.on_rejected(None, "unauthenticated");
+            self.log
+                .warn(|| "rejected a message that carries no CURVE key's name".to_owned());
+            return;
+        }
         let frames = self.wire_frames(incoming.frames);
         // Decoding is pure code over the bytes and must not panic; if it ever does, the message
         // is counted as rejected and the thread (possibly the receiver) goes on.
