@@ -10,6 +10,7 @@ toolchain, or ``NDBRIDGE_NATIVE=0``).
 from __future__ import annotations
 
 import gc
+import socket
 import subprocess
 import sys
 import time
@@ -223,9 +224,13 @@ def test_a_script_that_ends_without_close_delivers_every_record(collector: Colle
 
 
 def test_an_unreachable_collector_makes_close_raise_within_its_timeout(ctx: zmq.Context) -> None:
-    probe = ctx.socket(zmq.PULL)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)  # the port is free again: nobody listens there
+    # A port whose listener never answers ZeroMQ's handshake: no message can go out. (A ZeroMQ
+    # socket bound and closed at once would do only once libzmq has really closed it, which it
+    # does in the background: a publisher quick enough could still hand it messages.)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    port = silent.getsockname()[1]
     pub = native.Publisher(f"tcp://127.0.0.1:{port}", timeout=1.0)
     for _ in range(3):
         pub.send("u", np.zeros(1 << 18))
@@ -235,6 +240,7 @@ def test_an_unreachable_collector_makes_close_raise_within_its_timeout(ctx: zmq.
     assert info.value.dropped and info.value.unsent == 3
     assert time.monotonic() - start < 5.0
     assert pub.closed
+    silent.close()
 
 
 def test_arrays_are_released_after_close(ctx: zmq.Context) -> None:
