@@ -41,6 +41,26 @@ pub enum Link {
     Network,
 }
 
+impl Link {
+    /// What [`Link::Detect`] finds for one endpoint: [`Link::Local`] for `ipc://`,
+    /// `inproc://`, and `tcp://` (or `ws://`) to or on a loopback address (`127.*`,
+    /// `localhost`, `[::1]`); [`Link::Network`] for anything else.
+    ///
+    /// ```
+    /// use ndbridge::Link;
+    ///
+    /// assert_eq!(Link::of("tcp://127.0.0.1:5555"), Link::Local);
+    /// assert_eq!(Link::of("tcp://head-node:5555"), Link::Network);
+    /// ```
+    pub fn of(endpoint: &str) -> Link {
+        if transport::is_local(endpoint) {
+            Link::Local
+        } else {
+            Link::Network
+        }
+    }
+}
+
 /// What `send` does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FullPolicy {

@@ -67,22 +67,28 @@ impl Endpoint {
         }
     }
 
-    /// True when the address can only reach this machine: `ipc://`, `inproc://`, or `tcp://` to
-    /// or on a loopback address (`127.*`, `localhost`, `[::1]`). Bytes then move at memory
-    /// speed, not at a network's.
+    /// True when the address can only reach this machine: `ipc://`, `inproc://`, or `tcp://`
+    /// (`ws://`) to or on a loopback address (`127.*`, `localhost`, `[::1]`). Bytes then move
+    /// at memory speed, not at a network's.
     pub(crate) fn is_local(&self) -> bool {
-        let addr = self.addr();
-        if addr.starts_with("ipc://") || addr.starts_with("inproc://") {
-            return true;
-        }
-        let Some(rest) = addr.strip_prefix("tcp://") else {
-            return false;
-        };
-        // `tcp://[source;]host:port`: the host is after any source and before the last colon.
-        let target = rest.rsplit(';').next().unwrap_or(rest);
-        let host = target.rsplit_once(':').map_or(target, |(host, _port)| host);
-        host == "localhost" || host == "[::1]" || host.starts_with("127.")
+        is_local(self.addr())
     }
+}
+
+/// See [`Endpoint::is_local`]; false for an address without a transport.
+pub(crate) fn is_local(addr: &str) -> bool {
+    let Some((transport, rest)) = addr.split_once("://") else {
+        return false;
+    };
+    if matches!(transport, "ipc" | "inproc") {
+        return true;
+    }
+    // `tcp://[source;]host:port`, `ws://host:port/path`: the host is after any source and
+    // before the path and the last colon.
+    let target = rest.rsplit(';').next().unwrap_or(rest);
+    let target = target.split('/').next().unwrap_or(target);
+    let host = target.rsplit_once(':').map_or(target, |(host, _port)| host);
+    host == "localhost" || host == "[::1]" || host.starts_with("127.")
 }
 
 impl fmt::Display for Endpoint {
@@ -525,6 +531,10 @@ mod tests {
         assert!(!Endpoint::connect("tcp://head-node:5555").is_local());
         assert!(!Endpoint::bind("tcp://0.0.0.0:5555").is_local());
         assert!(!Endpoint::connect("tcp://eth0;10.0.0.2:5555").is_local());
+        assert!(Endpoint::bind("ws://127.0.0.1:80/ndbridge").is_local());
+        assert!(!Endpoint::bind("ws://0.0.0.0:80/ndbridge").is_local());
+        assert!(!Endpoint::bind("tcp://*:5555").is_local());
+        assert!(!Endpoint::connect("127.0.0.1:5555").is_local());
     }
 
     #[test]

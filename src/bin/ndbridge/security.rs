@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ndbridge::{Allowlist, KeyPair, PublicKey};
+use ndbridge::{Allowlist, KeyPair, Link, PublicKey};
 
 #[derive(Args)]
 pub(crate) struct KeygenArgs {
@@ -107,21 +107,11 @@ impl ServerKeyArgs {
     }
 }
 
-/// True for addresses only this machine reaches: `ipc://`, `inproc://`, and others (`tcp://`,
-/// `ws://`) on `127.*`, `localhost` or `[::1]`; also for an address without a transport, which
-/// nothing can listen on (binding it fails, saying what it lacks).
+/// True for addresses only this machine reaches ([`Link::of`] finds them local); also for an
+/// address without a transport, which nothing can listen on (binding it fails, saying what it
+/// lacks).
 fn is_loopback(address: &str) -> bool {
-    let Some((transport, rest)) = address.split_once("://") else {
-        return true;
-    };
-    if matches!(transport, "ipc" | "inproc") {
-        return true;
-    }
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host);
-    host == "localhost" || host == "[::1]" || host.starts_with("127.")
+    !address.contains("://") || Link::of(address) == Link::Local
 }
 
 /// A publisher's or subscriber's CURVE options.
