@@ -176,10 +176,25 @@ impl KeyPair {
         let mut text = read(path)?.into_bytes();
         let lines = std::str::from_utf8(&text).unwrap_or_default();
         let pair = match (field(lines, "public-key"), field(lines, "secret-key")) {
-            (Some(public), Some(secret)) => Ok(KeyPair {
-                public: PublicKey(public),
-                secret,
-            }),
+            (Some(public), Some(secret)) => {
+                let pair = KeyPair {
+                    public: PublicKey(public),
+                    secret,
+                };
+                let derived = PublicKey(public_of(&pair.secret));
+                if derived == pair.public {
+                    Ok(pair)
+                } else {
+                    Err(KeyError::Format {
+                        path: path.to_owned(),
+                        expected: "a public-key line that belongs to its secret-key line",
+                        found: format!(
+                            "public-key {}, while the secret key's public key is {derived}",
+                            pair.public
+                        ),
+                    })
+                }
+            }
             (_, secret) => {
                 let mut secret = secret.unwrap_or_default();
                 wipe(&mut secret);
@@ -421,6 +436,15 @@ fn write_new(path: &Path, mode: u32, parts: &[&[u8]]) -> Result<(), KeyError> {
     file.sync_all().map_err(io)
 }
 
+/// The public key of a secret key (curve25519 scalar multiplication of the base point).
+pub(crate) fn public_of(secret: &[u8; 32]) -> [u8; 32] {
+    let mut public = [0u8; 32];
+    // SAFETY: both pointers are to arrays of 32 bytes (crypto_scalarmult_BYTES and
+    // crypto_scalarmult_SCALARBYTES), the output borrowed mutably, the input shared.
+    unsafe { libsodium_sys::crypto_scalarmult_base(public.as_mut_ptr(), secret.as_ptr()) };
+    public
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +497,24 @@ mod tests {
         assert_eq!(
             z85(pair.secret()),
             "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"
+        );
+    }
+
+    #[test]
+    fn a_secret_certificate_whose_public_key_is_another_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let (_, secret_path) = ours.save(dir.path(), "worker-1").unwrap();
+        let text = std::fs::read_to_string(&secret_path).unwrap();
+        let edited = text.replace(&ours.public().to_z85(), &theirs.public().to_z85());
+        assert_ne!(text, edited);
+        std::fs::write(&secret_path, edited).unwrap();
+        let error = KeyPair::load(&secret_path).unwrap_err().to_string();
+        assert!(
+            error.contains("belongs to its secret-key line")
+                && error.contains(&theirs.public().to_z85())
+                && error.contains(&ours.public().to_z85()),
+            "{error}"
         );
     }
 

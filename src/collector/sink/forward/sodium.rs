@@ -88,16 +88,6 @@ pub(super) fn keypair() -> ([u8; KEY_BYTES], Secret) {
     (public, secret)
 }
 
-/// The public key of `secret` (curve25519 scalar multiplication of the base point).
-#[cfg(test)]
-pub(super) fn public_of(secret: &[u8; KEY_BYTES]) -> [u8; KEY_BYTES] {
-    let mut public = [0u8; KEY_BYTES];
-    // SAFETY: both pointers are to arrays of 32 bytes (crypto_scalarmult_BYTES and
-    // crypto_scalarmult_SCALARBYTES), the output borrowed mutably, the input shared.
-    unsafe { ffi::crypto_scalarmult_base(public.as_mut_ptr(), secret.as_ptr()) };
-    public
-}
-
 /// Boxes `plain` for `their_public` from `our_secret` into `out`, which must be `MAC_BYTES`
 /// longer (crypto_box_easy).
 pub(super) fn seal(
@@ -339,7 +329,7 @@ mod tests {
         assert!(init());
         let (a_public, a_secret) = keypair();
         let (b_public, b_secret) = keypair();
-        assert_eq!(public_of(a_secret.bytes()), a_public);
+        assert_eq!(crate::keys::public_of(a_secret.bytes()), a_public);
         let nonce = random::<NONCE_BYTES>();
         let plain = b"the quick brown fox";
         let mut boxed = vec![0u8; plain.len() + MAC_BYTES];
