@@ -332,6 +332,7 @@ fn encode_with(
         time: envelope.time,
         arrays: metas,
         attrs: envelope.attrs,
+        end: false,
     };
     frames[0] = Bytes::from(write_header(&header));
     Ok(EncodedMessage { header, frames })

@@ -17,6 +17,9 @@ pub const FORMAT_VERSION: u64 = 1;
 /// Longest record or array name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 256;
 
+/// The record name of a message that ends its session ([`Header::end_of`]).
+const END_NAME: &str = "end";
+
 /// The element order of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Order {
@@ -85,9 +88,28 @@ pub struct Header {
     pub arrays: Vec<ArrayMeta>,
     /// The user's JSON object, passed through untouched.
     pub attrs: Option<Map<String, Value>>,
+    /// The message ends its publisher session: it carries no arrays, and its `seq` is the
+    /// number of records the session sent (see [`Header::end_of`]).
+    pub end: bool,
 }
 
 impl Header {
+    /// The message that ends a publisher session after `records` records (`seq` 0 to
+    /// `records - 1`): named `end`, without arrays, its `seq` the next one. A collector that
+    /// receives it knows which records should have come, the last ones included.
+    pub fn end_of(source: &str, session: &str, records: u64, time: f64) -> Header {
+        Header {
+            name: END_NAME.to_owned(),
+            source: source.to_owned(),
+            session: session.to_owned(),
+            seq: records,
+            time,
+            arrays: Vec::new(),
+            attrs: None,
+            end: true,
+        }
+    }
+
     /// Parses and validates a header frame.
     ///
     /// Every field is checked against the format: `nbytes` must equal `product(shape) *
@@ -158,6 +180,12 @@ fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeE
         .map(|(i, entry)| parse_array(i, entry, limits))
         .collect::<Result<Vec<_>, _>>()?;
     check_arrays(&arrays, limits)?;
+    let end = match obj.get("end") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(other) => return Err(invalid("end", "true or false", other)),
+    };
+    check_end(end, arrays.len())?;
     Ok(Header {
         name,
         source,
@@ -166,6 +194,7 @@ fn parse_field_by_field(bytes: &[u8], limits: &Limits) -> Result<Header, DecodeE
         time,
         arrays,
         attrs,
+        end,
     })
 }
 
@@ -185,6 +214,8 @@ struct FastHeader<'a> {
     arrays: Vec<FastArray<'a>>,
     #[serde(default)]
     attrs: Option<Map<String, Value>>,
+    #[serde(default)]
+    end: bool,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +250,7 @@ fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
         arrays.push(fast_array(index, a, limits)?);
     }
     check_arrays(&arrays, limits).ok()?;
+    check_end(h.end, arrays.len()).ok()?;
     Some(Header {
         name: h.name.into_owned(),
         source: h.source.into_owned(),
@@ -227,6 +259,7 @@ fn fast_parse(bytes: &[u8], limits: &Limits) -> Option<Header> {
         time: h.time,
         arrays,
         attrs: h.attrs,
+        end: h.end,
     })
 }
 
@@ -414,7 +447,8 @@ pub(crate) fn validate(header: &Header, limits: &Limits) -> Result<(), DecodeErr
         }
         check_array(index, meta, limits)?;
     }
-    check_arrays(&header.arrays, limits)
+    check_arrays(&header.arrays, limits)?;
+    check_end(header.end, header.arrays.len())
 }
 
 /// `v` is the version this crate reads.
@@ -577,6 +611,18 @@ pub(crate) fn check_name_for_encode(name: &str) -> Result<(), EncodeError> {
     })
 }
 
+/// An end message carries no arrays.
+fn check_end(end: bool, arrays: usize) -> Result<(), DecodeError> {
+    if end && arrays > 0 {
+        return Err(DecodeError::InvalidField {
+            field: "end".to_owned(),
+            expected: "no arrays in a message that ends its session",
+            found: format!("{arrays} arrays"),
+        });
+    }
+    Ok(())
+}
+
 fn require<'v>(
     obj: &'v Map<String, Value>,
     key: &str,
@@ -639,6 +685,37 @@ fn json_type(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_end_is_written_and_read_back_and_checked() {
+        let end = Header::end_of("w1", "ab12", 7, 1.5);
+        let json = end.to_json();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"v":1,"name":"end","source":"w1","session":"ab12","seq":7,"time":1.5,"arrays":[],"end":true}"#
+        );
+        let limits = Limits::default();
+        assert_eq!(Header::parse(&json, &limits).unwrap(), end);
+        assert_eq!(parse_field_by_field(&json, &limits).unwrap(), end);
+        // `false` is an ordinary record, as is a header without the field.
+        let text = std::str::from_utf8(&json).unwrap();
+        let ordinary = Header::parse(text.replace("true", "false").as_bytes(), &limits).unwrap();
+        assert!(!ordinary.end);
+        for (bad, says) in [
+            (text.replace("true", "1"), "expected true or false"),
+            (text.replace("true", "\"yes\""), "expected true or false"),
+            (
+                text.replace(
+                    "[]",
+                    r#"[{"name":"u","dtype":"<f8","shape":[1],"order":"C","codec":"raw","nbytes":8}]"#,
+                ),
+                "no arrays in a message that ends its session",
+            ),
+        ] {
+            let error = Header::parse(bad.as_bytes(), &limits).unwrap_err().to_string();
+            assert!(error.contains("end") && error.contains(says), "{bad}: {error}");
+        }
+    }
 
     /// Every golden header (written by NumPy) parses the same on both paths.
     #[test]
@@ -707,6 +784,7 @@ mod tests {
             time: 0.5,
             arrays: vec![array("a"), array("b")],
             attrs: None,
+            end: false,
         }
     }
 
@@ -723,7 +801,7 @@ mod tests {
             ..Limits::default()
         };
         type Break = fn(&mut Header);
-        let breaks: [(&str, Break); 10] = [
+        let breaks: [(&str, Break); 11] = [
             ("nbytes", |h| h.arrays[0].nbytes = 40),
             ("record name", |h| h.name = "a\0b".into()),
             ("array name", |h| h.arrays[1].name = String::new()),
@@ -754,6 +832,7 @@ mod tests {
                 h.arrays[0].shape = vec![0, 1 << 62, 4];
                 h.arrays[0].nbytes = 0;
             }),
+            ("end with arrays", |h| h.end = true),
         ];
         let valid = two_arrays();
         assert_eq!(validate(&valid, &limits), Ok(()));

@@ -1,5 +1,5 @@
 //! Header templates: the JSON of a header written in three pieces, the prefix (`v`, `name`,
-//! `source`, `session`), the middle (`seq`, `time`) and the suffix (`arrays`, `attrs`).
+//! `source`, `session`), the middle (`seq`, `time`) and the suffix (`arrays`, `end`, `attrs`).
 //!
 //! A publisher's headers differ from one message to the next only in their middle. A
 //! [`HeaderWriter`] keeps the last prefix and suffix it wrote and reuses their bytes while the
@@ -61,10 +61,19 @@ fn middle(seq: u64, time: f64) -> ([u8; MAX_MIDDLE], usize) {
     (buf, len)
 }
 
-/// Writes `,"arrays":[…]`, then `,"attrs":{…}` when there are attributes, and the closing brace.
-fn write_suffix(out: &mut Vec<u8>, arrays: &[ArrayMeta], attrs: Option<&Map<String, Value>>) {
+/// Writes `,"arrays":[…]`, then `,"end":true` for a message that ends its session,
+/// `,"attrs":{…}` when there are attributes, and the closing brace.
+fn write_suffix(
+    out: &mut Vec<u8>,
+    arrays: &[ArrayMeta],
+    end: bool,
+    attrs: Option<&Map<String, Value>>,
+) {
     out.extend_from_slice(b",\"arrays\":");
     write_json(out, arrays);
+    if end {
+        out.extend_from_slice(b",\"end\":true");
+    }
     if let Some(attrs) = attrs {
         out.extend_from_slice(b",\"attrs\":");
         write_json(out, attrs);
@@ -91,7 +100,7 @@ impl Header {
         let mut json = Vec::with_capacity(header_capacity(self));
         write_prefix(&mut json, &self.name, &self.source, &self.session);
         write_middle(&mut json, self.seq, self.time);
-        write_suffix(&mut json, &self.arrays, self.attrs.as_ref());
+        write_suffix(&mut json, &self.arrays, self.end, self.attrs.as_ref());
         json
     }
 }
@@ -106,7 +115,7 @@ impl Header {
 ///     name: "u".into(), source: "w1".into(), session: "s".into(), seq: 0, time: 1.5,
 ///     arrays: vec![ArrayMeta { name: "u".into(), dtype: "<f8".parse()?, shape: vec![4],
 ///         order: Order::C, codec: Codec::Raw, filters: vec![], nbytes: 32 }],
-///     attrs: None,
+///     attrs: None, end: false,
 /// };
 /// let mut writer = HeaderWriter::default();
 /// assert_eq!(writer.write(&header), header.to_json());
@@ -128,6 +137,7 @@ pub struct HeaderWriter {
 #[derive(Debug)]
 struct SuffixFields {
     arrays: Vec<ArrayMeta>,
+    end: bool,
     attrs: Option<Map<String, Value>>,
 }
 
@@ -152,13 +162,19 @@ impl HeaderWriter {
             ));
         }
         let suffix_current = matches!(&self.suffix_of,
-            Some(fields) if fields.arrays == header.arrays
+            Some(fields) if fields.arrays == header.arrays && fields.end == header.end
                 && same_attrs(fields.attrs.as_ref(), header.attrs.as_ref()));
         if !suffix_current {
             self.suffix.clear();
-            write_suffix(&mut self.suffix, &header.arrays, header.attrs.as_ref());
+            write_suffix(
+                &mut self.suffix,
+                &header.arrays,
+                header.end,
+                header.attrs.as_ref(),
+            );
             self.suffix_of = Some(SuffixFields {
                 arrays: header.arrays.clone(),
+                end: header.end,
                 attrs: header.attrs.clone(),
             });
         }
@@ -332,7 +348,12 @@ impl HeaderCache {
             return;
         }
         let mut suffix = Vec::with_capacity(bytes.len() - split);
-        write_suffix(&mut suffix, &header.arrays, header.attrs.as_ref());
+        write_suffix(
+            &mut suffix,
+            &header.arrays,
+            header.end,
+            header.attrs.as_ref(),
+        );
         // The middle must read back as this header's values: then the bytes are the prefix,
         // a middle, and the suffix, each as written here, and any header that shares the
         // prefix and suffix differs from this one in `seq` and `time` only.

@@ -53,7 +53,7 @@ fn header() -> impl Strategy<Value = Header> {
             (0.0f64..2e9),
             (-1e300f64..1e300)
         ],
-        0usize..4,
+        0usize..5,
         prop::option::of(0u64..3),
     )
         .prop_map(|(name, source, session, seq, time, layout, step)| Header {
@@ -69,6 +69,8 @@ fn header() -> impl Strategy<Value = Header> {
                 _ => vec![],
             },
             attrs: step.and_then(attrs),
+            // Layout 4: a message that ends its session.
+            end: layout == 4,
         })
 }
 

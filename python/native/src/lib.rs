@@ -407,6 +407,7 @@ fn encode(
         time,
         arrays: metas,
         attrs,
+        end: false,
     };
     frames[0] = PyBytes::new(py, &header.to_json()).into_any().unbind();
     Ok(frames)
