@@ -22,7 +22,7 @@ use crate::link_pacing::LinkPacing;
 use crate::transport::{self, Curve, Endpoint, SocketKind, SocketOptions};
 use crate::wire::check_names;
 use crate::wire::encode_buffer;
-use crate::wire::{ArrayBuffer, Compression, Element, EncodedMessage, Encoder, Envelope};
+use crate::wire::{ArrayBuffer, Compression, Element, EncodedMessage, Encoder, Envelope, Header};
 
 /// What the publisher's link is, for the automatic codec ([`Compression::Auto`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -632,22 +632,26 @@ impl Drop for Publisher {
 impl Shared {
     /// Waits until ZeroMQ has passed on `sent` messages or `deadline` passes; true if it has.
     fn wait_passed_on(&self, sent: u64, deadline: Instant) -> bool {
-        let passed_on = &self.counters.passed_on;
-        let mut pause = Duration::from_micros(50);
-        while passed_on.load(Ordering::Acquire) < sent {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(5));
-        }
-        true
+        wait_for(&self.counters.passed_on, sent, deadline)
     }
 
     fn past_close_deadline(&self) -> bool {
         matches!(*self.close_deadline.lock().expect("deadline lock"), Some(d) if Instant::now() >= d)
     }
+}
+
+/// Waits until `count` reaches `target` or `deadline` passes; true if it has.
+fn wait_for(count: &AtomicU64, target: u64, deadline: Instant) -> bool {
+    let mut pause = Duration::from_micros(50);
+    while count.load(Ordering::Acquire) < target {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    true
 }
 
 /// The publisher thread: owns the socket, encodes what the handles queue and sends it.
@@ -714,8 +718,9 @@ impl SendLoop {
         }
     }
 
-    /// Gives ZeroMQ the rest of the close timeout to pass on what it holds, then closes the
-    /// socket at once, discarding the rest: what counts as delivered is fixed then.
+    /// Gives ZeroMQ the rest of the close timeout to pass on what it holds, ends the session
+    /// once every record is passed on, then closes the socket at once, discarding the rest:
+    /// what counts as delivered is fixed then.
     fn finish(&mut self) {
         let deadline = self
             .shared
@@ -723,9 +728,12 @@ impl SendLoop {
             .lock()
             .expect("deadline lock")
             .unwrap_or_else(|| Instant::now() + self.linger);
-        let counters = &self.shared.counters;
-        self.shared
-            .wait_passed_on(counters.sent.load(Ordering::Relaxed), deadline);
+        let shared = Arc::clone(&self.shared);
+        let counters = &shared.counters;
+        let sent = counters.sent.load(Ordering::Relaxed);
+        if shared.wait_passed_on(sent, deadline) {
+            self.end_session(deadline);
+        }
         let _ = self.socket.set_linger(0);
         let delivered = counters
             .passed_on
@@ -734,6 +742,28 @@ impl SendLoop {
         counters
             .delivered_at_close
             .store(delivered + 1, Ordering::Release);
+    }
+
+    /// Sends the message that ends the session ([`Header::end_of`]) to a collector (PUSH
+    /// sockets only) and waits until `deadline` for ZeroMQ to pass it on. Best effort: without
+    /// a connected collector or room in ZeroMQ's queue it is not sent, and the collector then
+    /// reports the session as not ended. It is no record: no counter counts it.
+    fn end_session(&mut self, deadline: Instant) {
+        if self.kind != SocketKind::Push {
+            return;
+        }
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let end = Header::end_of(&self.source, &self.session, self.seq, time);
+        let released = Arc::new(AtomicU64::new(0));
+        let frames = [bytes::Bytes::from(end.to_json())];
+        match transport::send_tracked(&mut self.socket, &frames, zmq::DONTWAIT, &released) {
+            Ok(()) => {
+                wait_for(&released, 1, deadline);
+            }
+            Err(e) => tracing::debug!("the session's end was not sent: {e}"),
+        }
     }
 
     /// Encodes and sends one queued message, and counts what became of it.

@@ -136,14 +136,19 @@ impl Pool {
         }
         let all_ok = self.store(&received);
         let header = &received.record.header;
-        let conflict = self.stats.on_decoded(
-            &header.source,
-            &header.session,
-            header.seq,
-            received.record.wire_bytes(),
-            received.record.raw_bytes(),
-            all_ok,
-        );
+        let conflict = if header.end {
+            self.stats
+                .on_ended(&header.source, &header.session, header.seq)
+        } else {
+            self.stats.on_decoded(
+                &header.source,
+                &header.session,
+                header.seq,
+                received.record.wire_bytes(),
+                received.record.raw_bytes(),
+                all_ok,
+            )
+        };
         if conflict {
             self.log.warn(|| {
                 format!(
@@ -176,14 +181,19 @@ impl Pool {
         if let Some(first) = received.frames.first_mut() {
             *first = Bytes::from(header.to_json());
         }
+        received.claimed_source = Some(claimed);
+        if header.end {
+            // A session's end is no record: rewritten, but not counted.
+            return;
+        }
         self.stats.on_reattributed(&header.source);
+        let claimed = received.claimed_source.as_deref().unwrap_or_default();
         self.log.warn(|| {
             format!(
                 "key {:?} sent a record claiming source {claimed:?}: stored under the key's name",
                 header.source
             )
         });
-        received.claimed_source = Some(claimed);
     }
 
     /// The frames of a message as the wire core reads them: the topic frame taken off.
@@ -243,16 +253,22 @@ impl Pool {
         });
     }
 
-    /// Passes a record to every sink; true when all of them took it. A sink that fails or
-    /// panics is counted and logged, and the others still get the record.
+    /// Passes a record (or a session's end) to every sink; true when all of them took it. A
+    /// sink that fails or panics is counted and logged, and the others still get the record.
     fn store(&self, received: &Received) -> bool {
         let mut all_ok = true;
         for sink in &self.sinks {
             if let Err(reason) = self.store_in(sink.as_ref(), received) {
                 all_ok = false;
-                self.stats.on_sink_error(sink.name());
+                let what = if received.record.header.end {
+                    // Not a record: a sink that lost it reports the session as not ended.
+                    "the end of a session"
+                } else {
+                    self.stats.on_sink_error(sink.name());
+                    "a record"
+                };
                 self.log
-                    .warn(|| format!("sink {}: cannot take a record: {reason}", sink.name()));
+                    .warn(|| format!("sink {}: cannot take {what}: {reason}", sink.name()));
             }
         }
         all_ok
@@ -265,8 +281,13 @@ impl Pool {
     fn store_in(&self, sink: &dyn Sink, received: &Received) -> Result<(), String> {
         let mut pause = RETRY_FIRST;
         loop {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(received)));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if received.record.header.end {
+                    sink.end(received)
+                } else {
+                    sink.write(received)
+                }
+            }));
             let error = match result {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) => e,

@@ -70,6 +70,11 @@ pub(super) struct SeqTracker {
     missing_count: u64,
     forgotten: u64,
     duplicates: u64,
+    /// The session started while this collector ran (not continued from an earlier run's
+    /// output), and it is counted in [`SourceStats::sessions`].
+    this_run: bool,
+    /// The session's end came.
+    ended: bool,
 }
 
 impl SeqTracker {
@@ -91,6 +96,17 @@ impl SeqTracker {
         } else if !self.remove_missing(seq) {
             self.duplicates = self.duplicates.saturating_add(1);
         }
+    }
+
+    /// Records the message that ends the session after `seq` records (0 to `seq - 1`): the
+    /// records after the last one seen, and before the first one, are missing.
+    fn end(&mut self, seq: u64) {
+        self.observe(seq);
+        if let Some(first) = self.first.filter(|&first| first > 0) {
+            self.add_missing(0, first);
+            self.first = Some(0);
+        }
+        self.ended = true;
     }
 
     fn add_missing(&mut self, from: u64, to: u64) {
@@ -181,6 +197,9 @@ pub struct SourceStats {
     pub duplicates: u64,
     /// Sessions seen (publisher restarts start new ones).
     pub sessions: u64,
+    /// Of those, the sessions whose end came: their publishers closed, and every record they
+    /// sent was counted, as stored or as a gap.
+    pub sessions_ended: u64,
     /// Messages of sessions that arrived while the collector already followed as many sessions
     /// as it does at once and this source had none to give up: counted in `messages`, but
     /// neither their sessions nor their gaps and duplicates are.
@@ -210,8 +229,11 @@ impl SourceStats {
 pub struct StatsSnapshot {
     /// Seconds since the collector started.
     pub elapsed_seconds: f64,
-    /// Messages read from the input socket.
+    /// Messages read from the input socket: records, and the messages that end sessions.
     pub received: u64,
+    /// Messages that end a publisher session, received (counted in `received`; they are not
+    /// records, and are not counted in `stored`).
+    pub session_ends: u64,
     /// Messages decoded and written by every sink.
     pub stored: u64,
     /// Messages rejected as malformed.
@@ -234,6 +256,10 @@ pub struct StatsSnapshot {
     pub gaps: u64,
     /// Duplicates over all sources.
     pub duplicates: u64,
+    /// Sessions seen that have not ended over all sources: their publishers are still
+    /// sending, were stopped without closing, or their end was lost. The records such a
+    /// session sent last may be missing without a gap to show it.
+    pub sessions_not_ended: u64,
     /// Decode errors by kind over all sources.
     pub errors: BTreeMap<String, u64>,
     /// Per source (`"?"` collects messages whose header named none).
@@ -279,12 +305,28 @@ fn count_message(
     s.messages += 1;
     s.wire_bytes += wire;
     s.raw_bytes += raw;
+    match tracker {
+        Some(tracker) => track(s, tracker, |t| t.observe(seq)),
+        None => s.untracked_messages += 1,
+    }
+}
+
+/// Counts the end of a followed session after `seq` records.
+fn count_end(s: &mut SourceStats, tracker: Option<&mut SeqTracker>, seq: u64) {
     let Some(tracker) = tracker else {
-        s.untracked_messages += 1;
         return;
     };
+    if tracker.this_run && !tracker.ended {
+        s.sessions_ended += 1;
+    }
+    track(s, tracker, |t| t.end(seq));
+}
+
+/// Applies `change` to a session's tracker, and what it changes in its gaps and duplicates
+/// to its source's counts.
+fn track(s: &mut SourceStats, tracker: &mut SeqTracker, change: impl FnOnce(&mut SeqTracker)) {
     let (gaps, dups) = (tracker.gaps(), tracker.duplicates());
-    tracker.observe(seq);
+    change(tracker);
     let (gaps2, dups2) = (tracker.gaps(), tracker.duplicates());
     // A peer chooses its seq numbers: the counts saturate rather than overflow.
     s.gaps = if gaps2 >= gaps {
@@ -298,6 +340,7 @@ fn count_message(
 #[derive(Debug, Default)]
 struct Inner {
     stored: u64,
+    session_ends: u64,
     rejected: u64,
     sink_errors: BTreeMap<String, u64>,
     sink_retries: BTreeMap<String, u64>,
@@ -359,6 +402,29 @@ impl Stats {
         raw: u64,
         stored: bool,
     ) -> bool {
+        self.on_message(source, session, stored, |s, tracker| {
+            count_message(s, tracker, seq, wire, raw)
+        })
+    }
+
+    /// Records the message that ends `source`'s `session` after `seq` records: the records
+    /// it did not see become gaps. Returns true on a conflict, as [`on_decoded`](Self::on_decoded).
+    pub(crate) fn on_ended(&self, source: &str, session: &str, seq: u64) -> bool {
+        self.lock().session_ends += 1;
+        self.on_message(source, session, false, |s, tracker| {
+            count_end(s, tracker, seq)
+        })
+    }
+
+    /// Counts a message of `source`'s `session` with `count`, given its session's tracker
+    /// (`None` when the session is not followed), starting to follow a new session.
+    fn on_message(
+        &self,
+        source: &str,
+        session: &str,
+        stored: bool,
+        count: impl FnOnce(&mut SourceStats, Option<&mut SeqTracker>),
+    ) -> bool {
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.stored += u64::from(stored);
@@ -369,7 +435,7 @@ impl Stats {
             inner.sessions.get_mut(source_key),
         ) {
             if let Some(tracker) = sessions.trackers.get_mut(key_of(session)) {
-                count_message(s, Some(tracker), seq, wire, raw);
+                count(s, Some(tracker));
                 return count_conflict(s, sessions, session);
             }
         }
@@ -386,19 +452,21 @@ impl Stats {
                 }
             }
             if inner.tracked >= MAX_TRACKED_SESSIONS {
-                count_message(s, None, seq, wire, raw);
+                count(s, None);
                 return false;
             }
             s.sessions += 1;
             sessions.order.push_back(session.to_owned());
-            sessions
-                .trackers
-                .insert(session.to_owned(), SeqTracker::default());
+            let tracker = SeqTracker {
+                this_run: true,
+                ..SeqTracker::default()
+            };
+            sessions.trackers.insert(session.to_owned(), tracker);
             inner.tracked += 1;
             sessions.holder = Some((session.to_owned(), Instant::now()));
         }
         let tracker = sessions.trackers.get_mut(session).expect("inserted above");
-        count_message(s, Some(tracker), seq, wire, raw);
+        count(s, Some(tracker));
         count_conflict(s, sessions, session)
     }
 
@@ -460,6 +528,7 @@ impl Stats {
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
             received: self.received.load(Ordering::Relaxed),
             stored: inner.stored,
+            session_ends: inner.session_ends,
             rejected: inner.rejected,
             sink_errors: inner.sink_errors.clone(),
             sink_retries: inner.sink_retries.clone(),
@@ -477,6 +546,7 @@ impl Stats {
             snap.raw_bytes += s.raw_bytes;
             snap.gaps = snap.gaps.saturating_add(s.gaps);
             snap.duplicates = snap.duplicates.saturating_add(s.duplicates);
+            snap.sessions_not_ended += s.sessions.saturating_sub(s.sessions_ended);
             for (kind, n) in &s.errors {
                 *snap.errors.entry(kind.clone()).or_default() += n;
             }

@@ -221,21 +221,35 @@ impl Sink for SlowSink {
     }
 }
 
-/// The lines of `out/manifest.jsonl`; fails the test when there is no manifest.
+/// The record lines of `out/manifest.jsonl` (not the lines that end sessions); fails the test
+/// when there is no manifest.
 pub fn manifest(out: &Path) -> Vec<Value> {
     std::fs::read_to_string(out.join("manifest.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|line| line.get("end").is_none())
         .collect()
 }
 
-/// The lines of `out/manifest.jsonl`, none while it does not exist (a collector still starting).
+/// The lines of `out/manifest.jsonl` that end a session (`"end": true`).
+pub fn manifest_ends(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|line| line["end"] == true)
+        .collect()
+}
+
+/// The record lines of `out/manifest.jsonl`, none while it does not exist (a collector still
+/// starting).
 pub fn manifest_so_far(out: &Path) -> Vec<Value> {
     std::fs::read_to_string(out.join("manifest.jsonl"))
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|line| line.get("end").is_none())
         .collect()
 }
 

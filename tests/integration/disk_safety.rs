@@ -64,9 +64,10 @@ fn manifest_paths(out: &Path) -> Vec<String> {
     std::fs::read_to_string(out.join("manifest.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| {
+        .filter_map(|l| {
             let line: serde_json::Value = serde_json::from_str(l).unwrap();
-            line["path"].as_str().unwrap().to_owned()
+            // Lines that end sessions name no file.
+            Some(line["path"].as_str()?.to_owned())
         })
         .collect()
 }

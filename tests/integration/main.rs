@@ -34,6 +34,7 @@ mod publisher;
 mod restart_counts;
 mod robustness;
 mod service_process;
+mod session_end;
 mod sink_retries;
 mod stress;
 mod subscriber;

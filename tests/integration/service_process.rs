@@ -414,7 +414,7 @@ fn killed_publisher_process_leaves_only_complete_files_and_collection_goes_on() 
     let mut last = (u64::MAX, Instant::now());
     wait_until("the collector to settle", Duration::from_secs(20), || {
         let s = collector.stats();
-        let handled = s.stored + s.rejected + s.sink_errors.values().sum::<u64>();
+        let handled = s.stored + s.rejected + s.session_ends + s.sink_errors.values().sum::<u64>();
         if handled != last.0 || s.received != handled {
             last = (handled, Instant::now());
         }

@@ -134,7 +134,7 @@ fn a_stopping_collector_gives_up_after_its_drain_timeout_and_counts_the_records(
     }
     publisher.close(Duration::from_secs(10)).unwrap();
     wait_until("the three records read", Duration::from_secs(20), || {
-        collector.stats().received == 3
+        collector.stats().received >= 3
     });
     let stopping = Instant::now();
     let summary = collector.stop();

@@ -46,9 +46,14 @@ fn verify_finds_the_records_whose_files_are_gone() {
             .unwrap();
     }
     publisher.close(Duration::from_secs(20)).unwrap();
-    wait_until("20 records stored", Duration::from_secs(20), || {
-        collector.stats().stored == 20
-    });
+    wait_until(
+        "20 records stored, and the end",
+        Duration::from_secs(20),
+        || {
+            let stats = collector.stats();
+            stats.stored == 20 && stats.sessions_not_ended == 0
+        },
+    );
     collector.stop();
 
     let (code, stdout, stderr) = verify(&out);
@@ -69,11 +74,46 @@ fn verify_finds_the_records_whose_files_are_gone() {
     assert!(stdout.contains("  missing seqs: 3, 7-8\n"), "{stdout}");
     let row = stdout.lines().find(|l| l.starts_with("w1 ")).unwrap();
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells[2..], ["17", "3", "0", "3"], "{row}");
+    assert_eq!(cells[2..], ["17", "3", "0", "3", "yes"], "{row}");
     assert!(
         stderr.contains("3 records missing of 20 records in 1 session"),
         "{stderr}"
     );
+
+    // The last two records never stored (their lines gone): the session's end shows them.
+    let text = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            let seq = serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"].clone();
+            seq != 18 && seq != 19
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(out.join("manifest.jsonl"), kept).unwrap();
+    let (code, stdout, stderr) = verify(&out);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("  missing seqs: 3, 7-8, 18-19\n"),
+        "{stdout}"
+    );
+    // Without the end, records after the last one stored cannot be seen.
+    let ends = text
+        .lines()
+        .filter(|line| line.contains(r#""end":true"#))
+        .count();
+    assert_eq!(ends, 1, "{text}");
+    let kept: String = text
+        .lines()
+        .filter(|line| !line.contains(r#""end":true"#))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(out.join("manifest.jsonl"), kept).unwrap();
+    let (code, stdout, stderr) = verify(&out);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("  missing seqs: 3, 7-8\n"), "{stdout}");
+    let row = stdout.lines().find(|l| l.starts_with("w1 ")).unwrap();
+    assert!(row.ends_with(" no"), "{row}");
 
     // A line cut short (a collector killed while appending) is reported, not fatal.
     let mut manifest = std::fs::OpenOptions::new()

@@ -94,7 +94,14 @@ class Collector:
         return self.log_path.read_text(errors="replace")
 
     def manifest(self) -> List[Dict[str, Any]]:
-        """The complete lines of ``manifest.jsonl`` so far (one per stored record)."""
+        """The complete record lines of ``manifest.jsonl`` so far (one per stored record)."""
+        return [line for line in self._lines() if not line.get("end")]
+
+    def ends(self) -> List[Dict[str, Any]]:
+        """The lines of ``manifest.jsonl`` so far that end a session (``"end": true``)."""
+        return [line for line in self._lines() if line.get("end")]
+
+    def _lines(self) -> List[Dict[str, Any]]:
         path = self.out / "manifest.jsonl"
         if not path.exists():
             return []

@@ -146,10 +146,11 @@ pub fn run(
         publishers.push(stats);
     }
     let sent: u64 = publishers.iter().map(|p| p.sent).sum();
-    // Everything sent is in ZeroMQ's hands: wait until the collector has it all.
+    // Everything sent is in ZeroMQ's hands: wait until the collector has it all, and every
+    // session's end.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while collector.stats().stored + collector.stats().rejected < sent && Instant::now() < deadline
-    {
+    let settled = |s: &StatsSnapshot| s.stored + s.rejected >= sent && s.sessions_not_ended == 0;
+    while !settled(&collector.stats()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let elapsed = started.elapsed();

@@ -530,10 +530,19 @@ fn verify(args: VerifyArgs) -> Result<()> {
             }
         );
     }
+    let not_ended = sessions.values().filter(|s| !s.ended()).count() as u64;
     eprintln!(
-        "{} in {}, none missing (a session's records after its last stored one cannot be seen)",
+        "{} in {}, none missing{}",
         plural(records, "record"),
-        plural(sessions.len() as u64, "session")
+        plural(sessions.len() as u64, "session"),
+        if not_ended > 0 {
+            format!(
+                "; {} not ended: records sent after the last one stored cannot be seen",
+                plural(not_ended, "session")
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -558,9 +567,22 @@ fn print_summary(summary: &Summary) {
         );
     }
     eprintln!(
-        "received {}, stored {}, rejected {} {:?}, sink errors {:?}, sink retries {:?}",
-        s.received, s.stored, s.rejected, s.errors, s.sink_errors, s.sink_retries
+        "received {} ({}), stored {}, rejected {} {:?}, sink errors {:?}, sink retries {:?}",
+        s.received,
+        plural(s.session_ends, "session end"),
+        s.stored,
+        s.rejected,
+        s.errors,
+        s.sink_errors,
+        s.sink_retries
     );
+    if s.sessions_not_ended > 0 {
+        eprintln!(
+            "{} not ended (still sending, stopped without closing, or the end was lost): the \
+             records they sent last may be missing without a gap to show it",
+            plural(s.sessions_not_ended, "session")
+        );
+    }
     if s.refused_keys + s.failed_handshakes > 0 {
         eprintln!(
             "peers refused: {} not allowed (--allow), {} failed (no CURVE, or not with this \
@@ -754,12 +776,13 @@ fn demo(args: DemoArgs) -> Result<()> {
     let sent = print_demo_summary(&mut std::io::stdout().lock(), &report)
         .context("writing the summary to stdout")?;
     let s = &report.summary.stats;
-    if s.stored != sent || s.gaps != 0 {
+    if s.stored != sent || s.gaps != 0 || s.sessions_not_ended != 0 {
         bail!(
-            "{} sent but {} stored ({})",
+            "{} sent but {} stored ({}, {} not ended)",
             plural(sent, "record"),
             s.stored,
-            plural(s.gaps, "gap")
+            plural(s.gaps, "gap"),
+            plural(s.sessions_not_ended, "session")
         );
     }
     Ok(())
@@ -798,6 +821,11 @@ fn print_demo_summary(out: &mut impl Write, report: &DemoReport) -> std::io::Res
         s.wire_bytes as f64 / s.raw_bytes.max(1) as f64
     )?;
     writeln!(out, "{:<28} {:>14}", "gaps", s.gaps)?;
+    writeln!(
+        out,
+        "{:<28} {:>14}",
+        "sessions not ended", s.sessions_not_ended
+    )?;
     writeln!(out, "{:<28} {:>14}", "rejected", s.rejected)?;
     writeln!(out, "{:<28} {:>14}", "sent by workers", sent)?;
     writeln!(out)?;

@@ -1,6 +1,8 @@
 //! `ndbridge verify OUT`: what a disk sink's output directory holds, per source and session: the
-//! records, the sequence numbers missing between 0 and the last one stored, and those stored
-//! more than once. A record counts when its manifest line names a file that is there.
+//! records, the sequence numbers missing, those stored more than once, and whether the session
+//! ended. Missing are the numbers from 0 to the session's end (the record count its last
+//! message gave), or to the last one stored for a session that did not end. A record counts
+//! when its manifest line names a file that is there.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +18,8 @@ pub(crate) struct Session {
     seqs: BTreeMap<u64, u64>,
     /// Manifest lines whose file is gone.
     files_gone: u64,
+    /// The records the session sent, as its end said; `None` if it did not end.
+    end: Option<u64>,
 }
 
 impl Session {
@@ -24,7 +28,13 @@ impl Session {
         self.seqs.len() as u64
     }
 
-    /// The sequence numbers from 0 to the last stored that are not, as inclusive ranges.
+    /// Whether the session's end is stored.
+    pub(crate) fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// The sequence numbers from 0 to the session's end (or to the last stored) that are not,
+    /// as inclusive ranges.
     pub(crate) fn missing(&self) -> Vec<(u64, u64)> {
         let mut ranges = Vec::new();
         let mut next = 0;
@@ -33,6 +43,9 @@ impl Session {
                 ranges.push((next, seq - 1));
             }
             next = seq.saturating_add(1);
+        }
+        if let Some(end) = self.end.filter(|&end| end > next) {
+            ranges.push((next, end - 1));
         }
         ranges
     }
@@ -78,19 +91,30 @@ pub(crate) fn read(out: &Path) -> Result<Manifest> {
             return Ok(manifest);
         }
         let entry: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
-        let (Some(source), Some(session), Some(seq), Some(file)) = (
+        let (Some(source), Some(session), Some(seq)) = (
             entry["source"].as_str(),
             entry["session"].as_str(),
             entry["seq"].as_u64(),
-            entry["path"].as_str(),
         ) else {
             manifest.unreadable += 1;
             continue;
+        };
+        let file = match (entry["end"].as_bool(), entry["path"].as_str()) {
+            (Some(true), None) => None,
+            (None, Some(file)) => Some(file),
+            _ => {
+                manifest.unreadable += 1;
+                continue;
+            }
         };
         let session = manifest
             .sessions
             .entry((source.to_owned(), session.to_owned()))
             .or_default();
+        let Some(file) = file else {
+            session.end = session.end.max(Some(seq));
+            continue;
+        };
         if out.join(file).is_file() {
             *session.seqs.entry(seq).or_default() += 1;
         } else {
@@ -102,8 +126,8 @@ pub(crate) fn read(out: &Path) -> Result<Manifest> {
 /// The report: a line per session, then what is missing; and the number of records missing.
 pub(crate) fn report(sessions: &BTreeMap<(String, String), Session>) -> (String, u64) {
     let mut text = format!(
-        "{:<24} {:<18} {:>9} {:>9} {:>11} {:>10}\n",
-        "source", "session", "records", "missing", "duplicated", "files gone"
+        "{:<24} {:<18} {:>9} {:>9} {:>11} {:>10} {:>6}\n",
+        "source", "session", "records", "missing", "duplicated", "files gone", "ended"
     );
     let mut missing_total = 0u64;
     for ((source, session), s) in sessions {
@@ -114,10 +138,11 @@ pub(crate) fn report(sessions: &BTreeMap<(String, String), Session>) -> (String,
         missing_total = missing_total.saturating_add(count);
         let _ = writeln!(
             text,
-            "{source:<24} {session:<18} {:>9} {count:>9} {:>11} {:>10}",
+            "{source:<24} {session:<18} {:>9} {count:>9} {:>11} {:>10} {:>6}",
             s.records(),
             s.duplicated().len(),
-            s.files_gone
+            s.files_gone,
+            if s.ended() { "yes" } else { "no" }
         );
         if !missing.is_empty() {
             let _ = writeln!(text, "  missing seqs: {}", ranges(&missing));
@@ -159,5 +184,10 @@ mod tests {
         assert_eq!(s.missing(), [(0, 0), (3, 5), (8, 8)]);
         assert_eq!(s.duplicated(), [2]);
         assert_eq!(ranges(&s.missing()), "0, 3-5, 8");
+        // The session's end says 12 records were sent: 10 and 11 are missing too.
+        s.end = Some(12);
+        assert_eq!(s.missing(), [(0, 0), (3, 5), (8, 8), (10, 11)]);
+        s.end = Some(10);
+        assert_eq!(s.missing(), [(0, 0), (3, 5), (8, 8)]);
     }
 }

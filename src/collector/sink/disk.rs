@@ -675,6 +675,25 @@ impl Sink for DiskSink {
         Ok(())
     }
 
+    /// A session's end is a manifest line of its own: `"end": true`, the session's record
+    /// count as `seq`, and no `path`.
+    fn end(&self, message: &Received) -> Result<(), SinkError> {
+        let header = &message.record.header;
+        let mut line = json!({
+            "source": header.source,
+            "session": header.session,
+            "seq": header.seq,
+            "time": header.time,
+            "end": true,
+        });
+        if let Some(claimed) = &message.claimed_source {
+            line["claimed_source"] = Value::String(claimed.clone());
+        }
+        let mut text = serde_json::to_vec(&line).expect("JSON values serialize");
+        text.push(b'\n');
+        self.append_to_manifest(&text)
+    }
+
     fn finish(&self) -> Result<(), SinkError> {
         self.manifest
             .lock()

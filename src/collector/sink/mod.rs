@@ -159,6 +159,14 @@ pub trait Sink: Send + Sync {
     /// behind.
     fn write(&self, message: &Received) -> Result<(), SinkError>;
 
+    /// Takes the message that ends a publisher session (`message.record.header.end`: no
+    /// arrays, its `seq` the number of records the session sent), with errors handled as for
+    /// [`write`](Self::write). Default: nothing to keep.
+    fn end(&self, message: &Received) -> Result<(), SinkError> {
+        let _ = message;
+        Ok(())
+    }
+
     /// Called once after the last record, before the collector returns: flush, close, join.
     fn finish(&self) -> Result<(), SinkError> {
         Ok(())
@@ -169,7 +177,8 @@ pub trait Sink: Send + Sync {
         serde_json::Map::new()
     }
 
-    /// Calls `each(source, session, seq)` for every record the sink held before the collector
+    /// Calls `each(source, session, seq)` for every record (and session end) the sink held
+    /// before the collector
     /// started (a collector restarted on the same output): the collector continues those
     /// sessions' sequence tracking, so that records lost across the restart count as gaps.
     /// Default: none.
