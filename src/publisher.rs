@@ -719,7 +719,7 @@ impl SendLoop {
     }
 
     /// Gives ZeroMQ the rest of the close timeout to pass on what it holds, ends the session
-    /// once every record is passed on, then closes the socket at once, discarding the rest:
+    /// once every record (at least one) is passed on, then closes the socket at once, discarding the rest:
     /// what counts as delivered is fixed then.
     fn finish(&mut self) {
         let deadline = self
@@ -731,7 +731,9 @@ impl SendLoop {
         let shared = Arc::clone(&self.shared);
         let counters = &shared.counters;
         let sent = counters.sent.load(Ordering::Relaxed);
-        if shared.wait_passed_on(sent, deadline) {
+        // A session without records is not ended: no collector heard of it, and without one
+        // the end would wait out the deadline.
+        if shared.wait_passed_on(sent, deadline) && sent > 0 {
             self.end_session(deadline);
         }
         let _ = self.socket.set_linger(0);
