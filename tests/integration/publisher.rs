@@ -302,6 +302,25 @@ fn publisher_started_before_the_collector_delivers_once_it_binds() {
 }
 
 #[test]
+fn a_publisher_that_sent_nothing_closes_at_once_without_a_collector() {
+    let _watchdog = watchdog("nothing sent", Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Publisher::builder()
+        .connect(format!("ipc://{}/nobody.sock", dir.path().display()))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let stats = publisher.close(Duration::from_secs(10)).unwrap();
+    // No record, no session to end: nothing waits for a collector.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((stats.sent, stats.delivered), (0, 0));
+}
+
+#[test]
 fn close_keeps_its_timeout_when_no_collector_ever_appears() {
     let _watchdog = watchdog("collector absent", Duration::from_secs(60));
     let dir = tempfile::tempdir().unwrap();
