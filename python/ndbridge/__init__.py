@@ -22,7 +22,8 @@ Layout
 - :mod:`ndbridge.dtypes`: the wire's type strings and their numpy dtypes.
 - :mod:`ndbridge.header`: parsing and checking the JSON header.
 - :mod:`ndbridge.codec`: byte shuffle and zstd for one buffer.
-- :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames.
+- :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames;
+  :func:`encode_end`, the message that ends a publisher session.
 - :mod:`ndbridge.pacing`: when the automatic codec compresses on a network link. Pure: these
   six modules never touch a socket.
 - :mod:`ndbridge.curve`: CURVE keys: :func:`keygen`, and reading the certificate files that
@@ -40,7 +41,7 @@ from .errors import (CodecError, DeliveryError, FrameError, HeaderError, LimitEr
 from .header import FORMAT_VERSION
 from .limits import DEFAULT_LIMITS, Limits
 from .net import Publisher, Subscriber, is_local, recv, send
-from .wire import Record, decode, default_source, encode, new_session, strip_topic
+from .wire import Record, decode, default_source, encode, encode_end, new_session, strip_topic
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "Record",
     "decode",
     "encode",
+    "encode_end",
     "strip_topic",
     "default_source",
     "new_session",

@@ -19,6 +19,7 @@ from .limits import DEFAULT_LIMITS, Limits
 __all__ = [
     "FORMAT_VERSION",
     "MAX_NAME_BYTES",
+    "END_NAME",
     "ArrayMeta",
     "Header",
     "check_name",
@@ -33,6 +34,9 @@ MAX_NAME_BYTES = 256
 
 # Largest byte extent numpy can address, even for an array with a zero-length axis.
 _MAX_ADDRESS = int(np.iinfo(np.intp).max)
+
+#: The record name of a message that ends its publisher session (``"end": true``).
+END_NAME = "end"
 
 #: The filters this package can undo.
 KNOWN_FILTERS = ("shuffle",)
@@ -81,6 +85,9 @@ class Header:
         arrays: The checked array entries, in frame order.
         attrs: The user's JSON object; ``{}`` when the header has none.
         raw: The whole JSON object, unknown fields included.
+        end: True when the message ends its publisher session (``"end": true``): it has no
+            arrays, and its `seq` is the number of records the session sent. False for a
+            record (``end`` absent or false).
     """
 
     name: str
@@ -91,6 +98,7 @@ class Header:
     arrays: List[ArrayMeta]
     attrs: Dict[str, Any]
     raw: Dict[str, Any] = field(repr=False)
+    end: bool = False
 
 
 def check_name(name: object) -> str:
@@ -155,8 +163,9 @@ def parse_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
     """Parses and checks a header frame.
 
     `data` is the frame's bytes. Every field the format defines is checked: ``nbytes`` must equal
-    ``product(shape) * itemsize`` and the sizes claimed must be within `limits`. Unknown fields
-    are ignored. Raises a :class:`~ndbridge.WireError` subclass naming the faulty field.
+    ``product(shape) * itemsize``, the sizes claimed must be within `limits`, and ``end``, if
+    present, must be a boolean (``true`` only with an empty ``arrays`` list). Unknown fields are
+    ignored. Raises a :class:`~ndbridge.WireError` subclass naming the faulty field.
 
     >>> h = parse_header(b'{"v": 1, "name": "u", "source": "w1", "session": "ab", "seq": 7, '
     ...                  b'"time": 1.5, "arrays": [{"name": "u", "dtype": "<f8", '
@@ -223,8 +232,20 @@ def parse_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
                                                     f"{meta.name!r} again (first at "
                                                     f"arrays[{seen[meta.name]}])")
         seen[meta.name] = meta.index
+    end = _get_end(obj, len(arrays))
     return Header(name=name, source=source, session=session, seq=seq, time=time,
-                  arrays=arrays, attrs=attrs, raw=obj)
+                  arrays=arrays, attrs=attrs, raw=obj, end=end)
+
+
+def _get_end(obj: Dict[str, Any], array_count: int) -> bool:
+    """The optional ``end`` field: ``False`` when absent; an end message carries no arrays."""
+    end = obj.get("end", False)
+    if not isinstance(end, bool):
+        raise HeaderError("end", f"expected true or false, found {describe(end)}")
+    if end and array_count:
+        raise HeaderError("end", f"expected no arrays (an end message carries none), found "
+                                 f"{array_count} array entr{'y' if array_count == 1 else 'ies'}")
+    return end
 
 
 def _parse_entry(index: int, entry: object, limits: Limits) -> ArrayMeta:

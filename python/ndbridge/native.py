@@ -156,7 +156,7 @@ def decode(frames: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS, native: bo
         arrays[array_name] = array
     return Record(name=header.name, source=header.source, session=header.session,
                   seq=header.seq, time=header.time, attrs=header.attrs, arrays=arrays,
-                  header=header.raw)
+                  header=header.raw, end=header.end)
 
 
 def compress(data: Any, itemsize: int, level: int = 1) -> Any:

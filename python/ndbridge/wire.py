@@ -1,5 +1,6 @@
-"""Messages as frames: :func:`encode` turns arrays into ``[header, buf_0, ...]`` and
-:func:`decode` turns such frames back into a :class:`Record`. Pure: no sockets.
+"""Messages as frames: :func:`encode` turns arrays into ``[header, buf_0, ...]``,
+:func:`encode_end` makes the message that ends a publisher session, and :func:`decode` turns
+either back into a :class:`Record`. Pure: no sockets.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import numpy as np
 from .codec import decode_buffer, encode_buffer, over_expansion
 from .dtypes import wire_dtype
 from .errors import FrameError, WireError
-from .header import FORMAT_VERSION, ArrayMeta, check_name, parse_header
+from .header import END_NAME, FORMAT_VERSION, ArrayMeta, check_name, parse_header
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "Record",
     "decode",
     "encode",
+    "encode_end",
     "strip_topic",
     "default_source",
     "new_session",
@@ -69,6 +71,11 @@ class Record:
         attrs: The user's JSON object (``{}`` when the message has none).
         arrays: Array name -> array, in frame order.
         header: The header's JSON object as parsed, unknown fields included.
+        end: False for a record. True for the message that ends its publisher session
+            (``"end": true``, sent once by a publisher to a collector that closes normally
+            after sending records): it is named ``"end"``, has no arrays and no attrs, and its
+            `seq` is the number of records the session sent, so records missing before it (the
+            last ones included) show as gaps.
     """
 
     name: str
@@ -79,6 +86,7 @@ class Record:
     attrs: Dict[str, Any]
     arrays: Dict[str, np.ndarray]
     header: Dict[str, Any] = field(repr=False)
+    end: bool = False
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The array called `name`."""
@@ -152,7 +160,7 @@ def decode(frames: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS, native: bo
         arrays[meta.name] = _to_array(meta, decode_buffer(meta, buf, limits), native)
     return Record(name=header.name, source=header.source, session=header.session,
                   seq=header.seq, time=header.time, attrs=header.attrs, arrays=arrays,
-                  header=header.raw)
+                  header=header.raw, end=header.end)
 
 
 def _to_array(meta: ArrayMeta, data: Any, native: bool) -> np.ndarray:
@@ -369,3 +377,35 @@ def encode(name: str, arrays: ArraysLike, *, codec: str = "auto", level: int = 1
         raise _over("max_header_bytes", len(header_bytes), limits.max_header_bytes,
                     "header: bytes (names and attrs)")
     return [header_bytes] + frames
+
+
+def encode_end(source: str, session: str, seq: int, time: Optional[float] = None) -> bytes:
+    """The header frame of the message that ends a publisher session: the whole message, as it
+    has no arrays (no buffer frames) and no attrs.
+
+    Args:
+        source: The publisher's id, as in its records.
+        session: The session being ended.
+        seq: The number of records the session sent (one past the last record's ``seq``).
+        time: Seconds since the Unix epoch; default now.
+
+    :class:`~ndbridge.Publisher` sends it when it closes (to a collector, after at least one
+    record). Its JSON is canonical: the fields in the order of a record's, then ``"end":true``.
+
+    >>> encode_end("w1", "ab12", 7, time=1.5)
+    b'{"v":1,"name":"end","source":"w1","session":"ab12","seq":7,"time":1.5,"arrays":[],"end":true}'
+    """
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
+        raise ValueError(f"seq: expected a non-negative integer below 2**64, found {seq!r}")
+    header: Dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "name": END_NAME,
+        "source": str(source),
+        "session": str(session),
+        "seq": seq,
+        "time": _time.time() if time is None else _check_time(time),
+        "arrays": [],
+        "end": True,
+    }
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
