@@ -13,6 +13,11 @@ ZeroMQ's queue. Closing then terminates the publisher's own context, which retur
 output buffer too has been written (or, with a timeout, once the linger time is over: if it
 took that long, the last records are reported as possibly lost). Until a record is released,
 the publisher keeps a reference to every buffer ZeroMQ reads without a copy.
+
+The end of a session: once every record is released, a PUSH publisher that sent any sends one
+more message, the session's end (:func:`~ndbridge.wire.encode_end`), and gives ZeroMQ until the
+close deadline to release it too. It is no record: no count includes it, and if it cannot go out
+in time it is discarded without an error (the collector then reports the session as not ended).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from .codec import CODECS, check_level, encode_buffer
 from .errors import DeliveryError
 from .limits import DEFAULT_LIMITS, Limits
 from .pacing import SAMPLE_BYTES, TIME_SENDS_EVERY_BYTES, Pacing
-from .wire import ArraysLike, Record, decode, default_source, encode, new_session, strip_topic
+from .wire import (ArraysLike, Record, decode, default_source, encode, encode_end, new_session,
+                   strip_topic)
 
 __all__ = ["send", "recv", "is_local", "Publisher", "Subscriber", "COPY_THRESHOLD", "LINKS",
            "DECODERS",
@@ -247,6 +253,11 @@ class Publisher:
     Attributes:
         session: This publisher's session id, 16 hex characters.
         seq: The sequence number the next record will carry (the number of records sent).
+            Closing sends one more message on a PUSH socket after the records (if there were
+            any), the session's end (a :class:`~ndbridge.Record` with ``end`` True and no
+            arrays), with this ``seq``; it is not a record: ``seq``, :attr:`pending` and
+            :class:`~ndbridge.DeliveryError` never count it, and it is discarded without an
+            error if it cannot go out by the close deadline.
         link: ``"local"`` or ``"network"``: the link ``codec="auto"`` decides for.
         socket: The underlying pyzmq socket.
 
@@ -323,6 +334,8 @@ class Publisher:
         self._queue: Deque[_Queued] = deque()
         self._queued_bytes = 0
         self._tail: Deque[int] = deque()
+        # The session's end once sent (by a close that may have been interrupted since).
+        self._end: Optional[_Queued] = None
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
         self._closed = False
@@ -361,7 +374,7 @@ class Publisher:
         object arrays, text) and ``ValueError`` for a record over :attr:`limits`; nothing is
         sent then. Waits while more than `queue_bytes` are queued.
         """
-        if self._closed:
+        if self._closed or self._end is not None:
             raise ValueError(f"send: the publisher to {self._endpoint} is closed")
         seq = self.seq
         codec, raw_bytes = self._choose_codec(arrays)
@@ -504,7 +517,8 @@ class Publisher:
                                 curve=self._curve)
 
     def close(self, timeout: Optional[float] = _DEFAULT) -> None:
-        """Waits until every record has been handed to the operating system for a peer, then
+        """Waits until every record has been handed to the operating system for a peer, sends
+        the message that ends the session (PUSH sockets; best effort, see :attr:`seq`), then
         closes the socket (and terminates the publisher's own context). Closing twice is
         harmless.
 
@@ -534,6 +548,12 @@ class Publisher:
             self._shutdown(linger_ms=0)
             raise DeliveryError(self._endpoint, unsent, sent, timeout or 0.0, dropped=True,
                                 curve=self._curve)
+        if not self._end_session(deadline):
+            # The end is still in ZeroMQ's queue: nothing moved for the whole wait. Discard
+            # it, without an error: it is no record, and the collector reports the session
+            # as not ended.
+            self._shutdown(linger_ms=0)
+            return
         # ZeroMQ has taken every record off its queue; the last few kilobytes may still wait in
         # its output buffer for the kernel. The context's termination waits for them, for at
         # most the linger time: if it took that long, they may have been dropped.
@@ -546,6 +566,28 @@ class Publisher:
         if self._tail and self._own_context and linger_ms >= 0 and took_ms >= linger_ms:
             raise DeliveryError(self._endpoint, len(self._tail), sent, timeout or 0.0,
                                 dropped=True, at_most=True, curve=self._curve)
+
+    def _end_session(self, deadline: Optional[float]) -> bool:
+        """Sends the message that ends the session (on a PUSH socket, once every record, at
+        least one, is released) and waits until `deadline` (plus the output buffer's grace) for
+        ZeroMQ to release it. False if ZeroMQ still holds it then; True if it is out or was not
+        sent."""
+        if self.socket.type != zmq.PUSH:
+            return True  # only a stream to a collector ends (no end to PUB subscribers, as in Rust)
+        if self.seq == 0:
+            # No receiver has heard of a session without records, and without a collector its
+            # end would wait out the deadline: it sends none (docs/wire-format.md).
+            return True
+        if self._end is None:  # else: sent by a close that was interrupted
+            frame = encode_end(self.source, self.session, self.seq)
+            try:
+                tracker = self.socket.send(zmq.Frame(frame, copy=False, track=True), zmq.NOBLOCK,
+                                           copy=False, track=True)
+            except zmq.ZMQError:
+                return True  # no room or no peer: not sent, the session shows as not ended
+            self._end = _Queued(tracker, [frame], 0)
+        grace = None if deadline is None else deadline + _CLOSE_GRACE_MS / 1000
+        return _wait(self._end.tracker, grace)
 
     def _abandon(self) -> List[BaseException]:
         """Closes at once, dropping what is queued; returns the error that says so, if any."""
@@ -572,6 +614,8 @@ class Publisher:
             # A shared context stays up: keep the buffers of dropped messages alive until
             # ZeroMQ releases them.
             _orphans.extend(self._queue)
+            if self._end is not None:
+                _orphans.append(self._end)
             self._queue.clear()
             _orphans[:] = [q for q in _orphans if not q.tracker.done]
         self._queued_bytes = 0
