@@ -202,6 +202,11 @@ def test_publisher_over_curve_delivers_bit_exact(pull: zmq.Socket, keys: Keys, u
         assert rec.arrays.keys() == sent[rec.name].keys()
         for array_name, expected in sent[rec.name].items():
             bit_exact(rec[array_name], expected)
+    # Then the session's end, authenticated as well, and nothing else.
+    end_frames, = recv_all(pull, 1)
+    assert end_frames[0].get("User-Id") == client_key
+    end = ndbridge.decode(end_frames)
+    assert (end.end, end.seq, end.session, end.arrays) == (True, len(sent), pub.session, {})
     assert not pull.poll(100, zmq.POLLIN)
 
 

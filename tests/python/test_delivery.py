@@ -81,18 +81,36 @@ def collector(tmp_path: Path):
         c.kill()
 
 
+def wait_ended(collector: Collector, sources: List[str], timeout_s: float = 30) -> None:
+    """Waits until the session of each source has ended (its end is in the manifest) and
+    checks that each end counts RECORDS records."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ends = {e["source"]: e for e in collector.ends() if e["source"] in sources}
+        if len(ends) == len(sources):
+            break
+        assert time.monotonic() < deadline, f"ends of {sources}: only {sorted(ends)} came"
+        time.sleep(0.02)
+    assert all(e["seq"] == RECORDS for e in ends.values()), ends
+
+
 def check_arrived(collector: Collector, sources: List[str]) -> None:
-    """Waits for RECORDS records from each source, then checks the collector's final stats:
-    every record received and stored, in order, none rejected."""
+    """Waits for RECORDS records from each source and for its session's end, then checks the
+    collector's final stats: every record received and stored, in order, none rejected, and
+    every session ended (the exit hook sends the end when it closes the publisher)."""
     for source in sources:
         lines = collector.wait_records(source, RECORDS, timeout_s=30)
         assert sorted(x["seq"] for x in lines) == list(range(RECORDS)), source
+    wait_ended(collector, sources)
     stats = collector.stop()["stats"]
     assert stats["rejected"] == 0 and stats["errors"] == {}, stats
-    assert stats["received"] == stats["stored"] == RECORDS * len(sources), stats
+    assert stats["stored"] == RECORDS * len(sources), stats
+    assert stats["received"] == stats["stored"] + len(sources), stats  # and one end each
+    assert stats["sessions_not_ended"] == 0, stats
     for source in sources:
         s = stats["sources"][source]
-        assert (s["messages"], s["gaps"], s["raw_bytes"]) == (RECORDS, 0, RECORDS * RECORD_BYTES)
+        assert (s["messages"], s["gaps"], s["raw_bytes"], s["sessions_ended"]) == \
+            (RECORDS, 0, RECORDS * RECORD_BYTES, 1), s
 
 
 CODECS = [("raw", "detect"), ("auto", "detect"), ("auto", "network")]
@@ -354,9 +372,13 @@ def test_send_refuses_a_record_over_the_collectors_limits(ctx: zmq.Context) -> N
                                                     "max_array_bytes=1000"):
             small.send("u", np.zeros(1000))
         pub.send("good", np.arange(2.0))
-    rec = ndbridge.recv(pull)
-    assert (rec.name, rec.seq) == ("good", 0)
-    assert pull.poll(200) == 0
+    got = []
+    while pull.poll(200):
+        got.append(ndbridge.recv(pull))
+    # Nothing of the refused records went out: one record, and its session's end (`small`
+    # sent no record, so it sends no end).
+    assert [(r.name, r.seq, r.session, r.end) for r in got] == \
+        [("good", 0, pub.session, False), ("end", 1, pub.session, True)]
 
 
 def test_collector_drops_what_send_refuses(collector: Collector) -> None:

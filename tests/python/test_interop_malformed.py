@@ -152,7 +152,8 @@ def test_collector_counts_each_rejection_and_stores_every_valid_message(
     assert stats["errors"] == dict(expected_kinds)
     assert stats["rejected"] == len(MALFORMED)
     assert stats["stored"] == len(valid) + probes
-    assert stats["received"] == len(valid) + len(MALFORMED) + probes
+    ended = sum(s["sessions_ended"] for s in stats["sources"].values())  # the probes' session
+    assert stats["received"] == len(valid) + len(MALFORMED) + probes + ended
     good = stats["sources"]["good"]
     assert (good["messages"], good["gaps"], good["errors"]) == (len(valid), 0, {})
     # Rejections are counted under the header's source when it can be read, else under "?".
