@@ -224,32 +224,31 @@ impl Sink for SlowSink {
 /// The record lines of `out/manifest.jsonl` (not the lines that end sessions); fails the test
 /// when there is no manifest.
 pub fn manifest(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("manifest.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|line| line.get("end").is_none())
-        .collect()
+    manifest_lines(out, false, |line| line.get("end").is_none())
 }
 
 /// The lines of `out/manifest.jsonl` that end a session (`"end": true`).
 pub fn manifest_ends(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("manifest.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|line| line["end"] == true)
-        .collect()
+    manifest_lines(out, false, |line| line["end"] == true)
 }
 
 /// The record lines of `out/manifest.jsonl`, none while it does not exist (a collector still
 /// starting).
 pub fn manifest_so_far(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("manifest.jsonl"))
-        .unwrap_or_default()
-        .lines()
+    manifest_lines(out, true, |line| line.get("end").is_none())
+}
+
+/// The lines of `out/manifest.jsonl` that `keep` keeps; none when there is no manifest and
+/// `missing_ok`, else that fails the test.
+fn manifest_lines(out: &Path, missing_ok: bool, keep: fn(&Value) -> bool) -> Vec<Value> {
+    let text = match std::fs::read_to_string(out.join("manifest.jsonl")) {
+        Ok(text) => text,
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("{}: {e}", out.join("manifest.jsonl").display()),
+    };
+    text.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|line| line.get("end").is_none())
+        .filter(keep)
         .collect()
 }
 
