@@ -22,6 +22,7 @@ mod delivery;
 mod demo;
 mod disk_files;
 mod disk_safety;
+mod fault_loop;
 mod forward_curve;
 mod forward_subscribers;
 mod golden;
