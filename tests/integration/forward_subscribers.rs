@@ -501,3 +501,40 @@ fn a_subscriber_that_stops_reading_holds_at_most_the_forward_limit() {
     });
     sink.finish().unwrap();
 }
+
+/// A publisher's records reach a subscriber through the collector; the end of its session is
+/// counted by the collector but not forwarded.
+#[test]
+fn a_sessions_end_is_not_forwarded() {
+    let _watchdog = watchdog("end not forwarded", Duration::from_secs(60));
+    let context = zmq::Context::new();
+    let sink = Arc::new(ForwardSink::listen("tcp://127.0.0.1:*").unwrap());
+    let sub = subscriber(&context, sink.endpoint(), b"");
+    wait_for_subscribers(&sink, 1);
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .shared_sink(sink.clone())
+        .start()
+        .unwrap();
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .compression(Compression::Raw)
+        .build()
+        .unwrap();
+    for k in 0..3 {
+        publisher
+            .send("u", &Array1::<f64>::from_elem(4, k as f64))
+            .unwrap();
+    }
+    publisher.close(Duration::from_secs(20)).unwrap();
+    wait_until("the session's end", Duration::from_secs(20), || {
+        collector.stats().session_ends == 1
+    });
+    let mut topics = Vec::new();
+    while let Some(frames) = recv_within(&sub, Duration::from_millis(500)) {
+        topics.push(frames[0].clone());
+    }
+    assert_eq!(topics, [b"u".to_vec(), b"u".to_vec(), b"u".to_vec()]);
+    collector.stop();
+    assert_eq!(sink.subscribers()[0].sent, 3);
+}
