@@ -88,6 +88,11 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
     c = Collector(tmp_path_factory.mktemp("interop") / "out")
     try:
         yield c
+        # A publisher's end goes out when it closes, just after its last record: let the
+        # collector read every session's end before it stops.
+        c.wait_stored(lambda _: {(x["source"], x["session"]) for x in c.manifest()}
+                      <= {(x["source"], x["session"]) for x in c.ends()},
+                      "every session's end")
         stats = c.stop()["stats"]
     finally:
         c.kill()  # a no-op once stopped
