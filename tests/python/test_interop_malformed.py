@@ -152,7 +152,7 @@ def test_collector_counts_each_rejection_and_stores_every_valid_message(
     assert stats["errors"] == dict(expected_kinds)
     assert stats["rejected"] == len(MALFORMED)
     assert stats["stored"] == len(valid) + probes
-    ended = sum(s["sessions_ended"] for s in stats["sources"].values())  # the probes' session
+    ended = stats["session_ends"]  # the probes' session
     assert stats["received"] == len(valid) + len(MALFORMED) + probes + ended
     good = stats["sources"]["good"]
     assert (good["messages"], good["gaps"], good["errors"]) == (len(valid), 0, {})
