@@ -12,9 +12,9 @@
 //! (on the publisher's thread, beside ZeroMQ's I/O thread) to a ratio `r`, it delivers
 //! `min(C, D / r)` raw bytes per second. Compression is tried when that promises 10% more than
 //! raw, and kept only when it delivers 10% more (and at least half the gain promised),
-//! measured over two stretches in a row: a receiver that is the bottleneck (it decodes or stores raw bytes at its own speed)
-//! gains nothing from compressed data, so the trial ends and raw resumes; trials then come
-//! further and further apart. The link is re-examined in raw every few seconds, and raw resumes
+//! measured over two stretches in a row: a receiver that is the bottleneck (it decodes or
+//! stores raw bytes at its own speed) gains nothing from compressed data, so the trial ends
+//! and raw resumes; trials then come further and further apart. The link is re-examined in raw every few seconds, and raw resumes
 //! whenever the publisher no longer waits for room (the link keeps up; or, for a few windows in
 //! a row, the compressor became the bottleneck).
 //!

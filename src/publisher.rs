@@ -719,8 +719,8 @@ impl SendLoop {
     }
 
     /// Gives ZeroMQ the rest of the close timeout to pass on what it holds, ends the session
-    /// once every record (at least one) is passed on, then closes the socket at once, discarding the rest:
-    /// what counts as delivered is fixed then.
+    /// once every record (at least one) is passed on, then closes the socket at once,
+    /// discarding the rest: what counts as delivered is fixed then.
     fn finish(&mut self) {
         let deadline = self
             .shared

@@ -178,10 +178,9 @@ pub trait Sink: Send + Sync {
     }
 
     /// Calls `each(source, session, seq)` for every record (and session end) the sink held
-    /// before the collector
-    /// started (a collector restarted on the same output): the collector continues those
-    /// sessions' sequence tracking, so that records lost across the restart count as gaps.
-    /// Default: none.
+    /// before the collector started (a collector restarted on the same output): the collector
+    /// continues those sessions' sequence tracking, so that records lost across the restart
+    /// count as gaps. Default: none.
     fn stored_before(&self, each: &mut dyn FnMut(&str, &str, u64)) {
         let _ = each;
     }
