@@ -640,6 +640,13 @@ impl Shared {
     }
 }
 
+/// Seconds since the Unix epoch, now (0 on a clock before it).
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Waits until `count` reaches `target` or `deadline` passes; true if it has.
 fn wait_for(count: &AtomicU64, target: u64, deadline: Instant) -> bool {
     let mut pause = Duration::from_micros(50);
@@ -754,10 +761,7 @@ impl SendLoop {
         if self.kind != SocketKind::Push {
             return;
         }
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let end = Header::end_of(&self.source, &self.session, self.seq, time);
+        let end = Header::end_of(&self.source, &self.session, self.seq, unix_now());
         let released = Arc::new(AtomicU64::new(0));
         let frames = [bytes::Bytes::from(end.to_json())];
         match transport::send_tracked(&mut self.socket, &frames, zmq::DONTWAIT, &released) {
@@ -843,9 +847,7 @@ impl SendLoop {
             source: std::mem::take(&mut self.source),
             session: std::mem::take(&mut self.session),
             seq: self.seq,
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            time: unix_now(),
             attrs,
         };
         let encode_started = (self.paced() && policy != Compression::Raw).then(Instant::now);

@@ -590,28 +590,39 @@ fn remove_stale_temp_files(
 }
 
 /// The manifest's line for `message`'s record, stored at `path` (relative to the output
-/// directory), newline included. `claimed_source` only when the record has one.
-fn manifest_line(message: &Received, path: &str) -> Vec<u8> {
+/// directory), or for a session's end (`path` `None`), newline included. `claimed_source`
+/// only when the message has one.
+fn manifest_line(message: &Received, path: Option<&str>) -> Vec<u8> {
     let record = &message.record;
     let header = &record.header;
-    let mut line = json!({
-        "source": header.source,
-        "session": header.session,
-        "seq": header.seq,
-        "name": header.name,
-        "time": header.time,
-        "arrays": record.arrays.iter().map(|a| {
-            let m = a.meta();
-            json!({
-                "name": m.name, "dtype": m.dtype.to_string(), "shape": m.shape,
-                "order": if m.order == crate::wire::Order::C { "C" } else { "F" },
-                "codec": m.codec.as_str(), "shuffle": m.is_shuffled(),
-                "wire_bytes": a.wire_len(), "raw_bytes": m.nbytes,
-            })
-        }).collect::<Vec<_>>(),
-        "attrs": header.attrs.clone().map(Value::Object).unwrap_or(Value::Null),
-        "path": path,
-    });
+    let mut line = match path {
+        Some(path) => json!({
+            "source": header.source,
+            "session": header.session,
+            "seq": header.seq,
+            "name": header.name,
+            "time": header.time,
+            "arrays": record.arrays.iter().map(|a| {
+                let m = a.meta();
+                json!({
+                    "name": m.name, "dtype": m.dtype.to_string(), "shape": m.shape,
+                    "order": if m.order == crate::wire::Order::C { "C" } else { "F" },
+                    "codec": m.codec.as_str(), "shuffle": m.is_shuffled(),
+                    "wire_bytes": a.wire_len(), "raw_bytes": m.nbytes,
+                })
+            }).collect::<Vec<_>>(),
+            "attrs": header.attrs.clone().map(Value::Object).unwrap_or(Value::Null),
+            "path": path,
+        }),
+        // A session's end: its record count as `seq`, no file.
+        None => json!({
+            "source": header.source,
+            "session": header.session,
+            "seq": header.seq,
+            "time": header.time,
+            "end": true,
+        }),
+    };
     if let Some(claimed) = &message.claimed_source {
         line["claimed_source"] = Value::String(claimed.clone());
     }
@@ -655,7 +666,7 @@ impl Sink for DiskSink {
         let dir_path = source_path.join(&name);
         let dir = open_dir(source_dir.as_fd(), &name, &dir_path)?;
         let file_name = self.store_file(dir.as_fd(), &dir_path, &message.record)?;
-        let line = manifest_line(message, &format!("{source}/{name}/{file_name}"));
+        let line = manifest_line(message, Some(&format!("{source}/{name}/{file_name}")));
         if let Err(e) = self.append_to_manifest(&line) {
             // Undone, so that a retry stores the record once, under the same name.
             if let Err(undo) =
@@ -678,20 +689,7 @@ impl Sink for DiskSink {
     /// A session's end is a manifest line of its own: `"end": true`, the session's record
     /// count as `seq`, and no `path`.
     fn end(&self, message: &Received) -> Result<(), SinkError> {
-        let header = &message.record.header;
-        let mut line = json!({
-            "source": header.source,
-            "session": header.session,
-            "seq": header.seq,
-            "time": header.time,
-            "end": true,
-        });
-        if let Some(claimed) = &message.claimed_source {
-            line["claimed_source"] = Value::String(claimed.clone());
-        }
-        let mut text = serde_json::to_vec(&line).expect("JSON values serialize");
-        text.push(b'\n');
-        self.append_to_manifest(&text)
+        self.append_to_manifest(&manifest_line(message, None))
     }
 
     fn finish(&self) -> Result<(), SinkError> {
