@@ -60,6 +60,17 @@ pub enum Error {
         /// key is not the one given, also takes nothing.
         curve: bool,
     },
+    /// Acked delivery: `close` ended with records the collector did not acknowledge, or
+    /// acknowledged as refused.
+    Unacknowledged {
+        /// How long `close` waited.
+        waited: Duration,
+        /// Records sent (or still queued) that no acknowledgement settled: the collector may
+        /// not have them.
+        unacknowledged: usize,
+        /// Records the collector refused for good (its log says why).
+        refused: usize,
+    },
     /// The publisher has been closed: it takes no more messages.
     Closed,
     /// A thread could not be started.
@@ -102,6 +113,26 @@ impl fmt::Display for Error {
                 "timed out after {waited:?} with {} not passed on to a peer",
                 plural(*pending as u64, "message")
             ),
+            Error::Unacknowledged {
+                waited,
+                unacknowledged,
+                refused,
+            } => {
+                let mut parts = Vec::new();
+                if *unacknowledged > 0 {
+                    parts.push(format!(
+                        "{} not acknowledged by the collector within {waited:?}",
+                        plural(*unacknowledged as u64, "record")
+                    ));
+                }
+                if *refused > 0 {
+                    parts.push(format!(
+                        "{} refused by the collector (see its log)",
+                        plural(*refused as u64, "record")
+                    ));
+                }
+                f.write_str(&parts.join("; "))
+            }
             Error::RecvTimeout { waited, endpoints } => {
                 write!(f, "no record within {waited:?} from {endpoints}")
             }

@@ -14,12 +14,14 @@
 //! - [`wire`]: the format as pure code over bytes (header, dtypes, codecs, encode and decode),
 //!   for programs that move the frames themselves.
 //! - [`npy`]: reading the `.npy` / `.npz` files the disk sink writes.
+//! - [`Delivery`]: fire-and-forget (the default) or acknowledged, for both ends.
 //! - [`Error`]: what the publisher, subscriber and collector return.
 //!
 //! # Layout
 //! Each module says in its first lines what it owns. Private to the crate:
 //! `transport` (every ZeroMQ socket ndbridge opens, zero-copy frame send and receive),
-//! `publisher` and `subscriber` (the two ends), `link_pacing` (when compression pays on a network
+//! `publisher` and `subscriber` (the two ends), `delivery` (acked delivery's window of
+//! unacknowledged messages), `link_pacing` (when compression pays on a network
 //! link, from what the link delivers), `budget` (the byte budget with an RAII permit that
 //! bounds the publisher's queue, the collector's decoding and the forward sink), `plural`
 //! (counted nouns in messages: `1 record`, `2 records`). The command
@@ -38,6 +40,7 @@
 
 mod budget;
 pub mod collector;
+mod delivery;
 mod error;
 pub mod keys;
 mod link_pacing;
@@ -51,6 +54,7 @@ mod transport;
 pub mod wire;
 
 pub use collector::{Collector, CollectorBuilder, Sink};
+pub use delivery::Delivery;
 pub use error::Error;
 pub use keys::{Allowlist, KeyPair, PublicKey};
 pub use publisher::{FullPolicy, Link, Publisher, PublisherBuilder, PublisherStats};

@@ -4,7 +4,9 @@
 //! `send` returns once the array is queued: an owned array is moved, a view is copied once.
 //! The queue is bounded in bytes; a [`FullPolicy`] decides what `send` does when it is full.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod acked;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +18,7 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use crate::budget::{ByteBudget, Permit, Wake};
+use crate::delivery::Delivery;
 use crate::error::Error;
 use crate::keys::{KeyPair, PublicKey};
 use crate::link_pacing::LinkPacing;
@@ -23,6 +26,7 @@ use crate::transport::{self, Curve, Endpoint, SocketKind, SocketOptions};
 use crate::wire::check_names;
 use crate::wire::encode_buffer;
 use crate::wire::{ArrayBuffer, Compression, Element, EncodedMessage, Encoder, Envelope, Header};
+use acked::AckedLink;
 
 /// What the publisher's link is, for the automatic codec ([`Compression::Auto`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,7 +88,12 @@ pub struct PublisherStats {
     /// Messages ZeroMQ has passed on: written to the operating system for a peer (on a PUB
     /// socket: to every subscriber, or dropped for want of any). After `close`, those passed
     /// on before the socket closed; the rest of `sent` was discarded, and `close` said so.
+    /// In acked delivery ([`Delivery::Acked`]): messages the collector acknowledged as
+    /// stored durably.
     pub delivered: u64,
+    /// Acked delivery: messages the collector acknowledged as refused for good (it could not
+    /// decode or store them; its log says why). Never resent.
+    pub refused: u64,
     /// Messages dropped: by [`FullPolicy::Drop`], or still queued when `close` timed out.
     pub dropped: u64,
     /// Messages that failed to encode (see the log) and were not sent.
@@ -135,6 +144,8 @@ pub struct PublisherBuilder {
     context: Option<zmq::Context>,
     link: Link,
     curve: Option<(PublicKey, KeyPair)>,
+    delivery: Delivery,
+    window_bytes: u64,
 }
 
 impl Default for PublisherBuilder {
@@ -150,6 +161,8 @@ impl Default for PublisherBuilder {
             context: None,
             link: Link::Detect,
             curve: None,
+            delivery: Delivery::FireAndForget,
+            window_bytes: 256 << 20,
         }
     }
 }
@@ -220,6 +233,27 @@ impl PublisherBuilder {
         self
     }
 
+    /// How records reach the collector, which must use the same mode. [`Delivery::Acked`]:
+    /// the collector acknowledges each record once it is stored durably; this publisher keeps
+    /// what is not acknowledged (at most [`window_bytes`](Self::window_bytes)) and sends it
+    /// again after a reconnect, and [`Publisher::close`] waits for every acknowledgement.
+    /// Acked delivery connects to exactly one collector, with [`SocketKind::Push`] (the
+    /// default kind). Default: [`Delivery::FireAndForget`].
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// Acked delivery: the most bytes of messages sent and not yet acknowledged (and at most
+    /// 65,536 messages). A full window stops sending until acknowledgements come; the queue
+    /// ([`queue_bytes`](Self::queue_bytes)) then fills and [`on_full`](Self::on_full)
+    /// applies, so a slow collector slows its publishers. A message larger than the window
+    /// still goes, alone. Default: 256 MiB.
+    pub fn window_bytes(mut self, bytes: u64) -> Self {
+        self.window_bytes = bytes;
+        self
+    }
+
     /// Shares a ZeroMQ context (needed for `inproc://` endpoints). Default: a new context.
     pub fn context(mut self, context: zmq::Context) -> Self {
         self.context = Some(context);
@@ -254,6 +288,7 @@ impl PublisherBuilder {
                 .collect::<Vec<_>>()
                 .join(", "),
             curve: self.curve.is_some(),
+            acked: self.delivery == Delivery::Acked,
             close_deadline: Mutex::new(None),
             linger: self.options.linger,
         }
@@ -269,12 +304,17 @@ impl PublisherBuilder {
                 found: format!("SocketKind::{:?}", self.kind),
             });
         }
+        self.check_delivery()?;
         self.compression.validate()?;
         let local_link = self.local_link();
         let context = self.context.clone().unwrap_or_default();
+        let kind = match self.delivery {
+            Delivery::Acked => SocketKind::Dealer,
+            Delivery::FireAndForget => self.kind,
+        };
         let socket = transport::open(
             &context,
-            self.kind,
+            kind,
             &self.endpoints,
             &self.options,
             self.curve
@@ -288,6 +328,15 @@ impl PublisherBuilder {
             new_session_id(),
         );
         let session_id = session.clone();
+        let acked = match self.delivery {
+            Delivery::Acked => Some(AckedLink::new(
+                &context,
+                &socket,
+                self.window_bytes,
+                session.clone(),
+            )?),
+            Delivery::FireAndForget => None,
+        };
         let worker = SendLoop {
             socket,
             kind: self.kind,
@@ -302,6 +351,7 @@ impl PublisherBuilder {
             linger: self.options.linger,
             shared: Arc::clone(&shared),
             encoder: Encoder::default(),
+            acked,
         };
         let thread = std::thread::Builder::new()
             .name("ndbridge-publisher".into())
@@ -317,6 +367,33 @@ impl PublisherBuilder {
             session: session_id,
             _context: context,
         })
+    }
+}
+
+impl PublisherBuilder {
+    /// Acked delivery takes a PUSH publisher connected to exactly one collector: the
+    /// collector's acknowledgements and its record of what it stored are its own.
+    fn check_delivery(&self) -> Result<(), Error> {
+        if self.delivery != Delivery::Acked {
+            return Ok(());
+        }
+        let connects = self
+            .endpoints
+            .iter()
+            .filter(|e| matches!(e, Endpoint::Connect(_)))
+            .count();
+        if self.kind != SocketKind::Push || connects != 1 || self.endpoints.len() != 1 {
+            return Err(Error::Usage {
+                what: "PublisherBuilder::delivery",
+                expected: "Delivery::Acked with SocketKind::Push and one `connect` endpoint",
+                found: format!(
+                    "SocketKind::{:?} with {} endpoints ({connects} to connect)",
+                    self.kind,
+                    self.endpoints.len()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -343,6 +420,8 @@ struct Shared {
     endpoints: String,
     /// Whether the socket uses CURVE, for messages.
     curve: bool,
+    /// Acked delivery: what counts as delivered is what the collector acknowledged.
+    acked: bool,
     close_deadline: Mutex<Option<Instant>>,
     linger: Duration,
 }
@@ -372,6 +451,12 @@ struct Counters {
     queued: AtomicU64,
     raw_bytes: AtomicU64,
     wire_bytes: AtomicU64,
+    /// Acked delivery: every `seq` below this is acknowledged (the session's end included).
+    acknowledged: AtomicU64,
+    /// Acked delivery: of those, refused by the collector.
+    refused: AtomicU64,
+    /// Acked delivery: a connection to the collector was made.
+    connected: AtomicBool,
 }
 
 /// What a queued message counts for against the queue limit: its arrays, plus an estimate of
@@ -549,7 +634,7 @@ impl Publisher {
             return Err(timed_out(self.stats()));
         }
         let sent = self.shared.counters.sent.load(Ordering::Relaxed);
-        if self.shared.wait_passed_on(sent, started + timeout) {
+        if self.shared.wait_delivered(sent, started + timeout) {
             Ok(())
         } else {
             Err(timed_out(self.stats()))
@@ -573,12 +658,21 @@ impl Publisher {
         }
         let stats = self.stats();
         let abandoned = stats.dropped - dropped_before;
-        let undelivered = stats.sent - stats.delivered;
-        if stats.sent > 0 && stats.delivered == 0 {
+        let undelivered = stats.sent - stats.delivered - stats.refused;
+        let connected =
+            !self.shared.acked || self.shared.counters.connected.load(Ordering::Relaxed);
+        if stats.sent > 0 && stats.delivered == 0 && (!self.shared.acked || !connected) {
             return Err(Error::NoPeer {
                 endpoints: self.shared.endpoints.clone(),
                 messages: (stats.sent + abandoned) as usize,
                 curve: self.shared.curve,
+            });
+        }
+        if self.shared.acked && abandoned + undelivered + stats.refused > 0 {
+            return Err(Error::Unacknowledged {
+                waited: timeout,
+                unacknowledged: (abandoned + undelivered) as usize,
+                refused: stats.refused as usize,
             });
         }
         if abandoned + undelivered > 0 {
@@ -600,13 +694,22 @@ impl Publisher {
     pub fn stats(&self) -> PublisherStats {
         let c = &self.shared.counters;
         let sent = c.sent.load(Ordering::Relaxed);
-        let delivered = match c.delivered_at_close.load(Ordering::Acquire) {
-            0 => c.passed_on.load(Ordering::Acquire).min(sent),
-            frozen => frozen - 1,
+        let (delivered, refused) = if self.shared.acked {
+            // The session's end is acknowledged too, as one past the last record.
+            let refused = c.refused.load(Ordering::Relaxed);
+            let settled = c.acknowledged.load(Ordering::Acquire).min(sent);
+            (settled.saturating_sub(refused), refused)
+        } else {
+            let delivered = match c.delivered_at_close.load(Ordering::Acquire) {
+                0 => c.passed_on.load(Ordering::Acquire).min(sent),
+                frozen => frozen - 1,
+            };
+            (delivered, 0)
         };
         PublisherStats {
             sent,
             delivered,
+            refused,
             dropped: c.dropped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             queued: c.queued.load(Ordering::Relaxed),
@@ -630,9 +733,16 @@ impl Drop for Publisher {
 }
 
 impl Shared {
-    /// Waits until ZeroMQ has passed on `sent` messages or `deadline` passes; true if it has.
-    fn wait_passed_on(&self, sent: u64, deadline: Instant) -> bool {
-        wait_for(&self.counters.passed_on, sent, deadline)
+    /// Waits until `sent` messages are delivered or `deadline` passes; true if they are.
+    /// Delivered: passed on by ZeroMQ, or in acked delivery settled by the collector (the
+    /// publisher thread reads its acknowledgements meanwhile).
+    fn wait_delivered(&self, sent: u64, deadline: Instant) -> bool {
+        let count = if self.acked {
+            &self.counters.acknowledged
+        } else {
+            &self.counters.passed_on
+        };
+        wait_for(count, sent, deadline)
     }
 
     fn past_close_deadline(&self) -> bool {
@@ -682,6 +792,8 @@ struct SendLoop {
     /// `(source, session)` as set up, to restore the two fields above if an encoding fails
     /// after taking them.
     ids: (String, String),
+    /// Acked delivery: the window of unacknowledged messages, and the acknowledgements.
+    acked: Option<AckedLink>,
 }
 
 impl SendLoop {
@@ -711,6 +823,17 @@ impl SendLoop {
     /// The next job, waiting for one; `None` once every handle is gone. Finding none waiting
     /// tells the automatic codec that the producer, not the link, sets the pace.
     fn next_job(&mut self, jobs: &Receiver<Job>) -> Option<Job> {
+        if let Some(link) = &mut self.acked {
+            // Acknowledgements are read while waiting, so that a flush or close sees them.
+            while !link.all_settled() {
+                link.pump(&mut self.socket, &self.shared.counters, 0);
+                match jobs.recv_timeout(Duration::from_millis(1)) {
+                    Ok(job) => return Some(job),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+        }
         match jobs.try_recv() {
             Ok(job) => Some(job),
             Err(crossbeam_channel::TryRecvError::Empty) if self.paced() => {
@@ -740,7 +863,11 @@ impl SendLoop {
         let sent = counters.sent.load(Ordering::Relaxed);
         // A session without records is not ended: no collector heard of it, and without one
         // the end would wait out the deadline.
-        if shared.wait_passed_on(sent, deadline) && sent > 0 {
+        let all_out = match self.acked {
+            Some(_) => self.wait_acknowledged(deadline),
+            None => shared.wait_delivered(sent, deadline),
+        };
+        if all_out && sent > 0 {
             self.end_session(deadline);
         }
         let _ = self.socket.set_linger(0);
@@ -765,10 +892,57 @@ impl SendLoop {
         let released = Arc::new(AtomicU64::new(0));
         let frames = [bytes::Bytes::from(end.to_json())];
         match transport::send_tracked(&mut self.socket, &frames, zmq::DONTWAIT, &released) {
-            Ok(()) => {
-                wait_for(&released, 1, deadline);
-            }
+            Ok(()) => match &mut self.acked {
+                Some(link) => {
+                    link.sent(self.seq, &frames);
+                    self.wait_acknowledged(deadline);
+                }
+                None => {
+                    wait_for(&released, 1, deadline);
+                }
+            },
             Err(e) => tracing::debug!("the session's end was not sent: {e}"),
+        }
+    }
+
+    /// Acked delivery: reads acknowledgements until every message sent is settled or
+    /// `deadline` passes; true if settled.
+    fn wait_acknowledged(&mut self, deadline: Instant) -> bool {
+        let Some(link) = &mut self.acked else {
+            return true;
+        };
+        loop {
+            link.pump(&mut self.socket, &self.shared.counters, 0);
+            if link.all_settled() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            link.pump(
+                &mut self.socket,
+                &self.shared.counters,
+                left.as_millis().clamp(1, 10) as i64,
+            );
+        }
+    }
+
+    /// Acked delivery: waits until the window has room for `frames`, reading acknowledgements;
+    /// false when the close deadline passed first.
+    fn wait_for_window(&mut self, frames: &[bytes::Bytes]) -> bool {
+        let Some(link) = &mut self.acked else {
+            return true;
+        };
+        loop {
+            link.pump(&mut self.socket, &self.shared.counters, 0);
+            if link.has_room(frames) {
+                return true;
+            }
+            if self.shared.past_close_deadline() {
+                return false;
+            }
+            link.pump(&mut self.socket, &self.shared.counters, 10);
         }
     }
 
@@ -800,8 +974,17 @@ impl SendLoop {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if !self.wait_for_window(&message.frames) {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match self.transmit(&message) {
-            Sent::Yes => self.count_sent(&message, policy != Compression::Raw),
+            Sent::Yes => {
+                if let Some(link) = &mut self.acked {
+                    link.sent(self.seq, &message.frames);
+                }
+                self.count_sent(&message, policy != Compression::Raw);
+            }
             Sent::Dropped => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
             }

@@ -22,6 +22,13 @@ pub enum SocketKind {
     Pub,
     /// The receiving side of [`SocketKind::Pub`].
     Sub,
+    /// A publisher's socket in acked delivery ([`Delivery::Acked`](crate::Delivery::Acked)):
+    /// sends records and receives acknowledgements. Chosen by the delivery mode, not by
+    /// `kind`.
+    Dealer,
+    /// A collector's input socket in acked delivery: receives records and sends each
+    /// publisher its acknowledgements. Chosen by the delivery mode, not by `kind`.
+    Router,
 }
 
 impl SocketKind {
@@ -31,6 +38,8 @@ impl SocketKind {
             SocketKind::Pull => zmq::PULL,
             SocketKind::Pub => zmq::PUB,
             SocketKind::Sub => zmq::SUB,
+            SocketKind::Dealer => zmq::DEALER,
+            SocketKind::Router => zmq::ROUTER,
         }
     }
 
@@ -257,6 +266,52 @@ pub(crate) fn open(
         }
     }
     Ok(socket)
+}
+
+/// A new `inproc://` address of this process, `name` in it, for sockets that connect threads.
+pub(crate) fn inproc_address(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "inproc://ndbridge-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Follows `socket`'s `events` (ZeroMQ's socket monitor): returns the socket the events come
+/// out of, read with [`read_event`]. `name` tells the monitor's inproc address apart.
+pub(crate) fn monitor(
+    context: &zmq::Context,
+    socket: &zmq::Socket,
+    name: &str,
+    events: u16,
+) -> Result<zmq::Socket, SocketError> {
+    let address = inproc_address(name);
+    let fail = |action: &'static str| {
+        let address = address.clone();
+        move |source| SocketError {
+            action,
+            address,
+            source,
+        }
+    };
+    socket
+        .monitor(&address, i32::from(events))
+        .map_err(fail("monitor"))?;
+    let monitor = context.socket(zmq::PAIR).map_err(fail("open"))?;
+    monitor.connect(&address).map_err(fail("connect"))?;
+    Ok(monitor)
+}
+
+/// One monitor event, if one is waiting: what happened, its value (a connection's descriptor,
+/// for the connection events) and the endpoint it concerns.
+pub(crate) fn read_event(monitor: &zmq::Socket) -> Option<(u16, u32, String)> {
+    let frames = monitor.recv_multipart(zmq::DONTWAIT).ok()?;
+    let first = frames.first()?;
+    let event = u16::from_le_bytes(first.get(..2)?.try_into().ok()?);
+    let value = u32::from_le_bytes(first.get(2..6)?.try_into().ok()?);
+    let endpoint = String::from_utf8_lossy(frames.get(1)?).into_owned();
+    Some((event, value, endpoint))
 }
 
 /// The address a socket was last bound to, with any `*` port resolved.

@@ -9,12 +9,15 @@
 //!              `--(small, cheap batches, workers idle)--> sinks
 //! ```
 //!
-//! Inside: `receiver` (the thread that owns the input socket and batches what it reads),
+//! Inside: `receiver` (the thread that owns the input socket and batches what it reads, and
+//! in acked delivery sends the acknowledgements), `acks` (acked delivery's ledger and group
+//! commit),
 //! `pool` (the batches it hands over and the decode workers that take them), `peers` (the
 //! input socket's connections, counted and bounded), `stats` (every counter and the sequence
 //! tracking behind the report), `sink` ([`Sink`], the disk and forward sinks), `shutdown`
 //! ([`Shutdown`]), `ratelimit` (warnings about bad input, at most a burst per second).
 
+mod acks;
 mod peers;
 mod pool;
 mod ratelimit;
@@ -32,6 +35,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::budget::{ByteBudget, Wake};
+use crate::delivery::Delivery;
 use crate::error::Error;
 use crate::keys::{Allowlist, KeyPair};
 use crate::transport::{self, Curve, Endpoint, SocketKind, SocketOptions};
@@ -78,6 +82,8 @@ pub struct CollectorBuilder {
     drain_timeout: Duration,
     max_peers: u64,
     curve: Option<(KeyPair, Arc<Allowlist>)>,
+    delivery: Delivery,
+    commit_interval: Duration,
 }
 
 impl Default for CollectorBuilder {
@@ -97,6 +103,8 @@ impl Default for CollectorBuilder {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_peers: peers::DEFAULT_MAX_PEERS,
             curve: None,
+            delivery: Delivery::FireAndForget,
+            commit_interval: acks::COMMIT_INTERVAL,
         }
     }
 }
@@ -209,6 +217,26 @@ impl CollectorBuilder {
         self
     }
 
+    /// How publishers deliver to this collector; every publisher must use the same mode.
+    /// [`Delivery::Acked`] makes the input socket a ROUTER: each record is claimed (a copy
+    /// that came before is dropped and counted as `redelivered`), passed to the sinks, made
+    /// durable by a group commit ([`Sink::sync`]) and then acknowledged to its publisher.
+    /// What the sinks held before the start ([`Sink::stored_before`]) counts as stored, so
+    /// a restarted collector does not store a resent record twice. Only with
+    /// [`SocketKind::Pull`] (the default kind). Default: [`Delivery::FireAndForget`].
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// In acked delivery, how long a written record waits at most for the group commit that
+    /// makes it durable and acknowledges it; a commit also starts once 64 MiB wait. Longer
+    /// intervals sync less often. Default: 5 ms.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
     /// Uses this shutdown flag (for example one registered with signal handlers).
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
@@ -218,20 +246,19 @@ impl CollectorBuilder {
     /// Opens the input socket and starts the receiver, the workers and the reporter. A kind
     /// other than Pull or Sub is [`Error::Usage`].
     pub fn start(self) -> Result<Collector, Error> {
-        if !matches!(self.kind, SocketKind::Pull | SocketKind::Sub) {
-            return Err(Error::Usage {
-                what: "CollectorBuilder::kind",
-                expected: "SocketKind::Pull or SocketKind::Sub",
-                found: format!("SocketKind::{:?}", self.kind),
-            });
-        }
+        self.check_kind()?;
         let context = self.context.clone().unwrap_or_default();
         let (socket, zap) = self.open_input(&context)?;
         let endpoints = bound_endpoints(&socket, &self.endpoints);
         let stats = Arc::new(Stats::new(self.inflight_bytes));
+        let committer = (self.delivery == Delivery::Acked)
+            .then(|| Arc::new(acks::Committer::new(self.commit_interval)));
         for sink in &self.sinks {
             sink.stored_before(&mut |source, session, seq| {
-                stats.on_stored_before(source, session, seq)
+                stats.on_stored_before(source, session, seq);
+                if let Some(committer) = &committer {
+                    committer.ledger.stored_before(source, session, seq);
+                }
             });
         }
         let peers = peers::PeerGuard::start(
@@ -242,10 +269,21 @@ impl CollectorBuilder {
             self.curve.as_ref().map(|(_, allow)| Arc::clone(allow)),
             Arc::clone(&stats),
         )?;
-        let pool = Arc::new(self.pool(&stats));
+        let drain = Arc::new(pool::Drain::new(self.shutdown.clone(), self.drain_timeout));
+        let pool = Arc::new(self.pool(&stats, &drain, committer.clone()));
+        let (acks_in, commit) = match committer {
+            Some(committer) => {
+                let (pull, push) = acks::socket_pair(&context)?;
+                let sinks = self.sinks.clone();
+                let commit =
+                    acks::CommitThread::start(committer, sinks, Arc::clone(&stats), drain, push)?;
+                (Some(pull), Some(commit))
+            }
+            None => (None, None),
+        };
         let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
         let workers = self.spawn_workers(&pool, rx)?;
-        let receiver = self.spawn_receiver(socket, pool, tx)?;
+        let receiver = self.spawn_receiver(socket, acks_in, pool, tx)?;
         let reporter = match self.report_every {
             Some(interval) => {
                 let (stats, shutdown) = (Arc::clone(&stats), self.shutdown.clone());
@@ -262,10 +300,30 @@ impl CollectorBuilder {
             shutdown: self.shutdown,
             receiver: Some(receiver),
             workers,
+            commit,
             reporter,
             _peers: peers,
             _context: context,
         })
+    }
+
+    /// The input socket's kind must be Pull or Sub, and Pull in acked delivery.
+    fn check_kind(&self) -> Result<(), Error> {
+        if !matches!(self.kind, SocketKind::Pull | SocketKind::Sub) {
+            return Err(Error::Usage {
+                what: "CollectorBuilder::kind",
+                expected: "SocketKind::Pull or SocketKind::Sub",
+                found: format!("SocketKind::{:?}", self.kind),
+            });
+        }
+        if self.delivery == Delivery::Acked && self.kind != SocketKind::Pull {
+            return Err(Error::Usage {
+                what: "CollectorBuilder::delivery",
+                expected: "Delivery::Acked with SocketKind::Pull (publishers connect to it)",
+                found: format!("SocketKind::{:?}", self.kind),
+            });
+        }
+        Ok(())
     }
 
     /// Opens the input socket, with the admission handler bound first (so that no handshake on
@@ -293,9 +351,13 @@ impl CollectorBuilder {
             ),
             ..self.options
         };
+        let kind = match self.delivery {
+            Delivery::Acked => SocketKind::Router,
+            Delivery::FireAndForget => self.kind,
+        };
         let socket = transport::open(
             context,
-            self.kind,
+            kind,
             &self.endpoints,
             &options,
             self.curve.as_ref().map(|(own, _)| Curve::Server(own)),
@@ -304,7 +366,12 @@ impl CollectorBuilder {
     }
 
     /// What the decode workers (and the receiver, for the batches it handles) share.
-    fn pool(&self, stats: &Arc<Stats>) -> Pool {
+    fn pool(
+        &self,
+        stats: &Arc<Stats>,
+        drain: &Arc<pool::Drain>,
+        acks: Option<Arc<acks::Committer>>,
+    ) -> Pool {
         Pool {
             limits: self.limits,
             has_topic: self.kind.has_topic(),
@@ -313,7 +380,8 @@ impl CollectorBuilder {
             stats: Arc::clone(stats),
             decode_budget: ByteBudget::new(self.inflight_bytes, Wake::EveryRelease),
             log: RateLimitedLog::new(),
-            drain: pool::Drain::new(self.shutdown.clone(), self.drain_timeout),
+            drain: Arc::clone(drain),
+            acks,
             cost_ns: AtomicU64::new(pool::UNMEASURED_COST_NS),
         }
     }
@@ -336,6 +404,7 @@ impl CollectorBuilder {
     fn spawn_receiver(
         &self,
         socket: zmq::Socket,
+        acks_in: Option<zmq::Socket>,
         pool: Arc<Pool>,
         tx: crossbeam_channel::Sender<pool::Batch>,
     ) -> Result<JoinHandle<()>, Error> {
@@ -356,6 +425,7 @@ impl CollectorBuilder {
                 spare_cores,
                 inline_cost,
                 decoder: Decoder::new(pool.limits),
+                acks: acks_in,
             };
             receiver.run(socket, tx)
         })
@@ -420,6 +490,8 @@ pub struct Collector {
     shutdown: Shutdown,
     receiver: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    /// Acked delivery's group commit, stopped after the workers.
+    commit: Option<acks::CommitThread>,
     reporter: Option<JoinHandle<()>>,
     _peers: peers::PeerGuard,
     _context: zmq::Context,
@@ -470,6 +542,9 @@ impl Collector {
             if worker.join().is_err() {
                 tracing::error!("a decode worker panicked");
             }
+        }
+        if let Some(mut commit) = self.commit.take() {
+            commit.stop();
         }
         if let Some(reporter) = self.reporter.take() {
             let _ = reporter.join();

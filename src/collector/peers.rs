@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -24,6 +24,7 @@ use super::ratelimit::RateLimitedLog;
 use super::stats::Stats;
 use crate::error::Error;
 use crate::keys::{Allowlist, PublicKey};
+use crate::transport;
 
 /// Connections accepted at once by default.
 pub(crate) const DEFAULT_MAX_PEERS: u64 = 64;
@@ -51,35 +52,11 @@ impl PeerGuard {
         allow: Option<Arc<Allowlist>>,
         stats: Arc<Stats>,
     ) -> Result<PeerGuard, Error> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let address = format!(
-            "inproc://ndbridge-peers-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let events = zmq::SocketEvent::ACCEPTED.to_raw()
             | zmq::SocketEvent::DISCONNECTED.to_raw()
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw();
-        let socket_error = |action: &'static str, address: &str| {
-            let address = address.to_owned();
-            move |source| {
-                Error::Socket(crate::transport::SocketError {
-                    action,
-                    address,
-                    source,
-                })
-            }
-        };
-        socket
-            .monitor(&address, i32::from(events))
-            .map_err(socket_error("monitor", &address))?;
-        let monitor = context
-            .socket(zmq::PAIR)
-            .map_err(socket_error("open", &address))?;
-        monitor
-            .connect(&address)
-            .map_err(socket_error("connect", &address))?;
+        let monitor = transport::monitor(context, socket, "peers", events)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -168,7 +145,7 @@ impl Admission {
             let requests = items.get(1).is_some_and(|item| item.is_readable());
             // Every event first, so that no handshake is answered before its connection has
             // been weighed (and shut down if beyond the limit).
-            while let Some((event, fd, endpoint)) = read_event(&self.monitor) {
+            while let Some((event, fd, endpoint)) = transport::read_event(&self.monitor) {
                 self.on_event(event, fd, &endpoint);
             }
             if requests {
@@ -275,17 +252,6 @@ impl Admission {
 /// only a terminated context is, and then no handshake completes anyway.
 fn keep_answering(e: zmq::Error) -> bool {
     e != zmq::Error::ETERM
-}
-
-/// One monitor event, if one is waiting: what happened, its value (the connection's
-/// descriptor for both events followed here) and the listening endpoint it concerns.
-fn read_event(monitor: &zmq::Socket) -> Option<(u16, u32, String)> {
-    let frames = monitor.recv_multipart(zmq::DONTWAIT).ok()?;
-    let first = frames.first()?;
-    let event = u16::from_le_bytes(first.get(..2)?.try_into().ok()?);
-    let value = u32::from_le_bytes(first.get(2..6)?.try_into().ok()?);
-    let endpoint = String::from_utf8_lossy(frames.get(1)?).into_owned();
-    Some((event, value, endpoint))
 }
 
 /// Ends a connection libzmq accepted on `endpoint`: both directions shut down, so libzmq sees

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
+use super::acks::{Claim, Committer, Outcome};
 use super::ratelimit::RateLimitedLog;
 use super::shutdown::Shutdown;
 use super::sink::{Received, Sink};
@@ -65,7 +66,9 @@ pub(crate) struct Pool {
     pub decode_budget: ByteBudget,
     pub log: RateLimitedLog,
     /// How long retries go on once the collector is stopping.
-    pub drain: Drain,
+    pub drain: Arc<Drain>,
+    /// Acked delivery: the ledger and the group commit (`None`: fire-and-forget).
+    pub acks: Option<Arc<Committer>>,
     /// Recent handling time per message, in nanoseconds (a moving average over batches); start
     /// with [`UNMEASURED_COST_NS`].
     pub cost_ns: AtomicU64,
@@ -106,6 +109,7 @@ impl Pool {
 
     /// Decodes one message, passes the record to every sink and counts it.
     fn handle(&self, mut incoming: Incoming, decoder: &mut Decoder) {
+        let reply_to = self.reply_to(&mut incoming.frames);
         let peer = self.peer_name(&mut incoming.frames);
         if self.authenticated && peer.is_none() {
             // Every admitted key has a name: a message without one did not pass the allowlist.
@@ -122,8 +126,8 @@ impl Pool {
         }));
         let (record, _permit) = match decoded {
             Ok(Ok(decoded)) => decoded,
-            Ok(Err(e)) => return self.reject(&frames, Some(&e)),
-            Err(_) => return self.reject(&frames, None),
+            Ok(Err(e)) => return self.reject(&frames, Some(&e), peer, reply_to),
+            Err(_) => return self.reject(&frames, None, peer, reply_to),
         };
         let mut received = Received {
             record,
@@ -134,8 +138,26 @@ impl Pool {
         if let Some(name) = peer {
             self.bind_source(&mut received, name);
         }
+        if let Some(reply_to) = &reply_to {
+            if !self.claim(&received, reply_to) {
+                return;
+            }
+        }
         let all_ok = self.store(&received);
         let header = &received.record.header;
+        if let (Some(committer), Some(_)) = (&self.acks, &reply_to) {
+            // A record the sinks could not take for good is settled as refused; one cut short
+            // by the stop stays unsettled, for the publisher to send to the next run.
+            if all_ok || !self.drain.expired() {
+                let outcome = if all_ok {
+                    Outcome::Stored
+                } else {
+                    Outcome::Refused
+                };
+                let bytes = received.record.wire_bytes();
+                committer.written(&header.source, &header.session, header.seq, outcome, bytes);
+            }
+        }
         let conflict = if header.end {
             self.stats
                 .on_ended(&header.source, &header.session, header.seq)
@@ -157,6 +179,53 @@ impl Pool {
                     header.source, header.session
                 )
             });
+        }
+    }
+
+    /// In acked delivery, takes the first frame off: the routing id of the publisher's
+    /// connection, where its acknowledgements go.
+    fn reply_to(&self, frames: &mut Vec<zmq::Message>) -> Option<Bytes> {
+        if self.acks.is_none() || frames.is_empty() {
+            return None;
+        }
+        Some(transport::frame_bytes(frames.remove(0)))
+    }
+
+    /// Claims a received message in the ledger of acked delivery; false when it is not to be
+    /// stored: claimed before (a publisher's resend, counted as `redelivered` and acknowledged
+    /// again), or beyond what the ledger follows (rejected, and not acknowledged).
+    fn claim(&self, received: &Received, reply_to: &Bytes) -> bool {
+        let Some(committer) = &self.acks else {
+            return true;
+        };
+        let header = &received.record.header;
+        match committer
+            .ledger
+            .claim(&header.source, &header.session, header.seq, reply_to)
+        {
+            Claim::New => true,
+            Claim::Again => {
+                self.stats.on_redelivered();
+                committer.written(
+                    &header.source,
+                    &header.session,
+                    header.seq,
+                    Outcome::Again,
+                    0,
+                );
+                false
+            }
+            Claim::Full => {
+                self.stats.on_rejected(Some(&header.source), "ledger_full");
+                self.log.warn(|| {
+                    format!(
+                        "rejected seq {} of session {:?} of {:?}: the acknowledgement ledger \
+                         follows no more sessions, or no more messages ahead of a gap",
+                        header.seq, header.session, header.source
+                    )
+                });
+                false
+            }
         }
     }
 
@@ -234,11 +303,27 @@ impl Pool {
         Ok((record, permit))
     }
 
-    /// Counts and logs a message that failed to decode (`None`: decoding panicked).
-    fn reject(&self, frames: &[Bytes], error: Option<&DecodeError>) {
-        let source = peek_source(frames, &self.limits);
+    /// Counts and logs a message that failed to decode (`None`: decoding panicked). In acked
+    /// delivery, a message whose header names its session and seq is settled as refused, so
+    /// that its publisher does not resend it forever.
+    fn reject(
+        &self,
+        frames: &[Bytes],
+        error: Option<&DecodeError>,
+        peer: Option<String>,
+        reply_to: Option<Bytes>,
+    ) {
+        let ids = peek_ids(frames, &self.limits);
+        let source = peer.or_else(|| ids.as_ref().map(|(source, ..)| source.clone()));
         self.stats
             .on_rejected(source.as_deref(), error.map_or("internal", |e| e.kind()));
+        if let (Some(committer), Some(reply_to), Some(source), Some((_, session, seq))) =
+            (&self.acks, &reply_to, &source, &ids)
+        {
+            if committer.ledger.claim(source, session, *seq, reply_to) == Claim::New {
+                committer.written(source, session, *seq, Outcome::Refused, 0);
+            }
+        }
         self.log.warn(|| {
             let from = source.as_deref().unwrap_or("an unknown source");
             match error {
@@ -333,7 +418,7 @@ impl Drain {
     }
 
     /// True once the shutdown has been triggered for longer than the timeout.
-    fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         self.shutdown.is_triggered()
             && self.since.get_or_init(Instant::now).elapsed() >= self.timeout
     }
@@ -357,13 +442,22 @@ impl Drop for Release<'_> {
     }
 }
 
-/// The `source` of a header that failed to decode, when the header is JSON enough to say.
-fn peek_source(frames: &[Bytes], limits: &Limits) -> Option<String> {
+/// The `source`, `session` and `seq` of a header that failed to decode, when the header is JSON
+/// enough to say (a missing session or seq reads as empty and 0).
+fn peek_ids(frames: &[Bytes], limits: &Limits) -> Option<(String, String, u64)> {
     let header = frames.first()?;
     if header.len() > limits.max_header_bytes {
         return None;
     }
     let value: serde_json::Value = serde_json::from_slice(header).ok()?;
-    let source = value.get("source")?.as_str()?;
-    Some(source.chars().take(256).collect())
+    let text = |field: &str| -> Option<String> {
+        Some(value.get(field)?.as_str()?.chars().take(256).collect())
+    };
+    let source = text("source")?;
+    let session = text("session").unwrap_or_default();
+    let seq = value
+        .get("seq")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    Some((source, session, seq))
 }

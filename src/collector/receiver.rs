@@ -58,6 +58,8 @@ pub(crate) struct Receiver<'a> {
     pub inline_cost: Duration,
     /// Decodes the batches handled here.
     pub decoder: Decoder,
+    /// Acked delivery: brings the acknowledgements to send on the input socket.
+    pub acks: Option<zmq::Socket>,
 }
 
 /// The state a hand-over decision looks at.
@@ -103,12 +105,13 @@ impl Receiver<'_> {
     pub(crate) fn run(mut self, socket: zmq::Socket, tx: Sender<Batch>) {
         let mut drain = Drain::default();
         loop {
+            self.relay_acks(&socket);
             if self.shutdown.is_triggered() {
                 drain.begin();
             }
             let draining = drain.begun();
             if !draining {
-                match wait_readable(&socket) {
+                match wait_readable(&socket, self.acks.as_ref()) {
                     Readable::Yes => {}
                     Readable::NotYet => continue,
                     Readable::Failed => return,
@@ -169,6 +172,7 @@ impl Receiver<'_> {
                 if !self.hand_over(full, false, tx) {
                     return None;
                 }
+                self.relay_acks(socket);
             }
             if !draining && self.shutdown.is_triggered() {
                 return Some((batch, false));
@@ -239,14 +243,48 @@ enum Readable {
     Failed,
 }
 
-/// Polls `socket` for [`POLL_MS`] at most.
-fn wait_readable(socket: &zmq::Socket) -> Readable {
-    match socket.poll(zmq::POLLIN, POLL_MS) {
-        Ok(0) | Err(zmq::Error::EINTR) => Readable::NotYet,
-        Ok(_) => Readable::Yes,
+/// Polls `socket` for [`POLL_MS`] at most; [`Readable::NotYet`] also when `acks` has
+/// acknowledgements to relay.
+fn wait_readable(socket: &zmq::Socket, acks: Option<&zmq::Socket>) -> Readable {
+    let mut items = [socket.as_poll_item(zmq::POLLIN)];
+    let mut both;
+    let polled = match acks {
+        None => zmq::poll(&mut items, POLL_MS).map(|_| items[0].is_readable()),
+        Some(acks) => {
+            both = [
+                socket.as_poll_item(zmq::POLLIN),
+                acks.as_poll_item(zmq::POLLIN),
+            ];
+            zmq::poll(&mut both, POLL_MS).map(|_| both[0].is_readable())
+        }
+    };
+    match polled {
+        Ok(false) | Err(zmq::Error::EINTR) => Readable::NotYet,
+        Ok(true) => Readable::Yes,
         Err(e) => {
             tracing::error!("receiver: poll failed: {e}");
             Readable::Failed
+        }
+    }
+}
+
+impl Receiver<'_> {
+    /// Sends every acknowledgement waiting (`[routing id, ack]` from the commit thread) on the
+    /// input socket, without waiting: ZeroMQ drops one for a publisher that is gone or not
+    /// reading, and the next, cumulative, says the same and more.
+    fn relay_acks(&self, socket: &zmq::Socket) {
+        let Some(acks) = &self.acks else {
+            return;
+        };
+        while let Ok(parts) = acks.recv_multipart(zmq::DONTWAIT) {
+            if let [to, ack] = &parts[..] {
+                let sent = socket
+                    .send(&to[..], zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|()| socket.send(&ack[..], zmq::DONTWAIT));
+                if let Err(e) = sent {
+                    tracing::debug!("an acknowledgement was not sent: {e}");
+                }
+            }
         }
     }
 }

@@ -256,6 +256,10 @@ pub struct StatsSnapshot {
     pub gaps: u64,
     /// Duplicates over all sources.
     pub duplicates: u64,
+    /// Acked delivery: messages received again after the collector had claimed them (a
+    /// publisher resends what it has not seen acknowledged, after a reconnect): dropped, never
+    /// stored twice, and not counted as `duplicates`.
+    pub redelivered: u64,
     /// Sessions seen that have not ended over all sources: their publishers are still
     /// sending, were stopped without closing, or their end was lost. The records such a
     /// session sent last may be missing without a gap to show it.
@@ -342,6 +346,7 @@ struct Inner {
     stored: u64,
     session_ends: u64,
     rejected: u64,
+    redelivered: u64,
     sink_errors: BTreeMap<String, u64>,
     sink_retries: BTreeMap<String, u64>,
     sources: BTreeMap<String, SourceStats>,
@@ -516,6 +521,11 @@ impl Stats {
     }
 
     /// Counts a write `sink` failed with an error that may pass, to be tried again.
+    /// Counts a message of acked delivery that came again and was dropped.
+    pub(crate) fn on_redelivered(&self) {
+        self.lock().redelivered += 1;
+    }
+
     pub(crate) fn on_sink_retry(&self, sink: &str) {
         let mut inner = self.lock();
         *inner.sink_retries.entry(sink.to_owned()).or_default() += 1;
@@ -530,6 +540,7 @@ impl Stats {
             stored: inner.stored,
             session_ends: inner.session_ends,
             rejected: inner.rejected,
+            redelivered: inner.redelivered,
             sink_errors: inner.sink_errors.clone(),
             sink_retries: inner.sink_retries.clone(),
             inflight_bytes: self.inflight.load(Ordering::Relaxed),

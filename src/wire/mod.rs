@@ -12,11 +12,13 @@
 //!   errors that name what was expected and what came
 //! - `template`: a stream's headers written and read by reusing what they share
 //! - `encode`, `decode`: whole messages ([`encode()`], [`decode()`], [`Decoder`])
+//! - `ack`: the collector's acknowledgement in acked delivery ([`Ack`])
 //!
 //! and the codec engine in `codec/`: frames raw or zstd, shuffled or not, in both directions
 //! ([`encode_buffer`], [`decode_buffer`]), with the per-thread and per-process state it keeps
 //! to save allocations and the bounds of that state.
 
+mod ack;
 mod codec;
 mod decode;
 mod dtype;
@@ -26,6 +28,7 @@ mod header;
 mod limits;
 mod template;
 
+pub use ack::Ack;
 pub(crate) use codec::{decode_allocation, DecodeAllocation};
 pub use codec::{
     decode_buffer, encode_buffer, shuffle, unshuffle, Codec, Compression, EncodedBuffer, Filter,

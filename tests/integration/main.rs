@@ -16,6 +16,7 @@ mod common;
 #[path = "../../src/synth.rs"]
 mod synth;
 
+mod acked;
 mod cli_errors;
 mod curve;
 mod delivery;

@@ -692,6 +692,15 @@ impl Sink for DiskSink {
         self.append_to_manifest(&manifest_line(message, None))
     }
 
+    /// Syncs the file system that holds the output directory (`syncfs`): every record file,
+    /// directory entry and manifest line written so far, in one call for all of them.
+    fn sync(&self) -> Result<(), SinkError> {
+        rustix::fs::syncfs(&self.out_dir).map_err(|e| SinkError::Io {
+            path: self.out.clone(),
+            source: e.into(),
+        })
+    }
+
     fn finish(&self) -> Result<(), SinkError> {
         self.manifest
             .lock()

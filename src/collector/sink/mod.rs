@@ -167,6 +167,16 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
+    /// Makes every record (and session end) taken so far durable: on stable storage, so that
+    /// it survives a crash of the machine. In acked delivery the collector acknowledges a
+    /// record only after every sink's `sync` that began after its `write` returned `Ok`; it
+    /// calls `sync` from one thread, for many records at once (a group commit), while
+    /// `write` goes on. Errors are retried with backoff. Default: nothing to do (a sink that
+    /// keeps nothing, or passes records on).
+    fn sync(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Called once after the last record, before the collector returns: flush, close, join.
     fn finish(&self) -> Result<(), SinkError> {
         Ok(())

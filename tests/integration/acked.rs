@@ -1,0 +1,154 @@
+//! Acked delivery in-process: a publisher and a collector in `Delivery::Acked` store every
+//! record once, acknowledged only after the group commit; a record sent again is dropped and
+//! acknowledged again; what cannot be stored is settled as refused.
+
+use std::time::Duration;
+
+use ndarray::Array1;
+use ndbridge::collector::{Collector, DiskSink};
+use ndbridge::{Compression, Delivery, Error, Limits, Publisher};
+
+use crate::common::{manifest, manifest_ends, watchdog};
+
+fn acked_collector(out: &std::path::Path) -> Collector {
+    Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .delivery(Delivery::Acked)
+        .sink(DiskSink::new(out).unwrap())
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn every_record_is_acknowledged_once_stored() {
+    let _watchdog = watchdog("acked roundtrip", Duration::from_secs(60));
+    let out = tempfile::tempdir().unwrap();
+    let collector = acked_collector(out.path());
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .source("w")
+        .delivery(Delivery::Acked)
+        .compression(Compression::Raw)
+        .window_bytes(64 << 10)
+        .build()
+        .unwrap();
+    for i in 0..300 {
+        publisher
+            .send_owned("u", Array1::<f64>::from_elem(1000, f64::from(i)))
+            .unwrap();
+    }
+    let stats = publisher.close(Duration::from_secs(20)).unwrap();
+    assert_eq!((stats.sent, stats.delivered, stats.refused), (300, 300, 0));
+    let summary = collector.stop();
+    assert_eq!(summary.stats.stored, 300);
+    assert_eq!(summary.stats.redelivered, 0);
+    assert_eq!(summary.stats.sessions_not_ended, 0);
+    let seqs: Vec<u64> = manifest(out.path())
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 300);
+    assert_eq!(manifest_ends(out.path()).len(), 1);
+}
+
+#[test]
+fn a_record_too_large_for_the_collector_is_refused_and_reported() {
+    let _watchdog = watchdog("acked refusal", Duration::from_secs(60));
+    let out = tempfile::tempdir().unwrap();
+    let collector = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .delivery(Delivery::Acked)
+        .limits(Limits {
+            max_array_bytes: 4096,
+            ..Limits::default()
+        })
+        .sink(DiskSink::new(out.path()).unwrap())
+        .start()
+        .unwrap();
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .source("w")
+        .delivery(Delivery::Acked)
+        .compression(Compression::Raw)
+        .build()
+        .unwrap();
+    publisher
+        .send_owned("small", Array1::<f64>::zeros(10))
+        .unwrap();
+    publisher
+        .send_owned("large", Array1::<f64>::zeros(10_000))
+        .unwrap();
+    publisher
+        .send_owned("small", Array1::<f64>::zeros(10))
+        .unwrap();
+    let err = publisher.close(Duration::from_secs(20)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unacknowledged {
+                unacknowledged: 0,
+                refused: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "1 record refused by the collector (see its log)"
+    );
+    let stats = publisher.stats();
+    assert_eq!((stats.delivered, stats.refused), (2, 1));
+    let summary = collector.stop();
+    assert_eq!((summary.stats.stored, summary.stats.rejected), (2, 1));
+}
+
+#[test]
+fn a_publisher_with_no_collector_says_so() {
+    let _watchdog = watchdog("acked no collector", Duration::from_secs(60));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let publisher = Publisher::builder()
+        .connect(format!("tcp://127.0.0.1:{port}"))
+        .delivery(Delivery::Acked)
+        .build()
+        .unwrap();
+    publisher.send_owned("u", Array1::<f64>::zeros(10)).unwrap();
+    let err = publisher.close(Duration::from_millis(500)).unwrap_err();
+    assert!(matches!(err, Error::NoPeer { messages: 1, .. }), "{err}");
+}
+
+#[test]
+fn acked_delivery_takes_one_collector_to_connect_to() {
+    let two = Publisher::builder()
+        .connect("tcp://127.0.0.1:1")
+        .connect("tcp://127.0.0.1:2")
+        .delivery(Delivery::Acked)
+        .build();
+    assert!(matches!(
+        two,
+        Err(Error::Usage {
+            what: "PublisherBuilder::delivery",
+            ..
+        })
+    ));
+    let bound = Publisher::builder()
+        .bind("tcp://127.0.0.1:*")
+        .delivery(Delivery::Acked)
+        .build();
+    assert!(matches!(bound, Err(Error::Usage { .. })));
+    let sub = Collector::builder()
+        .connect("tcp://127.0.0.1:1")
+        .kind(ndbridge::SocketKind::Sub)
+        .delivery(Delivery::Acked)
+        .start();
+    assert!(matches!(
+        sub,
+        Err(Error::Usage {
+            what: "CollectorBuilder::delivery",
+            ..
+        })
+    ));
+}
