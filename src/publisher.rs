@@ -94,6 +94,9 @@ pub struct PublisherStats {
     /// Acked delivery: messages the collector acknowledged as refused for good (it could not
     /// decode or store them; its log says why). Never resent.
     pub refused: u64,
+    /// Acked delivery: messages sent again, unacknowledged when the connection to the
+    /// collector was made anew (not counted in `sent`).
+    pub resent: u64,
     /// Messages dropped: by [`FullPolicy::Drop`], or still queued when `close` timed out.
     pub dropped: u64,
     /// Messages that failed to encode (see the log) and were not sent.
@@ -457,6 +460,8 @@ struct Counters {
     refused: AtomicU64,
     /// Acked delivery: a connection to the collector was made.
     connected: AtomicBool,
+    /// Acked delivery: messages sent again.
+    resent: AtomicU64,
 }
 
 /// What a queued message counts for against the queue limit: its arrays, plus an estimate of
@@ -710,6 +715,7 @@ impl Publisher {
             sent,
             delivered,
             refused,
+            resent: c.resent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             queued: c.queued.load(Ordering::Relaxed),

@@ -87,7 +87,7 @@ impl AckedLink {
     /// something. Raises `counters`' acknowledged and refused counts.
     pub(super) fn pump(&mut self, socket: &mut zmq::Socket, counters: &Counters, wait_ms: i64) {
         self.read(socket, counters);
-        self.resend(socket);
+        self.resend(socket, counters);
         if wait_ms > 0 {
             let mut items = [
                 socket.as_poll_item(zmq::POLLIN),
@@ -96,7 +96,7 @@ impl AckedLink {
             let ready = zmq::poll(&mut items, wait_ms).is_ok_and(|n| n > 0);
             if ready {
                 self.read(socket, counters);
-                self.resend(socket);
+                self.resend(socket, counters);
             }
         }
     }
@@ -131,7 +131,7 @@ impl AckedLink {
 
     /// Sends again what is unacknowledged from `resend_from` on, as far as ZeroMQ takes it
     /// without waiting; the rest on the next call.
-    fn resend(&mut self, socket: &mut zmq::Socket) {
+    fn resend(&mut self, socket: &mut zmq::Socket, counters: &Counters) {
         let Some(mut seq) = self.resend_from else {
             return;
         };
@@ -140,7 +140,10 @@ impl AckedLink {
         while let Some(frames) = self.window.frames((seq - first) as usize) {
             let frames = frames.to_vec();
             match transport::send_tracked(socket, &frames, zmq::DONTWAIT, &self.resent_passed_on) {
-                Ok(()) => seq += 1,
+                Ok(()) => {
+                    seq += 1;
+                    counters.resent.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(_) => {
                     self.resend_from = Some(seq);
                     return;

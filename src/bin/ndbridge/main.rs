@@ -13,8 +13,8 @@ use ndbridge::collector::{
 };
 use ndbridge::wire::{DecodeError, Limits, Record};
 use ndbridge::{
-    Allowlist, ArrayBuffer, Compression, KeyPair, Link, Publisher, SocketKind, SocketOptions,
-    Subscriber,
+    Allowlist, ArrayBuffer, Compression, Delivery, KeyPair, Link, Publisher, SocketKind,
+    SocketOptions, Subscriber,
 };
 
 use demo::{DemoConfig, DemoReport};
@@ -130,6 +130,17 @@ struct CollectArgs {
     /// stops until the disk takes them.
     #[arg(long, default_value_t = 30.0, value_parser = seconds)]
     drain_timeout: f64,
+    /// How publishers deliver: fire-and-forget (PUSH/PULL, fastest; what a crash loses is
+    /// reported as gaps) or acked (each record acknowledged once stored durably; publishers
+    /// resend what is not, and records sent again are stored once, across restarts too).
+    /// Publishers must use the same mode (`send --delivery`).
+    #[arg(long, value_enum, default_value = "fire-and-forget")]
+    delivery: DeliveryArg,
+    /// With --delivery acked: milliseconds a stored record waits at most for the group commit
+    /// (one sync of the output's file system for every record written meanwhile) after which
+    /// it is acknowledged.
+    #[arg(long, default_value_t = 5.0, value_parser = milliseconds)]
+    commit_ms: f64,
     /// Write the final statistics as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
@@ -138,6 +149,23 @@ struct CollectArgs {
     print_endpoints: bool,
     #[command(flatten)]
     security: ServerKeyArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeliveryArg {
+    /// PUSH/PULL, no acknowledgements.
+    FireAndForget,
+    /// Every record acknowledged once stored durably, resent until it is.
+    Acked,
+}
+
+impl From<DeliveryArg> for Delivery {
+    fn from(delivery: DeliveryArg) -> Delivery {
+        match delivery {
+            DeliveryArg::FireAndForget => Delivery::FireAndForget,
+            DeliveryArg::Acked => Delivery::Acked,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -207,6 +235,10 @@ struct SendArgs {
     /// SSH tunnel to another machine).
     #[arg(long, value_enum, default_value = "detect")]
     link: LinkArg,
+    /// fire-and-forget, or acked: wait until the collector (run with the same --delivery)
+    /// acknowledges every record as stored durably, resending after a reconnect.
+    #[arg(long, value_enum, default_value = "fire-and-forget")]
+    delivery: DeliveryArg,
     #[command(flatten)]
     keys: ClientKeyArgs,
 }
@@ -269,10 +301,19 @@ struct DemoArgs {
 
 /// Parses a duration in seconds: a finite number, zero or more.
 fn seconds(text: &str) -> Result<f64, String> {
+    duration(text, "seconds")
+}
+
+fn milliseconds(text: &str) -> Result<f64, String> {
+    duration(text, "milliseconds")
+}
+
+/// Parses a duration in `unit`s, between 0 and 1e9.
+fn duration(text: &str, unit: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if (0.0..1e9).contains(&v) => Ok(v),
-        Ok(_) => Err(format!("expected seconds between 0 and 1e9, found {text}")),
-        Err(e) => Err(format!("expected a number of seconds, found {text:?}: {e}")),
+        Ok(_) => Err(format!("expected {unit} between 0 and 1e9, found {text}")),
+        Err(e) => Err(format!("expected a number of {unit}, found {text:?}: {e}")),
     }
 }
 
@@ -422,6 +463,8 @@ fn collector_builder(args: &CollectArgs, shutdown: Shutdown) -> CollectorBuilder
                 }),
         )
         .drain_timeout(Duration::from_secs_f64(args.drain_timeout))
+        .delivery(args.delivery.into())
+        .commit_interval(Duration::from_secs_f64(args.commit_ms / 1000.0))
         .shutdown(shutdown);
     if args.connect.is_empty() {
         for addr in &args.bind {
@@ -576,6 +619,13 @@ fn print_summary(summary: &Summary) {
         s.sink_errors,
         s.sink_retries
     );
+    if s.redelivered > 0 {
+        eprintln!(
+            "{} received again (acked delivery: resent by publishers that missed an \
+             acknowledgement) and not stored twice",
+            plural(s.redelivered, "record")
+        );
+    }
     if s.sessions_not_ended > 0 {
         eprintln!(
             "{} not ended (still sending, stopped without closing, or the end was lost): the \
@@ -620,6 +670,7 @@ fn send(args: SendArgs) -> Result<()> {
     let mut builder = Publisher::builder()
         .connect(&args.to)
         .compression(args.codec.compression())
+        .delivery(args.delivery.into())
         .link(args.link.into());
     if let Some((server, own)) = args.keys.load()? {
         builder = builder.curve(server, own);
@@ -673,7 +724,11 @@ fn send(args: SendArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "delivered {}, {:.1} MB decoded, {:.1} MB on the wire",
+        "{} {}, {:.1} MB decoded, {:.1} MB on the wire",
+        match args.delivery {
+            DeliveryArg::FireAndForget => "delivered",
+            DeliveryArg::Acked => "stored and acknowledged:",
+        },
         plural(stats.delivered, "message"),
         stats.raw_bytes as f64 / 1e6,
         stats.wire_bytes as f64 / 1e6
