@@ -830,6 +830,11 @@ impl SendLoop {
     /// tells the automatic codec that the producer, not the link, sets the pace.
     fn next_job(&mut self, jobs: &Receiver<Job>) -> Option<Job> {
         if let Some(link) = &mut self.acked {
+            if let Ok(job) = jobs.try_recv() {
+                // Acknowledgements are read every so many messages, not for each.
+                link.pump_now_and_then(&mut self.socket, &self.shared.counters);
+                return Some(job);
+            }
             // Acknowledgements are read while waiting, so that a flush or close sees them.
             while !link.all_settled() {
                 link.pump(&mut self.socket, &self.shared.counters, 0);
@@ -940,6 +945,9 @@ impl SendLoop {
         let Some(link) = &mut self.acked else {
             return true;
         };
+        if link.has_room(frames) {
+            return true;
+        }
         loop {
             link.pump(&mut self.socket, &self.shared.counters, 0);
             if link.has_room(frames) {

@@ -96,6 +96,12 @@ struct RunArgs {
     /// publishers' key, every message encrypted.
     #[arg(long)]
     curve: bool,
+    /// Also run every ndbridge variant in acked delivery (mode `acked`), interleaved with the
+    /// plain runs: each record acknowledged after the collector's group commit (every 5 ms:
+    /// with the disk sink, one `syncfs` of the output's file system), the publishers keeping
+    /// at most their window (256 MiB) unacknowledged.
+    #[arg(long)]
+    acked: bool,
     /// Collector decode workers [default: the number of cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -133,6 +139,8 @@ enum Role {
         bare: bool,
         #[arg(long)]
         workers: Option<usize>,
+        #[arg(long)]
+        acked: bool,
     },
     /// Codec speed on one thread over a .npy file (after untimed rounds): median encode and
     /// decode GB/s with min and max, every timed run's figures, and the size
@@ -168,6 +176,8 @@ enum Role {
         bare: bool,
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        #[arg(long)]
+        acked: bool,
     },
 }
 
@@ -358,7 +368,7 @@ fn run_collector(
     transport: Transport,
     expect: u64,
     disk: Option<String>,
-    bare: bool,
+    (bare, acked): (bool, bool),
     workers: Option<usize>,
 ) -> Result<()> {
     if bare {
@@ -373,6 +383,7 @@ fn run_collector(
     });
     let mut builder = Collector::builder()
         .bind(endpoint_for(transport))
+        .delivery(delivery(acked))
         .shared_sink(timing.clone());
     if let Some(dir) = &disk {
         builder = builder.sink(DiskSink::new(dir).map_err(|e| anyhow!("{e}"))?);
@@ -487,11 +498,10 @@ fn payload(size: usize, id: usize) -> Vec<f64> {
 
 fn run_publisher(
     endpoint: &str,
-    size: usize,
-    messages: u64,
+    (size, messages): (usize, u64),
     codec: &str,
     id: usize,
-    bare: bool,
+    (bare, acked): (bool, bool),
     rate: f64,
 ) -> Result<()> {
     let data = ArrayBuffer::from_owned(Array1::from(payload(size, id)));
@@ -539,6 +549,7 @@ fn run_publisher(
     let mut builder = Publisher::builder()
         .connect(endpoint)
         .source(format!("bench-{id}"))
+        .delivery(delivery(acked))
         .compression(compression(codec)?);
     if let Some((server, own, _)) = curve_keys()? {
         builder = builder.curve(*server.public(), own);
@@ -553,7 +564,9 @@ fn run_publisher(
     let cpu = own_usage().0;
     wait_for_parent();
     println!("{cpu}");
-    let stats = publisher.close(Duration::from_secs(60))?;
+    // Every record is acknowledged (acked) or passed on; in acked delivery the collector may
+    // have stopped before it acknowledged the session's end, which is not waited for long.
+    let stats = publisher.close(Duration::from_secs(if acked { 1 } else { 60 }))?;
     eprintln!("publisher {id}: {stats:?}");
     Ok(())
 }
@@ -580,6 +593,16 @@ static CASES_RUN: AtomicU64 = AtomicU64::new(0);
 struct Ends<'a> {
     bare: bool,
     curve: Option<&'a Path>,
+    acked: bool,
+}
+
+/// The delivery mode of a case's ndbridge ends.
+fn delivery(acked: bool) -> ndbridge::Delivery {
+    if acked {
+        ndbridge::Delivery::Acked
+    } else {
+        ndbridge::Delivery::FireAndForget
+    }
 }
 
 /// Runs one case once: one collector process, `publishers` publisher processes.
@@ -589,7 +612,7 @@ fn run_case(
     publishers: usize,
     size: usize,
     (codec, disk): (&str, bool),
-    Ends { bare, curve }: Ends<'_>,
+    Ends { bare, curve, acked }: Ends<'_>,
 ) -> Result<Measured> {
     let exe = std::env::current_exe()?;
     let per_publisher = ((args.bytes_per_case / size as u64).clamp(16, args.max_messages)
@@ -618,6 +641,9 @@ fn run_case(
     }
     if bare {
         collector_cmd.arg("--bare");
+    }
+    if acked {
+        collector_cmd.arg("--acked");
     }
     if let Some(workers) = args.workers {
         collector_cmd.args(["--workers", &workers.to_string()]);
@@ -656,6 +682,9 @@ fn run_case(
         ]);
         if bare {
             cmd.arg("--bare");
+        }
+        if acked {
+            cmd.arg("--acked");
         }
         if let Some(dir) = curve {
             cmd.env(CURVE_KEYS, dir);
@@ -806,13 +835,15 @@ fn run_all(args: &RunArgs) -> Result<()> {
                 // Every variant of this case (bare libzmq, each codec, with and without disk)
                 // runs once per round, so that the machine's slow spells fall on all of them.
                 let mut variants: Vec<(&'static str, &str, bool)> = Vec::new();
-                let modes: &[(&'static str, &'static str)] = if args.curve {
-                    &[("libzmq", "ndbridge"), ("zmq-curve", "curve")]
-                } else {
-                    &[("libzmq", "ndbridge")]
-                };
-                for &(bare_mode, mode) in modes {
-                    if args.baseline {
+                let mut modes: Vec<(&'static str, &'static str)> = vec![("libzmq", "ndbridge")];
+                if args.curve {
+                    modes.push(("zmq-curve", "curve"));
+                }
+                if args.acked {
+                    modes.push(("", "acked"));
+                }
+                for &(bare_mode, mode) in &modes {
+                    if args.baseline && !bare_mode.is_empty() {
                         variants.extend(disk_modes.iter().map(|&disk| (bare_mode, "raw", disk)));
                     }
                     for codec in &args.codecs {
@@ -825,7 +856,8 @@ fn run_all(args: &RunArgs) -> Result<()> {
                     for (&(mode, codec, disk), runs) in variants.iter().zip(&mut runs) {
                         let bare = mode == "libzmq" || mode == "zmq-curve";
                         let curve = matches!(mode, "curve" | "zmq-curve").then_some(keys.path());
-                        let ends = Ends { bare, curve };
+                        let acked = mode == "acked";
+                        let ends = Ends { bare, curve, acked };
                         runs.push(run_case(
                             args,
                             transport,
@@ -925,7 +957,8 @@ fn main() -> std::process::ExitCode {
             disk,
             bare,
             workers,
-        }) => run_collector(transport, expect, disk, bare, workers),
+            acked,
+        }) => run_collector(transport, expect, disk, (bare, acked), workers),
         Some(Role::Publisher {
             endpoint,
             size,
@@ -934,7 +967,8 @@ fn main() -> std::process::ExitCode {
             id,
             bare,
             rate,
-        }) => run_publisher(&endpoint, size, messages, &codec, id, bare, rate),
+            acked,
+        }) => run_publisher(&endpoint, (size, messages), &codec, id, (bare, acked), rate),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -92,32 +92,61 @@ pub(crate) enum Claim {
 /// The sessions' claimed and settled messages.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
-    sessions: Mutex<HashMap<(String, String), Session>>,
+    sessions: Mutex<Sessions>,
+}
+
+/// Sessions by source, then by session id (looked up by `&str`, without allocating).
+#[derive(Debug, Default)]
+struct Sessions {
+    by_source: HashMap<String, HashMap<String, Session>>,
+    count: usize,
+}
+
+impl Sessions {
+    fn get_mut(&mut self, source: &str, session: &str) -> Option<&mut Session> {
+        self.by_source.get_mut(source)?.get_mut(session)
+    }
+
+    /// The session, followed from now on if it was not; `None` when it was not and the ledger
+    /// follows [`MAX_SESSIONS`] already.
+    fn follow(&mut self, source: &str, session: &str) -> Option<&mut Session> {
+        let known = self
+            .by_source
+            .get(source)
+            .is_some_and(|m| m.contains_key(session));
+        if !known {
+            if self.count >= MAX_SESSIONS {
+                return None;
+            }
+            self.count += 1;
+            self.by_source
+                .entry(source.to_owned())
+                .or_default()
+                .insert(session.to_owned(), Session::default());
+        }
+        self.get_mut(source, session)
+    }
 }
 
 impl Ledger {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Notes a message a sink held before the collector started: claimed and settled.
     pub(crate) fn stored_before(&self, source: &str, session: &str, seq: u64) {
-        let mut sessions = self.lock();
-        let s = sessions
-            .entry((source.to_owned(), session.to_owned()))
-            .or_default();
-        s.claimed.insert(seq);
-        s.settled.insert(seq);
+        if let Some(s) = self.lock().follow(source, session) {
+            s.claimed.insert(seq);
+            s.settled.insert(seq);
+        }
     }
 
     /// Claims `seq` of `source`'s `session`, which came from the connection `reply_to`.
     pub(crate) fn claim(&self, source: &str, session: &str, seq: u64, reply_to: &Bytes) -> Claim {
         let mut sessions = self.lock();
-        let key = (source.to_owned(), session.to_owned());
-        if !sessions.contains_key(&key) && sessions.len() >= MAX_SESSIONS {
+        let Some(s) = sessions.follow(source, session) else {
             return Claim::Full;
-        }
-        let s = sessions.entry(key).or_default();
+        };
         if s.reply_to.as_ref() != Some(reply_to) {
             s.reply_to = Some(reply_to.clone());
         }
@@ -137,23 +166,22 @@ impl Ledger {
     /// acknowledgement per session concerned: where to send it and what.
     fn settle(&self, done: &[Written]) -> Vec<(Bytes, Ack)> {
         let mut sessions = self.lock();
-        let mut touched: HashSet<(String, String)> = HashSet::new();
+        let mut touched: HashSet<(&str, &str)> = HashSet::new();
         for w in done {
-            let key = (w.source.clone(), w.session.clone());
-            let Some(s) = sessions.get_mut(&key) else {
+            let Some(s) = sessions.get_mut(&w.source, &w.session) else {
                 continue;
             };
             if w.outcome != Outcome::Again && s.settled.insert(w.seq) {
                 s.refused += u64::from(w.outcome == Outcome::Refused);
             }
-            touched.insert(key);
+            touched.insert((&w.source, &w.session));
         }
         touched
             .into_iter()
-            .filter_map(|key| {
-                let s = sessions.get(&key)?;
+            .filter_map(|(source, session)| {
+                let s = sessions.get_mut(source, session)?;
                 let ack = Ack {
-                    session: key.1,
+                    session: session.to_owned(),
                     through: s.settled.through,
                     refused: s.refused.min(s.settled.through),
                 };
@@ -199,6 +227,8 @@ pub(crate) struct Committer {
     wake: Condvar,
     interval: Duration,
     stop: AtomicBool,
+    /// The last commit is done (or the thread is gone): no acknowledgement comes after.
+    done: AtomicBool,
 }
 
 impl Committer {
@@ -210,11 +240,17 @@ impl Committer {
             wake: Condvar::new(),
             interval,
             stop: AtomicBool::new(false),
+            done: AtomicBool::new(false),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True once the last commit is done and its acknowledgements are on their way.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
     }
 
     /// Reports a claimed message (of `bytes` as received) to the next commit.
@@ -392,6 +428,7 @@ impl CommitThread {
                 tracing::error!("the commit thread panicked");
             }
         }
+        self.committer.done.store(true, Ordering::Release);
     }
 }
 

@@ -533,11 +533,8 @@ impl Collector {
     /// Waits until the shutdown flag is triggered (by a signal handler, say), then drains and
     /// finishes like [`Collector::stop`].
     pub fn wait(mut self) -> Summary {
-        if let Some(receiver) = self.receiver.take() {
-            if receiver.join().is_err() {
-                tracing::error!("the receiver thread panicked");
-            }
-        }
+        // The workers end once the receiver has stopped reading and they have drained what it
+        // read; then the last commit; the receiver sends its acknowledgements, then ends.
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {
                 tracing::error!("a decode worker panicked");
@@ -545,6 +542,11 @@ impl Collector {
         }
         if let Some(mut commit) = self.commit.take() {
             commit.stop();
+        }
+        if let Some(receiver) = self.receiver.take() {
+            if receiver.join().is_err() {
+                tracing::error!("the receiver thread panicked");
+            }
         }
         if let Some(reporter) = self.reporter.take() {
             let _ = reporter.join();
@@ -568,11 +570,14 @@ impl Drop for Collector {
     fn drop(&mut self) {
         if self.receiver.is_some() {
             self.shutdown.trigger();
-            if let Some(receiver) = self.receiver.take() {
-                let _ = receiver.join();
-            }
             for worker in self.workers.drain(..) {
                 let _ = worker.join();
+            }
+            if let Some(mut commit) = self.commit.take() {
+                commit.stop();
+            }
+            if let Some(receiver) = self.receiver.take() {
+                let _ = receiver.join();
             }
             if let Some(reporter) = self.reporter.take() {
                 let _ = reporter.join();

@@ -103,21 +103,27 @@ pub(crate) fn handle_here(load: Load) -> bool {
 impl Receiver<'_> {
     /// Receives until shutdown (then drains), handing batches over as described above.
     pub(crate) fn run(mut self, socket: zmq::Socket, tx: Sender<Batch>) {
+        self.receive(&socket, tx);
+        self.relay_until_committed(&socket);
+    }
+
+    /// Receives until shutdown (then drains); the workers' channel closes when this returns.
+    fn receive(&mut self, socket: &zmq::Socket, tx: Sender<Batch>) {
         let mut drain = Drain::default();
         loop {
-            self.relay_acks(&socket);
+            self.relay_acks(socket);
             if self.shutdown.is_triggered() {
                 drain.begin();
             }
             let draining = drain.begun();
             if !draining {
-                match wait_readable(&socket, self.acks.as_ref()) {
+                match wait_readable(socket, self.acks.as_ref()) {
                     Readable::Yes => {}
                     Readable::NotYet => continue,
                     Readable::Failed => return,
                 }
             }
-            let Some((batch, emptied)) = self.read_waiting(&socket, &tx, &mut drain, draining)
+            let Some((batch, emptied)) = self.read_waiting(socket, &tx, &mut drain, draining)
             else {
                 return;
             };
@@ -269,6 +275,23 @@ fn wait_readable(socket: &zmq::Socket, acks: Option<&zmq::Socket>) -> Readable {
 }
 
 impl Receiver<'_> {
+    /// Acked delivery: once reading has stopped, goes on sending acknowledgements until the
+    /// last commit (after the workers have drained) is done, so that the records stored at
+    /// the stop are acknowledged too.
+    fn relay_until_committed(&self, socket: &zmq::Socket) {
+        let (Some(acks), Some(committer)) = (&self.acks, &self.pool.acks) else {
+            return;
+        };
+        loop {
+            let done = committer.is_done();
+            self.relay_acks(socket);
+            if done {
+                return;
+            }
+            let _ = acks.poll(zmq::POLLIN, 20);
+        }
+    }
+
     /// Sends every acknowledgement waiting (`[routing id, ack]` from the commit thread) on the
     /// input socket, without waiting: ZeroMQ drops one for a publisher that is gone or not
     /// reading, and the next, cumulative, says the same and more.

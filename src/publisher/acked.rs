@@ -31,7 +31,13 @@ pub(super) struct AckedLink {
     session: String,
     /// Raised by ZeroMQ as resent messages are passed on; counted nowhere else.
     resent_passed_on: Arc<AtomicU64>,
+    /// Calls of [`pump_now_and_then`](Self::pump_now_and_then).
+    calls: u64,
 }
+
+/// While messages keep coming, acknowledgements are read once per this many (and whenever the
+/// window is full).
+const PUMP_EVERY: u64 = 32;
 
 impl AckedLink {
     /// Sets `socket` (a DEALER) up for acked delivery of `session`, with a window of
@@ -63,6 +69,7 @@ impl AckedLink {
             resend_from: None,
             session,
             resent_passed_on: Arc::new(AtomicU64::new(0)),
+            calls: 0,
         })
     }
 
@@ -80,6 +87,15 @@ impl AckedLink {
     /// True when everything sent is acknowledged.
     pub(super) fn all_settled(&self) -> bool {
         self.window.is_empty()
+    }
+
+    /// [`pump`](Self::pump) without waiting, once every [`PUMP_EVERY`] calls: reading the
+    /// sockets costs more than sending a small message.
+    pub(super) fn pump_now_and_then(&mut self, socket: &mut zmq::Socket, counters: &Counters) {
+        self.calls += 1;
+        if self.calls % PUMP_EVERY == 0 {
+            self.pump(socket, counters, 0);
+        }
     }
 
     /// Reads what is waiting (acknowledgements, new connections) and goes on resending; then,
