@@ -315,10 +315,16 @@ impl PublisherBuilder {
             Delivery::Acked => SocketKind::Dealer,
             Delivery::FireAndForget => self.kind,
         };
+        // Acked delivery follows the socket's connections from before the first one.
+        let attach_now = if self.delivery == Delivery::Acked {
+            &[][..]
+        } else {
+            &self.endpoints[..]
+        };
         let socket = transport::open(
             &context,
             kind,
-            &self.endpoints,
+            attach_now,
             &self.options,
             self.curve
                 .as_ref()
@@ -340,6 +346,9 @@ impl PublisherBuilder {
             )?),
             Delivery::FireAndForget => None,
         };
+        if acked.is_some() {
+            transport::attach(&socket, &self.endpoints)?;
+        }
         let worker = SendLoop {
             socket,
             kind: self.kind,

@@ -259,13 +259,24 @@ pub(crate) fn open(
     if kind == SocketKind::Sub {
         set(socket.set_subscribe(b""))?;
     }
-    for endpoint in endpoints {
-        match endpoint {
-            Endpoint::Bind(addr) => socket.bind(addr).map_err(fail("bind", addr))?,
-            Endpoint::Connect(addr) => socket.connect(addr).map_err(fail("connect", addr))?,
-        }
-    }
+    attach(&socket, endpoints)?;
     Ok(socket)
+}
+
+/// Binds or connects `socket` to every endpoint.
+pub(crate) fn attach(socket: &zmq::Socket, endpoints: &[Endpoint]) -> Result<(), SocketError> {
+    for endpoint in endpoints {
+        let (action, addr, result) = match endpoint {
+            Endpoint::Bind(addr) => ("bind", addr, socket.bind(addr)),
+            Endpoint::Connect(addr) => ("connect", addr, socket.connect(addr)),
+        };
+        result.map_err(|source| SocketError {
+            action,
+            address: addr.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// A new `inproc://` address of this process, `name` in it, for sockets that connect threads.

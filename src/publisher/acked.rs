@@ -40,8 +40,8 @@ pub(super) struct AckedLink {
 const PUMP_EVERY: u64 = 32;
 
 impl AckedLink {
-    /// Sets `socket` (a DEALER) up for acked delivery of `session`, with a window of
-    /// `window_bytes`.
+    /// Sets `socket` (a DEALER, not yet connected: its first connection must be seen) up for
+    /// acked delivery of `session`, with a window of `window_bytes`.
     pub(super) fn new(
         context: &zmq::Context,
         socket: &zmq::Socket,

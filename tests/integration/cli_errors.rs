@@ -308,3 +308,63 @@ fn records_a_full_disk_never_took_make_the_exit_code_non_zero() {
         "{stderr}"
     );
 }
+
+#[test]
+fn acked_send_waits_for_the_collector_and_fails_without_one() {
+    let _watchdog = watchdog("acked send", Duration::from_secs(90));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.npy");
+    Array1::<f64>::zeros(4)
+        .write_npy(std::fs::File::create(&file).unwrap())
+        .unwrap();
+    let out = dir.path().join("run");
+    let mut collect = CollectorProcess::start(
+        &[
+            "--delivery".as_ref(),
+            "acked".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        &dir.path().join("collect.log"),
+    );
+    let send = |to: &str| {
+        ndbridge(&[
+            "send",
+            "--delivery",
+            "acked",
+            "--to",
+            to,
+            "--timeout",
+            "3",
+            file.to_str().unwrap(),
+        ])
+    };
+    let output = send(&collect.endpoint);
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("\nstored and acknowledged: 1 message, "),
+        "{stderr}"
+    );
+    assert!(collect.stop().success(), "{}", collect.log());
+    assert_eq!(crate::common::manifest(&out).len(), 1);
+
+    // Nothing listens, or a collector in the other mode: the handshake never completes.
+    let plain = Collector::builder()
+        .bind("tcp://127.0.0.1:*")
+        .start()
+        .unwrap();
+    for to in [
+        format!("tcp://127.0.0.1:{}", fresh_port()),
+        plain.endpoint().to_owned(),
+    ] {
+        let output = send(&to);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("no peer took any of 1 message from"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(plain.stop().stats.received, 0);
+}
