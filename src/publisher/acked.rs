@@ -93,7 +93,7 @@ impl AckedLink {
     /// sockets costs more than sending a small message.
     pub(super) fn pump_now_and_then(&mut self, socket: &mut zmq::Socket, counters: &Counters) {
         self.calls += 1;
-        if self.calls % PUMP_EVERY == 0 {
+        if self.calls.is_multiple_of(PUMP_EVERY) {
             self.pump(socket, counters, 0);
         }
     }
