@@ -9,6 +9,8 @@
 //! cargo run --example worker -- tcp://127.0.0.1:5555 --steps 200
 //! ```
 //!
+//! To a collector in acked delivery (`ndbridge collect --delivery acked`), add `--acked`.
+//!
 //! To a collector with CURVE keys (README, Deployment), add `--curve-server collector.key
 //! --curve-secret worker.key_secret`.
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use ndarray::{Array2, Array3};
-use ndbridge::{ArrayBuffer, FullPolicy, KeyPair, PublicKey, Publisher};
+use ndbridge::{ArrayBuffer, Delivery, FullPolicy, KeyPair, PublicKey, Publisher};
 
 /// Run a small heat simulation and publish its fields to a collector.
 #[derive(Parser)]
@@ -44,6 +46,10 @@ struct Args {
     /// Seconds `close` waits for the collector to take everything.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Acked delivery (for `ndbridge collect --delivery acked`): every record acknowledged once
+    /// stored durably, resent after a reconnect.
+    #[arg(long)]
+    acked: bool,
     /// The collector's public key file (NAME.key), for a collector with CURVE keys.
     #[arg(long, requires = "curve_secret")]
     curve_server: Option<std::path::PathBuf>,
@@ -116,6 +122,9 @@ fn run(args: &Args) -> Result<()> {
     let mut builder = Publisher::builder()
         .connect(&args.address)
         .on_full(FullPolicy::Block);
+    if args.acked {
+        builder = builder.delivery(Delivery::Acked);
+    }
     if let Some(source) = &args.source {
         builder = builder.source(source);
     }
@@ -158,7 +167,7 @@ fn run(args: &Args) -> Result<()> {
         .context("the collector did not take every message in time")?;
     println!(
         "worker: {} steps in {:.2} s; sent {} messages ({} dropped, {} failed), \
-         {:.2} MB decoded, {:.2} MB on the wire, ratio {:.2}",
+         {:.2} MB decoded, {:.2} MB on the wire, ratio {:.2}; {} delivered, {} resent",
         args.steps,
         started.elapsed().as_secs_f64(),
         stats.sent,
@@ -167,6 +176,8 @@ fn run(args: &Args) -> Result<()> {
         stats.raw_bytes as f64 / 1e6,
         stats.wire_bytes as f64 / 1e6,
         stats.compression_ratio(),
+        stats.delivered,
+        stats.resent,
     );
     Ok(())
 }
