@@ -35,7 +35,10 @@ pub(crate) const COMMIT_BYTES: u64 = 64 << 20;
 /// does is refused rather than allowed to grow the ledger.
 const MAX_AHEAD: usize = 1 << 17;
 
-/// Most sessions the ledger follows; messages of sessions beyond are refused.
+/// Most sessions the ledger follows. To follow one more it forgets one with nothing in
+/// progress, an ended one first; should every one have messages in progress, messages of new
+/// sessions are refused. A session forgotten that sends again (it would have to be one of
+/// 65,536 sessions left behind) may have a resent record stored twice.
 const MAX_SESSIONS: usize = 1 << 16;
 
 /// A set of `seq`s: every one below `through`, and those in `ahead`.
@@ -76,6 +79,16 @@ struct Session {
     /// Where its acknowledgements go: the routing id of the connection its latest message came
     /// from (a reconnected publisher has a new one).
     reply_to: Option<Bytes>,
+    /// Its end is settled: its publisher has nothing left to send.
+    ended: bool,
+}
+
+impl Session {
+    /// Nothing claimed is waiting to be settled.
+    fn idle(&self) -> bool {
+        self.claimed.through == self.settled.through
+            && self.claimed.ahead.len() == self.settled.ahead.len()
+    }
 }
 
 /// What [`Ledger::claim`] found.
@@ -115,7 +128,7 @@ impl Sessions {
             .get(source)
             .is_some_and(|m| m.contains_key(session));
         if !known {
-            if self.count >= MAX_SESSIONS {
+            if self.count >= MAX_SESSIONS && !self.forget_one() {
                 return None;
             }
             self.count += 1;
@@ -125,6 +138,32 @@ impl Sessions {
                 .insert(session.to_owned(), Session::default());
         }
         self.get_mut(source, session)
+    }
+}
+
+impl Sessions {
+    /// Forgets a session with nothing in progress, an ended one if there is one; false when
+    /// every session has messages in progress.
+    fn forget_one(&mut self) -> bool {
+        let pick = |ended_only: bool| {
+            self.by_source.iter().find_map(|(source, sessions)| {
+                sessions
+                    .iter()
+                    .find(|(_, s)| s.idle() && (s.ended || !ended_only))
+                    .map(|(session, _)| (source.clone(), session.clone()))
+            })
+        };
+        let Some((source, session)) = pick(true).or_else(|| pick(false)) else {
+            return false;
+        };
+        if let Some(sessions) = self.by_source.get_mut(&source) {
+            sessions.remove(&session);
+            if sessions.is_empty() {
+                self.by_source.remove(&source);
+            }
+        }
+        self.count -= 1;
+        true
     }
 }
 
@@ -174,6 +213,7 @@ impl Ledger {
             if w.outcome != Outcome::Again && s.settled.insert(w.seq) {
                 s.refused += u64::from(w.outcome == Outcome::Refused);
             }
+            s.ended |= w.end && w.outcome == Outcome::Stored;
             touched.insert((&w.source, &w.session));
         }
         touched
@@ -208,6 +248,8 @@ pub(crate) struct Written {
     source: String,
     session: String,
     seq: u64,
+    /// The message is the session's end.
+    end: bool,
     outcome: Outcome,
 }
 
@@ -253,12 +295,11 @@ impl Committer {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Reports a claimed message (of `bytes` as received) to the next commit.
+    /// Reports a claimed message (of `bytes` as received; `end`: the session's end) to the
+    /// next commit.
     pub(crate) fn written(
         &self,
-        source: &str,
-        session: &str,
-        seq: u64,
+        (source, session, seq, end): (&str, &str, u64, bool),
         outcome: Outcome,
         bytes: u64,
     ) {
@@ -268,6 +309,7 @@ impl Committer {
             source: source.to_owned(),
             session: session.to_owned(),
             seq,
+            end,
             outcome,
         });
         pending.bytes += bytes;
@@ -451,6 +493,7 @@ mod tests {
             source: "a".into(),
             session: "s".into(),
             seq,
+            end: false,
             outcome,
         }
     }
@@ -533,8 +576,28 @@ mod tests {
         for i in 0..MAX_SESSIONS - 1 {
             assert_eq!(ledger.claim("b", &i.to_string(), 0, &peer(1)), Claim::New);
         }
+        // Every session has a message in progress: a new one is refused...
         assert_eq!(ledger.claim("c", "new", 0, &peer(1)), Claim::Full);
-        // Sessions it follows go on.
+        // ... and sessions it follows go on.
         assert_eq!(ledger.claim("a", "s", 0, &peer(1)), Claim::New);
+        // Once one has settled (and ended), it is forgotten for the new one.
+        let end = Written {
+            source: "b".into(),
+            session: "3".into(),
+            end: true,
+            ..written(0, Outcome::Stored)
+        };
+        let b7 = Written {
+            source: "b".into(),
+            session: "7".into(),
+            ..written(0, Outcome::Stored)
+        };
+        ledger.settle(&[end, b7]);
+        assert_eq!(ledger.claim("c", "new", 0, &peer(1)), Claim::New);
+        assert_eq!(ledger.claim("c", "newer", 0, &peer(1)), Claim::New);
+        // Both settled sessions were forgotten: claimed anew they would be new sessions, and no
+        // session has nothing in progress now.
+        assert_eq!(ledger.claim("b", "7", 0, &peer(1)), Claim::Full);
+        assert_eq!(ledger.claim("b", "3", 0, &peer(1)), Claim::Full);
     }
 }

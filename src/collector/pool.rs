@@ -155,7 +155,8 @@ impl Pool {
                     Outcome::Refused
                 };
                 let bytes = received.record.wire_bytes();
-                committer.written(&header.source, &header.session, header.seq, outcome, bytes);
+                let ids = (&*header.source, &*header.session, header.seq, header.end);
+                committer.written(ids, outcome, bytes);
             }
         }
         let conflict = if header.end {
@@ -206,13 +207,8 @@ impl Pool {
             Claim::New => true,
             Claim::Again => {
                 self.stats.on_redelivered();
-                committer.written(
-                    &header.source,
-                    &header.session,
-                    header.seq,
-                    Outcome::Again,
-                    0,
-                );
+                let ids = (&*header.source, &*header.session, header.seq, header.end);
+                committer.written(ids, Outcome::Again, 0);
                 false
             }
             Claim::Full => {
@@ -321,7 +317,7 @@ impl Pool {
             (&self.acks, &reply_to, &source, &ids)
         {
             if committer.ledger.claim(source, session, *seq, reply_to) == Claim::New {
-                committer.written(source, session, *seq, Outcome::Refused, 0);
+                committer.written((source, session, *seq, false), Outcome::Refused, 0);
             }
         }
         self.log.warn(|| {
