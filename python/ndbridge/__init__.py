@@ -24,8 +24,9 @@ Layout
 - :mod:`ndbridge.codec`: byte shuffle and zstd for one buffer.
 - :mod:`ndbridge.wire`: :func:`encode` and :func:`decode` between arrays and frames;
   :func:`encode_end`, the message that ends a publisher session.
-- :mod:`ndbridge.pacing`: when the automatic codec compresses on a network link. Pure: these
-  six modules never touch a socket.
+- :mod:`ndbridge.pacing`: when the automatic codec compresses on a network link.
+- :mod:`ndbridge.acked`: acked delivery's acknowledgements and window. Pure: these seven
+  modules never touch a socket.
 - :mod:`ndbridge.curve`: CURVE keys: :func:`keygen`, and reading the certificate files that
   ``curve_server=`` and ``curve_secret=`` name (no sockets either).
 - :mod:`ndbridge.net`: :func:`send`, :func:`recv`, :class:`Publisher`, :class:`Subscriber`.

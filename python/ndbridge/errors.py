@@ -85,7 +85,8 @@ class LimitError(WireError):
 
 
 class DeliveryError(TimeoutError):
-    """Records a :class:`~ndbridge.Publisher` did not hand to a peer within the time allowed.
+    """Records a :class:`~ndbridge.Publisher` did not hand to a peer within the time allowed,
+    or, in acked delivery, that the collector did not acknowledge or refused.
 
     Raised by :meth:`~ndbridge.Publisher.flush` (the records stay queued and may still go out)
     and by :meth:`~ndbridge.Publisher.close` (the records are dropped). ``str(err)`` names the
@@ -94,7 +95,8 @@ class DeliveryError(TimeoutError):
     Attributes:
         endpoint: The publisher's endpoint.
         unsent: Records not handed to a peer (counted on the safe side: the first of them may
-            have been on its way out, and may arrive whole).
+            have been on its way out, and may arrive whole); in acked delivery, records no
+            acknowledgement settled (the collector may not have them).
         sent: Records the publisher sent in all.
         timeout: The wait that ran out, in seconds.
         dropped: True when the records were dropped (``close``), False when they are still
@@ -102,27 +104,71 @@ class DeliveryError(TimeoutError):
         at_most: True when `unsent` is an upper bound: ZeroMQ had released every record, but
             the last bytes (of at most `unsent` records) had not reached the operating system
             when the time ran out.
+        refused: Acked delivery: records the collector acknowledged as refused for good (it
+            could not decode or store them; its log says why). 0 otherwise.
+        acked: True for a publisher in acked delivery (``delivery="acked"``).
+        connected: False when, in acked delivery, no collector ever connected.
+
+    `detail`, when given, is added to the message (what the call that raised did).
 
     With ``curve=True`` (a publisher with CURVE keys) the message also asks whether the server
     admits the key: a CURVE server that refuses a key lets nothing through and says nothing.
     """
 
     def __init__(self, endpoint: str, unsent: int, sent: int, timeout: float,
-                 dropped: bool, at_most: bool = False, curve: bool = False) -> None:
-        fate = "they are dropped" if dropped else "they are still queued"
-        count = f"up to {unsent} (the last) of {sent}" if at_most else f"{unsent} of {sent}"
+                 dropped: bool, at_most: bool = False, curve: bool = False, *,
+                 refused: int = 0, acked: bool = False, connected: bool = True,
+                 detail: Optional[str] = None) -> None:
         hint = ("is the collector running and reachable, does it admit this publisher's CURVE "
                 "key (its NAME.key in the collector's --allow directory), and is curve_server "
                 "the collector's public key?") if curve else \
             "is the collector running and reachable?"
-        super().__init__(f"{endpoint}: {count} records did not go out to a peer within "
-                         f"{timeout:g} s; {fate} ({hint})")
+        if acked:
+            message = _unacknowledged(unsent, sent, timeout, dropped, refused, connected, curve)
+        else:
+            fate = "they are dropped" if dropped else "they are still queued"
+            count = f"up to {unsent} (the last) of {sent}" if at_most else f"{unsent} of {sent}"
+            message = (f"{count} records did not go out to a peer within {timeout:g} s; {fate} "
+                       f"({hint})")
+        if detail:
+            message = f"{message}; {detail}"
+        super().__init__(f"{endpoint}: {message}")
         self.endpoint = endpoint
         self.unsent = unsent
         self.sent = sent
         self.timeout = timeout
         self.dropped = dropped
         self.at_most = at_most
+        self.refused = refused
+        self.acked = acked
+        self.connected = connected
+
+
+def _records(count: int) -> str:
+    return f"{count} record" if count == 1 else f"{count} records"
+
+
+def _unacknowledged(unsent: int, sent: int, timeout: float, dropped: bool, refused: int,
+                    connected: bool, curve: bool) -> str:
+    """The message of a :class:`DeliveryError` in acked delivery (the wording of Rust's
+    ``Error::Unacknowledged`` and ``Error::NoPeer``)."""
+    they = "it is" if unsent == 1 else "they are"
+    fate = f"{they} dropped" if dropped else f"{they} still in the window"
+    if not connected:
+        key = (" Does it admit this publisher's CURVE key (--allow), and is curve_server its "
+               "public key?") if curve else ""
+        return (f"no collector took any of {_records(unsent)} within {timeout:g} s; {fate} "
+                f"(is a collector running there with --delivery acked, and reachable?{key})")
+    parts = []
+    if unsent:
+        them = "it" if unsent == 1 else "them"
+        fate = (f"dropped: the collector may not have {them}" if dropped else
+                "still in the window, sent again after a reconnect")
+        parts.append(f"{_records(unsent)} of {sent} not acknowledged by the collector within "
+                     f"{timeout:g} s ({fate})")
+    if refused:
+        parts.append(f"{_records(refused)} refused by the collector (see its log)")
+    return "; ".join(parts)
 
 
 def describe(value: object) -> str:

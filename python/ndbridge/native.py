@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import lifetime
+from .acked import DEFAULT_WINDOW_BYTES, check_delivery, check_window_bytes
 from .curve import KeySource, PathLike, load_curve
 from .errors import DeliveryError, WireError
 from .header import parse_header
@@ -204,6 +205,14 @@ class Publisher:
             publisher checks them, then handed to the Rust publisher
             (``PublisherBuilder::curve``).
         curve_secret: See `curve_server`.
+        delivery: ``"fire-and-forget"`` (default) or ``"acked"``: the collector acknowledges
+            each record once stored durably, and the publisher sends again what is not
+            acknowledged after a reconnect (see :class:`ndbridge.Publisher`;
+            ``PublisherBuilder::delivery``). Acked delivery takes ``kind="push"`` and one
+            endpoint to connect to.
+        window_bytes: Acked delivery: the most bytes of records sent and not yet acknowledged
+            (and at most 65,536 records); while the window is full the queue fills, and
+            `on_full` applies. Default 256 MiB.
     """
 
     def __init__(self, endpoint: Union[str, Sequence[str]], source: Optional[str] = None,
@@ -214,7 +223,8 @@ class Publisher:
                  limits: Optional[Limits] = DEFAULT_LIMITS,
                  copy_threshold: Optional[int] = 64 * 1024, context: None = None,
                  curve_server: Optional[KeySource] = None,
-                 curve_secret: Optional[PathLike] = None) -> None:
+                 curve_secret: Optional[PathLike] = None, delivery: str = "fire-and-forget",
+                 window_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
         native = _require()
         if context is not None:
             raise ValueError("context: the Rust publisher has a ZeroMQ context of its own; "
@@ -230,6 +240,10 @@ class Publisher:
             raise ValueError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
         if not isinstance(queue_bytes, int) or queue_bytes < 1:
             raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
+        self.delivery = check_delivery(delivery)
+        check_window_bytes(window_bytes)
+        if self.delivery == "acked":
+            _check_acked(endpoints, bind, kind)
         # Read and checked as the pure-Python publisher does, so that both raise the same
         # errors; the Rust side reads the secret certificate itself (KeyPair::load).
         curve = load_curve(curve_server, curve_secret)
@@ -250,6 +264,7 @@ class Publisher:
             shuffle=shuffle is not False, link=link, source=self.source,
             queue_bytes=queue_bytes, on_full=on_full,
             linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold,
+            delivery=self.delivery, window_bytes=window_bytes,
             **({} if curve is None else {"curve_server": curve.server.decode("ascii"),
                                          "curve_secret": curve.secret_path}))
         self._last_stats: Optional[Dict[str, Any]] = None
@@ -269,11 +284,12 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        """Records sent that ZeroMQ has not yet passed on to a peer."""
+        """Records sent that ZeroMQ has not yet passed on to a peer; in acked delivery, records
+        sent that the collector has not acknowledged."""
         if self.closed:
             return 0
         stats = self._inner.stats()
-        return int(stats["queued"] + stats["sent"] - stats["delivered"])
+        return int(stats["queued"] + stats["sent"] - stats["delivered"] - stats["refused"])
 
     @property
     def seq(self) -> int:
@@ -353,8 +369,15 @@ class Publisher:
 
     def _delivery_error(self, e: BaseException, timeout: Optional[float],
                         dropped: bool) -> DeliveryError:
-        message, pending = e.args[0], e.args[1] if len(e.args) > 1 else None
+        message, pending, refused, kind = (tuple(e.args) + (None, 0, "other"))[:4]
         unsent = self._sent if pending is None else int(pending)
+        if self.delivery == "acked" and kind in ("unacknowledged", "no-peer", "timeout"):
+            # Error::Unacknowledged (records not acknowledged, or refused), Error::NoPeer (no
+            # collector ever connected), Error::Timeout (flush).
+            return DeliveryError(self._endpoint, unsent, max(self._sent, unsent),
+                                 timeout or 0.0, dropped=dropped, curve=self._curve,
+                                 refused=int(refused), acked=True,
+                                 connected=kind != "no-peer")
         if pending is None:  # not a timeout: say what the Rust publisher reported
             return DeliveryError(f"{self._endpoint} ({message})", unsent,
                                  max(self._sent, unsent), timeout or 0.0, dropped=dropped,
@@ -364,8 +387,10 @@ class Publisher:
 
     def stats(self) -> Dict[str, Any]:
         """The Rust publisher's counters: ``sent`` (handed to ZeroMQ), ``delivered`` (passed on
-        to a peer), ``dropped``, ``failed``, ``queued``, ``raw_bytes``, ``wire_bytes``,
-        ``compression_ratio`` (the final ones after close)."""
+        to a peer; in acked delivery, acknowledged as stored by the collector), ``refused``
+        (acked delivery: acknowledged as refused for good), ``resent`` (acked delivery: sent
+        again after a reconnect), ``dropped``, ``failed``, ``queued``, ``raw_bytes``,
+        ``wire_bytes``, ``compression_ratio`` (the final ones after close)."""
         if self.closed:
             return dict(self._last_stats or {})
         return dict(self._inner.stats())
@@ -379,6 +404,20 @@ class Publisher:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.pending} pending"
         return f"<ndbridge.native.Publisher to {self._endpoint} {state}>"
+
+
+def _check_acked(endpoints: List[str], bind: bool, kind: str) -> None:
+    """Acked delivery takes a PUSH publisher that connects to one collector: ``ValueError``
+    otherwise."""
+    if kind != "push":
+        raise ValueError(f"delivery='acked': expected kind=zmq.PUSH (the default; the publisher "
+                         f"then connects a DEALER to the collector's ROUTER), found {kind!r}")
+    if bind:
+        raise ValueError("delivery='acked': expected an endpoint to connect to (a collector "
+                         "binds), found bind=True")
+    if len(endpoints) != 1:
+        raise ValueError(f"delivery='acked': expected one collector's endpoint, found "
+                         f"{len(endpoints)}")
 
 
 def _zmq_kind(kind: Any) -> Optional[str]:

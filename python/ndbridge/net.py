@@ -18,22 +18,36 @@ The end of a session: once every record is released, a PUSH publisher that sent 
 more message, the session's end (:func:`~ndbridge.wire.encode_end`), and gives ZeroMQ until the
 close deadline to release it too. It is no record: no count includes it, and if it cannot go out
 in time it is discarded without an error (the collector then reports the session as not ended).
+
+Acked delivery (``delivery="acked"``): the publisher's socket is a DEALER, connected to a
+collector's ROUTER (``ndbridge collect --delivery acked``), which answers with
+acknowledgements once it has stored the records durably. :class:`_AckedLink` keeps every
+message sent in a window until an acknowledgement settles it, stops sending while the window
+is full, sends the whole window again after ZeroMQ made the connection again (its monitor
+reports a second ``HANDSHAKE_SUCCEEDED``: the collector restarted, or the heartbeats found the
+link dead), and on close sends the session's end like a record and waits for it to be settled
+too. The protocol's pure part (the window, the acknowledgements) is :mod:`ndbridge.acked`.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+import math
 import time as _time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import lifetime
+from .acked import (DEFAULT_WINDOW_BYTES, HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS, Window,
+                    check_delivery, check_window_bytes, parse_ack)
 from .curve import CurveKeys, KeySource, PathLike, load_curve
 from .codec import CODECS, check_level, encode_buffer
-from .errors import DeliveryError
+from .errors import DeliveryError, WireError
 from .limits import DEFAULT_LIMITS, Limits
 from .pacing import SAMPLE_BYTES, TIME_SENDS_EVERY_BYTES, Pacing
 from .wire import (ArraysLike, Record, decode, default_source, encode, encode_end, new_session,
@@ -203,6 +217,202 @@ def _wait(tracker: zmq.MessageTracker, deadline: Optional[float]) -> bool:
     return True
 
 
+# The longest single wait of an acked publisher for acknowledgements, in milliseconds: it looks
+# at its deadline (and lets Ctrl-C through) at least this often.
+_ACK_POLL_MS = 100
+
+_log = logging.getLogger("ndbridge")
+
+
+class _AckedLink:
+    """Acked delivery on a publisher's DEALER socket: the window of messages sent and not
+    acknowledged (:class:`~ndbridge.acked.Window`), the acknowledgements read from the socket,
+    and resending the window, oldest first, once ZeroMQ has made the connection to the
+    collector again (docs/wire-format.md, "Acknowledged delivery").
+
+    Every wait reads acknowledgements and monitor events meanwhile and resends what is due;
+    nothing runs between the publisher's calls (acknowledgements wait in ZeroMQ's queue, and
+    ZeroMQ's own thread keeps the heartbeats going).
+    """
+
+    def __init__(self, socket: zmq.Socket, session: str, window_bytes: int,
+                 copy_threshold: Optional[int]) -> None:
+        """Sets `socket` up, before it connects (so that the monitor sees the first
+        handshake): ZeroMQ heartbeats, and a monitor of its handshakes."""
+        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self.socket = socket
+        self.monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.session = session
+        self.window = Window(window_bytes)
+        self.copy_threshold = copy_threshold
+        #: Connections made to the collector (handshakes that succeeded).
+        self.handshakes = 0
+        #: Resending: the next ``seq`` to send again (``None``: not resending).
+        self.resend_from: Optional[int] = None
+        #: The session's end is sent (it stays in the window until settled).
+        self.ended = False
+
+    @property
+    def connected(self) -> bool:
+        """True once a connection to a collector was made."""
+        return self.handshakes > 0
+
+    def keep(self, frames: List[Any]) -> List[Any]:
+        """The frames to keep in the window: those sent with a copy as bytes of their own (the
+        caller may modify what they view once ``send`` returns); the others as they are: raw
+        arrays sent without a copy must stay unmodified until acknowledged."""
+        threshold = self.copy_threshold
+        return [f if isinstance(f, bytes) or (threshold is not None and len(f) >= threshold)
+                else bytes(f) for f in frames]
+
+    def send(self, seq: int, frames: List[Any], nbytes: int, deadline: Optional[float]) -> bool:
+        """Waits for room in the window and in ZeroMQ's queue, sends message `seq` (`frames`,
+        `nbytes` long) and keeps it in the window. False when `deadline` passed first: nothing
+        was sent."""
+        window = self.window
+        while True:
+            self.pump()
+            blocked = False
+            if self.resend_from is None and window.has_room(nbytes):
+                if self._transmit(frames):
+                    window.push(seq, frames, nbytes)
+                    return True
+                blocked = True  # ZeroMQ's queue is full
+            if not self._wait(deadline, writable=blocked):
+                return False
+
+    def settle(self, deadline: Optional[float]) -> bool:
+        """Reads acknowledgements until every message sent is settled or `deadline` passes;
+        true if settled."""
+        while True:
+            self.pump()
+            if not len(self.window):
+                return True
+            if not self._wait(deadline):
+                return False
+
+    def end(self, frame: bytes, seq: int, deadline: Optional[float]) -> bool:
+        """Sends the session's end (`frame`, at `seq`, the number of records) once, keeps it in
+        the window like a record, and waits until `deadline` for it to be settled; true if it
+        is."""
+        if not self.ended:
+            if not self.send(seq, [frame], len(frame), deadline):
+                return False
+            self.ended = True
+        return self.settle(deadline)
+
+    def pump(self) -> None:
+        """Takes every monitor event and acknowledgement waiting, then goes on resending."""
+        self._read_events()
+        self._read_acks()
+        self._resend()
+
+    def unacknowledged(self, records: int) -> int:
+        """How many of the first `records` messages are not acknowledged (the session's end,
+        at ``seq`` `records`, is no record)."""
+        return self.window.count_below(records)
+
+    def close(self) -> None:
+        """Stops the monitor and closes its socket (before the socket's context ends), and
+        forgets the window."""
+        try:
+            self.socket.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(linger=0)
+        self.window.clear()
+        self.resend_from = None
+
+    def _wait(self, deadline: Optional[float], writable: bool = False) -> bool:
+        """Waits until the socket has something to read (or, `writable` or resending, room to
+        send), the monitor has an event, or a short while passed; false, without waiting, once
+        `deadline` (monotonic) has passed."""
+        wait_ms = _ACK_POLL_MS
+        if deadline is not None:
+            left = deadline - _time.monotonic()
+            if left <= 0:
+                return False
+            wait_ms = max(1, min(wait_ms, math.ceil(left * 1000)))
+        flags = zmq.POLLIN
+        if writable or self.resend_from is not None:
+            flags |= zmq.POLLOUT
+        zmq.zmq_poll([(self.socket, flags), (self.monitor, zmq.POLLIN)], wait_ms)
+        return True
+
+    def _read_events(self) -> None:
+        """Counts the handshakes; one after the first is a new connection, which may have lost
+        what the old one carried: the window is sent again."""
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] != zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                continue
+            self.handshakes += 1
+            if self.handshakes > 1 and len(self.window):
+                _log.debug("ndbridge: connected again: resending %d unacknowledged",
+                           len(self.window))
+                self.resend_from = self.window.first_seq
+
+    def _read_acks(self) -> None:
+        """Applies every acknowledgement of this session waiting; others are ignored."""
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 1:
+                _log.warning("ndbridge: a message of %d frames from the collector was ignored "
+                             "(an acknowledgement is one frame)", len(frames))
+                continue
+            try:
+                ack = parse_ack(frames[0])
+            except WireError as e:
+                _log.warning("ndbridge: a malformed acknowledgement was ignored: %s", e)
+                continue
+            if ack.session == self.session:
+                self.window.acknowledge(ack)
+
+    def _resend(self) -> None:
+        """Sends again what is unacknowledged from :attr:`resend_from` on, as far as ZeroMQ
+        takes it without waiting; the rest on a later call."""
+        seq = self.resend_from
+        if seq is None:
+            return
+        first = self.window.first_seq
+        if first is not None:
+            seq = max(seq, first)
+        while True:
+            frames = self.window.frames(seq)
+            if frames is None:
+                break
+            if not self._transmit(frames):
+                self.resend_from = seq
+                return
+            seq += 1
+        self.resend_from = None
+
+    def _transmit(self, frames: List[Any]) -> bool:
+        """Sends one message without waiting; false when ZeroMQ's queue has no room for it
+        (then nothing was sent: ZeroMQ refuses a message at its first frame, never later)."""
+        sock = self.socket
+        threshold = self.copy_threshold
+        last = len(frames) - 1
+        for i, frame in enumerate(frames):
+            flags = zmq.SNDMORE if i < last else 0
+            copy = threshold is None or len(frame) < threshold
+            if i == 0:
+                try:
+                    sock.send(frame, flags | zmq.NOBLOCK, copy=copy)
+                except zmq.Again:
+                    return False
+            else:
+                sock.send(frame, flags, copy=copy)
+        return True
+
+
 class Publisher:
     """Sends records, numbered 0, 1, 2, ... within a random session id, and makes sure they go
     out.
@@ -249,6 +459,20 @@ class Publisher:
             of ``DIR/*.key`` and stores the records under the key's name as their source. A
             server that does not admit the key gets nothing: :meth:`close` then raises
             :class:`~ndbridge.DeliveryError`.
+        delivery: ``"fire-and-forget"`` (default: a record has gone out once the operating
+            system has its bytes) or ``"acked"``: the collector (``ndbridge collect
+            --delivery acked``; both ends must use the same mode) acknowledges each record once
+            it has stored it durably, the publisher keeps every record until then and sends
+            again what is not acknowledged after a reconnect (a collector restarted on the same
+            ``--out`` stores each record once), and :meth:`flush` and :meth:`close` wait for
+            the acknowledgements. Acked delivery takes ``kind=zmq.PUSH`` (the default) and an
+            endpoint to connect to; :meth:`close` raises :class:`~ndbridge.DeliveryError` for
+            records not acknowledged or refused by the collector.
+        window_bytes: Acked delivery: the most bytes of records sent and not yet acknowledged
+            (and at most 65,536 records); :meth:`send` waits while the window is full, reading
+            acknowledgements, and raises :class:`~ndbridge.DeliveryError` if it stays full for
+            `timeout` (the record is not sent then). A record larger than the window goes
+            alone. Default 256 MiB.
 
     Attributes:
         session: This publisher's session id, 16 hex characters.
@@ -259,7 +483,8 @@ class Publisher:
             :class:`~ndbridge.DeliveryError` never count it, and it is discarded without an
             error if it cannot go out by the close deadline.
         link: ``"local"`` or ``"network"``: the link ``codec="auto"`` decides for.
-        socket: The underlying pyzmq socket.
+        delivery: ``"fire-and-forget"`` or ``"acked"``.
+        socket: The underlying pyzmq socket (a DEALER in acked delivery).
 
     Use a publisher from one thread only, and do not modify an array after sending it (raw
     arrays go out without a copy; see :func:`send`).
@@ -297,7 +522,8 @@ class Publisher:
                  copy_threshold: Optional[int] = COPY_THRESHOLD,
                  context: Optional[zmq.Context] = None, native: Optional[bool] = None,
                  curve_server: Optional[KeySource] = None,
-                 curve_secret: Optional[PathLike] = None) -> None:
+                 curve_secret: Optional[PathLike] = None, delivery: str = "fire-and-forget",
+                 window_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
         if kind not in (zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.PAIR):
             raise ValueError(f"kind: expected zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER or "
                              f"zmq.PAIR, found {kind!r}")
@@ -313,8 +539,10 @@ class Publisher:
             raise ValueError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
         if not isinstance(queue_bytes, int) or queue_bytes < 1:
             raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
+        acked = _check_acked(delivery, window_bytes, kind, bind)
         curve = load_curve(curve_server, curve_secret)
         self._curve = curve is not None
+        self.delivery = delivery
         self.source = default_source() if source is None else source
         self.session = new_session()
         self.seq = 0
@@ -336,14 +564,24 @@ class Publisher:
         self._tail: Deque[int] = deque()
         # The session's end once sent (by a close that may have been interrupted since).
         self._end: Optional[_Queued] = None
+        # Acked delivery: the window, the acknowledgements, resending.
+        self._acked: Optional[_AckedLink] = None
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
         self._closed = False
         try:
-            self.socket = self._context.socket(kind)
+            self.socket = self._context.socket(zmq.DEALER if acked else kind)
+            if acked:
+                self._acked = _AckedLink(self.socket, self.session, window_bytes,
+                                         copy_threshold)
             _attach(self.socket, endpoint, bind, curve)
             self._endpoint = self.endpoint
         except BaseException:
+            if self._acked is not None:
+                self._acked.close()
+            sock = getattr(self, "socket", None)
+            if sock is not None and not sock.closed:
+                sock.close(linger=0)
             if self._own_context:
                 self._context.term()
             raise
@@ -363,7 +601,13 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        """Records sent that ZeroMQ has not yet handed to a peer."""
+        """Records sent that ZeroMQ has not yet handed to a peer; in acked delivery, records
+        sent that the collector has not acknowledged."""
+        link = self._acked
+        if link is not None:
+            if not self._closed:
+                link.pump()
+            return link.unacknowledged(self.seq)
         self._release()
         return sum(1 for q in self._queue if not q.tracker.done)
 
@@ -372,9 +616,12 @@ class Publisher:
 
         Raises ``TypeError`` for values that would not arrive as they are (masked arrays,
         object arrays, text) and ``ValueError`` for a record over :attr:`limits`; nothing is
-        sent then. Waits while more than `queue_bytes` are queued.
+        sent then. Waits while more than `queue_bytes` are queued. In acked delivery, waits
+        while the window is full, and raises :class:`~ndbridge.DeliveryError` if it stays
+        full for `timeout` (the record is not sent).
         """
-        if self._closed or self._end is not None:
+        if self._closed or self._end is not None or (self._acked is not None and
+                                                     self._acked.ended):
             raise ValueError(f"send: the publisher to {self._endpoint} is closed")
         seq = self.seq
         codec, raw_bytes = self._choose_codec(arrays)
@@ -432,8 +679,11 @@ class Publisher:
         pacing = self._pacing
         timed = pacing is not None and self._untimed_bytes + nbytes >= TIME_SENDS_EVERY_BYTES
         started = _time.perf_counter() if timed else 0.0
-        self._wait_for_room(nbytes)
-        self._send_frames(frames, nbytes)
+        if self._acked is None:
+            self._wait_for_room(nbytes)
+            self._send_frames(frames, nbytes)
+        else:
+            self._send_acked(frames, nbytes)
         if timed and pacing is not None:
             pacing.observe_send(nbytes, _time.perf_counter() - started)
             self._untimed_bytes = 0
@@ -468,6 +718,27 @@ class Publisher:
         tail.append(nbytes + _FRAME_OVERHEAD * len(frames))
         while len(tail) > 1 and sum(tail) - tail[0] >= _OUT_BATCH_BYTES:
             tail.popleft()
+
+    def _send_acked(self, frames: List[Any], nbytes: int) -> None:
+        """Acked delivery: waits (at most `timeout`) for room in the window, sends the record
+        and keeps it there until acknowledged."""
+        link = self._acked
+        assert link is not None
+        if not link.send(self.seq, link.keep(frames), nbytes, self._deadline(self.timeout)):
+            raise self._acked_error(self.timeout, dropped=False,
+                                    detail=f"send waited {self.timeout:g} s for room in the "
+                                           f"window: record {self.seq} was not sent")
+
+    def _acked_error(self, timeout: Optional[float], dropped: bool,
+                     detail: Optional[str] = None) -> DeliveryError:
+        """The :class:`~ndbridge.DeliveryError` for the records not acknowledged now, and those
+        refused."""
+        link = self._acked
+        assert link is not None
+        return DeliveryError(self._endpoint, link.unacknowledged(self.seq), self.seq,
+                             timeout or 0.0, dropped=dropped, curve=self._curve,
+                             refused=link.window.refused, acked=True,
+                             connected=link.connected, detail=detail)
 
     def _release(self) -> None:
         """Drops the references to records ZeroMQ has released, oldest first."""
@@ -504,13 +775,20 @@ class Publisher:
             timeout: Longest wait in seconds (default the constructor's); ``None`` waits
                 forever.
 
+        In acked delivery, waits until the collector has acknowledged every record sent so far
+        (stored, or refused: :meth:`close` reports those).
+
         Raises:
-            DeliveryError: Records did not go out in time. They stay queued: a later
-                ``flush`` or ``close`` waits for them again.
+            DeliveryError: Records did not go out (were not acknowledged) in time. They stay
+                queued: a later ``flush`` or ``close`` waits for them again.
         """
         if self._closed:
             raise ValueError(f"flush: the publisher to {self._endpoint} is closed")
         timeout = self.timeout if timeout is _DEFAULT else timeout
+        if self._acked is not None:
+            if not self._acked.settle(self._deadline(timeout)):
+                raise self._acked_error(timeout, dropped=False)
+            return
         unsent = self._drain(self._deadline(timeout))
         if unsent:
             raise DeliveryError(self._endpoint, unsent, self.seq, timeout, dropped=False,
@@ -522,13 +800,18 @@ class Publisher:
         closes the socket (and terminates the publisher's own context). Closing twice is
         harmless.
 
+        In acked delivery it waits until the collector has acknowledged every record, then
+        sends the end and waits for it to be acknowledged too, within the same `timeout`.
+
         Args:
             timeout: Longest wait in seconds (default the constructor's); ``None`` waits
                 forever.
 
         Raises:
             DeliveryError: Records did not go out in time; they are dropped, and the publisher
-                is closed all the same. If the wait is interrupted (``KeyboardInterrupt``), the
+                is closed all the same. In acked delivery: records the collector did not
+                acknowledge in time (it may not have them), or refused for good (its log says
+                why); the error counts both. If the wait is interrupted (``KeyboardInterrupt``), the
                 publisher stays open and the exit hook tries again.
         """
         if self._closed:
@@ -542,6 +825,9 @@ class Publisher:
             self._close_by(self.timeout, self._deadline(self.timeout, start))
 
     def _close_by(self, timeout: Optional[float], deadline: Optional[float]) -> None:
+        if self._acked is not None:
+            self._close_acked(timeout, deadline)
+            return
         unsent = self._drain(deadline)
         sent = self.seq
         if unsent:
@@ -566,6 +852,21 @@ class Publisher:
         if self._tail and self._own_context and linger_ms >= 0 and took_ms >= linger_ms:
             raise DeliveryError(self._endpoint, len(self._tail), sent, timeout or 0.0,
                                 dropped=True, at_most=True, curve=self._curve)
+
+    def _close_acked(self, timeout: Optional[float], deadline: Optional[float]) -> None:
+        """Acked delivery's close: waits for every record to be acknowledged, then ends the
+        session (if it sent any record) and waits for the end to be acknowledged too; closes
+        at once, and raises for what was not acknowledged or was refused."""
+        link = self._acked
+        assert link is not None
+        if link.settle(deadline) and self.seq > 0:
+            # The end is no record: if it is not settled in time, the collector reports the
+            # session as not ended, and close does not fail for it.
+            link.end(encode_end(self.source, self.session, self.seq), self.seq, deadline)
+        error = self._acked_error(timeout, dropped=True)
+        self._shutdown(linger_ms=0)
+        if error.unsent or error.refused:
+            raise error
 
     def _end_session(self, deadline: Optional[float]) -> bool:
         """Sends the message that ends the session (on a PUSH socket, once every record, at
@@ -593,6 +894,10 @@ class Publisher:
         """Closes at once, dropping what is queued; returns the error that says so, if any."""
         if self._closed:
             return []
+        if self._acked is not None:
+            error = self._acked_error(0.0, dropped=True)
+            self._shutdown(linger_ms=0)
+            return [error] if error.unsent else []
         self._release()
         unsent = sum(1 for q in self._queue if not q.tracker.done)
         self._shutdown(linger_ms=0)
@@ -606,6 +911,8 @@ class Publisher:
         returns once ZeroMQ's threads have stopped and released every message."""
         self._closed = True
         lifetime.forget(self)
+        if self._acked is not None:
+            self._acked.close()
         self.socket.close(linger=linger_ms)
         if self._own_context:
             self._context.term()
@@ -629,6 +936,29 @@ class Publisher:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.pending} pending"
         return f"<ndbridge.Publisher to {self._endpoint} seq={self.seq} {state}>"
+
+
+def _check_acked(delivery: Any, window_bytes: Any, kind: int, bind: bool) -> bool:
+    """Checks `delivery` and `window_bytes` (``ValueError``); true for acked delivery, which
+    takes a PUSH publisher that connects."""
+    acked = check_delivery(delivery) == "acked"
+    check_window_bytes(window_bytes)
+    if acked and kind != zmq.PUSH:
+        raise ValueError(f"delivery='acked': expected kind=zmq.PUSH (the default; the "
+                         f"publisher then connects a DEALER to the collector's ROUTER), found "
+                         f"{_kind_name(kind)}")
+    if acked and bind:
+        raise ValueError("delivery='acked': expected an endpoint to connect to (a collector "
+                         "binds), found bind=True")
+    return acked
+
+
+def _kind_name(kind: Any) -> str:
+    """A socket type constant as pyzmq names it (``zmq.PUB``), else its repr."""
+    try:
+        return f"zmq.{zmq.SocketType(kind).name}"
+    except (AttributeError, ValueError):  # pyzmq before 23 has no SocketType
+        return repr(kind)
 
 
 def _native_unfit(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[str]:

@@ -47,24 +47,32 @@ def require_binary() -> Path:
 class Collector:
     """A running ``ndbridge collect`` process on ephemeral loopback ports.
 
+    `bind` is the input endpoint (default an ephemeral loopback port; a restarted collector
+    binds the port of the one before, ``bind=old.input``); `delivery` is ``--delivery`` (default
+    the collector's, fire-and-forget). The log is appended to, so that a collector restarted on
+    the same `out` keeps the log of the runs before.
+
     Attributes:
-        input: The endpoint publishers connect to (the collector's PULL socket).
+        input: The endpoint publishers connect to (the collector's PULL socket; its ROUTER
+            socket with ``delivery="acked"``).
         forward: The endpoint of the forwarding PUB socket (``None`` with ``forward=False``).
         out: The output directory (``manifest.jsonl`` and the stored files).
         stats: The final statistics JSON, once :meth:`stop` has run.
     """
 
-    def __init__(self, out: Path, extra_args: Sequence[str] = (), forward: bool = True) -> None:
+    def __init__(self, out: Path, extra_args: Sequence[str] = (), forward: bool = True,
+                 bind: str = "tcp://127.0.0.1:*", delivery: Optional[str] = None) -> None:
         binary = require_binary()
         self.out = out
         self.stats_path = out.parent / f"{out.name}-stats.json"
         self.log_path = out.parent / f"{out.name}-collector.log"
         self.stats: Optional[Dict[str, Any]] = None
-        args = [str(binary), "collect", "--bind", "tcp://127.0.0.1:*",
+        args = [str(binary), "collect", "--bind", bind,
                 *(["--forward", "tcp://127.0.0.1:*"] if forward else []),
+                *(["--delivery", delivery] if delivery else []),
                 "--out", str(out), "--print-endpoints",
                 "--stats-json", str(self.stats_path), "--stats-every", "0", *extra_args]
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)
         try:
             endpoints = json.loads(self._read_line(WAIT_S))

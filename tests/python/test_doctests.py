@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["ndbridge", "ndbridge.errors", "ndbridge.limits", "ndbridge.dtypes", "ndbridge.header",
-           "ndbridge.codec", "ndbridge.wire", "ndbridge.pacing", "ndbridge.curve", "ndbridge.net"]
+           "ndbridge.codec", "ndbridge.wire", "ndbridge.pacing", "ndbridge.curve", "ndbridge.acked",
+           "ndbridge.net"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,5 +1,6 @@
 """The code in python/README.md runs: the ``>>>`` blocks as doctests, the subscribe and
-publish blocks, as written apart from the ports, against a live collector, and the CURVE block,
+publish blocks, as written apart from the ports, against a live collector, the acked block
+against a live collector in acked delivery, and the CURVE block,
 as written apart from its endpoint and key directory, against a pyzmq CURVE server that admits
 its key."""
 
@@ -38,8 +39,12 @@ def python_blocks() -> List[str]:
     return blocks(doctests=False)
 
 
-def block_using(endpoint: str) -> str:
-    found = [b for b in python_blocks() if endpoint in b]
+ACKED = 'delivery="acked"'
+
+
+def block_using(endpoint: str, acked: bool = False) -> str:
+    """The one program block that uses `endpoint` (in acked delivery, or not)."""
+    found = [b for b in python_blocks() if endpoint in b and (ACKED in b) == acked]
     assert len(found) == 1, f"expected one README block using {endpoint}, found {len(found)}"
     return found[0]
 
@@ -59,9 +64,10 @@ def test_readme_documents_the_essentials() -> None:
                    "CodecError", "LimitError", "examples/publish.py", "examples/subscribe.py",
                    "--count", "copy_threshold", "timeout_ms", "DeliveryError", "flush",
                    'link="network"', "os._exit", "queue_bytes", "ndbridge keygen",
-                   "--curve-secret", "--allow", "curve_server", "curve_secret"):
+                   "--curve-secret", "--allow", "curve_server", "curve_secret", ACKED,
+                   "--delivery acked", "window_bytes", "refused"):
         assert needle in text, needle
-    assert len(python_blocks()) == 3
+    assert len(python_blocks()) == 4
 
 
 def test_readme_subscribe_and_publish_blocks(tmp_path: Path) -> None:
@@ -110,6 +116,24 @@ def test_readme_subscribe_and_publish_blocks(tmp_path: Path) -> None:
     for args in published[::33]:
         step = args[3]["step"]
         assert args[5] == pytest.approx((np.sin(x[:, None] + 0.1 * step) * np.cos(x)).mean())
+
+
+def test_readme_acked_block(tmp_path: Path) -> None:
+    c = Collector(tmp_path / "out", forward=False, delivery="acked")
+    try:
+        block = block_using(INPUT, acked=True).replace(INPUT, c.input)
+        exec(compile(block, str(README), "exec"), {"__name__": "readme_acked"})
+        # The block's close returned: every record and the session's end are acknowledged,
+        # which the collector does once they are stored.
+        lines, ends = c.manifest(), c.ends()
+        assert sorted(x["seq"] for x in lines) == list(range(100))
+        assert [x["attrs"]["step"] for x in sorted(lines, key=lambda x: x["seq"])] == \
+            list(range(100))
+        assert [e["seq"] for e in ends] == [100]
+        stats = c.stop()["stats"]
+    finally:
+        c.kill()
+    assert (stats["stored"], stats["rejected"], stats["sessions_not_ended"]) == (100, 0, 0)
 
 
 def test_readme_curve_block(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ use ndbridge::wire::{
     shuffle, ArrayBuffer, ArrayMeta, Codec, Compression, DType, Decoder, Filter, Header, Limits,
     Order, EXPANSION_FREE_BYTES,
 };
-use ndbridge::{FullPolicy, KeyPair, Link, PublicKey};
+use ndbridge::{Delivery, FullPolicy, KeyPair, Link, PublicKey};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{
@@ -60,7 +60,9 @@ pyo3::create_exception!(
     _native,
     DeliveryFailure,
     pyo3::exceptions::PyException,
-    "Records did not go out in time: args are (message, records not passed on)."
+    "Records did not go out in time, or (acked delivery) were not acknowledged or were refused: \
+     args are (message, records not passed on or None, records refused, kind), kind one of \
+     'timeout', 'no-peer', 'unacknowledged', 'other'."
 );
 
 /// Keeps a Python object (a numpy array, or an exported buffer) alive behind a [`Bytes`] that
@@ -558,6 +560,8 @@ fn stats_dict<'py>(
     let d = PyDict::new(py);
     d.set_item("sent", stats.sent)?;
     d.set_item("delivered", stats.delivered)?;
+    d.set_item("refused", stats.refused)?;
+    d.set_item("resent", stats.resent)?;
     d.set_item("dropped", stats.dropped)?;
     d.set_item("failed", stats.failed)?;
     d.set_item("queued", stats.queued)?;
@@ -574,9 +578,12 @@ impl NativePublisher {
     /// `codec`: "auto" | "raw" | "zstd"; `link`: None (detect from the endpoints) | "local" |
     /// "network"; `on_full`: "block" | "drop" | seconds to wait before raising.
     /// `curve_server` (the server's public key as Z85 text) and `curve_secret` (the path of this
-    /// publisher's secret certificate) turn CURVE on; both or neither.
+    /// publisher's secret certificate) turn CURVE on; both or neither. `delivery`:
+    /// "fire-and-forget" | "acked" (`PublisherBuilder::delivery`, with a window of
+    /// `window_bytes`). A combination the Rust publisher does not take (acked delivery with
+    /// a PUB socket, or bound) raises `ValueError`.
     #[new]
-    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None))]
+    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None, delivery="fire-and-forget", window_bytes=256 << 20))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -594,6 +601,8 @@ impl NativePublisher {
         copy_threshold: Option<usize>,
         curve_server: Option<&str>,
         curve_secret: Option<PathBuf>,
+        delivery: &str,
+        window_bytes: u64,
     ) -> PyResult<Self> {
         if endpoints.is_empty() {
             return Err(PyValueError::new_err(
@@ -662,6 +671,20 @@ impl NativePublisher {
                 }
             }
         };
+        let delivery = match delivery {
+            "fire-and-forget" => Delivery::FireAndForget,
+            "acked" => Delivery::Acked,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "delivery: expected one of ['fire-and-forget', 'acked'], found {other:?}"
+                )))
+            }
+        };
+        if window_bytes == 0 {
+            return Err(PyValueError::new_err(
+                "window_bytes: expected a positive integer (bytes), found 0",
+            ));
+        }
         let options = ndbridge::SocketOptions {
             linger: timeout(Some(linger))?,
             ..Default::default()
@@ -672,6 +695,8 @@ impl NativePublisher {
             .link(link)
             .queue_bytes(queue_bytes)
             .on_full(on_full)
+            .delivery(delivery)
+            .window_bytes(window_bytes)
             .socket_options(options);
         for endpoint in &endpoints {
             builder = if bind {
@@ -686,9 +711,10 @@ impl NativePublisher {
         if let Some((server, own)) = curve_keys(curve_server, curve_secret)? {
             builder = builder.curve(server, own);
         }
-        let publisher = py
-            .detach(|| builder.build())
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let publisher = py.detach(|| builder.build()).map_err(|e| match e {
+            ndbridge::Error::Usage { .. } => PyValueError::new_err(e.to_string()),
+            e => PyRuntimeError::new_err(e.to_string()),
+        })?;
         Ok(NativePublisher {
             session: publisher.session().to_owned(),
             inner: Mutex::new(Some(Arc::new(publisher))),
@@ -766,8 +792,10 @@ impl NativePublisher {
         }
     }
 
-    /// The counters now: sent (handed to ZeroMQ), delivered (passed on by ZeroMQ to a peer),
-    /// dropped, failed, queued, raw_bytes, wire_bytes, compression_ratio.
+    /// The counters now: sent (handed to ZeroMQ), delivered (passed on by ZeroMQ to a peer;
+    /// acked delivery: acknowledged as stored), refused (acked delivery: acknowledged as
+    /// refused), resent (acked delivery: sent again after a reconnect), dropped, failed, queued,
+    /// raw_bytes, wire_bytes, compression_ratio.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let publisher = self.publisher("stats")?;
         stats_dict(py, &publisher.stats())
@@ -847,13 +875,21 @@ fn key_error(argument: &str, e: KeyError) -> PyErr {
     }
 }
 
+/// A failed `flush` or `close` as `DeliveryFailure(message, pending, refused, kind)`: the
+/// records not passed on (acked delivery: not acknowledged; `None` when the error counts none),
+/// those the collector refused, and which error it was.
 fn delivery_error(e: ndbridge::Error) -> PyErr {
-    let pending = match &e {
-        ndbridge::Error::Timeout { pending, .. } => Some(*pending),
-        ndbridge::Error::NoPeer { messages, .. } => Some(*messages),
-        _ => None,
+    let (pending, refused, kind) = match &e {
+        ndbridge::Error::Timeout { pending, .. } => (Some(*pending), 0, "timeout"),
+        ndbridge::Error::NoPeer { messages, .. } => (Some(*messages), 0, "no-peer"),
+        ndbridge::Error::Unacknowledged {
+            unacknowledged,
+            refused,
+            ..
+        } => (Some(*unacknowledged), *refused, "unacknowledged"),
+        _ => (None, 0, "other"),
     };
-    DeliveryFailure::new_err((e.to_string(), pending))
+    DeliveryFailure::new_err((e.to_string(), pending, refused, kind))
 }
 
 /// The module: `Publisher`, `Buffer`, `encode`, `decode`, `compress`, `DeliveryFailure`.
