@@ -55,7 +55,7 @@ impl<'a> Restarts<'a> {
         self.runs += 1;
         let out = self.out();
         let mut args: Vec<&std::ffi::OsStr> = vec!["--bind".as_ref(), self.endpoint.as_ref()];
-        args.extend(self.args.iter().map(|a| std::ffi::OsStr::new(a)));
+        args.extend(self.args.iter().map(std::ffi::OsStr::new));
         args.extend(["--out".as_ref(), out.as_os_str()]);
         CollectorProcess::start(&args, &log)
     }
@@ -121,7 +121,7 @@ fn publish(
             .connect(&endpoint)
             .source(format!("w{p}"))
             .delivery(delivery)
-            .compression(if p % 2 == 0 {
+            .compression(if p.is_multiple_of(2) {
                 Compression::Raw
             } else {
                 Compression::zstd(1)
