@@ -642,7 +642,7 @@ impl Publisher {
         }
         let timed_out = |stats: PublisherStats| Error::Timeout {
             waited: timeout,
-            pending: (stats.queued + stats.sent - stats.delivered) as usize,
+            pending: (stats.queued + stats.sent - stats.delivered - stats.refused) as usize,
         };
         if done.recv_timeout(timeout).is_err() {
             return Err(timed_out(self.stats()));

@@ -135,9 +135,12 @@ impl AckedLink {
         while let Ok(frame) = socket.recv_bytes(zmq::DONTWAIT) {
             match Ack::parse(&frame) {
                 Ok(ack) if ack.session == self.session => {
+                    // An out-of-date acknowledgement changes nothing.
                     self.window.acknowledge(&ack);
-                    counters.acknowledged.store(ack.through, Ordering::Release);
-                    counters.refused.store(ack.refused, Ordering::Relaxed);
+                    counters.refused.fetch_max(ack.refused, Ordering::Relaxed);
+                    counters
+                        .acknowledged
+                        .fetch_max(ack.through, Ordering::Release);
                 }
                 Ok(ack) => tracing::debug!("an acknowledgement of session {:?}", ack.session),
                 Err(e) => tracing::warn!("a malformed acknowledgement was ignored: {e}"),

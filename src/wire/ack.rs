@@ -9,7 +9,8 @@ use super::header::FORMAT_VERSION;
 
 /// A collector's acknowledgement for one publisher session: every message of `session` whose
 /// `seq` is below `through` is settled, stored durably or refused for good; `refused` of them
-/// (counted since the collector started) were refused. A session's end (its `seq` the number of
+/// were refused, as counted since the collector started (a restarted collector counts from 0:
+/// a publisher keeps the highest count it saw). A session's end (its `seq` the number of
 /// records) is settled like a record, so `through` passes the record count by one once the end
 /// is stored.
 ///

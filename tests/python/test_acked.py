@@ -438,12 +438,7 @@ def test_only_valid_acknowledgements_of_the_session_count(ctx: zmq.Context,
         fake.close()
 
 
-@pytest.mark.parametrize("use_native", [
-    pytest.param(n, marks=pytest.mark.xfail(
-        reason="Rust AckedLink::read stores every acknowledgement's `through` in the "
-               "acknowledged counter, so an out of date one moves it back and flush times out",
-        strict=False)) if n else n
-    for n in NATIVE], ids=NATIVE_IDS)
+@pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
 def test_an_out_of_date_acknowledgement_does_no_harm(ctx: zmq.Context, use_native: bool) -> None:
     fake = FakeCollector(ctx)
     pub = publisher(fake.endpoint, use_native, timeout=2)
