@@ -99,7 +99,7 @@ struct RunArgs {
     /// Also run every ndbridge variant in acked delivery (mode `acked`), interleaved with the
     /// plain runs: each record acknowledged after the collector's group commit (every 5 ms:
     /// with the disk sink, one `syncfs` of the output's file system), the publishers keeping
-    /// at most their window (256 MiB) unacknowledged.
+    /// at most their window (512 MiB) unacknowledged.
     #[arg(long)]
     acked: bool,
     /// Collector decode workers [default: the number of cores].
@@ -564,9 +564,9 @@ fn run_publisher(
     let cpu = own_usage().0;
     wait_for_parent();
     println!("{cpu}");
-    // Every record is acknowledged (acked) or passed on; in acked delivery the collector may
-    // have stopped before it acknowledged the session's end, which is not waited for long.
-    let stats = publisher.close(Duration::from_secs(if acked { 1 } else { 60 }))?;
+    // Every record is acknowledged (acked) or passed on, and the collector has stopped: the
+    // session's end has no one to go to, and is not waited for long.
+    let stats = publisher.close(Duration::from_secs(1))?;
     eprintln!("publisher {id}: {stats:?}");
     Ok(())
 }

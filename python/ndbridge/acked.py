@@ -45,7 +45,7 @@ __all__ = ["DELIVERIES", "DEFAULT_WINDOW_BYTES", "MAX_UNACKED", "PER_MESSAGE_BYT
 DELIVERIES = ("fire-and-forget", "acked")
 
 #: The default bound of the window, in bytes (``Publisher(window_bytes=...)``).
-DEFAULT_WINDOW_BYTES = 256 << 20
+DEFAULT_WINDOW_BYTES = 512 << 20
 
 #: Most messages a publisher keeps unacknowledged, whatever their bytes: the collector relies
 #: on it (it refuses messages more than 131,072 ahead of the first one it lacks).

@@ -313,7 +313,7 @@ def test_old_or_repeated_acknowledgements_settle_nothing() -> None:
 
 
 def test_the_window_holds_at_most_its_message_count() -> None:
-    assert MAX_UNACKED == 65_536 and DEFAULT_WINDOW_BYTES == 256 << 20
+    assert MAX_UNACKED == 65_536 and DEFAULT_WINDOW_BYTES == 512 << 20
     window = Window(limit_bytes=2**63)
     for seq in range(MAX_UNACKED - 1):
         window.push(seq, [])

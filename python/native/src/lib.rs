@@ -583,7 +583,7 @@ impl NativePublisher {
     /// `window_bytes`). A combination the Rust publisher does not take (acked delivery with
     /// a PUB socket, or bound) raises `ValueError`.
     #[new]
-    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None, delivery="fire-and-forget", window_bytes=256 << 20))]
+    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None, delivery="fire-and-forget", window_bytes=512 << 20))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
