@@ -697,6 +697,7 @@ class Publisher:
         threshold = self.copy_threshold
         buffers: List[Any] = []
         last = len(frames) - 1
+        self._wait_for_peer()
         for frame in frames[:last]:
             if threshold is not None and len(frame) >= threshold:
                 sock.send(zmq.Frame(frame, copy=False), zmq.SNDMORE, copy=False)
@@ -745,6 +746,23 @@ class Publisher:
         queue = self._queue
         while queue and queue[0].tracker.done:
             self._queued_bytes -= queue.popleft().nbytes
+
+    def _wait_for_peer(self) -> None:
+        """Before the first record: returns once ZeroMQ can take a message, at once in the
+        usual case (a socket that connects queues messages before its peer is there). A socket
+        left without a peer (its connection refused for good, as a CURVE server does with a
+        key it does not admit) would make the send block forever: after `timeout` this raises
+        :class:`~ndbridge.DeliveryError` instead, and nothing of the record is sent. Later
+        records block while ZeroMQ's queue is full, as a slow collector makes them."""
+        sock = self.socket
+        if self.seq > 0 or sock.poll(0, zmq.POLLOUT):
+            return
+        deadline = self._deadline(self.timeout)
+        while not sock.poll(_ACK_POLL_MS, zmq.POLLOUT):
+            if deadline is not None and _time.monotonic() >= deadline:
+                raise DeliveryError(self._endpoint, 1, self.seq + 1, self.timeout or 0.0,
+                                    dropped=True, curve=self._curve,
+                                    detail="no peer could take it: the record was not sent")
 
     def _wait_for_room(self, nbytes: int) -> None:
         self._release()
