@@ -9,7 +9,9 @@
 //! cargo run --example worker -- tcp://127.0.0.1:5555 --steps 200
 //! ```
 //!
-//! To a collector in acked delivery (`ndbridge collect --delivery acked`), add `--acked`.
+//! To a collector in acked delivery (`ndbridge collect --delivery acked`), add `--acked`; with
+//! `--spool DIR` too, what the collector has not acknowledged survives the worker: the next
+//! worker on `DIR` sends it.
 //!
 //! To a collector with CURVE keys (README, Deployment), add `--curve-server collector.key
 //! --curve-secret worker.key_secret`.
@@ -50,6 +52,11 @@ struct Args {
     /// stored durably, resent after a reconnect.
     #[arg(long)]
     acked: bool,
+    /// With --acked: a directory of this worker's own where every record is kept until the
+    /// collector acknowledges it. A worker killed leaves its records there; the next one
+    /// started on the directory sends them first.
+    #[arg(long, requires = "acked")]
+    spool: Option<std::path::PathBuf>,
     /// The collector's public key file (NAME.key), for a collector with CURVE keys.
     #[arg(long, requires = "curve_secret")]
     curve_server: Option<std::path::PathBuf>,
@@ -125,6 +132,9 @@ fn run(args: &Args) -> Result<()> {
     if args.acked {
         builder = builder.delivery(Delivery::Acked);
     }
+    if let Some(dir) = &args.spool {
+        builder = builder.spool_dir(dir);
+    }
     if let Some(source) = &args.source {
         builder = builder.source(source);
     }
@@ -167,7 +177,8 @@ fn run(args: &Args) -> Result<()> {
         .context("the collector did not take every message in time")?;
     println!(
         "worker: {} steps in {:.2} s; sent {} messages ({} dropped, {} failed), \
-         {:.2} MB decoded, {:.2} MB on the wire, ratio {:.2}; {} delivered, {} resent",
+         {:.2} MB decoded, {:.2} MB on the wire, ratio {:.2}; {} delivered, {} recovered from \
+         the spool, {} resent",
         args.steps,
         started.elapsed().as_secs_f64(),
         stats.sent,
@@ -177,6 +188,7 @@ fn run(args: &Args) -> Result<()> {
         stats.wire_bytes as f64 / 1e6,
         stats.compression_ratio(),
         stats.delivered,
+        stats.recovered,
         stats.resent,
     );
     Ok(())

@@ -38,63 +38,110 @@ const PER_MESSAGE: u64 = 256;
 /// One message sent and not acknowledged.
 #[derive(Debug)]
 struct Unacked {
+    /// Its session: an index into [`Window::lanes`].
+    lane: usize,
     seq: u64,
     frames: Vec<Bytes>,
     bytes: u64,
 }
 
-/// The messages of one session sent and not yet acknowledged, in `seq` order.
+/// A session whose messages the window holds, and how far it is acknowledged.
 #[derive(Debug)]
-pub(crate) struct Window {
-    unacked: VecDeque<Unacked>,
-    bytes: u64,
-    limit: u64,
+struct Lane {
+    session: String,
     /// Every `seq` below this is acknowledged.
     through: u64,
 }
 
+/// The messages sent and not yet acknowledged, in the order sent: the publisher's own
+/// session's, and those of earlier publishers' sessions found in its spool (each session a
+/// lane, lane 0 the publisher's own).
+#[derive(Debug)]
+pub(crate) struct Window {
+    lanes: Vec<Lane>,
+    unacked: VecDeque<Unacked>,
+    bytes: u64,
+    limit: u64,
+    /// Messages that left the window so far: the position of its oldest.
+    left: u64,
+}
+
 impl Window {
-    /// An empty window of at most `limit` bytes.
-    pub(crate) fn new(limit: u64) -> Window {
+    /// An empty window of at most `limit` bytes, for `session`'s messages (lane 0).
+    pub(crate) fn new(limit: u64, session: &str) -> Window {
         Window {
+            lanes: vec![Lane {
+                session: session.to_owned(),
+                through: 0,
+            }],
             unacked: VecDeque::new(),
             bytes: 0,
             limit,
-            through: 0,
+            left: 0,
         }
+    }
+
+    /// Adds a lane for another session's messages; returns its index.
+    pub(crate) fn add_lane(&mut self, session: &str) -> usize {
+        self.lanes.push(Lane {
+            session: session.to_owned(),
+            through: 0,
+        });
+        self.lanes.len() - 1
+    }
+
+    /// The session of `lane`.
+    pub(crate) fn session(&self, lane: usize) -> &str {
+        &self.lanes[lane].session
     }
 
     /// Whether a message of `frames` may be sent now: there is room for it, or the window is
     /// empty (a message larger than the window still goes, alone).
     pub(crate) fn has_room(&self, frames: &[Bytes]) -> bool {
-        self.unacked.is_empty()
-            || (self.unacked.len() < MAX_UNACKED && self.bytes + weight(frames) <= self.limit)
+        self.has_room_for(weight(frames))
     }
 
-    /// Keeps a sent message until it is acknowledged.
-    pub(crate) fn push(&mut self, seq: u64, frames: Vec<Bytes>) {
+    /// [`has_room`](Self::has_room) for a message weighing `bytes`.
+    pub(crate) fn has_room_for(&self, bytes: u64) -> bool {
+        self.unacked.is_empty()
+            || (self.unacked.len() < MAX_UNACKED && self.bytes + bytes <= self.limit)
+    }
+
+    /// Keeps a sent message of `lane` until it is acknowledged.
+    pub(crate) fn push(&mut self, lane: usize, seq: u64, frames: Vec<Bytes>) {
         let bytes = weight(&frames);
         self.bytes += bytes;
-        self.unacked.push_back(Unacked { seq, frames, bytes });
+        self.unacked.push_back(Unacked {
+            lane,
+            seq,
+            frames,
+            bytes,
+        });
     }
 
-    /// Applies an acknowledgement: the messages it settles leave the window. Returns how many
-    /// left (an older or repeated acknowledgement settles nothing).
-    pub(crate) fn acknowledge(&mut self, ack: &Ack) -> u64 {
-        if ack.through <= self.through {
-            return 0;
+    /// Applies an acknowledgement: its lane, and whether it moved the lane on (an older or
+    /// repeated one does not); `None` for a session the window does not know. The messages
+    /// at the window's front that are settled leave it.
+    pub(crate) fn acknowledge(&mut self, ack: &Ack) -> Option<(usize, bool)> {
+        let lane = self.lanes.iter().position(|l| l.session == ack.session)?;
+        if ack.through <= self.lanes[lane].through {
+            return Some((lane, false));
         }
-        self.through = ack.through;
-        let mut settled = 0;
+        self.lanes[lane].through = ack.through;
         while let Some(first) = self.unacked.front() {
-            if first.seq >= ack.through {
+            if first.seq >= self.lanes[first.lane].through {
                 break;
             }
             self.bytes -= first.bytes;
             self.unacked.pop_front();
-            settled += 1;
+            self.left += 1;
         }
-        settled
+        Some((lane, true))
+    }
+
+    /// Every `seq` of `lane` below this is acknowledged.
+    pub(crate) fn through(&self, lane: usize) -> u64 {
+        self.lanes[lane].through
     }
 
     /// Messages not acknowledged.
@@ -107,14 +154,19 @@ impl Window {
         self.unacked.is_empty()
     }
 
-    /// The `seq` of the oldest unacknowledged message.
-    pub(crate) fn first_seq(&self) -> Option<u64> {
-        self.unacked.front().map(|u| u.seq)
+    /// The position of the oldest message in the window (positions count every message ever
+    /// pushed, from 0).
+    pub(crate) fn first_position(&self) -> u64 {
+        self.left
     }
 
-    /// The frames of the unacknowledged message at `index` (0: the oldest), for resending.
-    pub(crate) fn frames(&self, index: usize) -> Option<&[Bytes]> {
-        self.unacked.get(index).map(|u| &u.frames[..])
+    /// The frames of the message at `position`, for resending: `None` past the newest;
+    /// `Some(None)` when it is acknowledged already.
+    pub(crate) fn frames_at(&self, position: u64) -> Option<Option<&[Bytes]>> {
+        let index = position.checked_sub(self.left)?;
+        let message = self.unacked.get(usize::try_from(index).ok()?)?;
+        let settled = message.seq < self.lanes[message.lane].through;
+        Some((!settled).then_some(&message.frames[..]))
     }
 }
 
@@ -141,43 +193,74 @@ mod tests {
 
     #[test]
     fn a_full_window_waits_for_acknowledgements() {
-        let mut window = Window::new(3000);
+        let mut window = Window::new(3000, "s");
         assert!(
             window.has_room(&frames(10_000)),
             "an empty window takes any message"
         );
-        window.push(0, frames(1000));
-        window.push(1, frames(1000));
+        window.push(0, 0, frames(1000));
+        window.push(0, 1, frames(1000));
         assert!(!window.has_room(&frames(1000)));
-        assert_eq!(window.acknowledge(&ack(1, 0)), 1);
+        assert_eq!(window.acknowledge(&ack(1, 0)), Some((0, true)));
         assert!(window.has_room(&frames(1000)));
         assert_eq!(window.len(), 1);
-        assert_eq!(window.frames(0).unwrap()[1].len(), 1000);
+        let oldest = window.frames_at(window.first_position()).unwrap().unwrap();
+        assert_eq!(oldest[1].len(), 1000);
     }
 
     #[test]
     fn old_or_repeated_acknowledgements_settle_nothing() {
-        let mut window = Window::new(1 << 20);
+        let mut window = Window::new(1 << 20, "s");
         for seq in 0..5 {
-            window.push(seq, frames(10));
+            window.push(0, seq, frames(10));
         }
-        assert_eq!(window.acknowledge(&ack(3, 1)), 3);
-        assert_eq!(window.acknowledge(&ack(3, 1)), 0);
-        assert_eq!(window.acknowledge(&ack(2, 0)), 0);
+        assert_eq!(window.acknowledge(&ack(3, 1)), Some((0, true)));
+        assert_eq!(window.acknowledge(&ack(3, 1)), Some((0, false)));
+        assert_eq!(window.acknowledge(&ack(2, 0)), Some((0, false)));
         assert_eq!(window.len(), 2);
         // The end of a session settles at its seq, one past the last record.
-        window.push(5, frames(0));
-        assert_eq!(window.acknowledge(&ack(6, 1)), 3);
+        window.push(0, 5, frames(0));
+        assert_eq!(window.acknowledge(&ack(6, 1)), Some((0, true)));
         assert!(window.is_empty());
         assert_eq!(window.bytes, 0);
     }
 
     #[test]
     fn the_window_holds_at_most_its_message_count() {
-        let mut window = Window::new(u64::MAX);
+        let mut window = Window::new(u64::MAX, "s");
         for seq in 0..MAX_UNACKED as u64 {
-            window.push(seq, Vec::new());
+            window.push(0, seq, Vec::new());
         }
         assert!(!window.has_room(&[]));
+    }
+
+    #[test]
+    fn lanes_settle_apart_and_the_front_leaves_when_settled() {
+        let mut window = Window::new(1 << 20, "s");
+        let old = window.add_lane("old");
+        window.push(old, 7, frames(10));
+        window.push(old, 8, frames(10));
+        window.push(0, 0, frames(10));
+        let unknown = Ack {
+            session: "other".into(),
+            through: 9,
+            refused: 0,
+        };
+        assert_eq!(window.acknowledge(&unknown), None);
+        // The own lane's message is settled but stays behind the old lane's.
+        assert_eq!(window.acknowledge(&ack(1, 0)), Some((0, true)));
+        assert_eq!(window.len(), 3);
+        assert_eq!(window.frames_at(2), Some(None), "settled: not resent");
+        assert!(matches!(window.frames_at(0), Some(Some(_))));
+        let old_ack = Ack {
+            session: "old".into(),
+            through: 9,
+            refused: 0,
+        };
+        assert_eq!(window.acknowledge(&old_ack), Some((old, true)));
+        assert!(window.is_empty());
+        assert_eq!(window.first_position(), 3);
+        assert_eq!(window.frames_at(3), None);
+        assert_eq!(window.through(old), 9);
     }
 }

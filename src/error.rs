@@ -70,6 +70,18 @@ pub enum Error {
         unacknowledged: usize,
         /// Records the collector refused for good (its log says why).
         refused: usize,
+        /// The spool where the records sent and not acknowledged stay: the next publisher
+        /// that opens it sends them ([`PublisherBuilder::spool_dir`]).
+        ///
+        /// [`PublisherBuilder::spool_dir`]: crate::PublisherBuilder::spool_dir
+        kept: Option<std::path::PathBuf>,
+    },
+    /// Acked delivery's spool could not be opened or written.
+    Spool {
+        /// The spool's directory.
+        dir: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// The publisher has been closed: it takes no more messages.
     Closed,
@@ -117,11 +129,19 @@ impl fmt::Display for Error {
                 waited,
                 unacknowledged,
                 refused,
+                kept,
             } => {
                 let mut parts = Vec::new();
                 if *unacknowledged > 0 {
+                    let kept = match kept {
+                        Some(dir) => format!(
+                            " (kept in the spool {}: the next publisher on it sends them)",
+                            dir.display()
+                        ),
+                        None => String::new(),
+                    };
                     parts.push(format!(
-                        "{} not acknowledged by the collector within {waited:?}",
+                        "{} not acknowledged by the collector within {waited:?}{kept}",
                         plural(*unacknowledged as u64, "record")
                     ));
                 }
@@ -133,6 +153,7 @@ impl fmt::Display for Error {
                 }
                 f.write_str(&parts.join("; "))
             }
+            Error::Spool { dir, source } => write!(f, "spool {}: {source}", dir.display()),
             Error::RecvTimeout { waited, endpoints } => {
                 write!(f, "no record within {waited:?} from {endpoints}")
             }

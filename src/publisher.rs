@@ -5,7 +5,9 @@
 //! The queue is bounded in bytes; a [`FullPolicy`] decides what `send` does when it is full.
 
 mod acked;
+mod spool;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -97,6 +99,9 @@ pub struct PublisherStats {
     /// Acked delivery: messages sent again, unacknowledged when the connection to the
     /// collector was made anew (not counted in `sent`).
     pub resent: u64,
+    /// Acked delivery with a spool: messages of earlier publishers' sessions found in the
+    /// spool and sent (not counted in `sent`).
+    pub recovered: u64,
     /// Messages dropped: by [`FullPolicy::Drop`], or still queued when `close` timed out.
     pub dropped: u64,
     /// Messages that failed to encode (see the log) and were not sent.
@@ -149,6 +154,8 @@ pub struct PublisherBuilder {
     curve: Option<(PublicKey, KeyPair)>,
     delivery: Delivery,
     window_bytes: u64,
+    spool_dir: Option<PathBuf>,
+    spool_bytes: u64,
 }
 
 impl Default for PublisherBuilder {
@@ -166,6 +173,8 @@ impl Default for PublisherBuilder {
             curve: None,
             delivery: Delivery::FireAndForget,
             window_bytes: 512 << 20,
+            spool_dir: None,
+            spool_bytes: 16 << 30,
         }
     }
 }
@@ -259,6 +268,27 @@ impl PublisherBuilder {
         self
     }
 
+    /// Acked delivery: a directory of this publisher's own where every message is written
+    /// before it is sent, and stays until the collector acknowledges it. Sending then never
+    /// waits for the collector: while the window is full or the collector away, messages wait
+    /// in the spool (up to [`spool_bytes`](Self::spool_bytes)). A publisher killed, or closed
+    /// before everything was acknowledged, leaves its messages there; the next publisher built
+    /// with the same directory sends them first, under their own session and `seq`, and ends
+    /// that session, so the collector stores every record once. One publisher at a time may
+    /// use a directory. The spool is written without `fsync`: it survives the publisher's
+    /// process, not a power cut of its node. Default: no spool.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+
+    /// The most bytes the spool ([`spool_dir`](Self::spool_dir)) holds; beyond them sending
+    /// waits for acknowledgements, as the window does without a spool. Default: 16 GiB.
+    pub fn spool_bytes(mut self, bytes: u64) -> Self {
+        self.spool_bytes = bytes;
+        self
+    }
+
     /// Shares a ZeroMQ context (needed for `inproc://` endpoints). Default: a new context.
     pub fn context(mut self, context: zmq::Context) -> Self {
         self.context = Some(context);
@@ -294,6 +324,7 @@ impl PublisherBuilder {
                 .join(", "),
             curve: self.curve.is_some(),
             acked: self.delivery == Delivery::Acked,
+            spool_dir: self.spool_dir.clone(),
             close_deadline: Mutex::new(None),
             linger: self.options.linger,
         }
@@ -343,8 +374,11 @@ impl PublisherBuilder {
             Delivery::Acked => Some(AckedLink::new(
                 &context,
                 &socket,
-                self.window_bytes,
-                session.clone(),
+                acked::Setup {
+                    window_bytes: self.window_bytes,
+                    session: &session,
+                    spool: self.spool_dir.as_deref().map(|dir| (dir, self.spool_bytes)),
+                },
             )?),
             Delivery::FireAndForget => None,
         };
@@ -389,6 +423,13 @@ impl PublisherBuilder {
     /// collector's acknowledgements and its record of what it stored are its own.
     fn check_delivery(&self) -> Result<(), Error> {
         if self.delivery != Delivery::Acked {
+            if self.spool_dir.is_some() {
+                return Err(Error::Usage {
+                    what: "PublisherBuilder::spool_dir",
+                    expected: "Delivery::Acked: only acknowledgements tell what to keep",
+                    found: format!("Delivery::{:?}", self.delivery),
+                });
+            }
             return Ok(());
         }
         let connects = self
@@ -436,6 +477,8 @@ struct Shared {
     curve: bool,
     /// Acked delivery: what counts as delivered is what the collector acknowledged.
     acked: bool,
+    /// Acked delivery's spool, where what is not acknowledged at `close` stays.
+    spool_dir: Option<PathBuf>,
     close_deadline: Mutex<Option<Instant>>,
     linger: Duration,
 }
@@ -473,6 +516,8 @@ struct Counters {
     connected: AtomicBool,
     /// Acked delivery: messages sent again.
     resent: AtomicU64,
+    /// Acked delivery: messages of earlier sessions sent from the spool.
+    recovered: AtomicU64,
 }
 
 /// What a queued message counts for against the queue limit: its arrays, plus an estimate of
@@ -677,7 +722,9 @@ impl Publisher {
         let undelivered = stats.sent - stats.delivered - stats.refused;
         let connected =
             !self.shared.acked || self.shared.counters.connected.load(Ordering::Relaxed);
-        if stats.sent > 0 && stats.delivered == 0 && (!self.shared.acked || !connected) {
+        // With a spool, nothing is discarded: what is not acknowledged waits there.
+        let spool = self.shared.spool_dir.is_some();
+        if stats.sent > 0 && stats.delivered == 0 && (!self.shared.acked || !connected) && !spool {
             return Err(Error::NoPeer {
                 endpoints: self.shared.endpoints.clone(),
                 messages: (stats.sent + abandoned) as usize,
@@ -689,6 +736,7 @@ impl Publisher {
                 waited: timeout,
                 unacknowledged: (abandoned + undelivered) as usize,
                 refused: stats.refused as usize,
+                kept: self.shared.spool_dir.clone().filter(|_| undelivered > 0),
             });
         }
         if abandoned + undelivered > 0 {
@@ -727,6 +775,7 @@ impl Publisher {
             delivered,
             refused,
             resent: c.resent.load(Ordering::Relaxed),
+            recovered: c.recovered.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             queued: c.queued.load(Ordering::Relaxed),
@@ -892,6 +941,17 @@ impl SendLoop {
         if all_out && sent > 0 {
             self.end_session(deadline);
         }
+        if let Some(link) = &self.acked {
+            match link.spool_dir() {
+                Some(dir) if !link.all_settled() => tracing::warn!(
+                    "{} messages not acknowledged stay in the spool {}: the next publisher on \
+                     it sends them",
+                    link.unsettled(),
+                    dir.display()
+                ),
+                _ => {}
+            }
+        }
         let _ = self.socket.set_linger(0);
         let delivered = counters
             .passed_on
@@ -913,6 +973,12 @@ impl SendLoop {
         let end = Header::end_of(&self.source, &self.session, self.seq, unix_now());
         let released = Arc::new(AtomicU64::new(0));
         let frames = [bytes::Bytes::from(end.to_json())];
+        if let Some(spooled) = self.spool(&frames, true) {
+            if spooled {
+                self.wait_acknowledged(deadline);
+            }
+            return;
+        }
         match transport::send_tracked(&mut self.socket, &frames, zmq::DONTWAIT, &released) {
             Ok(()) => match &mut self.acked {
                 Some(link) => {
@@ -999,6 +1065,14 @@ impl SendLoop {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        match self.spool(&message.frames, false) {
+            Some(true) => return self.count_sent(&message, policy != Compression::Raw),
+            Some(false) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            None => {}
+        }
         if !self.wait_for_window(&message.frames) {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -1017,6 +1091,24 @@ impl SendLoop {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Acked delivery with a spool: waits until the spool has room (or the close deadline
+    /// passes), then spools the message under the next `seq` and sends it, or leaves it
+    /// waiting in the spool. `Some(true)`: spooled; `Some(false)`: the close deadline passed
+    /// first; `None`: no spool, or it could not take the message, which goes without it.
+    fn spool(&mut self, frames: &[bytes::Bytes], end: bool) -> Option<bool> {
+        let link = self.acked.as_mut().filter(|l| l.spool_dir().is_some())?;
+        while link.spool_full() {
+            if self.shared.past_close_deadline() {
+                return Some(false);
+            }
+            link.pump(&mut self.socket, &self.shared.counters, 10);
+        }
+        let ids = (&self.source[..], &self.session[..]);
+        let passed_on = &self.shared.counters.passed_on;
+        link.spool_and_send(&mut self.socket, ids, self.seq, end, frames, passed_on)
+            .then_some(true)
     }
 
     /// Counts a message ZeroMQ took (`compressed` when the policy asked for compression), and

@@ -1,23 +1,31 @@
 //! Acked delivery on the publisher thread: the acknowledgements read from the socket, the
-//! window they settle ([`Window`]), and resending what is not acknowledged after the
-//! connection to the collector was made again (a collector restarted, a network cut that
-//! ZeroMQ's heartbeats detected).
+//! window they settle ([`Window`]), resending what is not acknowledged after the connection to
+//! the collector was made again (a collector restarted, a network cut that ZeroMQ's heartbeats
+//! detected), and the spool ([`Spool`]), when there is one: every message is written there
+//! before it is sent, waits there while the window is full or the collector away, and the
+//! messages an earlier publisher left there are sent first, under their own sessions.
 
+use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::Counters;
+use super::spool::{Spool, Spooled};
+use super::{unix_now, Counters};
 use crate::delivery::Window;
 use crate::error::Error;
 use crate::transport;
-use crate::wire::Ack;
+use crate::wire::{Ack, Header};
 
 /// How often ZeroMQ checks that the collector still answers, and how long without an answer
 /// makes it drop the connection and connect again (then what is unacknowledged is resent).
 const HEARTBEAT_IVL_MS: i32 = 1000;
 const HEARTBEAT_TIMEOUT_MS: i32 = 5000;
+
+/// The publisher's own session's lane in the [`Window`].
+const OWN: usize = 0;
 
 /// The publisher thread's acked-delivery state.
 pub(super) struct AckedLink {
@@ -26,27 +34,53 @@ pub(super) struct AckedLink {
     /// connection, and what the old one carried may be lost.
     monitor: zmq::Socket,
     handshakes: u64,
-    /// Resending: the next `seq` to send again (`None`: not resending).
+    /// Resending: the window position of the next message to send again (`None`: not
+    /// resending).
     resend_from: Option<u64>,
-    session: String,
-    /// Raised by ZeroMQ as resent messages are passed on; counted nowhere else.
-    resent_passed_on: Arc<AtomicU64>,
+    /// Raised by ZeroMQ as messages of earlier sessions, or resent ones, are passed on;
+    /// counted nowhere else.
+    others_passed_on: Arc<AtomicU64>,
     /// Calls of [`pump_now_and_then`](Self::pump_now_and_then).
     calls: u64,
+    /// The spool, if the publisher has one.
+    spool: Option<SpoolState>,
+}
+
+/// The spool and the messages in it not sent yet.
+struct SpoolState {
+    spool: Spool,
+    /// Most bytes the spool holds before sending waits for acknowledgements.
+    limit: u64,
+    /// Spooled and not sent yet, oldest first, with their lanes.
+    pending: VecDeque<(usize, Spooled)>,
+    /// The frames of `pending`'s oldest, read back or kept, that ZeroMQ did not take yet.
+    ready: Option<Vec<Bytes>>,
+    /// Per lane: the `seq` of the session's end, once spooled. The session leaves the spool
+    /// when that is acknowledged.
+    ends: Vec<Option<u64>>,
+    /// The last message could not be written.
+    failing: bool,
 }
 
 /// While messages keep coming, acknowledgements are read once per this many (and whenever the
 /// window is full).
 const PUMP_EVERY: u64 = 32;
 
+/// What [`AckedLink::new`] sets up.
+pub(super) struct Setup<'a> {
+    pub(super) window_bytes: u64,
+    pub(super) session: &'a str,
+    /// The spool's directory and its limit in bytes.
+    pub(super) spool: Option<(&'a Path, u64)>,
+}
+
 impl AckedLink {
     /// Sets `socket` (a DEALER, not yet connected: its first connection must be seen) up for
-    /// acked delivery of `session`, with a window of `window_bytes`.
+    /// acked delivery, and opens the spool: what earlier publishers left there goes first.
     pub(super) fn new(
         context: &zmq::Context,
         socket: &zmq::Socket,
-        window_bytes: u64,
-        session: String,
+        setup: Setup,
     ) -> Result<AckedLink, Error> {
         let option = |r: zmq::Result<()>| {
             r.map_err(|source| {
@@ -62,31 +96,99 @@ impl AckedLink {
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw();
         let monitor =
             transport::monitor(context, socket, "acked", events).map_err(Error::Socket)?;
+        let mut window = Window::new(setup.window_bytes, setup.session);
+        let spool = match setup.spool {
+            Some((dir, limit)) => Some(SpoolState::open(dir, limit, &mut window)?),
+            None => None,
+        };
         Ok(AckedLink {
-            window: Window::new(window_bytes),
+            window,
             monitor,
             handshakes: 0,
             resend_from: None,
-            session,
-            resent_passed_on: Arc::new(AtomicU64::new(0)),
+            others_passed_on: Arc::new(AtomicU64::new(0)),
             calls: 0,
+            spool,
         })
     }
 
     /// Whether a message of `frames` may be sent now (see [`Window::has_room`]); not while
-    /// resending.
+    /// resending, nor while spooled messages wait.
     pub(super) fn has_room(&self, frames: &[Bytes]) -> bool {
-        self.resend_from.is_none() && self.window.has_room(frames)
+        self.resend_from.is_none()
+            && self.spool.as_ref().is_none_or(|s| s.pending.is_empty())
+            && self.window.has_room(frames)
     }
 
     /// Keeps a message ZeroMQ took until it is acknowledged.
     pub(super) fn sent(&mut self, seq: u64, frames: &[Bytes]) {
-        self.window.push(seq, frames.to_vec());
+        self.window.push(OWN, seq, frames.to_vec());
     }
 
-    /// True when everything sent is acknowledged.
+    /// The spool's directory, if there is a spool.
+    pub(super) fn spool_dir(&self) -> Option<&Path> {
+        self.spool.as_ref().map(|s| s.spool.dir())
+    }
+
+    /// Whether the spool holds its limit: new messages wait.
+    pub(super) fn spool_full(&self) -> bool {
+        self.spool
+            .as_ref()
+            .is_some_and(|s| s.spool.bytes() >= s.limit)
+    }
+
+    /// Spools a message of the publisher's own session (`end`: its end), then sends it if
+    /// nothing spooled waits before it and the window has room; else it waits in the spool.
+    /// False when the spool cannot take it (logged once until it can again): the caller
+    /// sends it the ordinary way.
+    pub(super) fn spool_and_send(
+        &mut self,
+        socket: &mut zmq::Socket,
+        ids: (&str, &str),
+        seq: u64,
+        end: bool,
+        frames: &[Bytes],
+        passed_on: &Arc<AtomicU64>,
+    ) -> bool {
+        let state = self.spool.as_mut().expect("spooling");
+        let spooled = match state.spool.append(ids.0, ids.1, seq, end, frames) {
+            Ok(spooled) => spooled,
+            Err(e) => {
+                if !state.failing {
+                    tracing::error!(
+                        "the spool {} cannot take messages, which go without it: {e}",
+                        state.spool.dir().display()
+                    );
+                }
+                state.failing = true;
+                return false;
+            }
+        };
+        state.failing = false;
+        if end {
+            state.ends[OWN] = Some(seq);
+        }
+        let go =
+            state.pending.is_empty() && self.resend_from.is_none() && self.window.has_room(frames);
+        if go && transport::send_tracked(socket, frames, zmq::DONTWAIT, passed_on).is_ok() {
+            self.window.push(OWN, seq, frames.to_vec());
+        } else {
+            if state.pending.is_empty() {
+                state.ready = Some(frames.to_vec());
+            }
+            state.pending.push_back((OWN, spooled));
+        }
+        true
+    }
+
+    /// True when everything sent is acknowledged and nothing spooled waits.
     pub(super) fn all_settled(&self) -> bool {
-        self.window.is_empty()
+        self.window.is_empty() && self.spool.as_ref().is_none_or(|s| s.pending.is_empty())
+    }
+
+    /// Messages not acknowledged, sent or waiting in the spool.
+    pub(super) fn unsettled(&self) -> usize {
+        self.window.len() + self.spool.as_ref().map_or(0, |s| s.pending.len())
     }
 
     /// [`pump`](Self::pump) without waiting, once every [`PUMP_EVERY`] calls: reading the
@@ -98,12 +200,14 @@ impl AckedLink {
         }
     }
 
-    /// Reads what is waiting (acknowledgements, new connections) and goes on resending; then,
-    /// if `wait_ms` is not 0, waits that long at most for the socket or the monitor to have
-    /// something. Raises `counters`' acknowledged and refused counts.
+    /// Reads what is waiting (acknowledgements, new connections), goes on resending and sends
+    /// what waits in the spool; then, if `wait_ms` is not 0, waits that long at most for the
+    /// socket or the monitor to have something. Raises `counters`' acknowledged and refused
+    /// counts.
     pub(super) fn pump(&mut self, socket: &mut zmq::Socket, counters: &Counters, wait_ms: i64) {
         self.read(socket, counters);
         self.resend(socket, counters);
+        self.feed(socket, counters);
         if wait_ms > 0 {
             let mut items = [
                 socket.as_poll_item(zmq::POLLIN),
@@ -113,6 +217,7 @@ impl AckedLink {
             if ready {
                 self.read(socket, counters);
                 self.resend(socket, counters);
+                self.feed(socket, counters);
             }
         }
     }
@@ -128,22 +233,32 @@ impl AckedLink {
                         "connected again: resending {} unacknowledged",
                         self.window.len()
                     );
-                    self.resend_from = self.window.first_seq();
+                    self.resend_from = Some(self.window.first_position());
                 }
             }
         }
         while let Ok(frame) = socket.recv_bytes(zmq::DONTWAIT) {
-            match Ack::parse(&frame) {
-                Ok(ack) if ack.session == self.session => {
-                    // An out-of-date acknowledgement changes nothing.
-                    self.window.acknowledge(&ack);
-                    counters.refused.fetch_max(ack.refused, Ordering::Relaxed);
-                    counters
-                        .acknowledged
-                        .fetch_max(ack.through, Ordering::Release);
+            let ack = match Ack::parse(&frame) {
+                Ok(ack) => ack,
+                Err(e) => {
+                    tracing::warn!("a malformed acknowledgement was ignored: {e}");
+                    continue;
                 }
-                Ok(ack) => tracing::debug!("an acknowledgement of session {:?}", ack.session),
-                Err(e) => tracing::warn!("a malformed acknowledgement was ignored: {e}"),
+            };
+            // An out-of-date acknowledgement changes nothing.
+            match self.window.acknowledge(&ack) {
+                Some((lane, moved)) => {
+                    if lane == OWN {
+                        counters.refused.fetch_max(ack.refused, Ordering::Relaxed);
+                        counters
+                            .acknowledged
+                            .fetch_max(ack.through, Ordering::Release);
+                    }
+                    if let (true, Some(state)) = (moved, &mut self.spool) {
+                        state.settle(&self.window, lane);
+                    }
+                }
+                None => tracing::debug!("an acknowledgement of session {:?}", ack.session),
             }
         }
     }
@@ -151,24 +266,136 @@ impl AckedLink {
     /// Sends again what is unacknowledged from `resend_from` on, as far as ZeroMQ takes it
     /// without waiting; the rest on the next call.
     fn resend(&mut self, socket: &mut zmq::Socket, counters: &Counters) {
-        let Some(mut seq) = self.resend_from else {
+        let Some(mut at) = self.resend_from else {
             return;
         };
-        let first = self.window.first_seq().unwrap_or(seq);
-        seq = seq.max(first);
-        while let Some(frames) = self.window.frames((seq - first) as usize) {
-            let frames = frames.to_vec();
-            match transport::send_tracked(socket, &frames, zmq::DONTWAIT, &self.resent_passed_on) {
-                Ok(()) => {
-                    seq += 1;
-                    counters.resent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    self.resend_from = Some(seq);
+        at = at.max(self.window.first_position());
+        while let Some(message) = self.window.frames_at(at) {
+            if let Some(frames) = message {
+                let frames = frames.to_vec();
+                let passed_on = &self.others_passed_on;
+                if transport::send_tracked(socket, &frames, zmq::DONTWAIT, passed_on).is_err() {
+                    self.resend_from = Some(at);
                     return;
                 }
+                counters.resent.fetch_add(1, Ordering::Relaxed);
             }
+            at += 1;
         }
         self.resend_from = None;
+    }
+
+    /// Sends what waits in the spool, oldest first, while the window has room and ZeroMQ
+    /// takes it without waiting.
+    fn feed(&mut self, socket: &mut zmq::Socket, counters: &Counters) {
+        let Some(state) = &mut self.spool else {
+            return;
+        };
+        while self.resend_from.is_none() {
+            let Some(&(lane, spooled)) = state.pending.front() else {
+                return;
+            };
+            if !self.window.has_room_for(spooled.len) {
+                return;
+            }
+            let frames = match state.ready.take() {
+                Some(frames) => frames,
+                None => match state.spool.read(&spooled) {
+                    Ok(frames) => frames,
+                    Err(e) => {
+                        tracing::error!(
+                            "message {} of session {} cannot be read back from the spool, \
+                             and is lost: {e}",
+                            spooled.seq,
+                            self.window.session(lane)
+                        );
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        state.pending.pop_front();
+                        continue;
+                    }
+                },
+            };
+            let passed_on = if lane == OWN {
+                &counters.passed_on
+            } else {
+                &self.others_passed_on
+            };
+            if transport::send_tracked(socket, &frames, zmq::DONTWAIT, passed_on).is_err() {
+                state.ready = Some(frames);
+                return;
+            }
+            if lane != OWN {
+                counters.recovered.fetch_add(1, Ordering::Relaxed);
+            }
+            self.window.push(lane, spooled.seq, frames);
+            state.pending.pop_front();
+        }
+    }
+}
+
+impl SpoolState {
+    /// Opens the spool at `dir` and queues what earlier publishers left there, each session in
+    /// a lane of its own in `window`, ended if it was not: its end's `seq` is one past its
+    /// last record (every record it sent is in the spool, so none is missing).
+    fn open(dir: &Path, limit: u64, window: &mut Window) -> Result<SpoolState, Error> {
+        let spool_error = |source| Error::Spool {
+            dir: dir.to_owned(),
+            source,
+        };
+        let (mut spool, recovered) = Spool::open(dir).map_err(spool_error)?;
+        let mut pending = VecDeque::new();
+        let mut ends = vec![None];
+        for session in recovered {
+            let lane = window.add_lane(&session.session);
+            let last = session.messages.last().map_or(0, |m| m.seq);
+            pending.extend(session.messages.iter().map(|&m| (lane, m)));
+            let end = match session.end {
+                Some(end) => end,
+                None => {
+                    let end = last + 1;
+                    let header = Header::end_of(&session.source, &session.session, end, unix_now());
+                    let frames = [Bytes::from(header.to_json())];
+                    let spooled = spool
+                        .append(&session.source, &session.session, end, true, &frames)
+                        .map_err(spool_error)?;
+                    pending.push_back((lane, spooled));
+                    end
+                }
+            };
+            ends.push(Some(end));
+            tracing::info!(
+                "the spool {} holds {} messages of session {} from {}: sending them first",
+                dir.display(),
+                session.messages.len(),
+                session.session,
+                session.source
+            );
+        }
+        Ok(SpoolState {
+            spool,
+            limit,
+            pending,
+            ready: None,
+            ends,
+            failing: false,
+        })
+    }
+
+    /// `lane` was acknowledged further: removes what is settled from the spool, all of the
+    /// session once its end is.
+    fn settle(&mut self, window: &Window, lane: usize) {
+        let (session, through) = (window.session(lane), window.through(lane));
+        let done = self.ends[lane].is_some_and(|end| through > end);
+        let removed = if done {
+            self.spool.forget(session)
+        } else {
+            self.spool.settle(session, through)
+        };
+        if let Err(e) = removed {
+            tracing::warn!(
+                "settled segments of the spool {} are not removed: {e}",
+                self.spool.dir().display()
+            );
+        }
     }
 }

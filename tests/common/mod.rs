@@ -470,3 +470,25 @@ fn relay_copy(mut from: std::net::TcpStream, mut into: std::net::TcpStream, seen
     }
     let _ = into.shutdown(std::net::Shutdown::Write);
 }
+
+/// An example program built by `cargo build --all-targets` (or `--examples`), next to this test
+/// binary's directory; `None` when it has not been built.
+pub fn example(name: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/deps/integration-<hash> -> target/<profile>/examples/<name>
+        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+            candidates.push(profile_dir.join("examples").join(name));
+        }
+    }
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/debug/examples")
+            .join(name),
+    );
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("skipped: examples/{name}.rs is not built (run `cargo build --examples` first)");
+    }
+    found
+}

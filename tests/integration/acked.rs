@@ -1,6 +1,7 @@
 //! Acked delivery in-process: a publisher and a collector in `Delivery::Acked` store every
 //! record once, acknowledged only after the group commit; a record sent again is dropped and
-//! acknowledged again; what cannot be stored is settled as refused.
+//! acknowledged again; what cannot be stored is settled as refused; what a publisher could not
+//! deliver stays in its spool, and the next publisher on the spool delivers it.
 
 use std::time::Duration;
 
@@ -148,6 +149,103 @@ fn acked_delivery_takes_one_collector_to_connect_to() {
         sub,
         Err(Error::Usage {
             what: "CollectorBuilder::delivery",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn what_no_collector_acknowledged_stays_in_the_spool_for_the_next_publisher() {
+    let _watchdog = watchdog("acked spool", Duration::from_secs(60));
+    let spool = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let spooling = |source: &str| {
+        Publisher::builder()
+            .connect(&endpoint)
+            .source(source)
+            .delivery(Delivery::Acked)
+            .compression(Compression::Raw)
+            .spool_dir(spool.path())
+            .build()
+            .unwrap()
+    };
+
+    // Nothing listens: sending does not wait, and close keeps the records in the spool.
+    let first = spooling("first");
+    for i in 0..50 {
+        first
+            .send_owned("u", Array1::<f64>::from_elem(100, f64::from(i)))
+            .unwrap();
+    }
+    let second_on_it = Publisher::builder()
+        .connect(&endpoint)
+        .delivery(Delivery::Acked)
+        .spool_dir(spool.path())
+        .build();
+    assert!(
+        matches!(&second_on_it, Err(Error::Spool { source, .. }) if source.to_string().contains("spool of another publisher")),
+        "one publisher per spool"
+    );
+    let err = first.close(Duration::from_millis(300)).unwrap_err();
+    match &err {
+        Error::Unacknowledged {
+            unacknowledged: 50,
+            refused: 0,
+            kept: Some(dir),
+            ..
+        } => assert_eq!(dir, spool.path()),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("kept in the spool"), "{err}");
+    drop(first);
+
+    // A collector on the port, and the next publisher on the spool sends the first one's
+    // records and its end (51 messages), then its own.
+    let collector = Collector::builder()
+        .bind(&endpoint)
+        .delivery(Delivery::Acked)
+        .sink(DiskSink::new(out.path()).unwrap())
+        .start()
+        .unwrap();
+    let second = spooling("second");
+    for i in 0..10 {
+        second
+            .send_owned("v", Array1::<f32>::from_elem(10, i as f32))
+            .unwrap();
+    }
+    let stats = second.close(Duration::from_secs(20)).unwrap();
+    assert_eq!((stats.sent, stats.delivered, stats.recovered), (10, 10, 51));
+    let summary = collector.stop();
+    assert_eq!(summary.stats.stored, 60);
+    assert_eq!(summary.stats.sessions_not_ended, 0);
+    assert_eq!(manifest_ends(out.path()).len(), 2);
+    let mut first_seqs: Vec<u64> = manifest(out.path())
+        .iter()
+        .filter(|l| l["source"] == "first")
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    first_seqs.sort_unstable();
+    assert_eq!(first_seqs, (0..50).collect::<Vec<_>>());
+    let left = std::fs::read_dir(spool.path()).unwrap().count();
+    assert_eq!(left, 1, "only the lock file stays");
+}
+
+#[test]
+fn a_spool_takes_acked_delivery() {
+    let spool = tempfile::tempdir().unwrap();
+    let fire_and_forget = Publisher::builder()
+        .connect("tcp://127.0.0.1:1")
+        .spool_dir(spool.path())
+        .build();
+    assert!(matches!(
+        fire_and_forget,
+        Err(Error::Usage {
+            what: "PublisherBuilder::spool_dir",
             ..
         })
     ));

@@ -1,7 +1,8 @@
 //! The collector killed (SIGKILL) at random moments and restarted on the same `--out` and port,
 //! 10 times, while 4 publishers send mixed records. In the default (fire-and-forget) mode every
 //! record is either stored once or reported missing by `ndbridge verify`, the sessions' ends
-//! included; in acked delivery every record is stored exactly once.
+//! included; in acked delivery every record is stored exactly once. A publisher killed while
+//! its collector is away loses nothing when it is started again on its spool.
 
 use std::process::Command;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use ndarray::Array1;
 use ndbridge::{ArrayBuffer, Compression, Delivery, Publisher};
 
-use crate::common::{manifest, manifest_ends, watchdog, CollectorProcess};
+use crate::common::{example, manifest, manifest_ends, watchdog, CollectorProcess};
 
 /// Records each publisher sends, publishers, and kills of the collector.
 const RECORDS: u64 = 400;
@@ -248,5 +249,110 @@ fn killed_collectors_in_acked_delivery_store_every_record_once() {
         let cells = verify_row(&stdout, &source);
         assert_eq!(&cells[2..], ["400", "0", "0", "0", "yes"], "{stdout}");
     }
+    assert_eq!(code, Some(0), "{stdout}");
+}
+
+/// The example worker in acked delivery with a spool, to `endpoint`, as source `ws`: `steps`
+/// steps of three records every 2 ms.
+fn spooling_worker(
+    worker: &std::path::Path,
+    endpoint: &str,
+    spool: &std::path::Path,
+    steps: u64,
+) -> Command {
+    let mut command = Command::new(worker);
+    command
+        .args([endpoint, "--acked", "--source", "ws", "--size", "16"])
+        .args([
+            "--interval-ms",
+            "2",
+            "--record-every",
+            "1",
+            "--timeout",
+            "60",
+        ])
+        .arg("--steps")
+        .arg(steps.to_string())
+        .arg("--spool")
+        .arg(spool);
+    command
+}
+
+#[test]
+fn a_publisher_killed_while_its_collector_is_away_loses_nothing_with_its_spool() {
+    let _watchdog = watchdog("publisher kill with a spool", Duration::from_secs(120));
+    let Some(worker) = example("worker") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let mut restarts = Restarts::new(dir.path(), &["--delivery", "acked"]);
+    let endpoint = restarts.endpoint.clone();
+
+    // The first worker sends while its collector runs, then while it is away (SIGKILL), and is
+    // killed itself: what was not acknowledged is only in its spool.
+    let mut collector = restarts.start();
+    let mut first = spooling_worker(&worker, &endpoint, &spool, 1_000_000)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    drop(collector);
+    std::thread::sleep(Duration::from_millis(500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let spooled = |spool: &std::path::Path| {
+        std::fs::read_dir(spool)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("spool".as_ref()))
+            .count()
+    };
+    assert!(spooled(&spool) > 0);
+
+    // The collector back, a second worker on the same spool sends the first one's records
+    // first, ends its session, then sends its own.
+    collector = restarts.start();
+    let second = spooling_worker(&worker, &endpoint, &spool, 20)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let recovered: u64 = words[words.iter().position(|w| *w == "recovered").unwrap() - 1]
+        .parse()
+        .unwrap();
+    eprintln!("{stdout}");
+    assert!(recovered > 0, "{stdout}");
+    assert!(collector.stop().success(), "{}", collector.log());
+    assert_eq!(
+        spooled(&spool),
+        0,
+        "everything acknowledged leaves the spool"
+    );
+
+    // Both sessions stored whole and ended, each record once.
+    let (stdout, code) = verify(&restarts.out());
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("ws "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in &rows {
+        assert_eq!(&row[3..], ["0", "0", "0", "yes"], "{stdout}");
+    }
+    let records: Vec<u64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+    assert!(
+        records.contains(&60),
+        "the second worker's 20 steps: {stdout}"
+    );
+    assert!(
+        records.iter().any(|&r| r > 60),
+        "the first worker ran longer: {stdout}"
+    );
     assert_eq!(code, Some(0), "{stdout}");
 }

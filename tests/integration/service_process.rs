@@ -17,7 +17,7 @@ use ndbridge::collector::{Collector, DiskSink};
 use ndbridge::{Allowlist, ArrayBuffer, Compression, FullPolicy, KeyPair, Publisher};
 use serde_json::Value;
 
-use crate::common::{manifest_so_far, wait_until, watchdog};
+use crate::common::{example, manifest_so_far, wait_until, watchdog};
 
 /// A child process that is killed (SIGKILL) when the test ends, however it ends.
 struct Process {
@@ -88,28 +88,6 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
-}
-
-/// An example program built by `cargo build --all-targets` (or `--examples`), next to this test
-/// binary's directory; `None` when it has not been built.
-fn example(name: &str) -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        // target/<profile>/deps/integration-<hash> -> target/<profile>/examples/<name>
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("examples").join(name));
-        }
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/debug/examples")
-            .join(name),
-    );
-    let found = candidates.into_iter().find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("skipped: examples/{name}.rs is not built (run `cargo build --examples` first)");
-    }
-    found
 }
 
 /// Every file under `dir`, recursively.
