@@ -235,6 +235,10 @@ class Window:
             return None
         return self._unacked[seq - first].frames
 
+    def messages(self) -> List[Tuple[int, List[Any]]]:
+        """The unacknowledged messages as ``(seq, frames)``, oldest first (for resending)."""
+        return [(m.seq, m.frames) for m in self._unacked]
+
     def count_below(self, seq: int) -> int:
         """How many unacknowledged messages have a ``seq`` below `seq` (the records, when
         `seq` is the session's end)."""
