@@ -108,6 +108,10 @@ class DeliveryError(TimeoutError):
             could not decode or store them; its log says why). 0 otherwise.
         acked: True for a publisher in acked delivery (``delivery="acked"``).
         connected: False when, in acked delivery, no collector ever connected.
+        kept: Acked delivery with a spool (``Publisher(..., spool_dir=...)``): the spool
+            directory where the records not acknowledged stay (``close`` does not drop them);
+            the next publisher started on it, Python or Rust, sends them first. ``None``
+            otherwise, or when no record is left unacknowledged.
 
     `detail`, when given, is added to the message (what the call that raised did).
 
@@ -118,13 +122,14 @@ class DeliveryError(TimeoutError):
     def __init__(self, endpoint: str, unsent: int, sent: int, timeout: float,
                  dropped: bool, at_most: bool = False, curve: bool = False, *,
                  refused: int = 0, acked: bool = False, connected: bool = True,
-                 detail: Optional[str] = None) -> None:
+                 detail: Optional[str] = None, kept: Optional[str] = None) -> None:
         hint = ("is the collector running and reachable, does it admit this publisher's CURVE "
                 "key (its NAME.key in the collector's --allow directory), and is curve_server "
                 "the collector's public key?") if curve else \
             "is the collector running and reachable?"
         if acked:
-            message = _unacknowledged(unsent, sent, timeout, dropped, refused, connected, curve)
+            message = _unacknowledged(unsent, sent, timeout, dropped, refused, connected, curve,
+                                      kept)
         else:
             fate = "they are dropped" if dropped else "they are still queued"
             count = f"up to {unsent} (the last) of {sent}" if at_most else f"{unsent} of {sent}"
@@ -142,6 +147,7 @@ class DeliveryError(TimeoutError):
         self.refused = refused
         self.acked = acked
         self.connected = connected
+        self.kept = kept
 
 
 def _records(count: int) -> str:
@@ -149,11 +155,14 @@ def _records(count: int) -> str:
 
 
 def _unacknowledged(unsent: int, sent: int, timeout: float, dropped: bool, refused: int,
-                    connected: bool, curve: bool) -> str:
+                    connected: bool, curve: bool, kept: Optional[str] = None) -> str:
     """The message of a :class:`DeliveryError` in acked delivery (the wording of Rust's
     ``Error::Unacknowledged`` and ``Error::NoPeer``)."""
     they = "it is" if unsent == 1 else "they are"
     fate = f"{they} dropped" if dropped else f"{they} still in the window"
+    if kept is not None and unsent:
+        fate = (f"{they} kept in the spool {kept}: the next publisher on the spool sends "
+                f"{'it' if unsent == 1 else 'them'}")
     if not connected:
         key = (" Does it admit this publisher's CURVE key (--allow), and is curve_server its "
                "public key?") if curve else ""
@@ -164,6 +173,8 @@ def _unacknowledged(unsent: int, sent: int, timeout: float, dropped: bool, refus
         them = "it" if unsent == 1 else "them"
         fate = (f"dropped: the collector may not have {them}" if dropped else
                 "still in the window, sent again after a reconnect")
+        if kept is not None:
+            fate = f"kept in the spool {kept}: the next publisher on the spool sends {them}"
         parts.append(f"{_records(unsent)} of {sent} not acknowledged by the collector within "
                      f"{timeout:g} s ({fate})")
     if refused:
