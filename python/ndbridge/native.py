@@ -17,6 +17,7 @@ modify such an array in place until its record has gone out (:meth:`Publisher.fl
 from __future__ import annotations
 
 import json
+import os
 import time as _time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -28,6 +29,7 @@ from .curve import KeySource, PathLike, load_curve
 from .errors import DeliveryError, WireError
 from .header import parse_header
 from .limits import DEFAULT_LIMITS, Limits
+from .spool import DEFAULT_SPOOL_BYTES, check_spool
 from .wire import ArraysLike, Record, default_source, new_session
 from .wire import decode as pure_decode
 from .wire import _checked_arrays
@@ -213,6 +215,15 @@ class Publisher:
         window_bytes: Acked delivery: the most bytes of records sent and not yet acknowledged
             (and at most 65,536 records); while the window is full the queue fills, and
             `on_full` applies. Default 256 MiB.
+        spool_dir: Acked delivery: a directory of this publisher's own where every record is
+            written before it is sent and stays until acknowledged
+            (``PublisherBuilder::spool_dir``; see :class:`ndbridge.Publisher`). Sending then
+            never waits for the collector, what :meth:`close` leaves unacknowledged stays
+            there (:class:`~ndbridge.DeliveryError` says so in ``kept``), and the next
+            publisher on the directory, Rust or Python, sends it first. A directory another
+            publisher holds raises ``BlockingIOError``.
+        spool_bytes: The most bytes the spool holds; beyond them sending waits for
+            acknowledgements. Default 16 GiB.
     """
 
     def __init__(self, endpoint: Union[str, Sequence[str]], source: Optional[str] = None,
@@ -224,7 +235,9 @@ class Publisher:
                  copy_threshold: Optional[int] = 64 * 1024, context: None = None,
                  curve_server: Optional[KeySource] = None,
                  curve_secret: Optional[PathLike] = None, delivery: str = "fire-and-forget",
-                 window_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
+                 window_bytes: int = DEFAULT_WINDOW_BYTES,
+                 spool_dir: Optional[PathLike] = None,
+                 spool_bytes: int = DEFAULT_SPOOL_BYTES) -> None:
         native = _require()
         if context is not None:
             raise ValueError("context: the Rust publisher has a ZeroMQ context of its own; "
@@ -244,6 +257,7 @@ class Publisher:
         check_window_bytes(window_bytes)
         if self.delivery == "acked":
             _check_acked(endpoints, bind, kind)
+        spool = check_spool(spool_dir, spool_bytes, self.delivery)
         # Read and checked as the pure-Python publisher does, so that both raise the same
         # errors; the Rust side reads the secret certificate itself (KeyPair::load).
         curve = load_curve(curve_server, curve_secret)
@@ -264,7 +278,8 @@ class Publisher:
             shuffle=shuffle is not False, link=link, source=self.source,
             queue_bytes=queue_bytes, on_full=on_full,
             linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold,
-            delivery=self.delivery, window_bytes=window_bytes,
+            delivery=self.delivery, window_bytes=window_bytes, spool_dir=spool,
+            spool_bytes=spool_bytes,
             **({} if curve is None else {"curve_server": curve.server.decode("ascii"),
                                          "curve_secret": curve.secret_path}))
         self._last_stats: Optional[Dict[str, Any]] = None
@@ -332,7 +347,9 @@ class Publisher:
 
         Raises:
             DeliveryError: Records did not go out in time; they are dropped, and the publisher
-                is closed all the same.
+                is closed all the same. With a spool (`spool_dir`), the records not
+                acknowledged stay there instead, for the next publisher on it: the error's
+                ``kept`` names the directory.
         """
         if self.closed:
             return
@@ -369,7 +386,8 @@ class Publisher:
 
     def _delivery_error(self, e: BaseException, timeout: Optional[float],
                         dropped: bool) -> DeliveryError:
-        message, pending, refused, kind = (tuple(e.args) + (None, 0, "other"))[:4]
+        message, pending, refused, kind, kept = (tuple(e.args) + (None, 0, "other", None))[:5]
+        kept = None if kept is None else os.fspath(kept)
         unsent = self._sent if pending is None else int(pending)
         if self.delivery == "acked" and kind in ("unacknowledged", "no-peer", "timeout"):
             # Error::Unacknowledged (records not acknowledged, or refused), Error::NoPeer (no
@@ -377,7 +395,7 @@ class Publisher:
             return DeliveryError(self._endpoint, unsent, max(self._sent, unsent),
                                  timeout or 0.0, dropped=dropped, curve=self._curve,
                                  refused=int(refused), acked=True,
-                                 connected=kind != "no-peer")
+                                 connected=kind != "no-peer", kept=kept)
         if pending is None:  # not a timeout: say what the Rust publisher reported
             return DeliveryError(f"{self._endpoint} ({message})", unsent,
                                  max(self._sent, unsent), timeout or 0.0, dropped=dropped,
@@ -389,7 +407,9 @@ class Publisher:
         """The Rust publisher's counters: ``sent`` (handed to ZeroMQ), ``delivered`` (passed on
         to a peer; in acked delivery, acknowledged as stored by the collector), ``refused``
         (acked delivery: acknowledged as refused for good), ``resent`` (acked delivery: sent
-        again after a reconnect), ``dropped``, ``failed``, ``queued``, ``raw_bytes``,
+        again after a reconnect), ``recovered`` (acked delivery with a spool: messages of
+        earlier publishers' sessions sent from the spool, not counted in ``sent``),
+        ``dropped``, ``failed``, ``queued``, ``raw_bytes``,
         ``wire_bytes``, ``compression_ratio`` (the final ones after close)."""
         if self.closed:
             return dict(self._last_stats or {})

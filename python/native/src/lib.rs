@@ -51,7 +51,8 @@ use ndbridge::{Delivery, FullPolicy, KeyPair, Link, PublicKey};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{
-    PyFileNotFoundError, PyOSError, PyPermissionError, PyRuntimeError, PyTypeError, PyValueError,
+    PyBlockingIOError, PyFileNotFoundError, PyOSError, PyPermissionError, PyRuntimeError,
+    PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -61,8 +62,9 @@ pyo3::create_exception!(
     DeliveryFailure,
     pyo3::exceptions::PyException,
     "Records did not go out in time, or (acked delivery) were not acknowledged or were refused: \
-     args are (message, records not passed on or None, records refused, kind), kind one of \
-     'timeout', 'no-peer', 'unacknowledged', 'other'."
+     args are (message, records not passed on or None, records refused, kind, kept), kind one \
+     of 'timeout', 'no-peer', 'unacknowledged', 'other', kept the spool directory keeping the \
+     records not acknowledged or None."
 );
 
 /// Keeps a Python object (a numpy array, or an exported buffer) alive behind a [`Bytes`] that
@@ -562,6 +564,7 @@ fn stats_dict<'py>(
     d.set_item("delivered", stats.delivered)?;
     d.set_item("refused", stats.refused)?;
     d.set_item("resent", stats.resent)?;
+    d.set_item("recovered", stats.recovered)?;
     d.set_item("dropped", stats.dropped)?;
     d.set_item("failed", stats.failed)?;
     d.set_item("queued", stats.queued)?;
@@ -580,10 +583,14 @@ impl NativePublisher {
     /// `curve_server` (the server's public key as Z85 text) and `curve_secret` (the path of this
     /// publisher's secret certificate) turn CURVE on; both or neither. `delivery`:
     /// "fire-and-forget" | "acked" (`PublisherBuilder::delivery`, with a window of
-    /// `window_bytes`). A combination the Rust publisher does not take (acked delivery with
-    /// a PUB socket, or bound) raises `ValueError`.
+    /// `window_bytes`). `spool_dir` (acked delivery only) keeps every message in files of
+    /// the publisher's own until acknowledged, up to `spool_bytes`
+    /// (`PublisherBuilder::spool_dir`). A combination the Rust publisher does not take (acked
+    /// delivery with a PUB socket, or bound; a spool without acked delivery) raises
+    /// `ValueError`; a spool that cannot be opened raises `OSError` (`BlockingIOError` when
+    /// another publisher holds it).
     #[new]
-    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None, delivery="fire-and-forget", window_bytes=512 << 20))]
+    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None, delivery="fire-and-forget", window_bytes=512 << 20, spool_dir=None, spool_bytes=16 << 30))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -603,6 +610,8 @@ impl NativePublisher {
         curve_secret: Option<PathBuf>,
         delivery: &str,
         window_bytes: u64,
+        spool_dir: Option<PathBuf>,
+        spool_bytes: u64,
     ) -> PyResult<Self> {
         if endpoints.is_empty() {
             return Err(PyValueError::new_err(
@@ -685,6 +694,11 @@ impl NativePublisher {
                 "window_bytes: expected a positive integer (bytes), found 0",
             ));
         }
+        if spool_bytes == 0 {
+            return Err(PyValueError::new_err(
+                "spool_bytes: expected a positive integer (bytes), found 0",
+            ));
+        }
         let options = ndbridge::SocketOptions {
             linger: timeout(Some(linger))?,
             ..Default::default()
@@ -697,7 +711,11 @@ impl NativePublisher {
             .on_full(on_full)
             .delivery(delivery)
             .window_bytes(window_bytes)
+            .spool_bytes(spool_bytes)
             .socket_options(options);
+        if let Some(dir) = spool_dir {
+            builder = builder.spool_dir(dir);
+        }
         for endpoint in &endpoints {
             builder = if bind {
                 builder.bind(endpoint.clone())
@@ -713,6 +731,7 @@ impl NativePublisher {
         }
         let publisher = py.detach(|| builder.build()).map_err(|e| match e {
             ndbridge::Error::Usage { .. } => PyValueError::new_err(e.to_string()),
+            ndbridge::Error::Spool { ref source, .. } => spool_error(source.kind(), e.to_string()),
             e => PyRuntimeError::new_err(e.to_string()),
         })?;
         Ok(NativePublisher {
@@ -794,8 +813,9 @@ impl NativePublisher {
 
     /// The counters now: sent (handed to ZeroMQ), delivered (passed on by ZeroMQ to a peer;
     /// acked delivery: acknowledged as stored), refused (acked delivery: acknowledged as
-    /// refused), resent (acked delivery: sent again after a reconnect), dropped, failed, queued,
-    /// raw_bytes, wire_bytes, compression_ratio.
+    /// refused), resent (acked delivery: sent again after a reconnect), recovered (acked
+    /// delivery with a spool: messages of earlier publishers' sessions sent from the spool),
+    /// dropped, failed, queued, raw_bytes, wire_bytes, compression_ratio.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let publisher = self.publisher("stats")?;
         stats_dict(py, &publisher.stats())
@@ -875,21 +895,39 @@ fn key_error(argument: &str, e: KeyError) -> PyErr {
     }
 }
 
-/// A failed `flush` or `close` as `DeliveryFailure(message, pending, refused, kind)`: the
-/// records not passed on (acked delivery: not acknowledged; `None` when the error counts none),
-/// those the collector refused, and which error it was.
+/// A spool that cannot be opened (`Error::Spool`) as the `OSError` subclass of its cause, as
+/// the pure-Python publisher raises it: `BlockingIOError` for a spool another publisher holds.
+fn spool_error(kind: std::io::ErrorKind, message: String) -> PyErr {
+    match kind {
+        std::io::ErrorKind::WouldBlock => PyBlockingIOError::new_err(message),
+        std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
+        std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
+        _ => PyOSError::new_err(message),
+    }
+}
+
+/// A failed `flush` or `close` as `DeliveryFailure(message, pending, refused, kind, kept)`:
+/// the records not passed on (acked delivery: not acknowledged; `None` when the error counts
+/// none), those the collector refused, which error it was, and the spool directory that keeps
+/// the records not acknowledged (`None`: no spool, or nothing kept).
 fn delivery_error(e: ndbridge::Error) -> PyErr {
-    let (pending, refused, kind) = match &e {
-        ndbridge::Error::Timeout { pending, .. } => (Some(*pending), 0, "timeout"),
-        ndbridge::Error::NoPeer { messages, .. } => (Some(*messages), 0, "no-peer"),
+    let (pending, refused, kind, kept) = match &e {
+        ndbridge::Error::Timeout { pending, .. } => (Some(*pending), 0, "timeout", None),
+        ndbridge::Error::NoPeer { messages, .. } => (Some(*messages), 0, "no-peer", None),
         ndbridge::Error::Unacknowledged {
             unacknowledged,
             refused,
+            kept,
             ..
-        } => (Some(*unacknowledged), *refused, "unacknowledged"),
-        _ => (None, 0, "other"),
+        } => (
+            Some(*unacknowledged),
+            *refused,
+            "unacknowledged",
+            kept.clone(),
+        ),
+        _ => (None, 0, "other", None),
     };
-    DeliveryFailure::new_err((e.to_string(), pending, refused, kind))
+    DeliveryFailure::new_err((e.to_string(), pending, refused, kind, kept))
 }
 
 /// The module: `Publisher`, `Buffer`, `encode`, `decode`, `compress`, `DeliveryFailure`.
