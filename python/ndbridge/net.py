@@ -43,13 +43,14 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import lifetime
-from .acked import (DEFAULT_WINDOW_BYTES, HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS, Window,
-                    check_delivery, check_window_bytes, parse_ack)
+from .acked import (DEFAULT_WINDOW_BYTES, HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS, MAX_UNACKED,
+                    PER_MESSAGE_BYTES, Window, check_delivery, check_window_bytes, parse_ack)
 from .curve import CurveKeys, KeySource, PathLike, load_curve
 from .codec import CODECS, check_level, encode_buffer
 from .errors import DeliveryError, WireError
 from .limits import DEFAULT_LIMITS, Limits
 from .pacing import SAMPLE_BYTES, TIME_SENDS_EVERY_BYTES, Pacing
+from .spool import DEFAULT_SPOOL_BYTES, Spool, Spooled, check_spool
 from .wire import (ArraysLike, Record, decode, default_source, encode, encode_end, new_session,
                    strip_topic)
 
@@ -224,34 +225,120 @@ _ACK_POLL_MS = 100
 _log = logging.getLogger("ndbridge")
 
 
+class _Lane:
+    """One session's messages in an acked publisher's window: the publisher's own (lane 0), or
+    one that an earlier publisher left in the spool."""
+
+    __slots__ = ("source", "session", "window", "end")
+
+    def __init__(self, source: str, session: str, window_bytes: int) -> None:
+        self.source = source
+        self.session = session
+        #: Its messages sent and not acknowledged (the window's bound is shared by the lanes:
+        #: :meth:`_AckedLink._has_room`).
+        self.window = Window(window_bytes)
+        #: With a spool: the ``seq`` of the session's end once spooled; once that is
+        #: acknowledged, the session leaves the spool.
+        self.end: Optional[int] = None
+
+
 class _AckedLink:
     """Acked delivery on a publisher's DEALER socket: the window of messages sent and not
-    acknowledged (:class:`~ndbridge.acked.Window`), the acknowledgements read from the socket,
-    and resending the window, oldest first, once ZeroMQ has made the connection to the
-    collector again (docs/wire-format.md, "Acknowledged delivery").
+    acknowledged (:class:`~ndbridge.acked.Window`, one per session), the acknowledgements read
+    from the socket, resending the window, oldest first, once ZeroMQ has made the connection to
+    the collector again, and the spool (:class:`~ndbridge.spool.Spool`), when there is one
+    (docs/wire-format.md, "Acknowledged delivery").
 
-    Every wait reads acknowledgements and monitor events meanwhile and resends what is due;
-    nothing runs between the publisher's calls (acknowledgements wait in ZeroMQ's queue, and
-    ZeroMQ's own thread keeps the heartbeats going).
+    With a spool every message is written there before it is sent; it is sent at once only if
+    nothing spooled waits before it and the window has room, else it waits in the spool and is
+    read back and sent as acknowledgements give room back. The sessions an earlier publisher
+    left in the spool get a lane of their own and go first; a session without its end gets one,
+    at one past its last ``seq``. A session's segments are removed as they are acknowledged,
+    but its last, until its end is: the rules of the Rust publisher (``src/publisher/acked.rs``).
+
+    Every wait reads acknowledgements and monitor events meanwhile, resends what is due and
+    sends what waits in the spool; nothing runs between the publisher's calls (acknowledgements
+    wait in ZeroMQ's queue, and ZeroMQ's own thread keeps the heartbeats going).
     """
 
-    def __init__(self, socket: zmq.Socket, session: str, window_bytes: int,
-                 copy_threshold: Optional[int]) -> None:
-        """Sets `socket` up, before it connects (so that the monitor sees the first
-        handshake): ZeroMQ heartbeats, and a monitor of its handshakes."""
-        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        self.socket = socket
-        self.monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self.session = session
-        self.window = Window(window_bytes)
+    def __init__(self, socket: zmq.Socket, source: str, session: str, window_bytes: int,
+                 copy_threshold: Optional[int], spool_dir: Optional[str] = None,
+                 spool_bytes: int = DEFAULT_SPOOL_BYTES) -> None:
+        """Opens the spool (if any: ``BlockingIOError`` when another publisher holds it), then
+        sets `socket` up, before it connects (so that the monitor sees the first handshake):
+        ZeroMQ heartbeats, and a monitor of its handshakes."""
+        self.window_bytes = window_bytes
+        self.lanes: List[_Lane] = [_Lane(source, session, window_bytes)]
         self.copy_threshold = copy_threshold
         #: Connections made to the collector (handshakes that succeeded).
         self.handshakes = 0
-        #: Resending: the next ``seq`` to send again (``None``: not resending).
-        self.resend_from: Optional[int] = None
+        #: Resending: the lane and the ``seq`` to send again from (``None``: not resending).
+        self.resend_from: Optional[Tuple[int, int]] = None
         #: The session's end is sent (it stays in the window until settled).
         self.ended = False
+        #: Messages sent again after a reconnect.
+        self.resent = 0
+        #: Messages of earlier sessions sent from the spool.
+        self.recovered = 0
+        #: Messages lost because the spool could not give them back.
+        self.failed = 0
+        self.spool: Optional[Spool] = None
+        self.spool_bytes = spool_bytes
+        #: Spooled and not sent yet, oldest first: ``(lane, Spooled)``.
+        self.pending: Deque[Tuple[int, Spooled]] = deque()
+        #: The frames of :attr:`pending`'s oldest, when they are at hand (not sent at once).
+        self.ready: Optional[List[Any]] = None
+        # The oldest of `pending` has room in the window, and ZeroMQ's queue had none.
+        self._feed_blocked = False
+        # The spool failed to take the last message (logged once until it takes one again).
+        self._failing = False
+        if spool_dir is not None:
+            self._open_spool(spool_dir)
+        try:
+            socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+            socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+            self.socket = socket
+            self.monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        except BaseException:
+            if self.spool is not None:
+                self.spool.close()
+            raise
+
+    def _open_spool(self, spool_dir: str) -> None:
+        """Opens the spool and queues what earlier publishers left there, each session in a
+        lane of its own, ended if it was not: its end's ``seq`` is one past its last message
+        (every record it sent is in the spool, so none is missing)."""
+        spool, recovered = Spool.open(spool_dir)
+        self.spool = spool
+        try:
+            for session in recovered:
+                lane = len(self.lanes)
+                self.lanes.append(_Lane(session.source, session.session, self.window_bytes))
+                self.pending.extend((lane, m) for m in session.messages)
+                end = session.end
+                if end is None:
+                    end = session.messages[-1].seq + 1
+                    frame = encode_end(session.source, session.session, end)
+                    spooled = spool.append(session.source, session.session, end, True, [frame])
+                    self.pending.append((lane, spooled))
+                self.lanes[lane].end = end
+                _log.info("ndbridge: the spool %s holds %d messages of session %s from %s: "
+                          "sending them first", spool.dir, len(session.messages),
+                          session.session, session.source)
+        except BaseException:
+            spool.close()
+            self.spool = None
+            raise
+
+    @property
+    def window(self) -> Window:
+        """The publisher's own session's window (lane 0)."""
+        return self.lanes[0].window
+
+    @property
+    def spool_dir(self) -> Optional[str]:
+        """The spool's directory, if there is a spool."""
+        return None if self.spool is None else str(self.spool.dir)
 
     @property
     def connected(self) -> bool:
@@ -266,6 +353,15 @@ class _AckedLink:
         return [f if isinstance(f, bytes) or (threshold is not None and len(f) >= threshold)
                 else bytes(f) for f in frames]
 
+    def _has_room(self, nbytes: int) -> bool:
+        """Whether a message of `nbytes` may be sent now: the lanes' windows together hold
+        room for it, or are empty (a message larger than the window still goes, alone)."""
+        count = sum(len(lane.window) for lane in self.lanes)
+        if not count:
+            return True
+        held = sum(lane.window.bytes for lane in self.lanes)
+        return count < MAX_UNACKED and held + nbytes + PER_MESSAGE_BYTES <= self.window_bytes
+
     def send(self, seq: int, frames: List[Any], nbytes: int, deadline: Optional[float]) -> bool:
         """Waits for room in the window and in ZeroMQ's queue, sends message `seq` (`frames`,
         `nbytes` long) and keeps it in the window. False when `deadline` passed first: nothing
@@ -274,7 +370,7 @@ class _AckedLink:
         while True:
             self.pump()
             blocked = False
-            if self.resend_from is None and window.has_room(nbytes):
+            if self.resend_from is None and not self.pending and self._has_room(nbytes):
                 if self._transmit(frames):
                     window.push(seq, frames, nbytes)
                     return True
@@ -282,47 +378,98 @@ class _AckedLink:
             if not self._wait(deadline, writable=blocked):
                 return False
 
+    def spool_and_send(self, seq: int, frames: List[Any], nbytes: int, end: bool,
+                       deadline: Optional[float]) -> bool:
+        """With a spool: waits (until `deadline`) while the spool holds its `spool_bytes`,
+        writes message `seq` of the publisher's own session (`end`: its end) there, then sends
+        it if nothing spooled waits before it and the window has room; else it waits in the
+        spool. False when `deadline` passed first: nothing was spooled or sent. A spool that
+        cannot take the message (logged once until it can again) leaves it to :meth:`send`."""
+        spool = self.spool
+        assert spool is not None
+        self.pump()
+        while spool.bytes >= self.spool_bytes:
+            if not self._wait(deadline, writable=self._feed_blocked):
+                return False
+            self.pump()
+        own = self.lanes[0]
+        try:
+            spooled = spool.append(own.source, own.session, seq, end, frames)
+        except OSError as e:
+            if not self._failing:
+                _log.error("ndbridge: the spool %s cannot take messages, which go without it: "
+                           "%s", spool.dir, e)
+            self._failing = True
+            return self.send(seq, frames, nbytes, deadline)
+        self._failing = False
+        if end:
+            own.end = seq
+        if not self.pending and self.resend_from is None and self._has_room(nbytes) \
+                and self._transmit(frames):
+            own.window.push(seq, frames, nbytes)
+            return True
+        if not self.pending:
+            self.ready = frames
+        self.pending.append((0, spooled))
+        return True
+
+    def settled(self) -> bool:
+        """True when everything sent is acknowledged and nothing spooled waits."""
+        return not self.pending and not any(len(lane.window) for lane in self.lanes)
+
     def settle(self, deadline: Optional[float]) -> bool:
-        """Reads acknowledgements until every message sent is settled or `deadline` passes;
-        true if settled."""
+        """Reads acknowledgements (and sends what waits in the spool) until every message is
+        settled or `deadline` passes; true if settled."""
         while True:
             self.pump()
-            if not len(self.window):
+            if self.settled():
                 return True
-            if not self._wait(deadline):
+            if not self._wait(deadline, writable=self._feed_blocked):
                 return False
 
     def end(self, frame: bytes, seq: int, deadline: Optional[float]) -> bool:
         """Sends the session's end (`frame`, at `seq`, the number of records) once, keeps it in
-        the window like a record, and waits until `deadline` for it to be settled; true if it
-        is."""
+        the window like a record (and in the spool, if any), and waits until `deadline` for it
+        to be settled; true if it is."""
         if not self.ended:
-            if not self.send(seq, [frame], len(frame), deadline):
+            if self.spool is not None:
+                sent = self.spool_and_send(seq, [frame], len(frame), True, deadline)
+            else:
+                sent = self.send(seq, [frame], len(frame), deadline)
+            if not sent:
                 return False
             self.ended = True
         return self.settle(deadline)
 
     def pump(self) -> None:
-        """Takes every monitor event and acknowledgement waiting, then goes on resending."""
+        """Takes every monitor event and acknowledgement waiting, goes on resending, then sends
+        what waits in the spool."""
         self._read_events()
         self._read_acks()
         self._resend()
+        self._feed()
 
     def unacknowledged(self, records: int) -> int:
-        """How many of the first `records` messages are not acknowledged (the session's end,
-        at ``seq`` `records`, is no record)."""
-        return self.window.count_below(records)
+        """How many of the publisher's first `records` messages are not acknowledged, sent or
+        waiting in the spool (the session's end, at ``seq`` `records`, is no record)."""
+        waiting = sum(1 for lane, m in self.pending if lane == 0 and m.seq < records)
+        return self.window.count_below(records) + waiting
 
     def close(self) -> None:
-        """Stops the monitor and closes its socket (before the socket's context ends), and
-        forgets the window."""
+        """Stops the monitor and closes its socket (before the socket's context ends), forgets
+        the window and closes the spool (what it holds stays there)."""
         try:
             self.socket.disable_monitor()
         except zmq.ZMQError:
             pass
         self.monitor.close(linger=0)
-        self.window.clear()
+        for lane in self.lanes:
+            lane.window.clear()
         self.resend_from = None
+        self.pending.clear()
+        self.ready = None
+        if self.spool is not None:
+            self.spool.close()
 
     def _wait(self, deadline: Optional[float], writable: bool = False) -> bool:
         """Waits until the socket has something to read (or, `writable` or resending, room to
@@ -351,13 +498,14 @@ class _AckedLink:
             if event["event"] != zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 continue
             self.handshakes += 1
-            if self.handshakes > 1 and len(self.window):
-                _log.debug("ndbridge: connected again: resending %d unacknowledged",
-                           len(self.window))
-                self.resend_from = self.window.first_seq
+            unacked = sum(len(lane.window) for lane in self.lanes)
+            if self.handshakes > 1 and unacked:
+                _log.debug("ndbridge: connected again: resending %d unacknowledged", unacked)
+                self.resend_from = (0, 0)
 
     def _read_acks(self) -> None:
-        """Applies every acknowledgement of this session waiting; others are ignored."""
+        """Applies every acknowledgement of the sessions in the window; others are ignored.
+        With a spool, what they settle leaves it."""
         while True:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
@@ -372,27 +520,75 @@ class _AckedLink:
             except WireError as e:
                 _log.warning("ndbridge: a malformed acknowledgement was ignored: %s", e)
                 continue
-            if ack.session == self.session:
-                self.window.acknowledge(ack)
+            lane = next((lane for lane in self.lanes if lane.session == ack.session), None)
+            if lane is None:
+                continue
+            before = lane.window.through
+            lane.window.acknowledge(ack)
+            if lane.window.through > before and self.spool is not None:
+                self._settle_spool(lane)
+
+    def _settle_spool(self, lane: _Lane) -> None:
+        """`lane` was acknowledged further: removes what is settled from the spool, all of the
+        session once its end is."""
+        assert self.spool is not None
+        through = lane.window.through
+        try:
+            if lane.end is not None and through > lane.end:
+                self.spool.forget(lane.session)
+            else:
+                self.spool.settle(lane.session, through)
+        except OSError as e:
+            _log.warning("ndbridge: settled segments of the spool %s are not removed: %s",
+                         self.spool.dir, e)
 
     def _resend(self) -> None:
-        """Sends again what is unacknowledged from :attr:`resend_from` on, as far as ZeroMQ
-        takes it without waiting; the rest on a later call."""
-        seq = self.resend_from
-        if seq is None:
+        """Sends again what is unacknowledged from :attr:`resend_from` on, lane by lane, as far
+        as ZeroMQ takes it without waiting; the rest on a later call."""
+        if self.resend_from is None:
             return
-        first = self.window.first_seq
-        if first is not None:
-            seq = max(seq, first)
-        while True:
-            frames = self.window.frames(seq)
-            if frames is None:
-                break
-            if not self._transmit(frames):
-                self.resend_from = seq
-                return
-            seq += 1
+        start_lane, start_seq = self.resend_from
+        for index in range(start_lane, len(self.lanes)):
+            for seq, frames in self.lanes[index].window.messages():
+                if index == start_lane and seq < start_seq:
+                    continue
+                if not self._transmit(frames):
+                    self.resend_from = (index, seq)
+                    return
+                self.resent += 1
         self.resend_from = None
+
+    def _feed(self) -> None:
+        """Sends what waits in the spool, oldest first, while the window has room and ZeroMQ
+        takes it without waiting."""
+        self._feed_blocked = False
+        spool = self.spool
+        while spool is not None and self.pending and self.resend_from is None:
+            index, spooled = self.pending[0]
+            if not self._has_room(spooled.len):
+                return
+            frames = self.ready
+            if frames is None:
+                try:
+                    frames = spool.read(spooled)
+                except OSError as e:
+                    _log.error("ndbridge: message %d of session %s cannot be read back from "
+                               "the spool, and is lost: %s", spooled.seq,
+                               self.lanes[index].session, e)
+                    self.failed += 1
+                    self.pending.popleft()
+                    continue
+            if not self._transmit(frames):
+                self.ready = frames
+                self._feed_blocked = True
+                return
+            self.ready = None
+            self.pending.popleft()
+            lane = self.lanes[index]
+            if index:
+                self.recovered += 1
+            if spooled.seq >= lane.window.through:  # else the collector has it already
+                lane.window.push(spooled.seq, frames)
 
     def _transmit(self, frames: List[Any]) -> bool:
         """Sends one message without waiting; false when ZeroMQ's queue has no room for it
@@ -473,6 +669,21 @@ class Publisher:
             acknowledgements, and raises :class:`~ndbridge.DeliveryError` if it stays full for
             `timeout` (the record is not sent then). A record larger than the window goes
             alone. Default 256 MiB.
+        spool_dir: Acked delivery: a directory of this publisher's own (created if needed)
+            where every record, and the session's end, is written before it is sent, and
+            stays until the collector acknowledges it: the spool (the same files as the Rust
+            publisher's ``PublisherBuilder::spool_dir``, docs/wire-format.md). :meth:`send`
+            then never waits for the collector: while the window is full or no collector is
+            there, records wait in the spool. What :meth:`close` leaves unacknowledged stays
+            there (the :class:`~ndbridge.DeliveryError` names the directory in ``kept``), and
+            so does what a publisher killed leaves: the next publisher opened on the directory,
+            Python or Rust, sends it first, under its own session and ``seq``, and ends that
+            session. One publisher at a time: a directory another one holds raises
+            ``BlockingIOError``. Written without ``fsync``: it survives the process, not a
+            power cut. A spool with fire-and-forget delivery raises ``ValueError``.
+        spool_bytes: The most bytes the spool holds; beyond them :meth:`send` waits for
+            acknowledgements (and raises :class:`~ndbridge.DeliveryError` after `timeout`, the
+            record not sent). Default 16 GiB.
 
     Attributes:
         session: This publisher's session id, 16 hex characters.
@@ -523,7 +734,8 @@ class Publisher:
                  context: Optional[zmq.Context] = None, native: Optional[bool] = None,
                  curve_server: Optional[KeySource] = None,
                  curve_secret: Optional[PathLike] = None, delivery: str = "fire-and-forget",
-                 window_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
+                 window_bytes: int = DEFAULT_WINDOW_BYTES, spool_dir: Optional[PathLike] = None,
+                 spool_bytes: int = DEFAULT_SPOOL_BYTES) -> None:
         if kind not in (zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.PAIR):
             raise ValueError(f"kind: expected zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER or "
                              f"zmq.PAIR, found {kind!r}")
@@ -540,6 +752,7 @@ class Publisher:
         if not isinstance(queue_bytes, int) or queue_bytes < 1:
             raise ValueError(f"queue_bytes: expected a positive integer, found {queue_bytes!r}")
         acked = _check_acked(delivery, window_bytes, kind, bind)
+        spool = check_spool(spool_dir, spool_bytes, delivery)
         curve = load_curve(curve_server, curve_secret)
         self._curve = curve is not None
         self.delivery = delivery
@@ -569,13 +782,16 @@ class Publisher:
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
         self._closed = False
+        self._last_stats: Optional[Dict[str, int]] = None
         try:
             self.socket = self._context.socket(zmq.DEALER if acked else kind)
             if acked:
-                self._acked = _AckedLink(self.socket, self.session, window_bytes,
-                                         copy_threshold)
+                self._acked = _AckedLink(self.socket, self.source, self.session, window_bytes,
+                                         copy_threshold, spool, spool_bytes)
             _attach(self.socket, endpoint, bind, curve)
             self._endpoint = self.endpoint
+            if self._acked is not None:
+                self._acked.pump()  # what an earlier publisher left in the spool goes first
         except BaseException:
             if self._acked is not None:
                 self._acked.close()
@@ -725,7 +941,14 @@ class Publisher:
         and keeps it there until acknowledged."""
         link = self._acked
         assert link is not None
-        if not link.send(self.seq, link.keep(frames), nbytes, self._deadline(self.timeout)):
+        deadline = self._deadline(self.timeout)
+        if link.spool is not None:
+            if not link.spool_and_send(self.seq, link.keep(frames), nbytes, False, deadline):
+                raise self._acked_error(self.timeout, dropped=False,
+                                        detail=f"send waited {self.timeout:g} s for room in "
+                                               f"the spool {link.spool_dir}: record "
+                                               f"{self.seq} was not sent")
+        elif not link.send(self.seq, link.keep(frames), nbytes, deadline):
             raise self._acked_error(self.timeout, dropped=False,
                                     detail=f"send waited {self.timeout:g} s for room in the "
                                            f"window: record {self.seq} was not sent")
@@ -736,10 +959,13 @@ class Publisher:
         refused."""
         link = self._acked
         assert link is not None
-        return DeliveryError(self._endpoint, link.unacknowledged(self.seq), self.seq,
+        unsent = link.unacknowledged(self.seq)
+        # Closing with a spool drops nothing: what is not acknowledged stays there.
+        kept = link.spool_dir if dropped and unsent else None
+        return DeliveryError(self._endpoint, unsent, self.seq,
                              timeout or 0.0, dropped=dropped, curve=self._curve,
                              refused=link.window.refused, acked=True,
-                             connected=link.connected, detail=detail)
+                             connected=link.connected, detail=detail, kept=kept)
 
     def _release(self) -> None:
         """Drops the references to records ZeroMQ has released, oldest first."""
@@ -829,7 +1055,8 @@ class Publisher:
             DeliveryError: Records did not go out in time; they are dropped, and the publisher
                 is closed all the same. In acked delivery: records the collector did not
                 acknowledge in time (it may not have them), or refused for good (its log says
-                why); the error counts both. If the wait is interrupted (``KeyboardInterrupt``), the
+                why); the error counts both. With a spool, the records not acknowledged stay
+                in it for the next publisher on it, and the error's ``kept`` names it. If the wait is interrupted (``KeyboardInterrupt``), the
                 publisher stays open and the exit hook tries again.
         """
         if self._closed:
@@ -882,6 +1109,11 @@ class Publisher:
             # session as not ended, and close does not fail for it.
             link.end(encode_end(self.source, self.session, self.seq), self.seq, deadline)
         error = self._acked_error(timeout, dropped=True)
+        if link.spool_dir is not None and not link.settled():
+            _log.warning("ndbridge: %d messages not acknowledged stay in the spool %s: the "
+                         "next publisher on it sends them",
+                         sum(len(lane.window) for lane in link.lanes) + len(link.pending),
+                         link.spool_dir)
         self._shutdown(linger_ms=0)
         if error.unsent or error.refused:
             raise error
@@ -927,6 +1159,8 @@ class Publisher:
     def _shutdown(self, linger_ms: int) -> None:
         """Closes the socket and, if it is the publisher's own, terminates the context: that
         returns once ZeroMQ's threads have stopped and released every message."""
+        if not self._closed:
+            self._last_stats = self._stats(pump=False)
         self._closed = True
         lifetime.forget(self)
         if self._acked is not None:
@@ -944,6 +1178,32 @@ class Publisher:
             self._queue.clear()
             _orphans[:] = [q for q in _orphans if not q.tracker.done]
         self._queued_bytes = 0
+
+    def stats(self) -> Dict[str, int]:
+        """The publisher's counters, the native publisher's that this one keeps: ``sent``
+        (records sent), ``delivered`` (handed to a peer; in acked delivery, acknowledged as
+        stored), ``refused`` (acked delivery: acknowledged as refused for good), ``resent``
+        (acked delivery: messages sent again after a reconnect), ``recovered`` (acked delivery
+        with a spool: messages of earlier publishers' sessions sent from the spool, not counted
+        in ``sent``), ``failed`` (messages the spool could not give back). After
+        :meth:`close`, the final ones."""
+        if self._closed:
+            return dict(self._last_stats or {})
+        return self._stats()
+
+    def _stats(self, pump: bool = True) -> Dict[str, int]:
+        """The counters now; `pump` reads the acknowledgements waiting first."""
+        link = self._acked
+        if link is None:
+            return {"sent": self.seq, "delivered": self.seq - self.pending, "refused": 0,
+                    "resent": 0, "recovered": 0, "failed": 0}
+        if pump:
+            link.pump()
+        refused = link.window.refused
+        return {"sent": self.seq,
+                "delivered": max(0, self.seq - link.unacknowledged(self.seq) - refused),
+                "refused": refused, "resent": link.resent, "recovered": link.recovered,
+                "failed": link.failed}
 
     def __enter__(self) -> "Publisher":
         return self
