@@ -982,7 +982,7 @@ impl SendLoop {
         match transport::send_tracked(&mut self.socket, &frames, zmq::DONTWAIT, &released) {
             Ok(()) => match &mut self.acked {
                 Some(link) => {
-                    link.sent(self.seq, &frames);
+                    link.sent(self.seq, frames.to_vec());
                     self.wait_acknowledged(deadline);
                 }
                 None => {
@@ -1079,10 +1079,12 @@ impl SendLoop {
         }
         match self.transmit(&message) {
             Sent::Yes => {
-                if let Some(link) = &mut self.acked {
-                    link.sent(self.seq, &message.frames);
-                }
+                let seq = self.seq;
                 self.count_sent(&message, policy != Compression::Raw);
+                if let Some(link) = &mut self.acked {
+                    // The window keeps the frames themselves: no copy per message.
+                    link.sent(seq, message.frames);
+                }
             }
             Sent::Dropped => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);

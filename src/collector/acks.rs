@@ -10,13 +10,14 @@
 //! [`Sink::sync`] runs once for all of them, and then each session concerned is sent one
 //! cumulative [`Ack`] through the receiver thread, which owns the socket.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap as FastMap;
 
 use super::pool::Drain;
 use super::sink::Sink;
@@ -70,9 +71,16 @@ impl SeqSet {
     }
 }
 
+/// A session the ledger follows, as a claim names it to the commit: no strings to copy or hash
+/// per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionId(u64);
+
 /// One publisher session, as the ledger follows it.
 #[derive(Debug, Default)]
 struct Session {
+    source: String,
+    session: String,
     claimed: SeqSet,
     settled: SeqSet,
     refused: u64,
@@ -95,9 +103,10 @@ impl Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
     /// First seen: store it, then report it with [`Committer::written`].
-    New,
-    /// Claimed before (being stored, or settled): drop it; the session is acknowledged again.
-    Again,
+    New(SessionId),
+    /// Claimed before (being stored, or settled): drop it; the session is acknowledged again
+    /// (report it as [`Outcome::Again`]).
+    Again(SessionId),
     /// The ledger is full (too many sessions, or this one too far ahead): refuse it.
     Full,
 }
@@ -108,61 +117,65 @@ pub(crate) struct Ledger {
     sessions: Mutex<Sessions>,
 }
 
-/// Sessions by source, then by session id (looked up by `&str`, without allocating).
+/// The sessions followed, by id, and their ids by source, then by session (looked up by
+/// `&str`, without allocating).
 #[derive(Debug, Default)]
 struct Sessions {
-    by_source: HashMap<String, HashMap<String, Session>>,
-    count: usize,
+    ids: HashMap<String, HashMap<String, SessionId>>,
+    by_id: FastMap<SessionId, Session>,
+    next: u64,
 }
 
 impl Sessions {
-    fn get_mut(&mut self, source: &str, session: &str) -> Option<&mut Session> {
-        self.by_source.get_mut(source)?.get_mut(session)
-    }
-
-    /// The session, followed from now on if it was not; `None` when it was not and the ledger
-    /// follows [`MAX_SESSIONS`] already.
-    fn follow(&mut self, source: &str, session: &str) -> Option<&mut Session> {
-        let known = self
-            .by_source
-            .get(source)
-            .is_some_and(|m| m.contains_key(session));
-        if !known {
-            if self.count >= MAX_SESSIONS && !self.forget_one() {
-                return None;
+    /// The session's id, followed from now on if it was not; `None` when it was not and the
+    /// ledger follows [`MAX_SESSIONS`] already.
+    fn follow(&mut self, source: &str, session: &str) -> Option<(SessionId, &mut Session)> {
+        let known = self.ids.get(source).and_then(|m| m.get(session)).copied();
+        let id = match known {
+            Some(id) => id,
+            None => {
+                if self.by_id.len() >= MAX_SESSIONS && !self.forget_one() {
+                    return None;
+                }
+                let id = SessionId(self.next);
+                self.next += 1;
+                self.ids
+                    .entry(source.to_owned())
+                    .or_default()
+                    .insert(session.to_owned(), id);
+                let followed = Session {
+                    source: source.to_owned(),
+                    session: session.to_owned(),
+                    ..Session::default()
+                };
+                self.by_id.insert(id, followed);
+                id
             }
-            self.count += 1;
-            self.by_source
-                .entry(source.to_owned())
-                .or_default()
-                .insert(session.to_owned(), Session::default());
-        }
-        self.get_mut(source, session)
+        };
+        Some((id, self.by_id.get_mut(&id)?))
     }
-}
 
-impl Sessions {
     /// Forgets a session with nothing in progress, an ended one if there is one; false when
     /// every session has messages in progress.
     fn forget_one(&mut self) -> bool {
         let pick = |ended_only: bool| {
-            self.by_source.iter().find_map(|(source, sessions)| {
-                sessions
-                    .iter()
-                    .find(|(_, s)| s.idle() && (s.ended || !ended_only))
-                    .map(|(session, _)| (source.clone(), session.clone()))
-            })
+            self.by_id
+                .iter()
+                .find(|(_, s)| s.idle() && (s.ended || !ended_only))
+                .map(|(id, _)| *id)
         };
-        let Some((source, session)) = pick(true).or_else(|| pick(false)) else {
+        let Some(id) = pick(true).or_else(|| pick(false)) else {
             return false;
         };
-        if let Some(sessions) = self.by_source.get_mut(&source) {
-            sessions.remove(&session);
+        let Some(forgotten) = self.by_id.remove(&id) else {
+            return false;
+        };
+        if let Some(sessions) = self.ids.get_mut(&forgotten.source) {
+            sessions.remove(&forgotten.session);
             if sessions.is_empty() {
-                self.by_source.remove(&source);
+                self.ids.remove(&forgotten.source);
             }
         }
-        self.count -= 1;
         true
     }
 }
@@ -174,7 +187,7 @@ impl Ledger {
 
     /// Notes a message a sink held before the collector started: claimed and settled.
     pub(crate) fn stored_before(&self, source: &str, session: &str, seq: u64) {
-        if let Some(s) = self.lock().follow(source, session) {
+        if let Some((_, s)) = self.lock().follow(source, session) {
             s.claimed.insert(seq);
             s.settled.insert(seq);
         }
@@ -183,14 +196,14 @@ impl Ledger {
     /// Claims `seq` of `source`'s `session`, which came from the connection `reply_to`.
     pub(crate) fn claim(&self, source: &str, session: &str, seq: u64, reply_to: &Bytes) -> Claim {
         let mut sessions = self.lock();
-        let Some(s) = sessions.follow(source, session) else {
+        let Some((id, s)) = sessions.follow(source, session) else {
             return Claim::Full;
         };
         if s.reply_to.as_ref() != Some(reply_to) {
             s.reply_to = Some(reply_to.clone());
         }
         if s.claimed.contains(seq) {
-            return Claim::Again;
+            return Claim::Again(id);
         }
         if seq.saturating_sub(s.claimed.through) >= MAX_AHEAD as u64
             || s.claimed.ahead.len() >= MAX_AHEAD
@@ -198,30 +211,34 @@ impl Ledger {
             return Claim::Full;
         }
         s.claimed.insert(seq);
-        Claim::New
+        Claim::New(id)
     }
 
     /// Settles what a commit made durable (or what was refused), and returns one
     /// acknowledgement per session concerned: where to send it and what.
     fn settle(&self, done: &[Written]) -> Vec<(Bytes, Ack)> {
         let mut sessions = self.lock();
-        let mut touched: HashSet<(&str, &str)> = HashSet::new();
+        let mut touched: Vec<SessionId> = Vec::new();
         for w in done {
-            let Some(s) = sessions.get_mut(&w.source, &w.session) else {
+            let Some(s) = sessions.by_id.get_mut(&w.session) else {
                 continue;
             };
             if w.outcome != Outcome::Again && s.settled.insert(w.seq) {
                 s.refused += u64::from(w.outcome == Outcome::Refused);
             }
             s.ended |= w.end && w.outcome == Outcome::Stored;
-            touched.insert((&w.source, &w.session));
+            if touched.last() != Some(&w.session) {
+                touched.push(w.session);
+            }
         }
+        touched.sort_unstable();
+        touched.dedup();
         touched
             .into_iter()
-            .filter_map(|(source, session)| {
-                let s = sessions.get_mut(source, session)?;
+            .filter_map(|id| {
+                let s = sessions.by_id.get(&id)?;
                 let ack = Ack {
-                    session: session.to_owned(),
+                    session: s.session.clone(),
                     through: s.settled.through,
                     refused: s.refused.min(s.settled.through),
                 };
@@ -245,8 +262,7 @@ pub(crate) enum Outcome {
 /// A message waiting for the next commit.
 #[derive(Debug)]
 pub(crate) struct Written {
-    source: String,
-    session: String,
+    session: SessionId,
     seq: u64,
     /// The message is the session's end.
     end: bool,
@@ -295,19 +311,18 @@ impl Committer {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Reports a claimed message (of `bytes` as received; `end`: the session's end) to the
-    /// next commit.
+    /// Reports a claimed message (`seq` of the session [`Ledger::claim`] named; `end`: the
+    /// session's end; of `bytes` as received) to the next commit.
     pub(crate) fn written(
         &self,
-        (source, session, seq, end): (&str, &str, u64, bool),
+        (session, seq, end): (SessionId, u64, bool),
         outcome: Outcome,
         bytes: u64,
     ) {
         let mut pending = self.lock();
         let was_empty = pending.written.is_empty();
         pending.written.push(Written {
-            source: source.to_owned(),
-            session: session.to_owned(),
+            session,
             seq,
             end,
             outcome,
@@ -488,10 +503,14 @@ mod tests {
         Bytes::from(vec![0, id])
     }
 
-    fn written(seq: u64, outcome: Outcome) -> Written {
+    /// The id of a session the ledger follows.
+    fn id(ledger: &Ledger, source: &str, session: &str) -> SessionId {
+        ledger.lock().ids[source][session]
+    }
+
+    fn written(session: SessionId, seq: u64, outcome: Outcome) -> Written {
         Written {
-            source: "a".into(),
-            session: "s".into(),
+            session,
             seq,
             end: false,
             outcome,
@@ -514,17 +533,19 @@ mod tests {
     #[test]
     fn a_message_claimed_twice_is_stored_once_and_acknowledged_again() {
         let ledger = Ledger::default();
-        assert_eq!(ledger.claim("a", "s", 0, &peer(1)), Claim::New);
-        assert_eq!(ledger.claim("a", "s", 1, &peer(1)), Claim::New);
-        assert_eq!(ledger.claim("a", "s", 1, &peer(1)), Claim::Again);
+        let Claim::New(s) = ledger.claim("a", "s", 0, &peer(1)) else {
+            panic!("a first claim is new")
+        };
+        assert_eq!(ledger.claim("a", "s", 1, &peer(1)), Claim::New(s));
+        assert_eq!(ledger.claim("a", "s", 1, &peer(1)), Claim::Again(s));
         // Not yet settled: an acknowledgement says nothing is.
-        let acks = ledger.settle(&[written(1, Outcome::Again)]);
+        let acks = ledger.settle(&[written(s, 1, Outcome::Again)]);
         assert_eq!(acks.len(), 1);
         assert_eq!(acks[0].1.through, 0);
         // Seq 1 settles first: still nothing below 1 is acknowledged.
-        let acks = ledger.settle(&[written(1, Outcome::Stored)]);
+        let acks = ledger.settle(&[written(s, 1, Outcome::Stored)]);
         assert_eq!(acks[0].1.through, 0);
-        let acks = ledger.settle(&[written(0, Outcome::Refused)]);
+        let acks = ledger.settle(&[written(s, 0, Outcome::Refused)]);
         assert_eq!((acks[0].1.through, acks[0].1.refused), (2, 1));
         // Nothing changed: nothing to send.
         assert!(ledger.settle(&[]).is_empty());
@@ -534,9 +555,10 @@ mod tests {
     fn acknowledgements_go_to_the_connection_a_session_last_used() {
         let ledger = Ledger::default();
         ledger.claim("a", "s", 0, &peer(1));
+        let s = id(&ledger, "a", "s");
         // The publisher reconnected and resent seq 0.
-        assert_eq!(ledger.claim("a", "s", 0, &peer(2)), Claim::Again);
-        let acks = ledger.settle(&[written(0, Outcome::Stored)]);
+        assert_eq!(ledger.claim("a", "s", 0, &peer(2)), Claim::Again(s));
+        let acks = ledger.settle(&[written(s, 0, Outcome::Stored)]);
         assert_eq!(
             acks,
             vec![(
@@ -555,46 +577,39 @@ mod tests {
         let ledger = Ledger::default();
         ledger.stored_before("a", "s", 0);
         ledger.stored_before("a", "s", 2);
-        assert_eq!(ledger.claim("a", "s", 0, &peer(1)), Claim::Again);
-        assert_eq!(ledger.claim("a", "s", 1, &peer(1)), Claim::New);
-        assert_eq!(ledger.claim("a", "s", 2, &peer(1)), Claim::Again);
-        let acks = ledger.settle(&[written(1, Outcome::Stored)]);
+        let s = id(&ledger, "a", "s");
+        assert_eq!(ledger.claim("a", "s", 0, &peer(1)), Claim::Again(s));
+        assert_eq!(ledger.claim("a", "s", 1, &peer(1)), Claim::New(s));
+        assert_eq!(ledger.claim("a", "s", 2, &peer(1)), Claim::Again(s));
+        let acks = ledger.settle(&[written(s, 1, Outcome::Stored)]);
         assert_eq!(acks[0].1.through, 3);
     }
 
     #[test]
     fn a_peer_cannot_grow_the_ledger_without_bound() {
         let ledger = Ledger::default();
+        let new = |claim: Claim| matches!(claim, Claim::New(_));
         assert_eq!(
             ledger.claim("a", "s", MAX_AHEAD as u64, &peer(1)),
             Claim::Full
         );
-        assert_eq!(
-            ledger.claim("a", "s", MAX_AHEAD as u64 - 1, &peer(1)),
-            Claim::New
-        );
+        assert!(new(ledger.claim("a", "s", MAX_AHEAD as u64 - 1, &peer(1))));
         for i in 0..MAX_SESSIONS - 1 {
-            assert_eq!(ledger.claim("b", &i.to_string(), 0, &peer(1)), Claim::New);
+            assert!(new(ledger.claim("b", &i.to_string(), 0, &peer(1))));
         }
         // Every session has a message in progress: a new one is refused...
         assert_eq!(ledger.claim("c", "new", 0, &peer(1)), Claim::Full);
         // ... and sessions it follows go on.
-        assert_eq!(ledger.claim("a", "s", 0, &peer(1)), Claim::New);
+        assert!(new(ledger.claim("a", "s", 0, &peer(1))));
         // Once one has settled (and ended), it is forgotten for the new one.
         let end = Written {
-            source: "b".into(),
-            session: "3".into(),
             end: true,
-            ..written(0, Outcome::Stored)
+            ..written(id(&ledger, "b", "3"), 0, Outcome::Stored)
         };
-        let b7 = Written {
-            source: "b".into(),
-            session: "7".into(),
-            ..written(0, Outcome::Stored)
-        };
+        let b7 = written(id(&ledger, "b", "7"), 0, Outcome::Stored);
         ledger.settle(&[end, b7]);
-        assert_eq!(ledger.claim("c", "new", 0, &peer(1)), Claim::New);
-        assert_eq!(ledger.claim("c", "newer", 0, &peer(1)), Claim::New);
+        assert!(new(ledger.claim("c", "new", 0, &peer(1))));
+        assert!(new(ledger.claim("c", "newer", 0, &peer(1))));
         // Both settled sessions were forgotten: claimed anew they would be new sessions, and no
         // session has nothing in progress now.
         assert_eq!(ledger.claim("b", "7", 0, &peer(1)), Claim::Full);

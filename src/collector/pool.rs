@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
-use super::acks::{Claim, Committer, Outcome};
+use super::acks::{Claim, Committer, Outcome, SessionId};
 use super::ratelimit::RateLimitedLog;
 use super::shutdown::Shutdown;
 use super::sink::{Received, Sink};
@@ -138,14 +138,16 @@ impl Pool {
         if let Some(name) = peer {
             self.bind_source(&mut received, name);
         }
-        if let Some(reply_to) = &reply_to {
-            if !self.claim(&received, reply_to) {
-                return;
-            }
-        }
+        let claimed = match &reply_to {
+            Some(reply_to) => match self.claim(&received, reply_to) {
+                Some(id) => Some(id),
+                None => return,
+            },
+            None => None,
+        };
         let all_ok = self.store(&received);
         let header = &received.record.header;
-        if let (Some(committer), Some(_)) = (&self.acks, &reply_to) {
+        if let (Some(committer), Some(id)) = (&self.acks, claimed) {
             // A record the sinks could not take for good is settled as refused; one cut short
             // by the stop stays unsettled, for the publisher to send to the next run.
             if all_ok || !self.drain.expired() {
@@ -155,8 +157,7 @@ impl Pool {
                     Outcome::Refused
                 };
                 let bytes = received.record.wire_bytes();
-                let ids = (&*header.source, &*header.session, header.seq, header.end);
-                committer.written(ids, outcome, bytes);
+                committer.written((id, header.seq, header.end), outcome, bytes);
             }
         }
         let conflict = if header.end {
@@ -192,24 +193,22 @@ impl Pool {
         Some(transport::frame_bytes(frames.remove(0)))
     }
 
-    /// Claims a received message in the ledger of acked delivery; false when it is not to be
-    /// stored: claimed before (a publisher's resend, counted as `redelivered` and acknowledged
-    /// again), or beyond what the ledger follows (rejected, and not acknowledged).
-    fn claim(&self, received: &Received, reply_to: &Bytes) -> bool {
-        let Some(committer) = &self.acks else {
-            return true;
-        };
+    /// Claims a received message in the ledger of acked delivery: its session's id, or `None`
+    /// when it is not to be stored: claimed before (a publisher's resend, counted as
+    /// `redelivered` and acknowledged again), or beyond what the ledger follows (rejected, and
+    /// not acknowledged).
+    fn claim(&self, received: &Received, reply_to: &Bytes) -> Option<SessionId> {
+        let committer = self.acks.as_ref()?;
         let header = &received.record.header;
         match committer
             .ledger
             .claim(&header.source, &header.session, header.seq, reply_to)
         {
-            Claim::New => true,
-            Claim::Again => {
+            Claim::New(id) => Some(id),
+            Claim::Again(id) => {
                 self.stats.on_redelivered();
-                let ids = (&*header.source, &*header.session, header.seq, header.end);
-                committer.written(ids, Outcome::Again, 0);
-                false
+                committer.written((id, header.seq, header.end), Outcome::Again, 0);
+                None
             }
             Claim::Full => {
                 self.stats.on_rejected(Some(&header.source), "ledger_full");
@@ -220,7 +219,7 @@ impl Pool {
                         header.seq, header.session, header.source
                     )
                 });
-                false
+                None
             }
         }
     }
@@ -316,8 +315,8 @@ impl Pool {
         if let (Some(committer), Some(reply_to), Some(source), Some((_, session, seq))) =
             (&self.acks, &reply_to, &source, &ids)
         {
-            if committer.ledger.claim(source, session, *seq, reply_to) == Claim::New {
-                committer.written((source, session, *seq, false), Outcome::Refused, 0);
+            if let Claim::New(id) = committer.ledger.claim(source, session, *seq, reply_to) {
+                committer.written((id, *seq, false), Outcome::Refused, 0);
             }
         }
         self.log.warn(|| {

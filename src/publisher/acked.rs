@@ -121,8 +121,8 @@ impl AckedLink {
     }
 
     /// Keeps a message ZeroMQ took until it is acknowledged.
-    pub(super) fn sent(&mut self, seq: u64, frames: &[Bytes]) {
-        self.window.push(OWN, seq, frames.to_vec());
+    pub(super) fn sent(&mut self, seq: u64, frames: Vec<Bytes>) {
+        self.window.push(OWN, seq, frames);
     }
 
     /// The spool's directory, if there is a spool.
