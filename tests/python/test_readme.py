@@ -65,7 +65,8 @@ def test_readme_documents_the_essentials() -> None:
                    "--count", "copy_threshold", "timeout_ms", "DeliveryError", "flush",
                    'link="network"', "os._exit", "queue_bytes", "ndbridge keygen",
                    "--curve-secret", "--allow", "curve_server", "curve_secret", ACKED,
-                   "--delivery acked", "window_bytes", "refused"):
+                   "--delivery acked", "window_bytes", "refused", "spool_dir",
+                   "BlockingIOError", "recovered"):
         assert needle in text, needle
     assert len(python_blocks()) == 4
 
