@@ -9,7 +9,7 @@ use ndarray::Array1;
 use ndbridge::collector::{Collector, DiskSink};
 use ndbridge::{Compression, Delivery, Error, Limits, Publisher};
 
-use crate::common::{manifest, manifest_ends, watchdog};
+use crate::common::{manifest, manifest_ends, wait_until, watchdog};
 
 fn acked_collector(out: &std::path::Path) -> Collector {
     Collector::builder()
@@ -170,18 +170,23 @@ fn what_no_collector_acknowledged_stays_in_the_spool_for_the_next_publisher() {
             .source(source)
             .delivery(Delivery::Acked)
             .compression(Compression::Raw)
+            .window_bytes(4096)
             .spool_dir(spool.path())
             .build()
             .unwrap()
     };
 
-    // Nothing listens: sending does not wait, and close keeps the records in the spool.
+    // Nothing listens: the publisher takes every record all the same (without a spool it would
+    // wait for a collector), and close keeps them in the spool.
     let first = spooling("first");
     for i in 0..50 {
         first
             .send_owned("u", Array1::<f64>::from_elem(100, f64::from(i)))
             .unwrap();
     }
+    wait_until("every record spooled", Duration::from_secs(10), || {
+        first.stats().sent == 50
+    });
     let second_on_it = Publisher::builder()
         .connect(&endpoint)
         .delivery(Delivery::Acked)

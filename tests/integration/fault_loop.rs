@@ -1,8 +1,9 @@
 //! The collector killed (SIGKILL) at random moments and restarted on the same `--out` and port,
 //! 10 times, while 4 publishers send mixed records. In the default (fire-and-forget) mode every
 //! record is either stored once or reported missing by `ndbridge verify`, the sessions' ends
-//! included; in acked delivery every record is stored exactly once. A publisher killed while
-//! its collector is away loses nothing when it is started again on its spool.
+//! included; in acked delivery every record is stored exactly once, with a spool or without. A
+//! publisher killed while its collector is away loses nothing when it is started again on its
+//! spool.
 
 use std::process::Command;
 use std::time::Duration;
@@ -111,14 +112,20 @@ fn verify_row<'a>(stdout: &'a str, source: &str) -> Vec<&'a str> {
     row.split_whitespace().collect()
 }
 
-/// Publisher `p` of a loop: mixed records, one every 15 ms; returns what `close` returned.
+/// Publisher `p` of a loop: mixed records, one every 15 ms, with a spool in `spool` if given;
+/// returns what `close` returned.
 fn publish(
     endpoint: String,
     p: usize,
     delivery: Delivery,
+    spool: Option<std::path::PathBuf>,
 ) -> std::thread::JoinHandle<Result<ndbridge::PublisherStats, ndbridge::Error>> {
     std::thread::spawn(move || {
-        let publisher = Publisher::builder()
+        let mut builder = Publisher::builder();
+        if let Some(dir) = spool {
+            builder = builder.spool_dir(dir);
+        }
+        let publisher = builder
             .connect(&endpoint)
             .source(format!("w{p}"))
             .delivery(delivery)
@@ -144,7 +151,7 @@ fn killed_collectors_lose_no_record_without_saying_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut restarts = Restarts::new(dir.path(), &[]);
     let senders: Vec<_> = (0..PUBLISHERS)
-        .map(|p| publish(restarts.endpoint.clone(), p, Delivery::FireAndForget))
+        .map(|p| publish(restarts.endpoint.clone(), p, Delivery::FireAndForget, None))
         .collect();
     let mut collector = restarts.kill_loop();
     for sender in senders {
@@ -221,8 +228,13 @@ fn killed_collectors_in_acked_delivery_store_every_record_once() {
     let _watchdog = watchdog("acked collector kill loop", Duration::from_secs(300));
     let dir = tempfile::tempdir().unwrap();
     let mut restarts = Restarts::new(dir.path(), &["--delivery", "acked"]);
+    // Publisher 1 keeps its records in a spool, the others in memory.
+    let spool = dir.path().join("spool");
     let senders: Vec<_> = (0..PUBLISHERS)
-        .map(|p| publish(restarts.endpoint.clone(), p, Delivery::Acked))
+        .map(|p| {
+            let spool = (p == 1).then(|| spool.clone());
+            publish(restarts.endpoint.clone(), p, Delivery::Acked, spool)
+        })
         .collect();
     let mut collector = restarts.kill_loop();
     let mut resent = 0;
