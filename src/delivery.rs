@@ -121,13 +121,14 @@ impl Window {
 
     /// Applies an acknowledgement: its lane, and whether it moved the lane on (an older or
     /// repeated one does not); `None` for a session the window does not know. The messages
-    /// at the window's front that are settled leave it.
+    /// at the window's front that are settled leave it (also ones pushed after their lane's
+    /// acknowledgement had passed them).
     pub(crate) fn acknowledge(&mut self, ack: &Ack) -> Option<(usize, bool)> {
         let lane = self.lanes.iter().position(|l| l.session == ack.session)?;
-        if ack.through <= self.lanes[lane].through {
-            return Some((lane, false));
+        let moved = ack.through > self.lanes[lane].through;
+        if moved {
+            self.lanes[lane].through = ack.through;
         }
-        self.lanes[lane].through = ack.through;
         while let Some(first) = self.unacked.front() {
             if first.seq >= self.lanes[first.lane].through {
                 break;
@@ -136,7 +137,7 @@ impl Window {
             self.unacked.pop_front();
             self.left += 1;
         }
-        Some((lane, true))
+        Some((lane, moved))
     }
 
     /// Every `seq` of `lane` below this is acknowledged.

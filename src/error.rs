@@ -66,7 +66,8 @@ pub enum Error {
         /// How long `close` waited.
         waited: Duration,
         /// Records sent (or still queued) that no acknowledgement settled: the collector may
-        /// not have them.
+        /// not have them. With a spool, also the messages of earlier publishers found in it
+        /// and not acknowledged yet.
         unacknowledged: usize,
         /// Records the collector refused for good (its log says why).
         refused: usize,

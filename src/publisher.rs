@@ -518,6 +518,9 @@ struct Counters {
     resent: AtomicU64,
     /// Acked delivery: messages of earlier sessions sent from the spool.
     recovered: AtomicU64,
+    /// Acked delivery: messages of earlier sessions found in the spool and not acknowledged
+    /// when the publisher thread ended.
+    recovered_unsettled: AtomicU64,
 }
 
 /// What a queued message counts for against the queue limit: its arrays, plus an estimate of
@@ -719,7 +722,13 @@ impl Publisher {
         }
         let stats = self.stats();
         let abandoned = stats.dropped - dropped_before;
-        let undelivered = stats.sent - stats.delivered - stats.refused;
+        // Messages an earlier publisher left in the spool count too: they stay there.
+        let recovered = self
+            .shared
+            .counters
+            .recovered_unsettled
+            .load(Ordering::Acquire);
+        let undelivered = stats.sent - stats.delivered - stats.refused + recovered;
         let connected =
             !self.shared.acked || self.shared.counters.connected.load(Ordering::Relaxed);
         // With a spool, nothing is discarded: what is not acknowledged waits there.
@@ -942,15 +951,9 @@ impl SendLoop {
             self.end_session(deadline);
         }
         if let Some(link) = &self.acked {
-            match link.spool_dir() {
-                Some(dir) if !link.all_settled() => tracing::warn!(
-                    "{} messages not acknowledged stay in the spool {}: the next publisher on \
-                     it sends them",
-                    link.unsettled(),
-                    dir.display()
-                ),
-                _ => {}
-            }
+            counters
+                .recovered_unsettled
+                .store(link.recovered_unsettled(), Ordering::Release);
         }
         let _ = self.socket.set_linger(0);
         let delivered = counters

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::spool::{Spool, Spooled};
+use super::spool::{Message, Place, Spool};
 use super::{unix_now, Counters};
 use crate::delivery::Window;
 use crate::error::Error;
@@ -51,15 +51,23 @@ struct SpoolState {
     spool: Spool,
     /// Most bytes the spool holds before sending waits for acknowledgements.
     limit: u64,
-    /// Spooled and not sent yet, oldest first, with their lanes.
-    pending: VecDeque<(usize, Spooled)>,
-    /// The frames of `pending`'s oldest, read back or kept, that ZeroMQ did not take yet.
-    ready: Option<Vec<Bytes>>,
+    /// The messages spooled and not sent yet, oldest first: runs of them, each from a place
+    /// in a segment to the segment's end (nothing per message is kept in memory).
+    pending: VecDeque<Run>,
+    /// The oldest of them, read back, that the window or ZeroMQ did not take yet.
+    ready: Option<Message>,
     /// Per lane: the `seq` of the session's end, once spooled. The session leaves the spool
     /// when that is acknowledged.
     ends: Vec<Option<u64>>,
     /// The last message could not be written.
     failing: bool,
+}
+
+/// Spooled messages of a lane not sent yet: from a record to the end of its segment.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    lane: usize,
+    from: Place,
 }
 
 /// While messages keep coming, acknowledgements are read once per this many (and whenever the
@@ -151,8 +159,8 @@ impl AckedLink {
         passed_on: &Arc<AtomicU64>,
     ) -> bool {
         let state = self.spool.as_mut().expect("spooling");
-        let spooled = match state.spool.append(ids.0, ids.1, seq, end, frames) {
-            Ok(spooled) => spooled,
+        let place = match state.spool.append(ids.0, ids.1, seq, end, frames) {
+            Ok(place) => place,
             Err(e) => {
                 if !state.failing {
                     tracing::error!(
@@ -173,10 +181,7 @@ impl AckedLink {
         if go && transport::send_tracked(socket, frames, zmq::DONTWAIT, passed_on).is_ok() {
             self.window.push(OWN, seq, frames.to_vec());
         } else {
-            if state.pending.is_empty() {
-                state.ready = Some(frames.to_vec());
-            }
-            state.pending.push_back((OWN, spooled));
+            state.queue(OWN, place);
         }
         true
     }
@@ -186,9 +191,18 @@ impl AckedLink {
         self.window.is_empty() && self.spool.as_ref().is_none_or(|s| s.pending.is_empty())
     }
 
-    /// Messages not acknowledged, sent or waiting in the spool.
-    pub(super) fn unsettled(&self) -> usize {
-        self.window.len() + self.spool.as_ref().map_or(0, |s| s.pending.len())
+    /// Messages of earlier publishers' sessions, found in the spool, not acknowledged yet (at
+    /// most: those an earlier collector had are counted until it says so), their ends included.
+    pub(super) fn recovered_unsettled(&self) -> u64 {
+        let Some(state) = &self.spool else {
+            return 0;
+        };
+        let lanes = state.ends.iter().enumerate().skip(1);
+        lanes
+            .filter_map(|(lane, end)| {
+                Some((end.as_ref()? + 1).saturating_sub(self.window.through(lane)))
+            })
+            .sum()
     }
 
     /// [`pump`](Self::pump) without waiting, once every [`PUMP_EVERY`] calls: reading the
@@ -286,28 +300,31 @@ impl AckedLink {
     }
 
     /// Sends what waits in the spool, oldest first, while the window has room and ZeroMQ
-    /// takes it without waiting.
+    /// takes it without waiting. Messages acknowledged already (an earlier run of the
+    /// collector stored them) are passed over.
     fn feed(&mut self, socket: &mut zmq::Socket, counters: &Counters) {
         let Some(state) = &mut self.spool else {
             return;
         };
         while self.resend_from.is_none() {
-            let Some(&(lane, spooled)) = state.pending.front() else {
+            let Some(run) = state.pending.front_mut() else {
                 return;
             };
-            if !self.window.has_room_for(spooled.len) {
-                return;
-            }
-            let frames = match state.ready.take() {
-                Some(frames) => frames,
-                None => match state.spool.read(&spooled) {
-                    Ok(frames) => frames,
+            let message = match state.ready.take() {
+                Some(message) => message,
+                None => match state.spool.read(run.from) {
+                    Ok(Some(message)) => message,
+                    // The segment's end, or a segment removed as acknowledged.
+                    Ok(None) => {
+                        state.pending.pop_front();
+                        continue;
+                    }
                     Err(e) => {
                         tracing::error!(
-                            "message {} of session {} cannot be read back from the spool, \
-                             and is lost: {e}",
-                            spooled.seq,
-                            self.window.session(lane)
+                            "the spool {} cannot be read back, and what is left of a segment \
+                             of session {} is lost: {e}",
+                            state.spool.dir().display(),
+                            self.window.session(run.lane)
                         );
                         counters.failed.fetch_add(1, Ordering::Relaxed);
                         state.pending.pop_front();
@@ -315,20 +332,28 @@ impl AckedLink {
                     }
                 },
             };
+            let lane = run.lane;
+            if message.seq < self.window.through(lane) {
+                run.from = message.next;
+                continue;
+            }
             let passed_on = if lane == OWN {
                 &counters.passed_on
             } else {
                 &self.others_passed_on
             };
-            if transport::send_tracked(socket, &frames, zmq::DONTWAIT, passed_on).is_err() {
-                state.ready = Some(frames);
+            if !self.window.has_room(&message.frames)
+                || transport::send_tracked(socket, &message.frames, zmq::DONTWAIT, passed_on)
+                    .is_err()
+            {
+                state.ready = Some(message);
                 return;
             }
             if lane != OWN {
                 counters.recovered.fetch_add(1, Ordering::Relaxed);
             }
-            self.window.push(lane, spooled.seq, frames);
-            state.pending.pop_front();
+            run.from = message.next;
+            self.window.push(lane, message.seq, message.frames);
         }
     }
 }
@@ -342,43 +367,56 @@ impl SpoolState {
             dir: dir.to_owned(),
             source,
         };
-        let (mut spool, recovered) = Spool::open(dir).map_err(spool_error)?;
-        let mut pending = VecDeque::new();
-        let mut ends = vec![None];
+        let (spool, recovered) = Spool::open(dir).map_err(spool_error)?;
+        let mut state = SpoolState {
+            spool,
+            limit,
+            pending: VecDeque::new(),
+            ready: None,
+            ends: vec![None],
+            failing: false,
+        };
         for session in recovered {
             let lane = window.add_lane(&session.session);
-            let last = session.messages.last().map_or(0, |m| m.seq);
-            pending.extend(session.messages.iter().map(|&m| (lane, m)));
+            for &first in &session.segments {
+                state.queue(lane, first);
+            }
             let end = match session.end {
                 Some(end) => end,
                 None => {
-                    let end = last + 1;
+                    let end = session.last_seq + 1;
                     let header = Header::end_of(&session.source, &session.session, end, unix_now());
                     let frames = [Bytes::from(header.to_json())];
-                    let spooled = spool
+                    let place = state
+                        .spool
                         .append(&session.source, &session.session, end, true, &frames)
                         .map_err(spool_error)?;
-                    pending.push_back((lane, spooled));
+                    state.queue(lane, place);
                     end
                 }
             };
-            ends.push(Some(end));
+            state.ends.push(Some(end));
             tracing::info!(
-                "the spool {} holds {} messages of session {} from {}: sending them first",
+                "the spool {} holds {} records of session {} from {}: sending them first",
                 dir.display(),
-                session.messages.len(),
+                session.count,
                 session.session,
                 session.source
             );
         }
-        Ok(SpoolState {
-            spool,
-            limit,
-            pending,
-            ready: None,
-            ends,
-            failing: false,
-        })
+        Ok(state)
+    }
+
+    /// Notes a message of `lane` spooled at `place` and not sent: a run from it, unless the
+    /// last run is of the same segment (a run reads to its segment's end).
+    fn queue(&mut self, lane: usize, place: Place) {
+        let covered = self
+            .pending
+            .back()
+            .is_some_and(|run| run.lane == lane && run.from.same_segment(&place));
+        if !covered {
+            self.pending.push_back(Run { lane, from: place });
+        }
     }
 
     /// `lane` was acknowledged further: removes what is settled from the spool, all of the

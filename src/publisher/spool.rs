@@ -47,26 +47,42 @@ const END: u8 = 1;
 /// Most frames a spooled message may claim (a header and a few hundred arrays).
 const MAX_FRAMES: u32 = 1 << 16;
 
-/// Where a spooled message lies, and its `seq`.
+/// Where a spooled record starts: a segment, and an offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Spooled {
-    /// The message's `seq` in its session.
-    pub(crate) seq: u64,
+pub(crate) struct Place {
     segment: u64,
-    /// Offset of the record's body in its segment.
     offset: u64,
-    /// The body's length: what the message weighs.
-    pub(crate) len: u64,
 }
 
-/// The messages of an earlier publisher's session found in the spool.
+impl Place {
+    /// Whether `other` is in the same segment.
+    pub(crate) fn same_segment(&self, other: &Place) -> bool {
+        self.segment == other.segment
+    }
+}
+
+/// A spooled message read back.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Message {
+    /// Its `seq` in its session.
+    pub(crate) seq: u64,
+    pub(crate) frames: Vec<Bytes>,
+    /// Where the next record of its segment starts.
+    pub(crate) next: Place,
+}
+
+/// An earlier publisher's session found in the spool.
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub(crate) source: String,
     pub(crate) session: String,
-    /// In `seq` order.
-    pub(crate) messages: Vec<Spooled>,
-    /// The `seq` of the session's end, if it is among them.
+    /// Its segments' first records, in `seq` order: each segment is read to its end.
+    pub(crate) segments: Vec<Place>,
+    /// Its records in the spool.
+    pub(crate) count: u64,
+    /// The `seq` of its last message.
+    pub(crate) last_seq: u64,
+    /// The `seq` of the session's end, if it is in the spool.
     pub(crate) end: Option<u64>,
 }
 
@@ -124,28 +140,32 @@ impl Spool {
         let mut recovered: Vec<Recovered> = Vec::new();
         for (id, path) in segment_files(dir)? {
             spool.next_id = spool.next_id.max(id + 1);
-            let (segment, messages) = read_segment(id, path)?;
-            if messages.is_empty() {
+            let Some((segment, found)) = read_segment(id, path)? else {
+                continue;
+            };
+            let Some(last_seq) = segment.last_seq else {
                 std::fs::remove_file(&segment.path)?;
                 continue;
-            }
-            let end = messages.iter().find(|(_, end)| *end).map(|(m, _)| m.seq);
+            };
             let at = match recovered.iter().position(|r| r.session == segment.session) {
                 Some(at) => at,
                 None => {
                     recovered.push(Recovered {
                         source: segment.source.clone(),
                         session: segment.session.clone(),
-                        messages: Vec::new(),
+                        segments: Vec::new(),
+                        count: 0,
+                        last_seq,
                         end: None,
                     });
                     recovered.len() - 1
                 }
             };
-            recovered[at].end = recovered[at].end.or(end);
-            recovered[at]
-                .messages
-                .extend(messages.into_iter().map(|(m, _)| m));
+            let r = &mut recovered[at];
+            r.segments.push(found.first);
+            r.count += found.records;
+            r.last_seq = last_seq;
+            r.end = r.end.or(found.end);
             spool.bytes += segment.len;
             spool.segments.push_back(segment);
         }
@@ -171,7 +191,7 @@ impl Spool {
         seq: u64,
         end: bool,
         frames: &[Bytes],
-    ) -> io::Result<Spooled> {
+    ) -> io::Result<Place> {
         let at = match self.segments.iter().rposition(|s| s.session == session) {
             Some(at) if self.segments[at].len < SEGMENT_BYTES => at,
             _ => {
@@ -183,7 +203,7 @@ impl Spool {
         };
         let segment = &mut self.segments[at];
         let (head, body_len) = record_head(seq, end, frames);
-        let offset = segment.len + RECORD_HEAD as u64;
+        let offset = segment.len;
         if body_len < 64 << 10 {
             let mut record = head;
             for frame in frames {
@@ -200,26 +220,37 @@ impl Spool {
         segment.len += written;
         segment.last_seq = Some(seq);
         self.bytes += written;
-        Ok(Spooled {
-            seq,
+        Ok(Place {
             segment: segment.id,
             offset,
-            len: body_len,
         })
     }
 
-    /// Reads a spooled message's frames back.
-    pub(crate) fn read(&self, message: &Spooled) -> io::Result<Vec<Bytes>> {
-        let segment = self
-            .segments
-            .iter()
-            .find(|s| s.id == message.segment)
-            .ok_or_else(|| io::Error::other("the spooled message's segment is gone"))?;
-        let mut body = vec![0u8; message.len as usize];
-        segment.file.read_exact_at(&mut body, message.offset)?;
-        let (_, _, frames) = parse_body(Bytes::from(body))
-            .ok_or_else(|| io::Error::other("a spooled message reads back malformed"))?;
-        Ok(frames)
+    /// Reads back the message at `place`; `None` past the end of its segment, or when the
+    /// segment is gone (everything in it was acknowledged).
+    pub(crate) fn read(&self, place: Place) -> io::Result<Option<Message>> {
+        let Some(segment) = self.segments.iter().find(|s| s.id == place.segment) else {
+            return Ok(None);
+        };
+        if place.offset >= segment.len {
+            return Ok(None);
+        }
+        let malformed = || io::Error::other("a spooled message reads back malformed");
+        let mut head = [0u8; RECORD_HEAD];
+        segment.file.read_exact_at(&mut head, place.offset)?;
+        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let body_at = place.offset + RECORD_HEAD as u64;
+        if len > segment.len.saturating_sub(body_at) {
+            return Err(malformed());
+        }
+        let mut body = vec![0u8; len as usize];
+        segment.file.read_exact_at(&mut body, body_at)?;
+        let (seq, _, frames) = parse_body(Bytes::from(body)).ok_or_else(malformed)?;
+        let next = Place {
+            segment: place.segment,
+            offset: body_at + len,
+        };
+        Ok(Some(Message { seq, frames, next }))
     }
 
     /// Removes the segments of `session` whose messages all lie below `through`, but its last
@@ -269,7 +300,7 @@ impl Spool {
             head.extend_from_slice(text.as_bytes());
         }
         file.write_all(&head)?;
-        Ok(Segment {
+        let segment = Segment {
             id,
             source: source.to_owned(),
             session: session.to_owned(),
@@ -277,7 +308,16 @@ impl Spool {
             path,
             len: head.len() as u64,
             last_seq: None,
-        })
+        };
+        debug_assert_eq!(segment.header_len(), segment.len);
+        Ok(segment)
+    }
+}
+
+impl Segment {
+    /// The length of the segment's head: where its first record starts.
+    fn header_len(&self) -> u64 {
+        (MAGIC.len() + 8 + self.source.len() + self.session.len()) as u64
     }
 }
 
@@ -341,9 +381,19 @@ fn parse_body(body: Bytes) -> Option<(u64, bool, Vec<Bytes>)> {
     (at == body.len()).then_some((seq, flags & END != 0, frames))
 }
 
-/// Reads a segment written earlier: its ids and every whole record; the file is cut after the
-/// last whole record.
-fn read_segment(id: u64, path: PathBuf) -> io::Result<(Segment, Vec<(Spooled, bool)>)> {
+/// What a segment written earlier holds.
+#[derive(Debug)]
+struct Found {
+    /// Its first record.
+    first: Place,
+    records: u64,
+    /// The `seq` of the session's end, if it is here.
+    end: Option<u64>,
+}
+
+/// Reads a segment written earlier: its ids, and every whole record (checked); the file is cut
+/// after the last whole record. `None`: its head was cut short, and it is removed.
+fn read_segment(id: u64, path: PathBuf) -> io::Result<Option<(Segment, Found)>> {
     let file = OpenOptions::new().read(true).append(true).open(&path)?;
     let size = file.metadata()?.len();
     let mut reader = BufReader::new(&file);
@@ -354,17 +404,43 @@ fn read_segment(id: u64, path: PathBuf) -> io::Result<(Segment, Vec<(Spooled, bo
         )
     };
     let mut magic = [0u8; 8];
-    reader.read_exact(&mut magic).map_err(|_| malformed())?;
-    if &magic != MAGIC {
+    let got = size.min(8) as usize;
+    reader.read_exact(&mut magic[..got])?;
+    if !MAGIC.starts_with(&magic[..got]) {
         return Err(malformed());
     }
-    let source = read_text(&mut reader).ok_or_else(malformed)?;
-    let session = read_text(&mut reader).ok_or_else(malformed)?;
-    let mut len = (8 + 8 + source.len() + session.len()) as u64;
-    let mut messages = Vec::new();
-    while let Some((message, end)) = read_record(&mut reader, id, len, size) {
-        len = message.offset + message.len;
-        messages.push((message, end));
+    let head = match (got == 8, read_text(&mut reader), read_text(&mut reader)) {
+        (true, Ok(source), Ok(session)) => Some((source, session)),
+        // Cut short: the publisher was killed as it created the segment, before any record.
+        (false, ..) | (_, Err(Text::Cut), _) | (_, _, Err(Text::Cut)) => None,
+        _ => return Err(malformed()),
+    };
+    let Some((source, session)) = head else {
+        drop(reader);
+        tracing::warn!(
+            "{}: a segment cut short in its head removed",
+            path.display()
+        );
+        std::fs::remove_file(&path)?;
+        return Ok(None);
+    };
+    let mut len = (MAGIC.len() + 8 + source.len() + session.len()) as u64;
+    let mut found = Found {
+        first: Place {
+            segment: id,
+            offset: len,
+        },
+        records: 0,
+        end: None,
+    };
+    let mut last_seq = None;
+    while let Some((seq, end, next)) = read_record(&mut reader, len, size) {
+        len = next;
+        found.records += 1;
+        last_seq = Some(seq);
+        if end {
+            found.end = Some(seq);
+        }
     }
     drop(reader);
     if len < size {
@@ -375,7 +451,6 @@ fn read_segment(id: u64, path: PathBuf) -> io::Result<(Segment, Vec<(Spooled, bo
         );
         file.set_len(len)?;
     }
-    let last_seq = messages.last().map(|(m, _)| m.seq);
     let segment = Segment {
         id,
         source,
@@ -385,30 +460,34 @@ fn read_segment(id: u64, path: PathBuf) -> io::Result<(Segment, Vec<(Spooled, bo
         len,
         last_seq,
     };
-    Ok((segment, messages))
+    Ok(Some((segment, found)))
+}
+
+/// Why a segment head's text could not be read.
+#[derive(Debug)]
+enum Text {
+    /// The file ends first.
+    Cut,
+    /// Too long, or not UTF-8.
+    Malformed,
 }
 
 /// A length-prefixed text of a segment's head.
-fn read_text(reader: &mut impl Read) -> Option<String> {
+fn read_text(reader: &mut impl Read) -> Result<String, Text> {
     let mut len = [0u8; 4];
-    reader.read_exact(&mut len).ok()?;
+    reader.read_exact(&mut len).map_err(|_| Text::Cut)?;
     let len = u32::from_le_bytes(len);
     if len > 4096 {
-        return None;
+        return Err(Text::Malformed);
     }
     let mut text = vec![0u8; len as usize];
-    reader.read_exact(&mut text).ok()?;
-    String::from_utf8(text).ok()
+    reader.read_exact(&mut text).map_err(|_| Text::Cut)?;
+    String::from_utf8(text).map_err(|_| Text::Malformed)
 }
 
-/// The next whole record at `at` of a segment of `size` bytes; `None` at the end or at a
-/// record cut short or damaged.
-fn read_record(
-    reader: &mut impl Read,
-    segment: u64,
-    at: u64,
-    size: u64,
-) -> Option<(Spooled, bool)> {
+/// The seq and end flag of the next whole record, at `at` of a segment of `size` bytes, and
+/// where the record after it starts; `None` at the end or at a record cut short or damaged.
+fn read_record(reader: &mut impl Read, at: u64, size: u64) -> Option<(u64, bool, u64)> {
     let mut head = [0u8; RECORD_HEAD];
     reader.read_exact(&mut head).ok()?;
     let len = u64::from_le_bytes(head[..8].try_into().ok()?);
@@ -423,13 +502,7 @@ fn read_record(
         return None;
     }
     let (seq, end, _) = parse_body(Bytes::from(body))?;
-    let message = Spooled {
-        seq,
-        segment,
-        offset,
-        len,
-    };
-    Some((message, end))
+    Some((seq, end, offset + len))
 }
 
 #[cfg(test)]
@@ -443,30 +516,45 @@ mod tests {
         ]
     }
 
+    /// Every message of a session's segments, read back in order.
+    fn read_all(spool: &Spool, segments: &[Place]) -> Vec<(u64, Vec<Bytes>)> {
+        let mut messages = Vec::new();
+        for &first in segments {
+            let mut at = first;
+            while let Some(m) = spool.read(at).unwrap() {
+                at = m.next;
+                messages.push((m.seq, m.frames));
+            }
+        }
+        messages
+    }
+
     #[test]
     fn what_a_publisher_spooled_the_next_one_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let written: Vec<Spooled> = {
+        {
             let (mut spool, recovered) = Spool::open(dir.path()).unwrap();
             assert!(recovered.is_empty());
-            let written = (0..5)
+            let places = (0..5)
                 .map(|seq| {
                     spool
                         .append("src", "s1", seq, false, &message(seq))
                         .unwrap()
                 })
                 .collect::<Vec<_>>();
-            assert_eq!(spool.read(&written[3]).unwrap(), message(3));
-            written
-        };
+            let third = spool.read(places[3]).unwrap().unwrap();
+            assert_eq!(
+                (third.seq, third.frames, third.next),
+                (3, message(3), places[4])
+            );
+        }
         let (spool, recovered) = Spool::open(dir.path()).unwrap();
         assert_eq!(recovered.len(), 1);
         let r = &recovered[0];
         assert_eq!((&r.source[..], &r.session[..], r.end), ("src", "s1", None));
-        assert_eq!(r.messages, written);
-        for m in &r.messages {
-            assert_eq!(spool.read(m).unwrap(), message(m.seq));
-        }
+        assert_eq!((r.count, r.last_seq), (5, 4));
+        let expected: Vec<_> = (0..5).map(|seq| (seq, message(seq))).collect();
+        assert_eq!(read_all(&spool, &r.segments), expected);
     }
 
     #[test]
@@ -498,13 +586,13 @@ mod tests {
             .set_len(whole - 5)
             .unwrap();
         let (_, recovered) = Spool::open(dir.path()).unwrap();
-        assert_eq!(recovered[0].messages.len(), 2);
+        assert_eq!(recovered[0].count, 2);
         // Damage the second record's last byte: one remains.
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         let cut = std::fs::metadata(&path).unwrap().len();
         file.write_at(b"\xff", cut - 1).unwrap();
         let (_, recovered) = Spool::open(dir.path()).unwrap();
-        assert_eq!(recovered[0].messages.len(), 1);
+        assert_eq!(recovered[0].count, 1);
         assert!(std::fs::metadata(&path).unwrap().len() < cut);
     }
 
@@ -513,15 +601,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) = Spool::open(dir.path()).unwrap();
         let big = vec![Bytes::from(vec![0u8; (SEGMENT_BYTES / 2) as usize])];
-        for seq in 0..5 {
-            spool.append("src", "s1", seq, false, &big).unwrap();
-        }
+        let places: Vec<Place> = (0..5)
+            .map(|seq| spool.append("src", "s1", seq, false, &big).unwrap())
+            .collect();
+        let head = spool.segments[0].header_len();
+        let firsts: Vec<Place> = places.into_iter().filter(|p| p.offset == head).collect();
         spool.append("src", "s2", 0, true, &message(0)).unwrap();
         assert_eq!(
             spool.segments.len(),
             4,
             "two records of half a segment fill one"
         );
+        let seqs: Vec<u64> = read_all(&spool, &firsts).iter().map(|m| m.0).collect();
+        assert_eq!(seqs, [0, 1, 2, 3, 4], "each segment read to its end");
         spool.settle("s1", 5).unwrap();
         assert_eq!(spool.segments.len(), 2, "s1's last segment and s2's stay");
         assert_eq!(segment_files(dir.path()).unwrap().len(), 2);
@@ -531,6 +623,27 @@ mod tests {
         assert_eq!(recovered.len(), 1);
         assert_eq!(recovered[0].end, Some(0));
         assert_eq!(recovered[0].session, "s2");
+    }
+
+    #[test]
+    fn a_segment_cut_in_its_head_is_removed_and_a_foreign_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = |id: u64| dir.path().join(format!("{id:016x}.spool"));
+        let mut head = MAGIC.to_vec();
+        head.extend_from_slice(&3u32.to_le_bytes());
+        head.extend_from_slice(b"src");
+        for cut in [0, 5, 8, 10, head.len()] {
+            std::fs::write(segment(1), &head[..cut]).unwrap();
+            let (spool, recovered) = Spool::open(dir.path()).unwrap();
+            assert!(recovered.is_empty() && !segment(1).exists(), "cut at {cut}");
+            drop(spool);
+        }
+        std::fs::write(segment(2), b"NOTSPOOL and more").unwrap();
+        let e = Spool::open(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("is no ndbridge spool segment"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -209,6 +209,23 @@ fn what_no_collector_acknowledged_stays_in_the_spool_for_the_next_publisher() {
     assert!(err.to_string().contains("kept in the spool"), "{err}");
     drop(first);
 
+    // A publisher that only found records in the spool, with still no collector, says they
+    // stay there: the first one's 50 and its end.
+    let idle = spooling("idle");
+    let err = idle.close(Duration::from_millis(300)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unacknowledged {
+                unacknowledged: 51,
+                kept: Some(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    drop(idle);
+
     // A collector on the port, and the next publisher on the spool sends the first one's
     // records and its end (51 messages), then its own.
     let collector = Collector::builder()
