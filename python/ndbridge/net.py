@@ -280,6 +280,8 @@ class _AckedLink:
         self.resent = 0
         #: Messages of earlier sessions sent from the spool.
         self.recovered = 0
+        #: Messages earlier publishers left in the spool, found when it was opened.
+        self._recovered_total = 0
         #: Messages lost because the spool could not give them back.
         self.failed = 0
         self.spool: Optional[Spool] = None
@@ -310,6 +312,7 @@ class _AckedLink:
         (every record it sent is in the spool, so none is missing)."""
         spool, recovered = Spool.open(spool_dir)
         self.spool = spool
+        before = len(self.pending)
         try:
             for session in recovered:
                 lane = len(self.lanes)
@@ -325,6 +328,7 @@ class _AckedLink:
                 _log.info("ndbridge: the spool %s holds %d messages of session %s from %s: "
                           "sending them first", spool.dir, len(session.messages),
                           session.session, session.source)
+            self._recovered_total = len(self.pending) - before
         except BaseException:
             spool.close()
             self.spool = None
@@ -451,9 +455,16 @@ class _AckedLink:
 
     def unacknowledged(self, records: int) -> int:
         """How many of the publisher's first `records` messages are not acknowledged, sent or
-        waiting in the spool (the session's end, at ``seq`` `records`, is no record)."""
-        waiting = sum(1 for lane, m in self.pending if lane == 0 and m.seq < records)
-        return self.window.count_below(records) + waiting
+        waiting in the spool (the session's end, at ``seq`` `records`, is no record), and of
+        the messages earlier publishers left in the spool (their sessions' ends included)."""
+        waiting = sum(1 for lane, m in self.pending if lane != 0 or m.seq < records)
+        earlier = sum(len(lane.window) for lane in self.lanes[1:])
+        return self.window.count_below(records) + waiting + earlier
+
+    @property
+    def recovered_total(self) -> int:
+        """Messages earlier publishers left in the spool, found when it was opened."""
+        return self._recovered_total
 
     def close(self) -> None:
         """Stops the monitor and closes its socket (before the socket's context ends), forgets
@@ -962,7 +973,7 @@ class Publisher:
         unsent = link.unacknowledged(self.seq)
         # Closing with a spool drops nothing: what is not acknowledged stays there.
         kept = link.spool_dir if dropped and unsent else None
-        return DeliveryError(self._endpoint, unsent, self.seq,
+        return DeliveryError(self._endpoint, unsent, self.seq + link.recovered_total,
                              timeout or 0.0, dropped=dropped, curve=self._curve,
                              refused=link.window.refused, acked=True,
                              connected=link.connected, detail=detail, kept=kept)

@@ -116,6 +116,20 @@ def test_without_a_collector_the_records_stay_in_the_spool(tmp_path: Path,
 
 
 @pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
+def test_a_publisher_that_only_found_records_in_the_spool_says_they_stay_there(
+        tmp_path: Path, use_native: bool) -> None:
+    spool_dir = tmp_path / "spool"
+    session = leave_in_spool(spool_dir, use_native, 3, "left")
+    idle = publisher(free_endpoint(), use_native, spool_dir, timeout=0.3, source="idle")
+    with pytest.raises(DeliveryError) as raised:
+        idle.close()
+    # The three records, and the end this publisher gave their session.
+    e = raised.value
+    assert (e.unsent, e.kept) == (4, str(spool_dir)), str(e)
+    assert spooled(spool_dir) == {session: [0, 1, 2, 3]}
+
+
+@pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
 def test_the_next_publisher_sends_what_the_last_one_left_and_ends_its_session(
         tmp_path: Path, collector: Collector, use_native: bool) -> None:
     spool_dir = tmp_path / "spool"
