@@ -23,7 +23,7 @@ import textwrap
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -34,11 +34,8 @@ from ndbridge.spool import MAGIC, SEGMENT_BYTES, Spool, encode_record, parse_bod
     parse_segment, segment_head
 from collector_proc import Collector
 from golden_io import REPO, TARGET_DIR
-from test_acked import check_stored_once, free_endpoint
-
-#: The publishers under test: the pure-Python one always, the Rust one when the core is built.
-NATIVE = [False] + ([True] if native.AVAILABLE else [])
-NATIVE_IDS = ["pure", "native"][:len(NATIVE)]
+# `collector`: the acked collector fixture, shared with test_acked.
+from test_acked import NATIVE, NATIVE_IDS, check_stored_once, collector, free_endpoint  # noqa: F401
 
 #: The Rust worker example (``cargo build --examples``).
 WORKER = TARGET_DIR / "debug" / "examples" / "worker"
@@ -84,15 +81,6 @@ def spooled(spool_dir: Path) -> Dict[str, List[int]]:
         assert segment is not None, path
         found.setdefault(segment.session, []).extend(r.seq for r in segment.records)
     return found
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Collector]:
-    c = Collector(tmp_path / "out", forward=False, delivery="acked")
-    try:
-        yield c
-    finally:
-        c.kill()
 
 
 # ---------------------------------------------------------------------------------------------
