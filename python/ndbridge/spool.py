@@ -245,6 +245,27 @@ def parse_segment(data: Any) -> Optional[Segment]:
     return Segment(source[0], session[0], records, at)
 
 
+def _head_cut_short(data: Any) -> bool:
+    """True when `data` is the start of a segment's head, cut short: its publisher was killed
+    as it created the segment, which then holds no record (as in Rust)."""
+    view = memoryview(data).cast("B")
+    if len(view) < len(MAGIC):
+        return MAGIC.startswith(bytes(view))
+    if bytes(view[:len(MAGIC)]) != MAGIC:
+        return False
+    at = len(MAGIC)
+    for _ in range(2):  # the source, then the session
+        if at + 4 > len(view):
+            return True
+        length, = struct.unpack_from("<I", view, at)
+        if length > _MAX_TEXT:
+            return False
+        at += 4 + length
+        if at > len(view):
+            return True
+    return False
+
+
 def check_spool_bytes(spool_bytes: Any) -> int:
     """`spool_bytes` if it is a positive integer below 2**64, else ``ValueError``."""
     if isinstance(spool_bytes, bool) or not isinstance(spool_bytes, int) \
@@ -377,6 +398,11 @@ class Spool:
                 with open(fd, "rb", closefd=False) as f:
                     data = f.read()
                 segment = parse_segment(data)
+                if segment is None and _head_cut_short(data):
+                    _log.warning("ndbridge: %s: a segment cut short in its head removed", path)
+                    os.close(fd)
+                    os.remove(path)
+                    continue
                 if segment is None:
                     raise OSError(errno.EINVAL, f"spool {self._dir}: {path.name}: expected "
                                   f"an ndbridge spool segment (starting {MAGIC.decode()}, "

@@ -376,6 +376,16 @@ def test_a_segment_without_whole_records_is_removed(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["lock"]
 
 
+@pytest.mark.parametrize("cut", [0, 5, 8, 10, 15])
+def test_a_segment_cut_short_in_its_head_is_removed(tmp_path: Path, cut: int) -> None:
+    # A publisher killed as it created the segment: "NDBSPOL1", the source's length and text.
+    head = segment_head("src", "s1")
+    assert len(head) > 15
+    (tmp_path / "0000000000000001.spool").write_bytes(head[:cut])
+    assert recovered_seqs(tmp_path) == []
+    assert sorted(os.listdir(tmp_path)) == ["lock"]
+
+
 def test_a_file_named_like_a_segment_that_is_not_one_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "0000000000000003.spool").write_bytes(b"NOTASPOOL")
     with pytest.raises(OSError, match="expected an ndbridge spool segment"):
