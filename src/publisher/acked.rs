@@ -367,7 +367,8 @@ impl SpoolState {
             dir: dir.to_owned(),
             source,
         };
-        let (spool, recovered) = Spool::open(dir).map_err(spool_error)?;
+        let (mut spool, recovered) = Spool::open(dir).map_err(spool_error)?;
+        spool.set_limit(limit);
         let mut state = SpoolState {
             spool,
             limit,

@@ -32,7 +32,8 @@ use bytes::Bytes;
 /// A segment's first bytes.
 const MAGIC: &[u8; 8] = b"NDBSPOL1";
 
-/// A segment takes new records until it is this long.
+/// A segment takes new records until it is this long (or a quarter of the spool's limit, if
+/// that is less: see [`Spool::set_limit`]).
 const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// A record's first bytes: the body's length and its CRC.
@@ -110,6 +111,8 @@ pub(crate) struct Spool {
     next_id: u64,
     /// Bytes of the live segments.
     bytes: u64,
+    /// A segment takes new records until it is this long.
+    segment_bytes: u64,
 }
 
 impl Spool {
@@ -136,6 +139,7 @@ impl Spool {
             segments: VecDeque::new(),
             next_id: 0,
             bytes: 0,
+            segment_bytes: SEGMENT_BYTES,
         };
         let mut recovered: Vec<Recovered> = Vec::new();
         for (id, path) in segment_files(dir)? {
@@ -172,6 +176,13 @@ impl Spool {
         Ok((spool, recovered))
     }
 
+    /// Sizes the segments for a spool of at most `limit` bytes: at most a quarter of it, so
+    /// that acknowledged segments can go while the spool is full (a session's last segment
+    /// stays until the session ends).
+    pub(crate) fn set_limit(&mut self, limit: u64) {
+        self.segment_bytes = (limit / 4).clamp(4096, SEGMENT_BYTES);
+    }
+
     /// The directory.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
@@ -193,7 +204,7 @@ impl Spool {
         frames: &[Bytes],
     ) -> io::Result<Place> {
         let at = match self.segments.iter().rposition(|s| s.session == session) {
-            Some(at) if self.segments[at].len < SEGMENT_BYTES => at,
+            Some(at) if self.segments[at].len < self.segment_bytes => at,
             _ => {
                 let segment = self.create(source, session)?;
                 self.bytes += segment.len;
@@ -600,7 +611,9 @@ mod tests {
     fn settled_segments_go_but_a_session_keeps_its_last_until_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) = Spool::open(dir.path()).unwrap();
-        let big = vec![Bytes::from(vec![0u8; (SEGMENT_BYTES / 2) as usize])];
+        // Segments of 1 MiB: a quarter of the limit.
+        spool.set_limit(4 << 20);
+        let big = vec![Bytes::from(vec![0u8; 512 << 10])];
         let places: Vec<Place> = (0..5)
             .map(|seq| spool.append("src", "s1", seq, false, &big).unwrap())
             .collect();

@@ -272,3 +272,37 @@ fn a_spool_takes_acked_delivery() {
         })
     ));
 }
+
+#[test]
+fn a_small_spool_fills_and_empties_as_the_collector_acknowledges() {
+    let _watchdog = watchdog("acked small spool", Duration::from_secs(60));
+    let out = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let collector = acked_collector(out.path());
+    // 500 records of 800 bytes through a spool of 64 KiB: sending waits for acknowledged
+    // segments to go, again and again.
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .source("w")
+        .delivery(Delivery::Acked)
+        .compression(Compression::Raw)
+        .spool_dir(spool.path())
+        .spool_bytes(64 << 10)
+        .build()
+        .unwrap();
+    for i in 0..500 {
+        publisher
+            .send_owned("u", Array1::<f64>::from_elem(100, f64::from(i)))
+            .unwrap();
+    }
+    let stats = publisher.close(Duration::from_secs(30)).unwrap();
+    assert_eq!((stats.sent, stats.delivered), (500, 500));
+    let summary = collector.stop();
+    assert_eq!(summary.stats.stored, 500);
+    assert_eq!(summary.stats.sessions_not_ended, 0);
+    assert_eq!(
+        std::fs::read_dir(spool.path()).unwrap().count(),
+        1,
+        "only the lock"
+    );
+}
