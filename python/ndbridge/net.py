@@ -311,6 +311,7 @@ class _AckedLink:
         lane of its own, ended if it was not: its end's ``seq`` is one past its last message
         (every record it sent is in the spool, so none is missing)."""
         spool, recovered = Spool.open(spool_dir)
+        spool.set_limit(self.spool_bytes)
         self.spool = spool
         before = len(self.pending)
         try:

@@ -355,6 +355,14 @@ class Spool:
         self._segments: List[_File] = []
         self._next_id = 0
         self._bytes = 0
+        #: A segment takes new records until it is this long (see :meth:`set_limit`).
+        self._segment_bytes = SEGMENT_BYTES
+
+    def set_limit(self, limit: int) -> None:
+        """Sizes the segments for a spool of at most `limit` bytes: at most a quarter of it,
+        so that acknowledged segments can go while the spool is full (a session's last segment
+        stays until the session ends), as in Rust."""
+        self._segment_bytes = min(max(limit // 4, 4096), SEGMENT_BYTES)
 
     @classmethod
     def open(cls, directory: Union[str, "os.PathLike[str]"]) -> Tuple["Spool", List[Recovered]]:
@@ -448,9 +456,10 @@ class Spool:
     def append(self, source: str, session: str, seq: int, end: bool,
                frames: Sequence[Any]) -> Spooled:
         """Writes message `seq` of `session` (from `source`; `end`: the session's end) to the
-        session's last segment, or to a new one once that holds 64 MiB."""
+        session's last segment, or to a new one once that holds 64 MiB (or a quarter of the
+        limit, :meth:`set_limit`)."""
         segment = next((s for s in reversed(self._segments) if s.session == session), None)
-        if segment is None or segment.len >= SEGMENT_BYTES:
+        if segment is None or segment.len >= self._segment_bytes:
             segment = self._create(source, session)
         head, body_len = _record_head(seq, end, frames)
         if body_len < _ONE_WRITE_BYTES:

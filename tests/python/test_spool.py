@@ -118,6 +118,20 @@ def test_a_publisher_that_only_found_records_in_the_spool_says_they_stay_there(
 
 
 @pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
+def test_a_small_spool_fills_and_empties_as_the_collector_acknowledges(
+        tmp_path: Path, collector: Collector, use_native: bool) -> None:
+    # 300 records of 8 KB through a spool of 64 KiB: sending waits, again and again, for
+    # acknowledged segments (of a quarter of the limit) to go.
+    spool_dir = tmp_path / "spool"
+    with publisher(collector.input, use_native, spool_dir, source="small",
+                   spool_bytes=64 << 10, codec="raw") as pub:
+        for step in range(300):
+            pub.send("u", field(step))
+    check_stored_once(collector.manifest(), collector.ends(), pub.session, 300)
+    assert sorted(os.listdir(spool_dir)) == ["lock"]
+
+
+@pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
 def test_the_next_publisher_sends_what_the_last_one_left_and_ends_its_session(
         tmp_path: Path, collector: Collector, use_native: bool) -> None:
     spool_dir = tmp_path / "spool"
