@@ -38,47 +38,44 @@ const PER_MESSAGE: u64 = 256;
 /// One message sent and not acknowledged.
 #[derive(Debug)]
 struct Unacked {
-    /// Its session: an index into [`Window::lanes`].
-    lane: usize,
     seq: u64,
     frames: Vec<Bytes>,
     bytes: u64,
 }
 
-/// A session whose messages the window holds, and how far it is acknowledged.
+/// A session whose messages the window holds: those not acknowledged, in `seq` order, and how
+/// far it is acknowledged.
 #[derive(Debug)]
 struct Lane {
     session: String,
     /// Every `seq` below this is acknowledged.
     through: u64,
+    unacked: VecDeque<Unacked>,
 }
 
-/// The messages sent and not yet acknowledged, in the order sent: the publisher's own
-/// session's, and those of earlier publishers' sessions found in its spool (each session a
-/// lane, lane 0 the publisher's own).
+/// The messages sent and not yet acknowledged: the publisher's own session's, and those of
+/// earlier publishers' sessions found in its spool, each session a lane (lane 0 the
+/// publisher's own). Each lane is settled apart: a session acknowledged slowly, or never,
+/// holds only its own messages.
 #[derive(Debug)]
 pub(crate) struct Window {
     lanes: Vec<Lane>,
-    unacked: VecDeque<Unacked>,
     bytes: u64,
+    count: usize,
     limit: u64,
-    /// Messages that left the window so far: the position of its oldest.
-    left: u64,
 }
 
 impl Window {
     /// An empty window of at most `limit` bytes, for `session`'s messages (lane 0).
     pub(crate) fn new(limit: u64, session: &str) -> Window {
-        Window {
-            lanes: vec![Lane {
-                session: session.to_owned(),
-                through: 0,
-            }],
-            unacked: VecDeque::new(),
+        let mut window = Window {
+            lanes: Vec::new(),
             bytes: 0,
+            count: 0,
             limit,
-            left: 0,
-        }
+        };
+        window.add_lane(session);
+        window
     }
 
     /// Adds a lane for another session's messages; returns its index.
@@ -86,6 +83,7 @@ impl Window {
         self.lanes.push(Lane {
             session: session.to_owned(),
             through: 0,
+            unacked: VecDeque::new(),
         });
         self.lanes.len() - 1
     }
@@ -98,46 +96,36 @@ impl Window {
     /// Whether a message of `frames` may be sent now: there is room for it, or the window is
     /// empty (a message larger than the window still goes, alone).
     pub(crate) fn has_room(&self, frames: &[Bytes]) -> bool {
-        self.has_room_for(weight(frames))
-    }
-
-    /// [`has_room`](Self::has_room) for a message weighing `bytes`.
-    pub(crate) fn has_room_for(&self, bytes: u64) -> bool {
-        self.unacked.is_empty()
-            || (self.unacked.len() < MAX_UNACKED && self.bytes + bytes <= self.limit)
+        self.count == 0 || (self.count < MAX_UNACKED && self.bytes + weight(frames) <= self.limit)
     }
 
     /// Keeps a sent message of `lane` until it is acknowledged.
     pub(crate) fn push(&mut self, lane: usize, seq: u64, frames: Vec<Bytes>) {
         let bytes = weight(&frames);
         self.bytes += bytes;
-        self.unacked.push_back(Unacked {
-            lane,
-            seq,
-            frames,
-            bytes,
-        });
+        self.count += 1;
+        self.lanes[lane]
+            .unacked
+            .push_back(Unacked { seq, frames, bytes });
     }
 
-    /// Applies an acknowledgement: its lane, and whether it moved the lane on (an older or
-    /// repeated one does not); `None` for a session the window does not know. The messages
-    /// at the window's front that are settled leave it (also ones pushed after their lane's
-    /// acknowledgement had passed them).
+    /// Applies an acknowledgement: the messages of its session it settles leave the window.
+    /// Returns the lane, and whether the acknowledgement moved it on (an older or repeated one
+    /// does not); `None` for a session the window does not know.
     pub(crate) fn acknowledge(&mut self, ack: &Ack) -> Option<(usize, bool)> {
-        let lane = self.lanes.iter().position(|l| l.session == ack.session)?;
-        let moved = ack.through > self.lanes[lane].through;
-        if moved {
-            self.lanes[lane].through = ack.through;
-        }
-        while let Some(first) = self.unacked.front() {
-            if first.seq >= self.lanes[first.lane].through {
+        let at = self.lanes.iter().position(|l| l.session == ack.session)?;
+        let lane = &mut self.lanes[at];
+        let moved = ack.through > lane.through;
+        lane.through = lane.through.max(ack.through);
+        while let Some(first) = lane.unacked.front() {
+            if first.seq >= lane.through {
                 break;
             }
             self.bytes -= first.bytes;
-            self.unacked.pop_front();
-            self.left += 1;
+            self.count -= 1;
+            lane.unacked.pop_front();
         }
-        Some((lane, moved))
+        Some((at, moved))
     }
 
     /// Every `seq` of `lane` below this is acknowledged.
@@ -147,27 +135,26 @@ impl Window {
 
     /// Messages not acknowledged.
     pub(crate) fn len(&self) -> usize {
-        self.unacked.len()
+        self.count
     }
 
     /// True when every message sent is acknowledged.
     pub(crate) fn is_empty(&self) -> bool {
-        self.unacked.is_empty()
+        self.count == 0
     }
 
-    /// The position of the oldest message in the window (positions count every message ever
-    /// pushed, from 0).
-    pub(crate) fn first_position(&self) -> u64 {
-        self.left
-    }
-
-    /// The frames of the message at `position`, for resending: `None` past the newest;
-    /// `Some(None)` when it is acknowledged already.
-    pub(crate) fn frames_at(&self, position: u64) -> Option<Option<&[Bytes]>> {
-        let index = position.checked_sub(self.left)?;
-        let message = self.unacked.get(usize::try_from(index).ok()?)?;
-        let settled = message.seq < self.lanes[message.lane].through;
-        Some((!settled).then_some(&message.frames[..]))
+    /// For resending: the first message not acknowledged at or after `(lane, seq)`, lane by
+    /// lane, oldest first; its lane, `seq` and frames.
+    pub(crate) fn unacked_from(&self, (lane, seq): (usize, u64)) -> Option<(usize, u64, &[Bytes])> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .skip(lane)
+            .find_map(|(at, l)| {
+                let from = if at == lane { seq } else { 0 };
+                let found = l.unacked.iter().find(|u| u.seq >= from)?;
+                Some((at, found.seq, &found.frames[..]))
+            })
     }
 }
 
@@ -205,8 +192,8 @@ mod tests {
         assert_eq!(window.acknowledge(&ack(1, 0)), Some((0, true)));
         assert!(window.has_room(&frames(1000)));
         assert_eq!(window.len(), 1);
-        let oldest = window.frames_at(window.first_position()).unwrap().unwrap();
-        assert_eq!(oldest[1].len(), 1000);
+        let (lane, seq, oldest) = window.unacked_from((0, 0)).unwrap();
+        assert_eq!((lane, seq, oldest[1].len()), (0, 1, 1000));
     }
 
     #[test]
@@ -223,7 +210,7 @@ mod tests {
         window.push(0, 5, frames(0));
         assert_eq!(window.acknowledge(&ack(6, 1)), Some((0, true)));
         assert!(window.is_empty());
-        assert_eq!(window.bytes, 0);
+        assert_eq!((window.bytes, window.count), (0, 0));
     }
 
     #[test]
@@ -236,32 +223,36 @@ mod tests {
     }
 
     #[test]
-    fn lanes_settle_apart_and_the_front_leaves_when_settled() {
+    fn lanes_settle_apart_and_resend_lane_by_lane() {
         let mut window = Window::new(1 << 20, "s");
         let old = window.add_lane("old");
         window.push(old, 7, frames(10));
         window.push(old, 8, frames(10));
         window.push(0, 0, frames(10));
+        window.push(0, 1, frames(10));
         let unknown = Ack {
             session: "other".into(),
             through: 9,
             refused: 0,
         };
         assert_eq!(window.acknowledge(&unknown), None);
-        // The own lane's message is settled but stays behind the old lane's.
+        // The own lane's first message leaves, though the old lane's came before it.
         assert_eq!(window.acknowledge(&ack(1, 0)), Some((0, true)));
         assert_eq!(window.len(), 3);
-        assert_eq!(window.frames_at(2), Some(None), "settled: not resent");
-        assert!(matches!(window.frames_at(0), Some(Some(_))));
+        // Resending goes lane by lane, each oldest first.
+        let resent = |from| window.unacked_from(from).map(|(lane, seq, _)| (lane, seq));
+        assert_eq!(resent((0, 0)), Some((0, 1)));
+        assert_eq!(resent((0, 2)), Some((old, 7)));
+        assert_eq!(resent((old, 8)), Some((old, 8)));
+        assert_eq!(resent((old, 9)), None);
         let old_ack = Ack {
             session: "old".into(),
             through: 9,
             refused: 0,
         };
         assert_eq!(window.acknowledge(&old_ack), Some((old, true)));
-        assert!(window.is_empty());
-        assert_eq!(window.first_position(), 3);
-        assert_eq!(window.frames_at(3), None);
+        assert_eq!(window.acknowledge(&old_ack), Some((old, false)));
+        assert_eq!(window.len(), 1);
         assert_eq!(window.through(old), 9);
     }
 }

@@ -1098,22 +1098,35 @@ impl SendLoop {
         }
     }
 
-    /// Acked delivery with a spool: waits until the spool has room (or the close deadline
-    /// passes), then spools the message under the next `seq` and sends it, or leaves it
-    /// waiting in the spool. `Some(true)`: spooled; `Some(false)`: the close deadline passed
-    /// first; `None`: no spool, or it could not take the message, which goes without it.
+    /// Acked delivery with a spool: waits until the spool has room, then spools the message
+    /// under the next `seq` and sends it, or leaves it waiting in the spool. A spool that
+    /// cannot write (a full disk) is tried again, with a growing pause: a message never goes
+    /// without it (a later publisher on the spool ends the session after its last message
+    /// there). `Some(true)`: spooled; `Some(false)`: the close deadline passed first; `None`:
+    /// no spool.
     fn spool(&mut self, frames: &[bytes::Bytes], end: bool) -> Option<bool> {
         let link = self.acked.as_mut().filter(|l| l.spool_dir().is_some())?;
-        while link.spool_full() {
+        let counters = &self.shared.counters;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if !link.spool_full() {
+                let ids = (&self.source[..], &self.session[..]);
+                let passed_on = &counters.passed_on;
+                if link.spool_and_send(&mut self.socket, ids, self.seq, end, frames, passed_on) {
+                    return Some(true);
+                }
+                // Not written (logged): acknowledgements meanwhile may free the disk.
+                let until = Instant::now() + pause;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                while Instant::now() < until && !self.shared.past_close_deadline() {
+                    link.pump(&mut self.socket, counters, 10);
+                }
+            }
             if self.shared.past_close_deadline() {
                 return Some(false);
             }
-            link.pump(&mut self.socket, &self.shared.counters, 10);
+            link.pump(&mut self.socket, counters, 10);
         }
-        let ids = (&self.source[..], &self.session[..]);
-        let passed_on = &self.shared.counters.passed_on;
-        link.spool_and_send(&mut self.socket, ids, self.seq, end, frames, passed_on)
-            .then_some(true)
     }
 
     /// Counts a message ZeroMQ took (`compressed` when the policy asked for compression), and

@@ -36,7 +36,7 @@ pub(super) struct AckedLink {
     handshakes: u64,
     /// Resending: the window position of the next message to send again (`None`: not
     /// resending).
-    resend_from: Option<u64>,
+    resend_from: Option<(usize, u64)>,
     /// Raised by ZeroMQ as messages of earlier sessions, or resent ones, are passed on;
     /// counted nowhere else.
     others_passed_on: Arc<AtomicU64>,
@@ -138,17 +138,20 @@ impl AckedLink {
         self.spool.as_ref().map(|s| s.spool.dir())
     }
 
-    /// Whether the spool holds its limit: new messages wait.
+    /// Whether the spool holds its limit: new messages wait. Not while everything in it is
+    /// acknowledged: a session's last segment stays until its end, and a message larger than
+    /// the spool still goes, alone.
     pub(super) fn spool_full(&self) -> bool {
         self.spool
             .as_ref()
             .is_some_and(|s| s.spool.bytes() >= s.limit)
+            && !self.all_settled()
     }
 
     /// Spools a message of the publisher's own session (`end`: its end), then sends it if
     /// nothing spooled waits before it and the window has room; else it waits in the spool.
-    /// False when the spool cannot take it (logged once until it can again): the caller
-    /// sends it the ordinary way.
+    /// False when the spool cannot take it (logged once until it can again): the caller tries
+    /// again later.
     pub(super) fn spool_and_send(
         &mut self,
         socket: &mut zmq::Socket,
@@ -164,11 +167,15 @@ impl AckedLink {
             Err(e) => {
                 if !state.failing {
                     tracing::error!(
-                        "the spool {} cannot take messages, which go without it: {e}",
+                        "the spool {} cannot take messages: {e}; sending waits and tries again",
                         state.spool.dir().display()
                     );
                 }
                 state.failing = true;
+                // What is acknowledged can go now, to give the disk room back.
+                if let Err(e) = state.spool.settle(ids.1, self.window.through(OWN)) {
+                    tracing::debug!("settled segments not removed: {e}");
+                }
                 return false;
             }
         };
@@ -247,7 +254,7 @@ impl AckedLink {
                         "connected again: resending {} unacknowledged",
                         self.window.len()
                     );
-                    self.resend_from = Some(self.window.first_position());
+                    self.resend_from = Some((OWN, 0));
                 }
             }
         }
@@ -283,18 +290,15 @@ impl AckedLink {
         let Some(mut at) = self.resend_from else {
             return;
         };
-        at = at.max(self.window.first_position());
-        while let Some(message) = self.window.frames_at(at) {
-            if let Some(frames) = message {
-                let frames = frames.to_vec();
-                let passed_on = &self.others_passed_on;
-                if transport::send_tracked(socket, &frames, zmq::DONTWAIT, passed_on).is_err() {
-                    self.resend_from = Some(at);
-                    return;
-                }
-                counters.resent.fetch_add(1, Ordering::Relaxed);
+        while let Some((lane, seq, frames)) = self.window.unacked_from(at) {
+            let frames = frames.to_vec();
+            let passed_on = &self.others_passed_on;
+            if transport::send_tracked(socket, &frames, zmq::DONTWAIT, passed_on).is_err() {
+                self.resend_from = Some((lane, seq));
+                return;
             }
-            at += 1;
+            counters.resent.fetch_add(1, Ordering::Relaxed);
+            at = (lane, seq + 1);
         }
         self.resend_from = None;
     }

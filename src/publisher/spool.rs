@@ -98,6 +98,8 @@ struct Segment {
     len: u64,
     /// The `seq` of its last record.
     last_seq: Option<u64>,
+    /// A write failed and its bytes could not be cut off: it takes no more records.
+    retired: bool,
 }
 
 /// An open spool directory, locked for this publisher.
@@ -194,7 +196,9 @@ impl Spool {
     }
 
     /// Writes a message of `session` (from `source`) to the session's last segment, or a new
-    /// one when it is full.
+    /// one when it is full. A write that fails (a full disk) leaves no bytes behind: the
+    /// segment is cut back to its last whole record, and takes no more records (the next go
+    /// to a new segment), so that it can be removed once settled.
     pub(crate) fn append(
         &mut self,
         source: &str,
@@ -204,7 +208,11 @@ impl Spool {
         frames: &[Bytes],
     ) -> io::Result<Place> {
         let at = match self.segments.iter().rposition(|s| s.session == session) {
-            Some(at) if self.segments[at].len < self.segment_bytes => at,
+            Some(at)
+                if self.segments[at].len < self.segment_bytes && !self.segments[at].retired =>
+            {
+                at
+            }
             _ => {
                 let segment = self.create(source, session)?;
                 self.bytes += segment.len;
@@ -215,17 +223,16 @@ impl Spool {
         let segment = &mut self.segments[at];
         let (head, body_len) = record_head(seq, end, frames);
         let offset = segment.len;
-        if body_len < 64 << 10 {
-            let mut record = head;
-            for frame in frames {
-                record.extend_from_slice(frame);
+        if let Err(e) = write_record(&mut segment.file, head, body_len, frames) {
+            // The next record goes to a new segment, so that this one can go once settled.
+            segment.retired = true;
+            if segment.file.set_len(offset).is_err() {
+                tracing::warn!(
+                    "{}: a record that failed to write could not be cut off: {e}",
+                    segment.path.display()
+                );
             }
-            segment.file.write_all(&record)?;
-        } else {
-            segment.file.write_all(&head)?;
-            for frame in frames {
-                segment.file.write_all(frame)?;
-            }
+            return Err(e);
         }
         let written = RECORD_HEAD as u64 + body_len;
         segment.len += written;
@@ -246,16 +253,20 @@ impl Spool {
         if place.offset >= segment.len {
             return Ok(None);
         }
-        let malformed = || io::Error::other("a spooled message reads back malformed");
+        let malformed = || io::Error::other("a spooled message reads back damaged");
         let mut head = [0u8; RECORD_HEAD];
         segment.file.read_exact_at(&mut head, place.offset)?;
         let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
         let body_at = place.offset + RECORD_HEAD as u64;
         if len > segment.len.saturating_sub(body_at) {
             return Err(malformed());
         }
         let mut body = vec![0u8; len as usize];
         segment.file.read_exact_at(&mut body, body_at)?;
+        if crc32fast::hash(&body) != crc {
+            return Err(malformed());
+        }
         let (seq, _, frames) = parse_body(Bytes::from(body)).ok_or_else(malformed)?;
         let next = Place {
             segment: place.segment,
@@ -265,11 +276,14 @@ impl Spool {
     }
 
     /// Removes the segments of `session` whose messages all lie below `through`, but its last
-    /// one: it tells the next publisher where the session stopped.
+    /// one, which tells the next publisher where the session stopped (unless a failed write
+    /// retired it: the disk needs the room more).
     pub(crate) fn settle(&mut self, session: &str, through: u64) -> io::Result<()> {
         let last = self.segments.iter().rposition(|s| s.session == session);
         self.remove_where(|at, s| {
-            s.session == session && Some(at) != last && s.last_seq.is_some_and(|q| q < through)
+            s.session == session
+                && (Some(at) != last || s.retired)
+                && s.last_seq.is_some_and(|q| q < through)
         })
     }
 
@@ -319,6 +333,7 @@ impl Spool {
             path,
             len: head.len() as u64,
             last_seq: None,
+            retired: false,
         };
         debug_assert_eq!(segment.header_len(), segment.len);
         Ok(segment)
@@ -330,6 +345,22 @@ impl Segment {
     fn header_len(&self) -> u64 {
         (MAGIC.len() + 8 + self.source.len() + self.session.len()) as u64
     }
+}
+
+/// Writes a record: its head and body, in one write when it is small.
+fn write_record(file: &mut File, head: Vec<u8>, body_len: u64, frames: &[Bytes]) -> io::Result<()> {
+    if body_len < 64 << 10 {
+        let mut record = head;
+        for frame in frames {
+            record.extend_from_slice(frame);
+        }
+        return file.write_all(&record);
+    }
+    file.write_all(&head)?;
+    for frame in frames {
+        file.write_all(frame)?;
+    }
+    Ok(())
 }
 
 /// The segment files in `dir` with their ids, in id order.
@@ -470,6 +501,7 @@ fn read_segment(id: u64, path: PathBuf) -> io::Result<Option<(Segment, Found)>> 
         path,
         len,
         last_seq,
+        retired: false,
     };
     Ok(Some((segment, found)))
 }
@@ -657,6 +689,65 @@ mod tests {
             e.to_string().contains("is no ndbridge spool segment"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_record_damaged_after_it_was_written_does_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path()).unwrap();
+        let place = spool.append("src", "s1", 0, false, &message(0)).unwrap();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&spool.segments[0].path)
+            .unwrap();
+        file.write_at(b"\xff", spool.segments[0].len - 1).unwrap();
+        let e = spool.read(place).unwrap_err();
+        assert!(e.to_string().contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_bytes_behind() {
+        // A tmpfs of 64 KiB: the third record of 20 KB does not fit.
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs (not root?)");
+            return;
+        }
+        let result = std::panic::catch_unwind(|| {
+            let (mut spool, _) = Spool::open(dir.path()).unwrap();
+            let big = |seq: u64| vec![Bytes::from(vec![seq as u8; 20_000])];
+            let mut written = 0;
+            let e = loop {
+                match spool.append("src", "s1", written, false, &big(written)) {
+                    Ok(_) => written += 1,
+                    Err(e) => break e,
+                }
+            };
+            assert!(written >= 1, "{e}");
+            let whole = spool.segments[0].len;
+            assert_eq!(
+                std::fs::metadata(&spool.segments[0].path).unwrap().len(),
+                whole
+            );
+            drop(spool);
+            let (spool, recovered) = Spool::open(dir.path()).unwrap();
+            assert_eq!(
+                (recovered[0].count, recovered[0].last_seq),
+                (written, written - 1)
+            );
+            drop(spool);
+        });
+        let _ = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use ndarray::Array1;
 use ndbridge::collector::{Collector, DiskSink};
 use ndbridge::{Compression, Delivery, Error, Limits, Publisher};
 
-use crate::common::{manifest, manifest_ends, wait_until, watchdog};
+use crate::common::{manifest, manifest_ends, wait_until, watchdog, Tmpfs};
 
 fn acked_collector(out: &std::path::Path) -> Collector {
     Collector::builder()
@@ -305,4 +305,33 @@ fn a_small_spool_fills_and_empties_as_the_collector_acknowledges() {
         1,
         "only the lock"
     );
+}
+
+#[test]
+fn a_spool_on_a_full_disk_waits_for_room_and_loses_nothing() {
+    let _watchdog = watchdog("acked spool on a full disk", Duration::from_secs(60));
+    let out = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    // 256 KiB of disk for 2 MB of records: writes fail again and again, and succeed once
+    // acknowledged segments are gone.
+    let _tmpfs = Tmpfs::mount(spool.path(), 256 << 10);
+    let collector = acked_collector(out.path());
+    let publisher = Publisher::builder()
+        .connect(collector.endpoint())
+        .source("w")
+        .delivery(Delivery::Acked)
+        .compression(Compression::Raw)
+        .spool_dir(spool.path())
+        .build()
+        .unwrap();
+    for i in 0..250 {
+        publisher
+            .send_owned("u", Array1::<f64>::from_elem(1000, f64::from(i)))
+            .unwrap();
+    }
+    let stats = publisher.close(Duration::from_secs(30)).unwrap();
+    assert_eq!((stats.sent, stats.delivered, stats.failed), (250, 250, 0));
+    let summary = collector.stop();
+    assert_eq!(summary.stats.stored, 250);
+    assert_eq!(summary.stats.sessions_not_ended, 0);
 }
