@@ -19,8 +19,10 @@ written. A segment holds messages of one session, in ``seq`` order::
 
 Integers are little-endian; the CRC is zlib's ``crc32``. A record cut short, or whose CRC does
 not match, ends its segment (the publisher was killed while writing it, before sending it): a
-reader cuts the file there. The spool is written without ``fsync``: it survives the publisher's
-process, not a power cut of its machine.
+reader cuts the file there. A write that fails (a full disk) is cut off at once, so the record
+is not spooled; a segment where that fails too takes no more records. Reading a record back
+checks its CRC. The spool is written without ``fsync``: it survives the publisher's process, not
+a power cut of its machine.
 
 The format's pure part (:func:`segment_head`, :func:`encode_record`, :func:`parse_body`,
 :func:`parse_segment`) works on bytes; :class:`Spool` holds the directory.
@@ -297,7 +299,7 @@ def check_spool(spool_dir: Any, spool_bytes: Any, delivery: str) -> Optional[str
 class _File:
     """One live segment file, open for appending and reading."""
 
-    __slots__ = ("id", "source", "session", "fd", "path", "len", "last_seq")
+    __slots__ = ("id", "source", "session", "fd", "path", "len", "last_seq", "retired")
 
     def __init__(self, id: int, source: str, session: str, fd: int, path: Path, len: int,
                  last_seq: Optional[int]) -> None:
@@ -306,8 +308,12 @@ class _File:
         self.session = session
         self.fd = fd
         self.path = path
+        #: Bytes up to the end of its last whole record.
         self.len = len
         self.last_seq = last_seq
+        #: A failed write left bytes after :attr:`len` that could not be cut off: it takes no
+        #: more records (a reader cuts the file at :attr:`len`).
+        self.retired = False
 
 
 def _segment_files(directory: Path) -> List[Tuple[int, Path]]:
@@ -457,17 +463,27 @@ class Spool:
                frames: Sequence[Any]) -> Spooled:
         """Writes message `seq` of `session` (from `source`; `end`: the session's end) to the
         session's last segment, or to a new one once that holds 64 MiB (or a quarter of the
-        limit, :meth:`set_limit`)."""
+        limit, :meth:`set_limit`).
+
+        Raises:
+            OSError: The record could not be written (the disk is full, say): it is not in the
+                spool. Its bytes written so far are cut off; if they cannot be, the segment
+                takes no more records.
+        """
         segment = next((s for s in reversed(self._segments) if s.session == session), None)
-        if segment is None or segment.len >= self._segment_bytes:
+        if segment is None or segment.retired or segment.len >= self._segment_bytes:
             segment = self._create(source, session)
         head, body_len = _record_head(seq, end, frames)
-        if body_len < _ONE_WRITE_BYTES:
-            _write_all(segment.fd, head + b"".join(bytes(f) for f in frames))
-        else:
-            _write_all(segment.fd, head)
-            for frame in frames:
-                _write_all(segment.fd, frame)
+        try:
+            if body_len < _ONE_WRITE_BYTES:
+                _write_all(segment.fd, head + b"".join(bytes(f) for f in frames))
+            else:
+                _write_all(segment.fd, head)
+                for frame in frames:
+                    _write_all(segment.fd, frame)
+        except BaseException:
+            self._cut_back(segment)
+            raise
         offset = segment.len + _RECORD_HEAD.size
         written = _RECORD_HEAD.size + body_len
         segment.len += written
@@ -475,22 +491,44 @@ class Spool:
         self._bytes += written
         return Spooled(seq, segment.id, offset, body_len)
 
+    def _cut_back(self, segment: _File) -> None:
+        """A write to `segment` failed, perhaps partway: cuts the file back to its last whole
+        record, or, if that fails too, retires it (the next record goes to a new segment)."""
+        try:
+            os.ftruncate(segment.fd, segment.len)
+        except OSError as e:
+            segment.retired = True
+            _log.warning("ndbridge: %s: a failed write could not be cut off (%s): the segment "
+                         "takes no more records", segment.path, e)
+
     def read(self, message: Spooled) -> List[bytes]:
-        """Reads a spooled message's frames back.
+        """Reads a spooled message's frames back, checking the record's length and CRC.
 
         Raises:
-            OSError: Its segment is gone, or it reads back malformed.
+            OSError: Its segment is gone, or it reads back damaged or malformed.
         """
         segment = next((s for s in self._segments if s.id == message.segment), None)
         if segment is None:
             raise OSError(f"spool {self._dir}: the segment {message.segment:016x} of message "
                           f"{message.seq} is gone")
-        body = os.pread(segment.fd, message.len, message.offset)
-        parsed = parse_body(body) if len(body) == message.len else None
+        start = message.offset - _RECORD_HEAD.size
+        data = os.pread(segment.fd, _RECORD_HEAD.size + message.len, start)
+        where = f"spool {self._dir}: message {message.seq} at {start} in {segment.path}"
+        if len(data) != _RECORD_HEAD.size + message.len:
+            raise OSError(errno.EIO, f"{where}: expected a record of "
+                          f"{_RECORD_HEAD.size + message.len} bytes, found {len(data)}")
+        length, crc = _RECORD_HEAD.unpack_from(data)
+        body = memoryview(data)[_RECORD_HEAD.size:]
+        if length != message.len:
+            raise OSError(errno.EIO, f"{where}: expected a body of {message.len} bytes, the "
+                          f"record says {length}")
+        found = zlib.crc32(body)
+        if found != crc:
+            raise OSError(errno.EIO, f"{where}: expected CRC-32 {crc:08x}, the body has "
+                          f"{found:08x}")
+        parsed = parse_body(body)
         if parsed is None:
-            raise OSError(f"spool {self._dir}: message {message.seq} reads back malformed "
-                          f"from {segment.path} at {message.offset} ({len(body)} of "
-                          f"{message.len} bytes)")
+            raise OSError(errno.EIO, f"{where}: its body of {message.len} bytes is malformed")
         return parsed[2]
 
     def settle(self, session: str, through: int) -> None:
@@ -534,6 +572,10 @@ class Spool:
             _write_all(fd, head)
         except BaseException:
             os.close(fd)
+            try:
+                os.remove(path)
+            except OSError:
+                pass  # a head cut short: the next opener removes it
             raise
         segment = _File(id, source, session, fd, path, len(head), None)
         self._segments.append(segment)

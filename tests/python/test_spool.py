@@ -13,6 +13,7 @@ src/publisher/spool.rs.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -438,3 +439,78 @@ def test_segments_rotate_and_settle_but_a_session_keeps_its_last(
     reopened.close()
     assert [(r.session, r.end) for r in recovered] == [("s2", 0)]
     assert reopened.bytes == len(segment_head("src", "s2")) + len(encode_record(0, True, [b"{}"]))
+
+
+def test_a_write_that_fails_partway_leaves_the_segment_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened, _ = Spool.open(tmp_path)
+    for seq in range(2):
+        opened.append("src", "s1", seq, False, [b"{}", bytes(100)])
+    (path,) = tmp_path.glob("*.spool")
+    whole = path.stat().st_size
+    write = os.write
+
+    def full_disk(fd: int, data: Any) -> int:
+        if os.fstat(fd).st_size == whole:   # half of the record goes, then the disk is full
+            return write(fd, memoryview(data)[:len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            opened.append("src", "s1", 2, False, [b"{}", bytes(100)])
+    assert path.stat().st_size == whole, "the bytes written are cut off"
+    assert opened.bytes == whole
+    # The next record goes to the same segment, after the last whole one.
+    later = opened.append("src", "s1", 2, False, [b"{}", b"later"])
+    assert opened.read(later) == [b"{}", b"later"]
+    assert len(list(tmp_path.glob("*.spool"))) == 1
+    opened.close()
+    assert recovered_seqs(tmp_path) == [0, 1, 2]
+
+
+def test_a_segment_whose_failed_write_cannot_be_cut_off_takes_no_more_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened, _ = Spool.open(tmp_path)
+    opened.append("src", "s1", 0, False, [b"{}", bytes(100)])
+    (first,) = tmp_path.glob("*.spool")
+    write = os.write
+
+    def torn(fd: int, data: Any) -> int:
+        write(fd, memoryview(data)[:10])
+        raise OSError(errno.EIO, "Input/output error")
+
+    def refused(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", torn)
+        patch.setattr(os, "ftruncate", refused)
+        with pytest.raises(OSError, match="Input/output error"):
+            opened.append("src", "s1", 1, False, [b"{}", bytes(100)])
+    # The torn bytes stay in the first segment; the record goes to a new one.
+    later = opened.append("src", "s1", 1, False, [b"{}", b"later"])
+    assert later.segment == 1
+    assert opened.read(later) == [b"{}", b"later"]
+    opened.close()
+    assert recovered_seqs(tmp_path) == [0, 1]
+    assert parse_segment(first.read_bytes()).records[-1].seq == 0
+
+
+def test_reading_back_a_damaged_record_raises(tmp_path: Path) -> None:
+    path = write_three(tmp_path)
+    opened, recovered = Spool.open(tmp_path)
+    try:
+        second = recovered[0].messages[1]
+        assert opened.read(second) == [b'{"seq":1}', bytes([1]) * 100]
+        data = bytearray(path.read_bytes())
+        data[second.offset + second.len - 1] ^= 0xFF   # the last byte of its array
+        path.write_bytes(bytes(data))
+        with pytest.raises(OSError, match="expected CRC-32"):
+            opened.read(second)
+        shorter = spool.Spooled(second.seq, second.segment, second.offset, second.len - 1)
+        with pytest.raises(OSError, match=f"expected a body of {second.len - 1} bytes"):
+            opened.read(shorter)
+        assert opened.read(recovered[0].messages[0]) == [b'{"seq":0}', bytes(100)]
+    finally:
+        opened.close()
