@@ -225,6 +225,26 @@ _ACK_POLL_MS = 100
 _log = logging.getLogger("ndbridge")
 
 
+class _Backoff:
+    """The waits between tries of something that failed: 50 ms, doubling up to 1 s (as the
+    Rust publisher retries its spool)."""
+
+    __slots__ = ("delay",)
+
+    #: The first wait, and the longest, in seconds.
+    FIRST_S = 0.05
+    MOST_S = 1.0
+
+    def __init__(self) -> None:
+        self.delay = self.FIRST_S
+
+    def next(self) -> float:
+        """The next wait, in seconds."""
+        delay = self.delay
+        self.delay = min(delay * 2, self.MOST_S)
+        return delay
+
+
 class _Lane:
     """One session's messages in an acked publisher's window: the publisher's own (lane 0), or
     one that an earlier publisher left in the spool."""
@@ -294,6 +314,8 @@ class _AckedLink:
         self._feed_blocked = False
         # The spool failed to take the last message (logged once until it takes one again).
         self._failing = False
+        #: Why the spool could not take the message :meth:`spool_and_send` gave up on.
+        self.spool_error: Optional[OSError] = None
         if spool_dir is not None:
             self._open_spool(spool_dir)
         try:
@@ -383,29 +405,49 @@ class _AckedLink:
             if not self._wait(deadline, writable=blocked):
                 return False
 
+    def _spool_has_room(self) -> bool:
+        """Whether the spool takes another message: it holds less than `spool_bytes`, or nothing
+        is unacknowledged and nothing waits in it (a message larger than the spool still goes,
+        alone: a session's last segment stays until its end, so it would stay full)."""
+        assert self.spool is not None
+        return self.spool.bytes < self.spool_bytes or self.settled()
+
     def spool_and_send(self, seq: int, frames: List[Any], nbytes: int, end: bool,
                        deadline: Optional[float]) -> bool:
-        """With a spool: waits (until `deadline`) while the spool holds its `spool_bytes`,
-        writes message `seq` of the publisher's own session (`end`: its end) there, then sends
-        it if nothing spooled waits before it and the window has room; else it waits in the
-        spool. False when `deadline` passed first: nothing was spooled or sent. A spool that
-        cannot take the message (logged once until it can again) leaves it to :meth:`send`."""
+        """With a spool: waits (until `deadline`) while the spool is full
+        (:meth:`_spool_has_room`), writes message `seq` of the publisher's own session (`end`:
+        its end) there, then sends it if nothing spooled waits before it and the window has
+        room; else it waits in the spool. While the spool cannot write it, tries again after a
+        :class:`_Backoff` (logged once until it can again): nothing goes without the spool, or
+        the end a later publisher gives the session could come before it. False when
+        `deadline` passed first: nothing was spooled or sent (:attr:`spool_error` says why, if
+        the spool could not write)."""
         spool = self.spool
         assert spool is not None
-        self.pump()
-        while spool.bytes >= self.spool_bytes:
-            if not self._wait(deadline, writable=self._feed_blocked):
-                return False
-            self.pump()
         own = self.lanes[0]
-        try:
-            spooled = spool.append(own.source, own.session, seq, end, frames)
-        except OSError as e:
-            if not self._failing:
-                _log.error("ndbridge: the spool %s cannot take messages, which go without it: "
-                           "%s", spool.dir, e)
-            self._failing = True
-            return self.send(seq, frames, nbytes, deadline)
+        self.spool_error = None
+        backoff: Optional[_Backoff] = None
+        while True:
+            self.pump()
+            if not self._spool_has_room():
+                if not self._wait(deadline, writable=self._feed_blocked):
+                    return False
+                continue
+            try:
+                spooled = spool.append(own.source, own.session, seq, end, frames)
+                break
+            except OSError as e:
+                self.spool_error = e
+                if not self._failing:
+                    _log.warning("ndbridge: the spool %s cannot take message %d, sending waits "
+                                 "and tries again: %s", spool.dir, seq, e)
+                    self._failing = True
+                backoff = backoff or _Backoff()
+                if not self._pause(backoff.next(), deadline):
+                    return False
+        if self._failing:
+            _log.info("ndbridge: the spool %s takes messages again", spool.dir)
+        self.spool_error = None
         self._failing = False
         if end:
             own.end = seq
@@ -417,6 +459,16 @@ class _AckedLink:
             self.ready = frames
         self.pending.append((0, spooled))
         return True
+
+    def _pause(self, seconds: float, deadline: Optional[float]) -> bool:
+        """Waits `seconds`, reading acknowledgements and sending what waits in the spool
+        meanwhile; false once `deadline` has passed."""
+        until = _time.monotonic() + seconds
+        while True:
+            bound = until if deadline is None else min(until, deadline)
+            if not self._wait(bound, writable=self._feed_blocked):
+                return deadline is None or _time.monotonic() < deadline
+            self.pump()
 
     def settled(self) -> bool:
         """True when everything sent is acknowledged and nothing spooled waits."""
@@ -692,10 +744,14 @@ class Publisher:
             Python or Rust, sends it first, under its own session and ``seq``, and ends that
             session. One publisher at a time: a directory another one holds raises
             ``BlockingIOError``. Written without ``fsync``: it survives the process, not a
-            power cut. A spool with fire-and-forget delivery raises ``ValueError``.
+            power cut. A spool with fire-and-forget delivery raises ``ValueError``. A record
+            is never sent without the spool: while the spool cannot write (its disk is full),
+            :meth:`send` waits and tries again (the log says why, once), and raises
+            :class:`~ndbridge.DeliveryError` after `timeout`, the record not sent.
         spool_bytes: The most bytes the spool holds; beyond them :meth:`send` waits for
             acknowledgements (and raises :class:`~ndbridge.DeliveryError` after `timeout`, the
-            record not sent). Default 16 GiB.
+            record not sent). A record larger than that still goes, once nothing else is
+            unacknowledged. Default 16 GiB.
 
     Attributes:
         session: This publisher's session id, 16 hex characters.
@@ -956,10 +1012,14 @@ class Publisher:
         deadline = self._deadline(self.timeout)
         if link.spool is not None:
             if not link.spool_and_send(self.seq, link.keep(frames), nbytes, False, deadline):
-                raise self._acked_error(self.timeout, dropped=False,
-                                        detail=f"send waited {self.timeout:g} s for room in "
-                                               f"the spool {link.spool_dir}: record "
-                                               f"{self.seq} was not sent")
+                if link.spool_error is not None:
+                    detail = (f"send waited {self.timeout:g} s for the spool {link.spool_dir} "
+                              f"to write record {self.seq} ({link.spool_error}): it was not "
+                              f"sent")
+                else:
+                    detail = (f"send waited {self.timeout:g} s for room in the spool "
+                              f"{link.spool_dir}: record {self.seq} was not sent")
+                raise self._acked_error(self.timeout, dropped=False, detail=detail)
         elif not link.send(self.seq, link.keep(frames), nbytes, deadline):
             raise self._acked_error(self.timeout, dropped=False,
                                     detail=f"send waited {self.timeout:g} s for room in the "
@@ -971,9 +1031,15 @@ class Publisher:
         refused."""
         link = self._acked
         assert link is not None
-        unsent = link.unacknowledged(self.seq)
+        unacknowledged = link.unacknowledged(self.seq)
         # Closing with a spool drops nothing: what is not acknowledged stays there.
-        kept = link.spool_dir if dropped and unsent else None
+        kept = link.spool_dir if dropped and unacknowledged else None
+        # Messages the spool could not give back were never sent: not delivered either.
+        unsent = unacknowledged + link.failed
+        if link.failed:
+            lost = (f"{link.failed} could not be read back from the spool {link.spool_dir} "
+                    f"and were not sent (see the log)")
+            detail = lost if detail is None else f"{detail}; {lost}"
         return DeliveryError(self._endpoint, unsent, self.seq + link.recovered_total,
                              timeout or 0.0, dropped=dropped, curve=self._curve,
                              refused=link.window.refused, acked=True,

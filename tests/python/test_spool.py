@@ -13,18 +13,21 @@ src/publisher/spool.rs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import resource
 import signal
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import pytest
@@ -84,6 +87,33 @@ def spooled(spool_dir: Path) -> Dict[str, List[int]]:
     return found
 
 
+@contextlib.contextmanager
+def files_limited_to(size: int, lift_after: float) -> Iterator[None]:
+    """For `lift_after` seconds, writes past `size` bytes of any file of this process fail
+    (``EFBIG``, after a short write), as on a full disk: the publisher's spool, Python's or
+    Rust's, cannot take a record. Started collectors are other processes, not limited."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    lift = threading.Timer(lift_after, resource.setrlimit, (resource.RLIMIT_FSIZE, (soft, hard)))
+    lift.start()
+    try:
+        yield
+    finally:
+        lift.join()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def wait_spooled(spool_dir: Path, session: str, seqs: List[int]) -> None:
+    """Waits until the spool holds `seqs` of `session` (the native publisher spools on its own
+    thread)."""
+    deadline = time.monotonic() + WAIT_S
+    while spooled(spool_dir).get(session) != seqs:
+        assert time.monotonic() < deadline, spooled(spool_dir)
+        time.sleep(0.01)
+
+
 # ---------------------------------------------------------------------------------------------
 # Publishers against the Rust collector
 
@@ -130,6 +160,71 @@ def test_a_small_spool_fills_and_empties_as_the_collector_acknowledges(
             pub.send("u", field(step))
     check_stored_once(collector.manifest(), collector.ends(), pub.session, 300)
     assert sorted(os.listdir(spool_dir)) == ["lock"]
+
+
+@pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
+def test_a_send_while_the_spool_cannot_write_waits_for_it_and_nothing_is_lost(
+        tmp_path: Path, collector: Collector, use_native: bool) -> None:
+    # No collector at first: every record must be in the spool for the next publisher. For
+    # 0.3 s the spool's segment cannot grow by a record (a full disk); the record sent then
+    # waits for it, is spooled whole, and is not sent without the spool.
+    spool_dir = tmp_path / "spool"
+    pub = publisher(free_endpoint(), use_native, spool_dir, timeout=3, source="full",
+                    codec="raw")
+    for step in range(3):
+        pub.send("u", field(step))
+    wait_spooled(spool_dir, pub.session, [0, 1, 2])
+    (segment,) = spool_dir.glob("*.spool")
+    with files_limited_to(segment.stat().st_size + 1000, lift_after=0.3):
+        assert pub.send("u", field(3)) == 3
+    pub.send("u", field(4))
+    with pytest.raises(DeliveryError) as raised:
+        pub.close(timeout=0.2)
+    assert (raised.value.unsent, raised.value.kept) == (5, str(spool_dir)), str(raised.value)
+    assert spooled(spool_dir) == {pub.session: [0, 1, 2, 3, 4]}
+    with publisher(collector.input, use_native, spool_dir, source="next"):
+        pass
+    check_stored_once(collector.manifest(), collector.ends(), pub.session, 5)
+    stored = {x["seq"]: x for x in collector.manifest() if x["session"] == pub.session}
+    assert np.array_equal(np.load(collector.out / stored[3]["path"]), field(3))
+    assert sorted(os.listdir(spool_dir)) == ["lock"]
+
+
+@pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
+def test_a_record_larger_than_the_spool_goes_once_the_spool_is_settled(
+        tmp_path: Path, collector: Collector, use_native: bool) -> None:
+    # 100 KB records through a spool of 64 KiB: each holds the session's last segment, which
+    # stays until the session's end; the next record goes once it is acknowledged.
+    spool_dir = tmp_path / "spool"
+    big = np.arange(12_500, dtype=np.float64)
+    with publisher(collector.input, use_native, spool_dir, source="big", timeout=3,
+                   spool_bytes=64 << 10, codec="raw") as pub:
+        for step in range(3):
+            assert pub.send("u", big + step) == step
+    check_stored_once(collector.manifest(), collector.ends(), pub.session, 3)
+    assert sorted(os.listdir(spool_dir)) == ["lock"]
+
+
+def test_close_counts_a_message_the_spool_could_not_give_back(
+        tmp_path: Path, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The end synthesized for the session left in the spool cannot be read back: it is never
+    # sent, and close must not report success.
+    spool_dir = tmp_path / "spool"
+    leave_in_spool(spool_dir, False, 3, "left")
+    read = Spool.read
+
+    def read_but_ends(self: Spool, message: spool.Spooled) -> List[bytes]:
+        if message.seq == 3:
+            raise OSError(errno.EIO, "damaged")
+        return read(self, message)
+
+    monkeypatch.setattr(Spool, "read", read_but_ends)
+    pub = publisher(collector.input, False, spool_dir, timeout=3)
+    with pytest.raises(DeliveryError) as raised:
+        pub.close()
+    assert raised.value.unsent == 1, str(raised.value)
+    assert "1 could not be read back from the spool" in str(raised.value), str(raised.value)
+    assert pub.stats()["failed"] == 1
 
 
 @pytest.mark.parametrize("use_native", NATIVE, ids=NATIVE_IDS)
