@@ -154,6 +154,7 @@ impl Pool {
                 let outcome = if all_ok {
                     Outcome::Stored
                 } else {
+                    self.note_refused(&header.source, &header.session, header.seq, "not_stored");
                     Outcome::Refused
                 };
                 let bytes = received.record.wire_bytes();
@@ -298,6 +299,19 @@ impl Pool {
         Ok((record, permit))
     }
 
+    /// Acked delivery: tells every sink that a message is refused for good, before the refusal
+    /// is settled (the commit then makes it durable with the rest), so that a restarted
+    /// collector knows it ([`Sink::refused`]).
+    fn note_refused(&self, source: &str, session: &str, seq: u64, reason: &str) {
+        for sink in &self.sinks {
+            if let Err(e) = sink.refused(source, session, seq, reason) {
+                self.log.warn(|| {
+                    format!("sink {}: the refusal of seq {seq} of session {session:?} of {source:?} is not kept: {e}", sink.name())
+                });
+            }
+        }
+    }
+
     /// Counts and logs a message that failed to decode (`None`: decoding panicked). In acked
     /// delivery, a message whose header names its session and seq is settled as refused, so
     /// that its publisher does not resend it forever.
@@ -316,6 +330,8 @@ impl Pool {
             (&self.acks, &reply_to, &source, &ids)
         {
             if let Claim::New(id) = committer.ledger.claim(source, session, *seq, reply_to) {
+                let reason = error.map_or("internal", |e| e.kind());
+                self.note_refused(source, session, *seq, reason);
                 committer.written((id, *seq, false), Outcome::Refused, 0);
             }
         }

@@ -335,3 +335,70 @@ fn a_spool_on_a_full_disk_waits_for_room_and_loses_nothing() {
     assert_eq!(summary.stats.stored, 250);
     assert_eq!(summary.stats.sessions_not_ended, 0);
 }
+
+#[test]
+fn a_refusal_holds_across_a_restart_of_the_collector() {
+    let _watchdog = watchdog("acked refusal across a restart", Duration::from_secs(60));
+    let out = tempfile::tempdir().unwrap();
+    let start = |bind: &str| {
+        Collector::builder()
+            .bind(bind)
+            .delivery(Delivery::Acked)
+            .limits(Limits {
+                max_array_bytes: 4096,
+                ..Limits::default()
+            })
+            .sink(DiskSink::new(out.path()).unwrap())
+            .start()
+            .unwrap()
+    };
+    let first = start("tcp://127.0.0.1:*");
+    let endpoint = first.endpoint().to_owned();
+    let publisher = Publisher::builder()
+        .connect(&endpoint)
+        .source("w")
+        .delivery(Delivery::Acked)
+        .compression(Compression::Raw)
+        .build()
+        .unwrap();
+    let small = || Array1::<f64>::zeros(10);
+    publisher.send_owned("small", small()).unwrap();
+    publisher
+        .send_owned("large", Array1::<f64>::zeros(10_000))
+        .unwrap();
+    publisher.send_owned("small", small()).unwrap();
+    wait_until("the refusal acknowledged", Duration::from_secs(10), || {
+        let stats = publisher.stats();
+        (stats.delivered, stats.refused) == (2, 1)
+    });
+    first.stop();
+
+    // The next run on the same store knows seq 1 was refused: it acknowledges past it.
+    let second = start(&endpoint);
+    publisher.send_owned("small", small()).unwrap();
+    publisher.send_owned("small", small()).unwrap();
+    let err = publisher.close(Duration::from_secs(20)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unacknowledged {
+                unacknowledged: 0,
+                refused: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(second.stop().stats.stored, 2);
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+        .arg("verify")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        stdout.contains("refused by the collector: 1 (array_too_large)"),
+        "{stdout}"
+    );
+    assert_eq!(verify.status.code(), Some(1), "{stdout}");
+}

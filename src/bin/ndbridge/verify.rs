@@ -18,6 +18,8 @@ pub(crate) struct Session {
     seqs: BTreeMap<u64, u64>,
     /// Manifest lines whose file is gone.
     files_gone: u64,
+    /// Sequence numbers the collector refused for good (acked delivery), with the reason.
+    refused: BTreeMap<u64, String>,
     /// The records the session sent, as its end said; `None` if it did not end.
     end: Option<u64>,
 }
@@ -34,11 +36,19 @@ impl Session {
     }
 
     /// The sequence numbers from 0 to the session's end (or to the last stored) that are not,
-    /// as inclusive ranges.
+    /// as inclusive ranges. A record refused by the collector is not missing: it is listed
+    /// apart ([`refused`](Self::refused)).
     pub(crate) fn missing(&self) -> Vec<(u64, u64)> {
         let mut ranges = Vec::new();
         let mut next = 0;
-        for &seq in self.seqs.keys() {
+        let mut known: Vec<u64> = self
+            .seqs
+            .keys()
+            .chain(self.refused.keys())
+            .copied()
+            .collect();
+        known.sort_unstable();
+        for seq in known {
             if seq > next {
                 ranges.push((next, seq - 1));
             }
@@ -46,6 +56,18 @@ impl Session {
         }
         if let Some(end) = self.end.filter(|&end| end > next) {
             ranges.push((next, end - 1));
+        }
+        ranges
+    }
+
+    /// The sequence numbers refused by the collector, as inclusive ranges.
+    pub(crate) fn refused(&self) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for &seq in self.refused.keys() {
+            match ranges.last_mut() {
+                Some(last) if last.1 + 1 == seq => last.1 = seq,
+                _ => ranges.push((seq, seq)),
+            }
         }
         ranges
     }
@@ -99,9 +121,10 @@ pub(crate) fn read(out: &Path) -> Result<Manifest> {
             manifest.unreadable += 1;
             continue;
         };
-        let file = match (entry["end"].as_bool(), entry["path"].as_str()) {
-            (Some(true), None) => None,
-            (None, Some(file)) => Some(file),
+        let refused = entry["refused"].as_str();
+        let file = match (entry["end"].as_bool(), entry["path"].as_str(), refused) {
+            (Some(true), None, None) | (None, None, Some(_)) => None,
+            (None, Some(file), None) => Some(file),
             _ => {
                 manifest.unreadable += 1;
                 continue;
@@ -111,6 +134,10 @@ pub(crate) fn read(out: &Path) -> Result<Manifest> {
             .sessions
             .entry((source.to_owned(), session.to_owned()))
             .or_default();
+        if let Some(reason) = refused {
+            session.refused.insert(seq, reason.to_owned());
+            continue;
+        }
         let Some(file) = file else {
             session.end = session.end.max(Some(seq));
             continue;
@@ -123,7 +150,8 @@ pub(crate) fn read(out: &Path) -> Result<Manifest> {
     }
 }
 
-/// The report: a line per session, then what is missing; and the number of records missing.
+/// The report: a line per session, then what is missing and what the collector refused; and
+/// the number of records missing or refused.
 pub(crate) fn report(sessions: &BTreeMap<(String, String), Session>) -> (String, u64) {
     let mut text = format!(
         "{:<24} {:<18} {:>9} {:>9} {:>11} {:>10} {:>6}\n",
@@ -146,6 +174,19 @@ pub(crate) fn report(sessions: &BTreeMap<(String, String), Session>) -> (String,
         );
         if !missing.is_empty() {
             let _ = writeln!(text, "  missing seqs: {}", ranges(&missing));
+        }
+        let refused = s.refused();
+        if !refused.is_empty() {
+            let reasons: std::collections::BTreeSet<&str> =
+                s.refused.values().map(String::as_str).collect();
+            let reasons: Vec<&str> = reasons.into_iter().collect();
+            let _ = writeln!(
+                text,
+                "  refused by the collector: {} ({})",
+                ranges(&refused),
+                reasons.join(", ")
+            );
+            missing_total = missing_total.saturating_add(s.refused.len() as u64);
         }
     }
     (text, missing_total)
@@ -189,5 +230,11 @@ mod tests {
         assert_eq!(s.missing(), [(0, 0), (3, 5), (8, 8), (10, 11)]);
         s.end = Some(10);
         assert_eq!(s.missing(), [(0, 0), (3, 5), (8, 8)]);
+        // Refused by the collector: listed apart, not missing.
+        for seq in [0, 3, 4] {
+            s.refused.insert(seq, "array_too_large".into());
+        }
+        assert_eq!(s.missing(), [(5, 5), (8, 8)]);
+        assert_eq!(s.refused(), [(0, 0), (3, 4)]);
     }
 }

@@ -692,6 +692,20 @@ impl Sink for DiskSink {
         self.append_to_manifest(&manifest_line(message, None))
     }
 
+    /// A refusal is a manifest line of its own: `"refused"` with the reason, and no `path`.
+    fn refused(
+        &self,
+        source: &str,
+        session: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<(), SinkError> {
+        let line = json!({"source": source, "session": session, "seq": seq, "refused": reason});
+        let mut text = serde_json::to_vec(&line).expect("JSON values serialize");
+        text.push(b'\n');
+        self.append_to_manifest(&text)
+    }
+
     /// Syncs the file system that holds the output directory (`syncfs`): every record file,
     /// directory entry and manifest line written so far, in one call for all of them.
     fn sync(&self) -> Result<(), SinkError> {
@@ -709,7 +723,8 @@ impl Sink for DiskSink {
             .map_err(io_error(&self.out.join(MANIFEST)))
     }
 
-    /// The records the manifest lists, read again from the start of the file.
+    /// The records, session ends and refusals the manifest lists, read again from the start of
+    /// the file.
     fn stored_before(&self, each: &mut dyn FnMut(&str, &str, u64)) {
         #[derive(serde::Deserialize)]
         struct Line<'a> {

@@ -187,10 +187,28 @@ pub trait Sink: Send + Sync {
         serde_json::Map::new()
     }
 
-    /// Calls `each(source, session, seq)` for every record (and session end) the sink held
-    /// before the collector started (a collector restarted on the same output): the collector
-    /// continues those sessions' sequence tracking, so that records lost across the restart
-    /// count as gaps. Default: none.
+    /// Notes that message `seq` of `source`'s `session` was refused for good (it could not
+    /// be decoded or stored; `reason` says why), in acked delivery, where the refusal settles
+    /// it: a sink that reports it again from [`stored_before`](Self::stored_before) lets a
+    /// collector restarted on the same output acknowledge past it (else the publisher, which
+    /// does not send it again, would wait for its acknowledgement for ever). Errors are
+    /// logged. Default: nothing to keep.
+    fn refused(
+        &self,
+        source: &str,
+        session: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<(), SinkError> {
+        let _ = (source, session, seq, reason);
+        Ok(())
+    }
+
+    /// Calls `each(source, session, seq)` for every record, session end and refusal
+    /// ([`refused`](Self::refused)) the sink held before the collector started (a collector
+    /// restarted on the same output): the collector continues those sessions' sequence
+    /// tracking, so that records lost across the restart count as gaps, and in acked delivery
+    /// drops what comes again. Default: none.
     fn stored_before(&self, each: &mut dyn FnMut(&str, &str, u64)) {
         let _ = each;
     }
