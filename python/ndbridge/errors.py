@@ -136,7 +136,7 @@ class DeliveryError(TimeoutError):
             message = (f"{count} records did not go out to a peer within {timeout:g} s; {fate} "
                        f"({hint})")
         if detail:
-            message = f"{message}; {detail}"
+            message = f"{message}; {detail}" if message else detail
         super().__init__(f"{endpoint}: {message}")
         self.endpoint = endpoint
         self.unsent = unsent

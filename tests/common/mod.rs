@@ -221,10 +221,10 @@ impl Sink for SlowSink {
     }
 }
 
-/// The record lines of `out/manifest.jsonl` (not the lines that end sessions); fails the test
-/// when there is no manifest.
+/// The record lines of `out/manifest.jsonl` (not the lines that end sessions or keep refusals);
+/// fails the test when there is no manifest.
 pub fn manifest(out: &Path) -> Vec<Value> {
-    manifest_lines(out, false, |line| line.get("end").is_none())
+    manifest_lines(out, false, |line| line.get("path").is_some())
 }
 
 /// The lines of `out/manifest.jsonl` that end a session (`"end": true`).

@@ -103,7 +103,12 @@ class Collector:
 
     def manifest(self) -> List[Dict[str, Any]]:
         """The complete record lines of ``manifest.jsonl`` so far (one per stored record)."""
-        return [line for line in self._lines() if not line.get("end")]
+        return [line for line in self._lines() if "path" in line]
+
+    def refusals(self) -> List[Dict[str, Any]]:
+        """The lines of ``manifest.jsonl`` so far of records refused for good (acked
+        delivery: ``"refused": reason``)."""
+        return [line for line in self._lines() if "refused" in line]
 
     def ends(self) -> List[Dict[str, Any]]:
         """The lines of ``manifest.jsonl`` so far that end a session (``"end": true``)."""

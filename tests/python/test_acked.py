@@ -130,6 +130,8 @@ def test_a_record_over_the_collectors_limit_is_refused_and_reported(
         # The others are stored, and the session ended (its end settled after the refusal).
         lines = c.manifest()
         assert sorted(x["seq"] for x in lines) == [0, 1, 2, 4, 5]
+        # The refusal is kept, for a collector restarted on the same store.
+        assert [(x["seq"], x["refused"]) for x in c.refusals()] == [(3, "array_too_large")]
         assert [e["seq"] for e in c.ends()] == [6]
         stats = c.stop()["stats"]
         assert stats["rejected"] == 1, stats
