@@ -273,67 +273,61 @@ fn a_spool_takes_acked_delivery() {
     ));
 }
 
-#[test]
-fn a_small_spool_fills_and_empties_as_the_collector_acknowledges() {
-    let _watchdog = watchdog("acked small spool", Duration::from_secs(60));
+/// Sends `records` records of `len` float64 through a spool at `spool` (of `spool_bytes`, if
+/// given) to an acked collector, and checks that every one is stored once and acknowledged, and
+/// the session ended.
+fn deliver_through_a_spool(
+    spool: &std::path::Path,
+    spool_bytes: Option<u64>,
+    records: u64,
+    len: usize,
+) {
     let out = tempfile::tempdir().unwrap();
-    let spool = tempfile::tempdir().unwrap();
     let collector = acked_collector(out.path());
-    // 500 records of 800 bytes through a spool of 64 KiB: sending waits for acknowledged
-    // segments to go, again and again.
-    let publisher = Publisher::builder()
+    let mut builder = Publisher::builder()
         .connect(collector.endpoint())
         .source("w")
         .delivery(Delivery::Acked)
         .compression(Compression::Raw)
-        .spool_dir(spool.path())
-        .spool_bytes(64 << 10)
-        .build()
-        .unwrap();
-    for i in 0..500 {
+        .spool_dir(spool);
+    if let Some(bytes) = spool_bytes {
+        builder = builder.spool_bytes(bytes);
+    }
+    let publisher = builder.build().unwrap();
+    for i in 0..records {
         publisher
-            .send_owned("u", Array1::<f64>::from_elem(100, f64::from(i)))
+            .send_owned("u", Array1::<f64>::from_elem(len, i as f64))
             .unwrap();
     }
     let stats = publisher.close(Duration::from_secs(30)).unwrap();
-    assert_eq!((stats.sent, stats.delivered), (500, 500));
-    let summary = collector.stop();
-    assert_eq!(summary.stats.stored, 500);
-    assert_eq!(summary.stats.sessions_not_ended, 0);
     assert_eq!(
-        std::fs::read_dir(spool.path()).unwrap().count(),
-        1,
-        "only the lock"
+        (stats.sent, stats.delivered, stats.failed),
+        (records, records, 0)
     );
+    let summary = collector.stop();
+    assert_eq!(summary.stats.stored, records);
+    assert_eq!(summary.stats.sessions_not_ended, 0);
+    let left: Vec<_> = std::fs::read_dir(spool).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the lock stays: {left:?}");
+}
+
+#[test]
+fn a_small_spool_fills_and_empties_as_the_collector_acknowledges() {
+    let _watchdog = watchdog("acked small spool", Duration::from_secs(60));
+    // 500 records of 800 bytes through a spool of 64 KiB: sending waits for acknowledged
+    // segments to go, again and again.
+    let spool = tempfile::tempdir().unwrap();
+    deliver_through_a_spool(spool.path(), Some(64 << 10), 500, 100);
 }
 
 #[test]
 fn a_spool_on_a_full_disk_waits_for_room_and_loses_nothing() {
     let _watchdog = watchdog("acked spool on a full disk", Duration::from_secs(60));
-    let out = tempfile::tempdir().unwrap();
-    let spool = tempfile::tempdir().unwrap();
     // 256 KiB of disk for 2 MB of records: writes fail again and again, and succeed once
     // acknowledged segments are gone.
+    let spool = tempfile::tempdir().unwrap();
     let _tmpfs = Tmpfs::mount(spool.path(), 256 << 10);
-    let collector = acked_collector(out.path());
-    let publisher = Publisher::builder()
-        .connect(collector.endpoint())
-        .source("w")
-        .delivery(Delivery::Acked)
-        .compression(Compression::Raw)
-        .spool_dir(spool.path())
-        .build()
-        .unwrap();
-    for i in 0..250 {
-        publisher
-            .send_owned("u", Array1::<f64>::from_elem(1000, f64::from(i)))
-            .unwrap();
-    }
-    let stats = publisher.close(Duration::from_secs(30)).unwrap();
-    assert_eq!((stats.sent, stats.delivered, stats.failed), (250, 250, 0));
-    let summary = collector.stop();
-    assert_eq!(summary.stats.stored, 250);
-    assert_eq!(summary.stats.sessions_not_ended, 0);
+    deliver_through_a_spool(spool.path(), None, 250, 1000);
 }
 
 #[test]
