@@ -34,8 +34,8 @@ pub(super) struct AckedLink {
     /// connection, and what the old one carried may be lost.
     monitor: zmq::Socket,
     handshakes: u64,
-    /// Resending: the window position of the next message to send again (`None`: not
-    /// resending).
+    /// Resending: the lane and `seq` from which the window's messages are sent again (`None`:
+    /// not resending).
     resend_from: Option<(usize, u64)>,
     /// Raised by ZeroMQ as messages of earlier sessions, or resent ones, are passed on;
     /// counted nowhere else.
