@@ -47,6 +47,7 @@ import fcntl
 import logging
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,6 +331,26 @@ def _segment_files(directory: Path) -> List[Tuple[int, Path]]:
     return files
 
 
+#: How long a lock held by someone else is waited for before the spool counts as another
+#: publisher's: a child process forked meanwhile shares the lock's open file until it runs its
+#: program (or for its life, with multiprocessing's fork), and holds the lock that long.
+_LOCK_WAIT_S = 0.25
+
+
+def _lock_for_good(fd: int) -> None:
+    """Takes the exclusive lock on `fd`, waiting out :data:`_LOCK_WAIT_S`;
+    ``BlockingIOError`` if it stays held."""
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _write_all(fd: int, data: Any) -> None:
     """Writes every byte of `data` (``os.write`` may write fewer)."""
     view = memoryview(data).cast("B")
@@ -385,7 +406,7 @@ class Spool:
         os.makedirs(directory, exist_ok=True)
         lock_fd = os.open(directory / "lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_for_good(lock_fd)
         except BlockingIOError:
             os.close(lock_fd)
             raise BlockingIOError(errno.EWOULDBLOCK, f"spool {directory}: {directory} is the "

@@ -128,13 +128,7 @@ impl Spool {
             .truncate(false)
             .write(true)
             .open(dir.join("lock"))?;
-        lock.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{} is the spool of another publisher", dir.display()),
-            ),
-            std::fs::TryLockError::Error(e) => e,
-        })?;
+        lock_for_good(&lock, dir)?;
         let mut spool = Spool {
             dir: dir.to_owned(),
             _lock: lock,
@@ -361,6 +355,31 @@ fn write_record(file: &mut File, head: Vec<u8>, body_len: u64, frames: &[Bytes])
         file.write_all(frame)?;
     }
     Ok(())
+}
+
+/// How long a lock held by someone else is waited for before the spool counts as another
+/// publisher's: a child process forked by this one (or by another thread) shares the lock's
+/// open file until it runs its program, and holds the lock that long.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Takes the exclusive lock on the spool's `lock` file, waiting out [`LOCK_WAIT`].
+fn lock_for_good(lock: &File, dir: &Path) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is the spool of another publisher", dir.display()),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
 }
 
 /// The segment files in `dir` with their ids, in id order.
