@@ -1109,23 +1109,24 @@ impl SendLoop {
         let counters = &self.shared.counters;
         let mut pause = Duration::from_millis(50);
         loop {
-            if !link.spool_full() {
-                let ids = (&self.source[..], &self.session[..]);
-                let passed_on = &counters.passed_on;
-                if link.spool_and_send(&mut self.socket, ids, self.seq, end, frames, passed_on) {
-                    return Some(true);
-                }
-                // Not written (logged): acknowledgements meanwhile may free the disk.
-                let until = Instant::now() + pause;
-                pause = (pause * 2).min(Duration::from_secs(1));
-                while Instant::now() < until && !self.shared.past_close_deadline() {
-                    link.pump(&mut self.socket, counters, 10);
-                }
-            }
             if self.shared.past_close_deadline() {
                 return Some(false);
             }
-            link.pump(&mut self.socket, counters, 10);
+            if link.spool_full() {
+                link.pump(&mut self.socket, counters, 10);
+                continue;
+            }
+            let ids = (&self.source[..], &self.session[..]);
+            let passed_on = &counters.passed_on;
+            if link.spool_and_send(&mut self.socket, ids, self.seq, end, frames, passed_on) {
+                return Some(true);
+            }
+            // Not written (logged): acknowledgements meanwhile may free the disk.
+            let until = Instant::now() + pause;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            while Instant::now() < until && !self.shared.past_close_deadline() {
+                link.pump(&mut self.socket, counters, 10);
+            }
         }
     }
 

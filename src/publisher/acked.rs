@@ -290,10 +290,9 @@ impl AckedLink {
         let Some(mut at) = self.resend_from else {
             return;
         };
+        let passed_on = &self.others_passed_on;
         while let Some((lane, seq, frames)) = self.window.unacked_from(at) {
-            let frames = frames.to_vec();
-            let passed_on = &self.others_passed_on;
-            if transport::send_tracked(socket, &frames, zmq::DONTWAIT, passed_on).is_err() {
+            if transport::send_tracked(socket, frames, zmq::DONTWAIT, passed_on).is_err() {
                 self.resend_from = Some((lane, seq));
                 return;
             }
@@ -323,6 +322,7 @@ impl AckedLink {
                         state.pending.pop_front();
                         continue;
                     }
+                    // The rest of the segment is passed over (counted as one failure).
                     Err(e) => {
                         tracing::error!(
                             "the spool {} cannot be read back, and what is left of a segment \
