@@ -47,6 +47,7 @@ mod link_pacing;
 pub mod npy;
 mod plural;
 mod publisher;
+pub mod store;
 mod subscriber;
 #[cfg(test)]
 mod synth;

@@ -30,6 +30,8 @@ Layout
 - :mod:`ndbridge.curve`: CURVE keys: :func:`keygen`, and reading the certificate files that
   ``curve_server=`` and ``curve_secret=`` name (no sockets either).
 - :mod:`ndbridge.net`: :func:`send`, :func:`recv`, :class:`Publisher`, :class:`Subscriber`.
+- :mod:`ndbridge.store`: :func:`open_store`, a run store's records as xarray Datasets (needs
+  ``zarr`` 3 and ``xarray``, imported when a Dataset is first opened).
 - :mod:`ndbridge.lifetime`: closes the publishers still open when the process ends.
 - :mod:`ndbridge.native`: the Rust publisher and codec, when the package was built with them.
 
@@ -42,11 +44,15 @@ from .errors import (CodecError, DeliveryError, FrameError, HeaderError, LimitEr
 from .header import FORMAT_VERSION
 from .limits import DEFAULT_LIMITS, Limits
 from .net import Publisher, Subscriber, is_local, recv, send
+from .store import Store, open_store, record_attrs
 from .wire import Record, decode, default_source, encode, encode_end, new_session, strip_topic
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Store",
+    "open_store",
+    "record_attrs",
     "FORMAT_VERSION",
     "DEFAULT_LIMITS",
     "Limits",

@@ -44,7 +44,7 @@ use pool::Pool;
 use ratelimit::RateLimitedLog;
 
 pub use shutdown::Shutdown;
-pub use sink::{DiskSink, ForwardSink, Received, Sink, SinkError};
+pub use sink::{DiskSink, ForwardSink, Received, Sink, SinkError, StoreSink};
 use stats::Stats;
 pub use stats::{SourceStats, StatsSnapshot};
 
@@ -284,14 +284,12 @@ impl CollectorBuilder {
         let (tx, rx) = crossbeam_channel::bounded(self.workers * 4);
         let workers = self.spawn_workers(&pool, rx)?;
         let receiver = self.spawn_receiver(socket, acks_in, pool, tx)?;
-        let reporter = match self.report_every {
-            Some(interval) => {
-                let (stats, shutdown) = (Arc::clone(&stats), self.shutdown.clone());
-                Some(spawn("ndbridge-stats".into(), move || {
-                    report_loop(&stats, &shutdown, interval)
-                })?)
-            }
-            None => None,
+        let reporter = {
+            let (stats, shutdown) = (Arc::clone(&stats), self.shutdown.clone());
+            let (sinks, report_every) = (self.sinks.clone(), self.report_every);
+            spawn("ndbridge-flush".into(), move || {
+                flush_loop(&stats, &sinks, &shutdown, report_every)
+            })?
         };
         Ok(Collector {
             endpoints,
@@ -301,7 +299,7 @@ impl CollectorBuilder {
             receiver: Some(receiver),
             workers,
             commit,
-            reporter,
+            reporter: Some(reporter),
             _peers: peers,
             _context: context,
         })
@@ -456,16 +454,37 @@ fn bound_endpoints(socket: &zmq::Socket, endpoints: &[Endpoint]) -> Vec<String> 
         .collect()
 }
 
-fn report_loop(stats: &Stats, shutdown: &Shutdown, interval: Duration) {
+/// How often the collector flushes its sinks ([`Sink::flush`]).
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Flushes the sinks every [`FLUSH_EVERY`] and logs a stats line every `report_every`: the
+/// counters are read before the flush, so a line counts as stored only what is flushed.
+fn flush_loop(
+    stats: &Stats,
+    sinks: &[Arc<dyn Sink>],
+    shutdown: &Shutdown,
+    report_every: Option<Duration>,
+) {
     let mut previous: Option<StatsSnapshot> = None;
     let step = Duration::from_millis(50);
-    let mut waited = Duration::ZERO;
+    let (mut since_flush, mut since_report) = (Duration::ZERO, Duration::ZERO);
     while !shutdown.is_triggered() {
         std::thread::sleep(step);
-        waited += step;
-        if waited >= interval {
-            waited = Duration::ZERO;
-            let snap = stats.snapshot();
+        since_flush += step;
+        since_report += step;
+        let report = report_every.filter(|&every| since_report >= every);
+        if since_flush < FLUSH_EVERY && report.is_none() {
+            continue;
+        }
+        since_flush = Duration::ZERO;
+        let snap = report.map(|_| stats.snapshot());
+        for sink in sinks {
+            if let Err(e) = sink.flush() {
+                tracing::warn!("sink {}: cannot flush, retrying: {e}", sink.name());
+            }
+        }
+        if let Some(snap) = snap {
+            since_report = Duration::ZERO;
             tracing::info!("{}", snap.line(previous.as_ref()));
             previous = Some(snap);
         }
@@ -492,6 +511,7 @@ pub struct Collector {
     workers: Vec<JoinHandle<()>>,
     /// Acked delivery's group commit, stopped after the workers.
     commit: Option<acks::CommitThread>,
+    /// Flushes the sinks and logs the stats lines.
     reporter: Option<JoinHandle<()>>,
     _peers: peers::PeerGuard,
     _context: zmq::Context,

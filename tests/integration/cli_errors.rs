@@ -54,6 +54,8 @@ fn a_port_in_use_is_said_once_and_leaves_no_output_directory() {
         "collect",
         "--bind",
         &input,
+        "--format",
+        "npy",
         "--out",
         out.to_str().unwrap(),
         "--stats-every",
@@ -78,6 +80,8 @@ fn a_port_in_use_is_said_once_and_leaves_no_output_directory() {
         &free,
         "--forward",
         &forward,
+        "--format",
+        "npy",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -122,7 +126,7 @@ fn an_endpoint_without_a_transport_is_told_to_add_tcp() {
         ),
         (
             "starting the collector: cannot bind",
-            vec!["collect", "--bind", &bare, "--out", out],
+            vec!["collect", "--bind", &bare, "--format", "npy", "--out", out],
         ),
         (
             "opening the forward socket (--forward): forward address",
@@ -153,6 +157,8 @@ fn out_on_a_regular_file_says_not_a_directory() {
             "collect",
             "--bind",
             "tcp://127.0.0.1:*",
+            "--format",
+            "npy",
             "--out",
             out.to_str().unwrap(),
         ]);
@@ -174,7 +180,15 @@ fn out_where_nothing_can_be_created_names_the_path_and_the_cause_once() {
     let _watchdog = watchdog("--out not writable", Duration::from_secs(60));
     // Not even root creates directories in /proc.
     let out = "/proc/ndbridge-test-out/records";
-    let output = ndbridge(&["collect", "--bind", "tcp://127.0.0.1:*", "--out", out]);
+    let output = ndbridge(&[
+        "collect",
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--format",
+        "npy",
+        "--out",
+        out,
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = stderr_of(&output);
     assert!(
@@ -282,6 +296,8 @@ fn records_a_full_disk_never_took_make_the_exit_code_non_zero() {
         &[
             "--drain-timeout".as_ref(),
             "1".as_ref(),
+            "--format".as_ref(),
+            "npy".as_ref(),
             "--out".as_ref(),
             out.as_os_str(),
         ],
@@ -322,6 +338,8 @@ fn acked_send_waits_for_the_collector_and_fails_without_one() {
         &[
             "--delivery".as_ref(),
             "acked".as_ref(),
+            "--format".as_ref(),
+            "npy".as_ref(),
             "--out".as_ref(),
             out.as_os_str(),
         ],

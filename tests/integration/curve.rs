@@ -194,6 +194,8 @@ fn listening_beyond_loopback_needs_curve_or_insecure() {
         "collect",
         "--bind",
         "tcp://0.0.0.0:*",
+        "--format",
+        "npy",
         "--out",
         data.to_str().unwrap(),
     ]);
@@ -274,6 +276,8 @@ fn send_and_tail_with_keys_through_a_keyed_collector() {
         &[
             "--forward",
             "tcp://127.0.0.1:*",
+            "--format",
+            "npy",
             "--out",
             &path(&out),
             "--curve-secret",

@@ -58,7 +58,12 @@ impl<'a> Restarts<'a> {
         let out = self.out();
         let mut args: Vec<&std::ffi::OsStr> = vec!["--bind".as_ref(), self.endpoint.as_ref()];
         args.extend(self.args.iter().map(std::ffi::OsStr::new));
-        args.extend(["--out".as_ref(), out.as_os_str()]);
+        args.extend([
+            "--format".as_ref(),
+            "npy".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
         CollectorProcess::start(&args, &log)
     }
 

@@ -18,7 +18,13 @@ use crate::common::{wait_until, watchdog, CollectorProcess};
 /// `ndbridge collect` with two workers, storing under `out`, its final statistics written to
 /// `stats` and its standard error to `stderr`, with `args` besides.
 fn start_collector(out: &Path, stats: &Path, stderr: &Path, args: &[&str]) -> CollectorProcess {
-    let mut all: Vec<&OsStr> = vec!["--workers".as_ref(), "2".as_ref(), "--out".as_ref()];
+    let mut all: Vec<&OsStr> = vec![
+        "--workers".as_ref(),
+        "2".as_ref(),
+        "--format".as_ref(),
+        "npy".as_ref(),
+        "--out".as_ref(),
+    ];
     all.extend([out.as_os_str(), "--stats-json".as_ref(), stats.as_os_str()]);
     all.extend(args.iter().map(OsStr::new));
     CollectorProcess::start(&all, stderr)

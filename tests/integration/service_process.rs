@@ -482,7 +482,7 @@ fn sigterm_stops_the_collector_process_cleanly_under_load() {
                 "tcp://127.0.0.1:*",
                 "--print-endpoints",
             ])
-            .args(["--stats-every", "0", "--workers", "2"])
+            .args(["--stats-every", "0", "--workers", "2", "--format", "npy"])
             .arg("--out")
             .arg(&out)
             .arg("--stats-json")

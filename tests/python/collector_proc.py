@@ -70,7 +70,7 @@ class Collector:
         args = [str(binary), "collect", "--bind", bind,
                 *(["--forward", "tcp://127.0.0.1:*"] if forward else []),
                 *(["--delivery", delivery] if delivery else []),
-                "--out", str(out), "--print-endpoints",
+                "--format", "npy", "--out", str(out), "--print-endpoints",
                 "--stats-json", str(self.stats_path), "--stats-every", "0", *extra_args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ndbridge::collector::{
-    Collector, CollectorBuilder, DiskSink, ForwardSink, Shutdown, StatsSnapshot, Summary,
+    Collector, CollectorBuilder, DiskSink, ForwardSink, Shutdown, StatsSnapshot, StoreSink, Summary,
 };
 use ndbridge::wire::{DecodeError, Limits, Record};
 use ndbridge::{
@@ -43,7 +43,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the collector service: receive arrays, store them as .npy/.npz, forward them live.
+    /// Run the collector service: receive arrays, append them to a Zarr v3 store (or .npy/.npz
+    /// files), forward them live.
     Collect(CollectArgs),
     /// Publish existing .npy / .npz files.
     Send(SendArgs),
@@ -65,6 +66,15 @@ struct VerifyArgs {
     out: PathBuf,
 }
 
+/// How the collector stores records.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// A Zarr v3 store.
+    Zarr,
+    /// .npy/.npz files and a manifest.
+    Npy,
+}
+
 #[derive(Args)]
 struct CollectArgs {
     /// Address to listen on; publishers connect here. Binding another interface than loopback
@@ -77,9 +87,20 @@ struct CollectArgs {
     /// Receive with a SUB socket (to tap PUB publishers) instead of PULL.
     #[arg(long)]
     sub: bool,
-    /// Directory for the .npy/.npz files and manifest.jsonl.
-    #[arg(long, default_value = "ndbridge-data")]
-    out: PathBuf,
+    /// Where to store: the Zarr v3 store (created, or continued when it exists) [default:
+    /// run.zarr], or with --format npy the directory of .npy/.npz files and manifest.jsonl
+    /// [default: ndbridge-data].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How to store: `zarr`, one Zarr v3 array per stream, few files, compressed as the arrays
+    /// arrived, readable while written (docs/store.md); or `npy`, one file per record and a
+    /// manifest.
+    #[arg(long, value_enum, default_value_t = Format::Zarr)]
+    format: Format,
+    /// With --format zarr: compress arrays that arrive raw with shuffle + zstd at this level
+    /// (costs the collector's CPU) [default: store them as they came].
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
+    store_zstd: Option<i32>,
     /// Do not store anything on disk (forward only, or count only).
     #[arg(long)]
     no_disk: bool,
@@ -425,11 +446,18 @@ fn collect(args: CollectArgs) -> Result<()> {
     let (builder, forward_endpoint) = add_forward_sink(builder, &args, curve)?;
     // The collector binds its input socket once it has its sinks: should that fail, the
     // directories made for the disk sink are removed.
-    let created = (!args.no_disk).then(|| CreatedDirs::before_creating(&args.out));
-    let builder = if args.no_disk {
-        builder
-    } else {
-        builder.sink(DiskSink::new(&args.out).context("opening the output directory (--out)")?)
+    let out = args.out();
+    let created = (!args.no_disk).then(|| CreatedDirs::before_creating(&out));
+    let builder = match (args.no_disk, args.format) {
+        (true, _) => builder,
+        (false, Format::Npy) => {
+            builder.sink(DiskSink::new(&out).context("opening the output directory (--out)")?)
+        }
+        (false, Format::Zarr) => builder.sink(
+            StoreSink::new(&out)
+                .context("opening the store (--out)")?
+                .raw_level(args.store_zstd),
+        ),
     };
     let collector = builder.start().context("starting the collector")?;
     if let Some(created) = created {
@@ -437,6 +465,16 @@ fn collect(args: CollectArgs) -> Result<()> {
     }
     announce(&collector, &args, forward_endpoint.as_deref())?;
     finish_collect(collector.wait(), &args)
+}
+
+impl CollectArgs {
+    /// `--out`, or the default of `--format`.
+    fn out(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| match self.format {
+            Format::Zarr => "run.zarr".into(),
+            Format::Npy => "ndbridge-data".into(),
+        })
+    }
 }
 
 /// The collector `args` describe, stopped by `shutdown`, without its sinks.
@@ -512,7 +550,7 @@ fn announce(collector: &Collector, args: &CollectArgs, forward: Option<&str>) ->
         if args.no_disk {
             "(no disk)".to_owned()
         } else {
-            args.out.display().to_string()
+            args.out().display().to_string()
         },
         forward
             .map(|f| format!(", forwarding on {f}"))

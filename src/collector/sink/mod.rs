@@ -1,7 +1,8 @@
-//! Where decoded records go: the [`Sink`] trait, and the disk and forward sinks.
+//! Where decoded records go: the [`Sink`] trait, and the store, disk and forward sinks.
 
 mod disk;
 mod forward;
+mod store;
 
 use std::fmt;
 use std::time::SystemTime;
@@ -12,6 +13,7 @@ use crate::wire::Record;
 
 pub use disk::DiskSink;
 pub use forward::ForwardSink;
+pub use store::StoreSink;
 
 /// A message the collector received and decoded.
 #[derive(Debug, Clone)]
@@ -164,6 +166,15 @@ pub trait Sink: Send + Sync {
     /// [`write`](Self::write). Default: nothing to keep.
     fn end(&self, message: &Received) -> Result<(), SinkError> {
         let _ = message;
+        Ok(())
+    }
+
+    /// Makes every record taken so far visible to readers and whole after a crash of the
+    /// collector (not of the machine): a sink that takes records into memory writes them out.
+    /// The collector calls it every 200 ms and before each stats line, from one thread; errors
+    /// are logged, and the records wait for the next flush. Default: nothing to do (a sink
+    /// whose `write` leaves nothing in memory).
+    fn flush(&self) -> Result<(), SinkError> {
         Ok(())
     }
 
