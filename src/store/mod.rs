@@ -13,7 +13,7 @@ pub use layout::COLUMNS;
 pub(crate) use read::{
     read_column, read_group, read_index, read_journal, read_json, subdirectories,
 };
-pub use read::{ArrayInfo, Group, JournalEntry, Store};
+pub use read::{ArrayInfo, Group, JournalEntry, RecordReader, Store};
 
 /// A store that cannot be read: the path concerned and what is wrong there.
 #[derive(Debug)]

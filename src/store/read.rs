@@ -2,14 +2,17 @@
 //! of session ends and refusals. The collector reads a store it continues with this, and so do
 //! `ndbridge ls` and `ndbridge verify`.
 
+use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use super::layout::{self, ColumnValues, Segment, COLUMNS, COLUMN_CHUNK, EMPTY};
 use super::StoreError;
-use crate::wire::{DType, Order};
+use crate::wire::{ArrayMeta, Codec, DType, Filter, Header, Order};
 
 /// A store opened for reading: every record group in it.
 #[derive(Debug)]
@@ -133,10 +136,146 @@ impl Store {
         )
     }
 
+    /// Reads `group`'s records back as the messages that brought them (see [`RecordReader`]).
+    pub fn reader<'a>(&'a self, group: &'a Group) -> Result<RecordReader<'a>, StoreError> {
+        let dir = self.root.join(&group.path);
+        let mut columns: [ColumnValues; 5] = Default::default();
+        for (name, values) in COLUMNS.iter().zip(&mut columns) {
+            *values = read_column(&dir.join(name), name, 0, group.records)?;
+        }
+        Ok(RecordReader {
+            dir,
+            group,
+            columns,
+            shards: HashMap::new(),
+        })
+    }
+
     /// The journal: session ends and refusals, in the order written. Lines that do not parse
     /// (one cut short by a crash) are skipped.
     pub fn journal(&self) -> Result<Vec<JournalEntry>, StoreError> {
         read_journal(&self.root)
+    }
+}
+
+/// Reads a group's records back as wire messages: the header rebuilt from the index columns
+/// and each array's inner chunk as its frame, in the encoding stored (the one it arrived with,
+/// unless the store converted it), so nothing is decoded or encoded again. The arrays come in
+/// the order of their node names; an array a record lacks is left out.
+pub struct RecordReader<'a> {
+    dir: PathBuf,
+    group: &'a Group,
+    columns: [ColumnValues; 5],
+    /// Open shard files and their indexes, by array and shard.
+    shards: HashMap<(usize, u64), (fs::File, u64, Vec<layout::IndexEntry>)>,
+}
+
+impl RecordReader<'_> {
+    /// Records in the group.
+    pub fn len(&self) -> u64 {
+        self.group.records
+    }
+
+    /// True when the group holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.group.records == 0
+    }
+
+    /// The `seq` of record `i`.
+    pub fn seq(&self, i: u64) -> u64 {
+        self.columns[0].numbers[i as usize]
+    }
+
+    /// Record `i` (in storage order) as a message: its header and its frames
+    /// `[header JSON, buf_0, ...]`.
+    pub fn message(&mut self, i: u64) -> Result<(Header, Vec<Bytes>), StoreError> {
+        if i >= self.group.records {
+            let reason = format!("no record {i}: the group holds {}", self.group.records);
+            return Err(StoreError::new(&self.dir, reason));
+        }
+        let at = i as usize;
+        let attrs_text = &self.columns[4].texts[at];
+        let attrs = if attrs_text.is_empty() {
+            None
+        } else {
+            let path = self.dir.join("attrs");
+            Some(
+                serde_json::from_str(attrs_text)
+                    .map_err(|e| StoreError::new(&path, format!("record {i}: {e}")))?,
+            )
+        };
+        let mut header = Header {
+            name: self.group.record.clone(),
+            source: self.group.source.clone(),
+            session: self.columns[1].texts[at].clone(),
+            seq: self.columns[0].numbers[at],
+            time: f64::from_bits(self.columns[2].numbers[at]),
+            arrays: Vec::new(),
+            attrs,
+            end: false,
+        };
+        let mut frames = vec![Bytes::new()];
+        for (a, array) in self.group.arrays.iter().enumerate() {
+            let Some(frame) = self.chunk(a, array, i)? else {
+                continue;
+            };
+            let key = &array.segment.key;
+            let chain = array.segment.chain;
+            header.arrays.push(ArrayMeta {
+                name: key.name.clone(),
+                dtype: key.dtype,
+                shape: key.shape.clone(),
+                order: key.order,
+                codec: if chain.zstd.is_some() {
+                    Codec::Zstd
+                } else {
+                    Codec::Raw
+                },
+                filters: if chain.shuffle {
+                    vec![Filter::Shuffle]
+                } else {
+                    vec![]
+                },
+                nbytes: (key.shape.iter().product::<usize>() * key.dtype.itemsize()) as u64,
+            });
+            frames.push(frame);
+        }
+        frames[0] = Bytes::from(header.to_json());
+        Ok((header, frames))
+    }
+
+    /// Array `a`'s inner chunk of record `i`, or `None` when the record lacks it.
+    fn chunk(&mut self, a: usize, array: &ArrayInfo, i: u64) -> Result<Option<Bytes>, StoreError> {
+        let segment = &array.segment;
+        let k = i / segment.shard;
+        let path = self.dir.join(&array.node).join(segment.shard_key(k));
+        if !self.shards.contains_key(&(a, k)) {
+            let Some(index) = read_index(&path, segment)? else {
+                return Ok(None);
+            };
+            let file = fs::File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+            let file_len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+            self.shards.retain(|&(b, _), _| b != a);
+            self.shards.insert((a, k), (file, file_len, index));
+        }
+        let (file, file_len, index) = &self.shards[&(a, k)];
+        let (offset, len) = index[(i % segment.shard) as usize];
+        if (offset, len) == EMPTY {
+            return Ok(None);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > *file_len) {
+            let reason =
+                format!("record {i}: inner chunk {offset}+{len} past the end ({file_len})");
+            return Err(StoreError::new(&path, reason));
+        }
+        let mut bytes = vec![0; len as usize];
+        file.read_exact_at(&mut bytes, offset).map_err(|e| {
+            StoreError::new(
+                &path,
+                format!("record {i}: inner chunk at {offset}+{len}: {e}"),
+            )
+        })?;
+        Ok(Some(Bytes::from(bytes)))
     }
 }
 

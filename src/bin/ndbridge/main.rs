@@ -25,6 +25,7 @@ mod demo;
 #[path = "../../plural.rs"]
 mod plural;
 mod security;
+mod store_cmds;
 #[path = "../../synth.rs"]
 mod synth;
 mod verify;
@@ -55,6 +56,12 @@ enum Command {
     /// Check a collector's output directory: per source and session the records stored, the
     /// sequence numbers missing, and those stored twice. Exit code 1 when any is missing.
     Verify(VerifyArgs),
+    /// List what a store holds: per source and record name, each array's records, type, shape,
+    /// codec, size on disk and ratio to its decoded size.
+    Ls(store_cmds::LsArgs),
+    /// Send a store's records again, each as the message that brought it (name, source,
+    /// session, seq, attrs, arrays as stored): for late subscribers, another collector, tests.
+    Replay(store_cmds::ReplayArgs),
     /// Make a CURVE key pair: NAME.key (public, for peers and allowlists) and NAME.key_secret
     /// (private). A collector with --curve-secret admits only the keys in its --allow DIR.
     Keygen(KeygenArgs),
@@ -62,7 +69,7 @@ enum Command {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// The collector's --out directory (with its manifest.jsonl).
+    /// The collector's --out: a store, or a --format npy directory (with its manifest.jsonl).
     out: PathBuf,
 }
 
@@ -368,6 +375,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Collect(args) => collect(args),
+        Command::Ls(args) => store_cmds::ls(args),
+        Command::Replay(args) => store_cmds::replay(args),
         Command::Send(args) => send(args),
         Command::Tail(args) => tail(args),
         Command::Demo(args) => demo(args),

@@ -1,8 +1,9 @@
-//! `ndbridge verify OUT`: what a disk sink's output directory holds, per source and session: the
-//! records, the sequence numbers missing, those stored more than once, and whether the session
-//! ended. Missing are the numbers from 0 to the session's end (the record count its last
-//! message gave), or to the last one stored for a session that did not end. A record counts
-//! when its manifest line names a file that is there.
+//! `ndbridge verify OUT`: what a collector's store (or `--format npy` output directory) holds,
+//! per source and session: the records, the sequence numbers missing, those stored more than
+//! once, and whether the session ended. Missing are the numbers from 0 to the session's end
+//! (the record count its last message gave), or to the last one stored for a session that did
+//! not end. In a store a record counts when it is committed (within every array's length); in
+//! an npy directory when its manifest line names a file that is there.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,8 +90,11 @@ pub(crate) struct Manifest {
     pub(crate) unreadable: u64,
 }
 
-/// Reads `out/manifest.jsonl` and checks each file it names.
+/// Reads the store at `out`, or `out/manifest.jsonl` (checking each file it names).
 pub(crate) fn read(out: &Path) -> Result<Manifest> {
+    if out.join("zarr.json").exists() {
+        return read_store(out);
+    }
     let path = out.join("manifest.jsonl");
     let file = std::fs::File::open(&path).with_context(|| {
         format!(
@@ -148,6 +152,44 @@ pub(crate) fn read(out: &Path) -> Result<Manifest> {
             session.files_gone += 1;
         }
     }
+}
+
+/// Reads a store's records (by the `seq` and `session` columns of each group) and journal.
+fn read_store(out: &Path) -> Result<Manifest> {
+    use ndbridge::store::{JournalEntry, Store};
+    let store = Store::open(out).context("opening the store")?;
+    let mut manifest = Manifest {
+        sessions: BTreeMap::new(),
+        unreadable: 0,
+    };
+    for group in store.groups() {
+        for (seq, session) in store.keys(group).context("reading the store")? {
+            let entry = manifest.sessions.entry((group.source.clone(), session));
+            *entry.or_default().seqs.entry(seq).or_default() += 1;
+        }
+    }
+    for entry in store.journal().context("reading the store's journal")? {
+        match entry {
+            JournalEntry::End {
+                source,
+                session,
+                records,
+            } => {
+                let s = manifest.sessions.entry((source, session)).or_default();
+                s.end = s.end.max(Some(records));
+            }
+            JournalEntry::Refused {
+                source,
+                session,
+                seq,
+                reason,
+            } => {
+                let s = manifest.sessions.entry((source, session)).or_default();
+                s.refused.insert(seq, reason);
+            }
+        }
+    }
+    Ok(manifest)
 }
 
 /// The report: a line per session, then what is missing and what the collector refused; and
