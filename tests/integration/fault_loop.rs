@@ -3,13 +3,16 @@
 //! record is either stored once or reported missing by `ndbridge verify`, the sessions' ends
 //! included; in acked delivery every record is stored exactly once, with a spool or without. A
 //! publisher killed while its collector is away loses nothing when it is started again on its
-//! spool.
+//! spool. The loops run on both output formats: a store (whose every record is also read back
+//! and checked) and `--format npy`.
 
 use std::process::Command;
 use std::time::Duration;
 
 use ndarray::Array1;
 use ndbridge::{ArrayBuffer, Compression, Delivery, Publisher};
+
+use ndbridge::store::{JournalEntry, Store};
 
 use crate::common::{example, manifest, manifest_ends, watchdog, CollectorProcess};
 
@@ -58,12 +61,7 @@ impl<'a> Restarts<'a> {
         let out = self.out();
         let mut args: Vec<&std::ffi::OsStr> = vec!["--bind".as_ref(), self.endpoint.as_ref()];
         args.extend(self.args.iter().map(std::ffi::OsStr::new));
-        args.extend([
-            "--format".as_ref(),
-            "npy".as_ref(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ]);
+        args.extend(["--out".as_ref(), out.as_os_str()]);
         CollectorProcess::start(&args, &log)
     }
 
@@ -99,15 +97,81 @@ fn verify(out: &std::path::Path) -> (String, Option<i32>) {
     )
 }
 
-/// The seqs stored for `source`, sorted, as the manifest lists them.
+/// The seqs stored for `source`, sorted, as the store's `seq` columns or the manifest list
+/// them.
 fn stored_seqs(out: &std::path::Path, source: &str) -> Vec<u64> {
-    let mut stored: Vec<u64> = manifest(out)
-        .iter()
-        .filter(|l| l["source"] == source)
-        .map(|l| l["seq"].as_u64().unwrap())
-        .collect();
+    let mut stored: Vec<u64> = if is_store(out) {
+        let store = Store::open(out).unwrap();
+        let groups = store.groups().iter().filter(|g| g.source == source);
+        groups
+            .flat_map(|g| store.keys(g).unwrap().into_iter().map(|(seq, _)| seq))
+            .collect()
+    } else {
+        manifest(out)
+            .iter()
+            .filter(|l| l["source"] == source)
+            .map(|l| l["seq"].as_u64().unwrap())
+            .collect()
+    };
     stored.sort_unstable();
     stored
+}
+
+fn is_store(out: &std::path::Path) -> bool {
+    out.join("zarr.json").exists()
+}
+
+/// Session ends stored so far.
+fn ends(out: &std::path::Path) -> usize {
+    if !is_store(out) {
+        return manifest_ends(out).len();
+    }
+    let journal = ndbridge::store::Store::open(out)
+        .unwrap()
+        .journal()
+        .unwrap();
+    let is_end = |e: &&JournalEntry| matches!(e, JournalEntry::End { .. });
+    journal.iter().filter(is_end).count()
+}
+
+/// Reads every record of the store at `out` back and checks it holds what [`mixed_record`]
+/// sent for its source and seq; returns the records read.
+fn check_store(out: &std::path::Path) -> u64 {
+    let store = Store::open(out).unwrap();
+    let mut read = 0;
+    for group in store.groups() {
+        let p: usize = group.source[1..].parse().unwrap();
+        let mut reader = store.reader(group).unwrap();
+        for i in 0..reader.len() {
+            let (header, frames) = reader.message(i).unwrap();
+            let record = ndbridge::wire::decode(&frames, &Default::default()).unwrap();
+            let seq = header.seq;
+            let x = seq as f64;
+            let context = format!("{} {} seq {seq}", group.source, group.record);
+            match header.name.as_str() {
+                "u" => {
+                    let u = record.arrays[0].to_owned_array::<f64>().unwrap();
+                    assert!(u.len() == 64 && u.iter().all(|&v| v == x), "{context}");
+                }
+                "field" => {
+                    let f = record.arrays[0].to_owned_array::<f32>().unwrap();
+                    let expected = Array1::<f32>::linspace(0.0, x as f32, 50_000).into_dyn();
+                    assert_eq!(f, expected, "{context}");
+                }
+                "state" => {
+                    let a = record.array("a").unwrap().to_owned_array::<i32>().unwrap();
+                    let b = record.array("b").unwrap().to_owned_array::<u8>().unwrap();
+                    assert!(a.iter().all(|&v| v == seq as i32), "{context}");
+                    assert!(b.iter().all(|&v| v == p as u8), "{context}");
+                    let attrs = serde_json::json!({"seq": seq, "p": p});
+                    assert_eq!(header.attrs.as_ref(), attrs.as_object(), "{context}");
+                }
+                other => panic!("{context}: record name {other:?}"),
+            }
+            read += 1;
+        }
+    }
+    read
 }
 
 /// The cells of `verify`'s row for `source`: source, session, records, missing, duplicated,
@@ -152,9 +216,19 @@ fn publish(
 
 #[test]
 fn killed_collectors_lose_no_record_without_saying_so() {
+    kill_loop_fire_and_forget("zarr");
+}
+
+#[test]
+fn killed_collectors_lose_no_npy_record_without_saying_so() {
+    kill_loop_fire_and_forget("npy");
+}
+
+fn kill_loop_fire_and_forget(format: &str) {
     let _watchdog = watchdog("collector kill loop", Duration::from_secs(300));
     let dir = tempfile::tempdir().unwrap();
-    let mut restarts = Restarts::new(dir.path(), &[]);
+    let args = ["--format", format];
+    let mut restarts = Restarts::new(dir.path(), &args);
     let senders: Vec<_> = (0..PUBLISHERS)
         .map(|p| publish(restarts.endpoint.clone(), p, Delivery::FireAndForget, None))
         .collect();
@@ -166,9 +240,8 @@ fn killed_collectors_lose_no_record_without_saying_so() {
         }
     }
     let out = restarts.out();
-    let ends = || manifest_ends(&out).len();
     crate::common::wait_until("every session's end", Duration::from_secs(30), || {
-        ends() == PUBLISHERS
+        ends(&out) == PUBLISHERS
     });
     assert!(collector.stop().success(), "{}", collector.log());
 
@@ -193,6 +266,10 @@ fn killed_collectors_lose_no_record_without_saying_so() {
     eprintln!("{reported_missing} records lost and reported");
     let expected = if reported_missing > 0 { 1 } else { 0 };
     assert_eq!(code, Some(expected), "{stdout}");
+    if format == "zarr" {
+        let stored = PUBLISHERS as u64 * RECORDS - reported_missing;
+        assert_eq!(check_store(&out), stored);
+    }
 }
 
 /// One of the mixed records the loops send: publisher `p`'s record `seq`, small or large,
@@ -230,9 +307,19 @@ fn mixed_record(publisher: &Publisher, p: usize, seq: u64) {
 
 #[test]
 fn killed_collectors_in_acked_delivery_store_every_record_once() {
+    kill_loop_acked("zarr");
+}
+
+#[test]
+fn killed_collectors_in_acked_delivery_store_every_npy_record_once() {
+    kill_loop_acked("npy");
+}
+
+fn kill_loop_acked(format: &str) {
     let _watchdog = watchdog("acked collector kill loop", Duration::from_secs(300));
     let dir = tempfile::tempdir().unwrap();
-    let mut restarts = Restarts::new(dir.path(), &["--delivery", "acked"]);
+    let args = ["--delivery", "acked", "--format", format];
+    let mut restarts = Restarts::new(dir.path(), &args);
     // Publisher 1 keeps its records in a spool, the others in memory.
     let spool = dir.path().join("spool");
     let senders: Vec<_> = (0..PUBLISHERS)
@@ -267,6 +354,9 @@ fn killed_collectors_in_acked_delivery_store_every_record_once() {
         assert_eq!(&cells[2..], ["400", "0", "0", "0", "yes"], "{stdout}");
     }
     assert_eq!(code, Some(0), "{stdout}");
+    if format == "zarr" {
+        assert_eq!(check_store(&out), PUBLISHERS as u64 * RECORDS);
+    }
 }
 
 /// The example worker in acked delivery with a spool, to `endpoint`, as source `ws`: `steps`
