@@ -38,6 +38,7 @@ mod robustness;
 mod service_process;
 mod session_end;
 mod sink_retries;
+mod store;
 mod stress;
 mod subscriber;
 mod verify;
