@@ -96,7 +96,7 @@ impl Segment {
     }
 
     /// The segment's `zarr.json` with `n` records.
-    pub(crate) fn metadata(&self, n: u64, node_attrs: Value) -> Value {
+    pub(crate) fn metadata(&self, n: u64) -> Value {
         let key = &self.key;
         let shape: Vec<u64> = std::iter::once(n)
             .chain(key.shape.iter().map(|&d| d as u64))
@@ -145,7 +145,6 @@ impl Segment {
                     "order": if key.order == Order::F { "F" } else { "C" },
                     "shuffle": self.chain.shuffle,
                     "zstd": self.chain.zstd,
-                    "node": node_attrs,
                 },
             },
         })
@@ -483,7 +482,7 @@ mod tests {
             zstd: Some(3),
         };
         let s = segment(">f8", &[3, 4], Order::F, chain);
-        let meta = s.metadata(17, json!({}));
+        let meta = s.metadata(17);
         assert_eq!(meta["shape"], json!([17, 3, 4]));
         assert_eq!(meta["data_type"], "float64");
         let inner = &meta["codecs"][0]["configuration"];
@@ -507,7 +506,7 @@ mod tests {
         let s = segment("|u1", &[], Order::C, raw);
         assert_eq!(s.shard_key(5), "c/5");
         let s = segment("<i4", &[0, 2], Order::C, raw);
-        let meta = s.metadata(0, json!({}));
+        let meta = s.metadata(0);
         assert_eq!(
             meta["chunk_grid"]["configuration"]["chunk_shape"],
             json!([1024, 1, 2])

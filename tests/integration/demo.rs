@@ -1,5 +1,5 @@
 //! The README's first command, small: `ndbridge demo` streams, stores, and prints a summary
-//! with a loadable file.
+//! with the store it wrote and how to open it.
 
 use std::process::Command;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::watchdog;
 
 #[test]
-fn demo_stores_every_record_and_points_at_a_real_file() {
+fn demo_stores_every_record_and_points_at_its_store() {
     let _watchdog = watchdog(
         "demo stores every record and points",
         Duration::from_secs(120),
@@ -46,17 +46,27 @@ fn demo_stores_every_record_and_points_at_a_real_file() {
     assert!(stored >= 2 * 3 * 5, "too few records: {stored}");
     assert_eq!(stored, field("sent by workers"));
     assert_eq!(field("gaps"), 0);
-    // The one-line python command names a file of this run.
-    let load = stdout.lines().find(|l| l.starts_with("load one:")).unwrap();
-    let path = load
-        .split("np.load('")
+    // The snippet opens this run's store, which holds every record.
+    let open = stdout
+        .lines()
+        .find(|l| l.contains("xr.open_zarr("))
+        .unwrap();
+    let path = open
+        .split("open_zarr('")
         .nth(1)
         .unwrap()
         .split('\'')
         .next()
         .unwrap();
-    let bytes = std::fs::read(path).unwrap();
-    assert!(bytes.starts_with(b"\x93NUMPY"));
+    let store = ndbridge::store::Store::open(path).unwrap();
+    let held: u64 = store.groups().iter().map(|g| g.records).sum();
+    assert_eq!(held, stored);
+    let groups: Vec<(&str, &str)> = store
+        .groups()
+        .iter()
+        .map(|g| (g.source.as_str(), g.record.as_str()))
+        .collect();
+    assert!(groups.contains(&("sim-0", "temperature")), "{groups:?}");
 }
 
 /// The README's first command is `cargo run -- demo` (the test build's binary: dependencies

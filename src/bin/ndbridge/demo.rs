@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use ndarray::{Array1, Array2};
 
-use ndbridge::collector::{Collector, DiskSink, StatsSnapshot, Summary};
+use ndbridge::collector::{Collector, StatsSnapshot, StoreSink, Summary};
 use ndbridge::{ArrayBuffer, Compression, Error, Publisher, PublisherStats};
 
 use crate::synth::smooth_field;
@@ -115,14 +115,14 @@ pub fn run(
     config: &DemoConfig,
     mut progress: impl FnMut(&StatsSnapshot),
 ) -> anyhow::Result<DemoReport> {
-    // Each run gets a directory of its own, so files of an earlier run are never mixed in.
+    // Each run gets a store of its own, so records of an earlier run are never mixed in.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let out = config.out.join(format!("run-{stamp}"));
+    let out = config.out.join(format!("run-{stamp}.zarr"));
     let collector = Collector::builder()
         .bind("tcp://127.0.0.1:*")
-        .sink(DiskSink::new(&out).context("opening the demo's output directory")?)
+        .sink(StoreSink::new(&out).context("opening the demo's store")?)
         .start()
         .context("starting the collector")?;
     let endpoint = collector.endpoint().to_owned();

@@ -320,7 +320,7 @@ struct DemoArgs {
     /// Side of the largest field (n x n float64).
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// Directory for the stored files.
+    /// Directory for the demo's stores (each run writes a new `run-<time>.zarr` in it).
     #[arg(long, default_value = "ndbridge-demo")]
     out: PathBuf,
     #[command(flatten)]
@@ -931,15 +931,13 @@ fn print_demo_summary(out: &mut impl Write, report: &DemoReport) -> std::io::Res
     writeln!(out, "{:<28} {:>14}", "rejected", s.rejected)?;
     writeln!(out, "{:<28} {:>14}", "sent by workers", sent)?;
     writeln!(out)?;
+    let store = report.out.display();
+    writeln!(out, "store: {store}   (list it: ndbridge ls {store})")?;
+    writeln!(out, "open it with xarray (pip install zarr xarray):")?;
+    writeln!(out, "  import xarray as xr")?;
     writeln!(
         out,
-        "files: {}/<source>/<name>/<seq>.npy|.npz",
-        report.out.display()
-    )?;
-    writeln!(
-        out,
-        "load one: python3 -c \"import numpy as np; a = np.load('{}/sim-0/temperature/0.npy'); print(a.dtype, a.shape, a.mean())\"",
-        report.out.display()
+        "  ds = xr.open_zarr('{store}', group='sim-0/temperature', consolidated=False); print(ds.temperature.mean('record'))"
     )?;
     out.flush()?;
     Ok(sent)

@@ -409,7 +409,7 @@ impl Group {
         let segment = Segment::new(key.clone(), chain());
         let dir = self.dir.join(&node);
         create_dir(&dir)?;
-        write_metadata(&dir, &segment.metadata(self.published, json!({})))?;
+        write_metadata(&dir, &segment.metadata(self.published))?;
         self.nodes.insert(node.clone());
         self.segments.push(Seg {
             node,
@@ -483,7 +483,7 @@ impl Group {
         let segments = self
             .segments
             .iter()
-            .map(|seg| (self.dir.join(&seg.node), seg.segment.metadata(n, json!({}))));
+            .map(|seg| (self.dir.join(&seg.node), seg.segment.metadata(n)));
         columns.chain(segments).collect()
     }
 
