@@ -9,8 +9,10 @@
 //! - [`Subscriber`]: receives and decodes records from a collector's forward socket or from
 //!   PUB publishers.
 //! - [`Collector`] (module [`collector`]): receives from many publishers, decodes on a thread
-//!   pool and hands records to its sinks: the [`DiskSink`](collector::DiskSink), the
+//!   pool and hands records to its sinks: the [`StoreSink`](collector::StoreSink) (a Zarr v3
+//!   run store), the [`DiskSink`](collector::DiskSink) (`.npy` files), the
 //!   [`ForwardSink`](collector::ForwardSink), or yours ([`Sink`]).
+//! - [`store`]: reading a run store back (groups, arrays, each record as its message).
 //! - [`wire`]: the format as pure code over bytes (header, dtypes, codecs, encode and decode),
 //!   for programs that move the frames themselves.
 //! - [`npy`]: reading the `.npy` / `.npz` files the disk sink writes.

@@ -24,7 +24,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::Array1;
-use ndbridge::collector::{Collector, DiskSink, Received, Sink, SinkError};
+use ndbridge::collector::{Collector, DiskSink, Received, Sink, SinkError, StoreSink};
 use ndbridge::{ArrayBuffer, Compression, Publisher};
 use serde::{Deserialize, Serialize};
 
@@ -64,12 +64,17 @@ struct RunArgs {
     /// Codecs: raw, auto, zstd1, shuffle-zstd1, shuffle-zstd3.
     #[arg(long, value_delimiter = ',', default_value = "raw,auto")]
     codecs: Vec<String>,
-    /// Also measure with the disk sink (files written below --out, removed after each case).
+    /// Also measure storing: with the store (sink `zarr`) and with `--format npy` (sink `npy`),
+    /// written below --out and removed after each case.
     #[arg(long)]
     disk: bool,
-    /// Only with the disk sink.
+    /// Only the storing variants.
     #[arg(long)]
     disk_only: bool,
+    /// With --disk: also the store compressing arrays that arrive raw with shuffle + zstd at
+    /// this level (sink `zarr-zN`).
+    #[arg(long)]
+    store_zstd: Option<i32>,
     /// Bytes of payload per case (the message count follows from the size).
     #[arg(long, default_value_t = 1 << 30)]
     bytes_per_case: u64,
@@ -135,6 +140,11 @@ enum Role {
         expect: u64,
         #[arg(long)]
         disk: Option<String>,
+        /// `zarr` or `npy`.
+        #[arg(long, default_value = "zarr")]
+        format: String,
+        #[arg(long)]
+        store_zstd: Option<i32>,
         #[arg(long)]
         bare: bool,
         #[arg(long)]
@@ -197,6 +207,9 @@ struct Measured {
     /// CPU seconds of all publisher processes together (filled in by the parent).
     #[serde(default)]
     publisher_cpu_seconds: f64,
+    /// Bytes the case left on disk (filled in by the parent).
+    #[serde(default)]
+    stored_bytes: u64,
 }
 
 /// One row of the result table.
@@ -207,7 +220,8 @@ struct CaseResult {
     publishers: usize,
     size: usize,
     codec: String,
-    disk: bool,
+    /// `-` (none), `npy`, `zarr`, `zarr-zN`, or `files` (bare libzmq, a file per payload).
+    sink: String,
     repeats: usize,
     msgs_per_s: f64,
     msgs_per_s_min: f64,
@@ -223,6 +237,8 @@ struct CaseResult {
     collector_peak_rss_mb: f64,
     compression_ratio: f64,
     gaps: u64,
+    /// Bytes left on disk over bytes on the wire (0 without a sink).
+    stored_per_wire: f64,
 }
 
 fn compression(codec: &str) -> Result<Compression> {
@@ -364,10 +380,13 @@ fn make_curve_keys(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where and how the collector of a case stores: directory, format, zstd level for raw arrays.
+type Storing = (Option<String>, String, Option<i32>);
+
 fn run_collector(
     transport: Transport,
     expect: u64,
-    disk: Option<String>,
+    (disk, format, store_zstd): Storing,
     (bare, acked): (bool, bool),
     workers: Option<usize>,
 ) -> Result<()> {
@@ -385,8 +404,17 @@ fn run_collector(
         .bind(endpoint_for(transport))
         .delivery(delivery(acked))
         .shared_sink(timing.clone());
-    if let Some(dir) = &disk {
-        builder = builder.sink(DiskSink::new(dir).map_err(|e| anyhow!("{e}"))?);
+    let store: Option<Arc<dyn Sink>> = match (&disk, format.as_str()) {
+        (None, _) => None,
+        (Some(dir), "npy") => Some(Arc::new(DiskSink::new(dir).map_err(|e| anyhow!("{e}"))?)),
+        (Some(dir), _) => Some(Arc::new(
+            StoreSink::new(dir)
+                .map_err(|e| anyhow!("{e}"))?
+                .raw_level(store_zstd),
+        )),
+    };
+    if let Some(store) = &store {
+        builder = builder.shared_sink(store.clone());
     }
     if let Some(workers) = workers {
         builder = builder.workers(workers);
@@ -407,6 +435,13 @@ fn run_collector(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    // What a store holds in memory is not stored until it is flushed: the time to flush it
+    // counts.
+    let mut flushed = None;
+    if let Some(store) = &store {
+        store.flush().map_err(|e| anyhow!("{e}"))?;
+        flushed = Some(Instant::now());
+    }
     // Measured while the collector's threads are alive (their run times leave with them).
     let (cpu, rss) = own_usage();
     let summary = collector.stop();
@@ -414,7 +449,7 @@ fn run_collector(
     let mut lat = inner.latencies_us;
     lat.sort_by(f64::total_cmp);
     let first = inner.first.unwrap_or_else(Instant::now);
-    let last = inner.last.unwrap_or(first);
+    let last = inner.last.unwrap_or(first).max(flushed.unwrap_or(first));
     let measured = Measured {
         messages: summary.stats.stored,
         payload_bytes: summary.stats.raw_bytes,
@@ -427,6 +462,7 @@ fn run_collector(
         publisher_cpu_seconds: 0.0,
         gaps: summary.stats.gaps,
         rejected: summary.stats.rejected,
+        stored_bytes: 0,
     };
     println!("{}", serde_json::to_string(&measured)?);
     Ok(())
@@ -483,6 +519,7 @@ fn run_bare_pull(transport: Transport, expect: u64, disk: Option<&str>) -> Resul
         publisher_cpu_seconds: 0.0,
         gaps: 0,
         rejected: 0,
+        stored_bytes: 0,
     };
     println!("{}", serde_json::to_string(&measured)?);
     Ok(())
@@ -611,7 +648,7 @@ fn run_case(
     transport: Transport,
     publishers: usize,
     size: usize,
-    (codec, disk): (&str, bool),
+    (codec, sink): (&str, &str),
     Ends { bare, curve, acked }: Ends<'_>,
 ) -> Result<Measured> {
     let exe = std::env::current_exe()?;
@@ -636,8 +673,14 @@ fn run_case(
         std::process::id(),
         CASES_RUN.fetch_add(1, Ordering::Relaxed)
     ));
+    let disk = sink != "-";
     if disk {
         collector_cmd.arg("--disk").arg(&case_dir);
+        let format = if sink == "npy" { "npy" } else { "zarr" };
+        collector_cmd.args(["--format", format]);
+        if let Some(level) = sink.strip_prefix("zarr-z") {
+            collector_cmd.args(["--store-zstd", level]);
+        }
     }
     if bare {
         collector_cmd.arg("--bare");
@@ -717,12 +760,28 @@ fn run_case(
     }
     let result = result.ok_or_else(|| anyhow!("collector printed no result"))??;
     collector.wait()?;
-    if disk {
-        let _ = std::fs::remove_dir_all(&case_dir);
-    }
     let mut measured: Measured = serde_json::from_str(&result)?;
     measured.publisher_cpu_seconds = publisher_cpu_seconds;
+    if disk {
+        measured.stored_bytes = bytes_under(&case_dir);
+        let _ = std::fs::remove_dir_all(&case_dir);
+    }
     Ok(measured)
+}
+
+/// Bytes of the regular files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -732,10 +791,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn summarize(
     mode: &'static str,
-    key: (Transport, usize, usize, &str, bool),
+    key: (Transport, usize, usize, &str, &str),
     runs: &[Measured],
 ) -> CaseResult {
-    let (transport, publishers, size, codec, disk) = key;
+    let (transport, publishers, size, codec, sink) = key;
     let gbs: Vec<f64> = runs
         .iter()
         .map(|m| m.payload_bytes as f64 / m.seconds.max(1e-9) / 1e9)
@@ -751,7 +810,7 @@ fn summarize(
         publishers,
         size,
         codec: codec.to_owned(),
-        disk,
+        sink: sink.to_owned(),
         repeats: runs.len(),
         msgs_per_s: median(msgs.clone()),
         msgs_per_s_min: fold(&msgs, f64::min, f64::INFINITY),
@@ -783,18 +842,23 @@ fn summarize(
                 .collect(),
         ),
         gaps: runs.iter().map(|m| m.gaps).sum(),
+        stored_per_wire: median(
+            runs.iter()
+                .map(|m| m.stored_bytes as f64 / m.wire_bytes.max(1) as f64)
+                .collect(),
+        ),
     }
 }
 
 fn print_row(r: &CaseResult) {
     println!(
-        "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10.0} {:>8.3} [{:.3}-{:.3}] {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.0} {:>6.2} {:>4}",
+        "{:<9} {:<4} {:>3} {:>9} {:<14} {:<7} {:>10.0} {:>8.3} [{:.3}-{:.3}] {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.0} {:>6.2} {:>7.3} {:>4}",
         r.mode,
         format!("{:?}", r.transport).to_lowercase(),
         r.publishers,
         r.size,
         r.codec,
-        if r.disk { "disk" } else { "-" },
+        r.sink,
         r.msgs_per_s,
         r.gb_per_s,
         r.gb_per_s_min,
@@ -806,6 +870,7 @@ fn print_row(r: &CaseResult) {
         r.publisher_cpu_us_per_msg,
         r.collector_peak_rss_mb,
         r.compression_ratio,
+        r.stored_per_wire,
         r.gaps,
     );
 }
@@ -813,28 +878,32 @@ fn print_row(r: &CaseResult) {
 fn run_all(args: &RunArgs) -> Result<()> {
     if !args.json {
         println!(
-            "{:<9} {:<4} {:>3} {:>9} {:<14} {:<5} {:>10} {:>8} {:<15} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>4}",
+            "{:<9} {:<4} {:>3} {:>9} {:<14} {:<7} {:>10} {:>8} {:<15} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>4}",
             "mode", "tr", "pub", "bytes", "codec", "sink", "msgs/s", "GB/s", "[min-max]",
-            "p50 us", "p99 us", "cpu s/GB", "c us/msg", "p us/msg", "RSS MB", "ratio", "gaps"
+            "p50 us", "p99 us", "cpu s/GB", "c us/msg", "p us/msg", "RSS MB", "ratio", "st/wire",
+            "gaps"
         );
     }
     let keys = tempfile::tempdir()?;
     if args.curve {
         make_curve_keys(keys.path())?;
     }
-    let disk_modes: Vec<bool> = if args.disk_only {
-        vec![true]
-    } else if args.disk {
-        vec![false, true]
+    let mut stores = vec!["zarr".to_owned(), "npy".to_owned()];
+    stores.extend(args.store_zstd.map(|level| format!("zarr-z{level}")));
+    let sinks: Vec<&str> = if args.disk_only || args.disk {
+        let none = (!args.disk_only).then_some("-");
+        none.into_iter()
+            .chain(stores.iter().map(String::as_str))
+            .collect()
     } else {
-        vec![false]
+        vec!["-"]
     };
     for &transport in &args.transport {
         for &size in &args.sizes {
             for &publishers in &args.publishers {
                 // Every variant of this case (bare libzmq, each codec, with and without disk)
                 // runs once per round, so that the machine's slow spells fall on all of them.
-                let mut variants: Vec<(&'static str, &str, bool)> = Vec::new();
+                let mut variants: Vec<(&'static str, &str, &str)> = Vec::new();
                 let mut modes: Vec<(&'static str, &'static str)> = vec![("libzmq", "ndbridge")];
                 if args.curve {
                     modes.push(("zmq-curve", "curve"));
@@ -844,16 +913,19 @@ fn run_all(args: &RunArgs) -> Result<()> {
                 }
                 for &(bare_mode, mode) in &modes {
                     if args.baseline && !bare_mode.is_empty() {
-                        variants.extend(disk_modes.iter().map(|&disk| (bare_mode, "raw", disk)));
+                        // Bare libzmq stores by writing each payload to a file of its own.
+                        let mut bare_sinks = vec![];
+                        bare_sinks.extend(sinks.iter().find(|&&s| s == "-"));
+                        bare_sinks.extend((sinks.len() > 1 || sinks[0] != "-").then_some(&"files"));
+                        variants.extend(bare_sinks.iter().map(|&&sink| (bare_mode, "raw", sink)));
                     }
                     for codec in &args.codecs {
-                        variants
-                            .extend(disk_modes.iter().map(|&disk| (mode, codec.as_str(), disk)));
+                        variants.extend(sinks.iter().map(|&sink| (mode, codec.as_str(), sink)));
                     }
                 }
                 let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); variants.len()];
                 for _ in 0..args.repeats {
-                    for (&(mode, codec, disk), runs) in variants.iter().zip(&mut runs) {
+                    for (&(mode, codec, sink), runs) in variants.iter().zip(&mut runs) {
                         let bare = mode == "libzmq" || mode == "zmq-curve";
                         let curve = matches!(mode, "curve" | "zmq-curve").then_some(keys.path());
                         let acked = mode == "acked";
@@ -863,13 +935,13 @@ fn run_all(args: &RunArgs) -> Result<()> {
                             transport,
                             publishers,
                             size,
-                            (codec, disk),
+                            (codec, sink),
                             ends,
                         )?);
                     }
                 }
-                for (&(mode, codec, disk), runs) in variants.iter().zip(&runs) {
-                    let row = summarize(mode, (transport, publishers, size, codec, disk), runs);
+                for (&(mode, codec, sink), runs) in variants.iter().zip(&runs) {
+                    let row = summarize(mode, (transport, publishers, size, codec, sink), runs);
                     emit(args, &row)?;
                 }
             }
@@ -955,10 +1027,18 @@ fn main() -> std::process::ExitCode {
             transport,
             expect,
             disk,
+            format,
+            store_zstd,
             bare,
             workers,
             acked,
-        }) => run_collector(transport, expect, disk, (bare, acked), workers),
+        }) => run_collector(
+            transport,
+            expect,
+            (disk, format, store_zstd),
+            (bare, acked),
+            workers,
+        ),
         Some(Role::Publisher {
             endpoint,
             size,

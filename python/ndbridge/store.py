@@ -41,8 +41,10 @@ class Store(Mapping):
     the coordinates ``seq``, ``session``, ``time`` and ``received`` (datetimes) and ``attrs``
     (each record's attrs as JSON: see :func:`record_attrs`), and one variable per array,
     under the array's own name (a segment begun by a change of the array's type or shape is
-    named ``<name>~2``, ``<name>~3``, ...). A record that lacks an array reads as NaN (0 for
-    integers). Nothing is read until used.
+    named ``<name>~2``, ``<name>~3``, ...; an array whose name is an index column's keeps its
+    node's name, which its ``ndbridge.array`` attribute explains). A record that lacks an array
+    reads as NaN (0 for integers). Nothing is read until used. Each Dataset is read through its
+    group's consolidated metadata, so every variable has the length of the same commit.
     """
 
     def __init__(self, path: str | Path):
@@ -67,17 +69,14 @@ class Store(Mapping):
         except KeyError:
             raise KeyError(f"no records of {key!r} in {self.path}; there are {list(self)}") from None
         xr = _xarray()
-        ds = xr.open_dataset(self.path, engine="zarr", group=node, consolidated=False,
-                             chunks=None)
-        names = {}
-        for var in ds.data_vars:
-            original = ds[var].attrs.get("ndbridge", {}).get("array")
-            if original is not None and original != var and original not in ds.variables:
-                names[var] = original
-        ds = ds.rename(names)
-        # The array's name is its variable's: the attribute would only repeat it.
-        return ds.set_coords([c for c in ("seq", "session", "time", "received", "attrs")
-                              if c in ds.variables])
+        # The group's consolidated metadata is one file replaced at once by each commit: every
+        # node read through it has the same length, however the collector's writing goes.
+        ds = xr.open_dataset(self.path / node, engine="zarr", consolidated=True, chunks=None)
+        names = _variable_names(ds)
+        # In two steps: a final name may be another variable's node name now.
+        ds = ds.rename({var: f"\0{i}" for i, var in enumerate(names)})
+        ds = ds.rename({f"\0{i}": name for i, name in enumerate(names.values())})
+        return ds.set_coords([c for c in COLUMNS if c in ds.variables])
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._groups)
@@ -102,6 +101,39 @@ class Store(Mapping):
             except ValueError:
                 continue  # a line cut short by a crash
         return entries
+
+
+#: The index columns of every group: the Dataset's coordinates.
+COLUMNS = ("seq", "session", "time", "received", "attrs")
+
+
+def _variable_names(ds) -> dict[str, str]:
+    """Renames from node names to the names arrays had when sent.
+
+    An array's first segment takes the array's name, a later one ``<name>~2``, ``~3``, ...;
+    when that name is an index column's or is taken, the segment keeps its node name, made
+    unique with ``~2``, ``~3``, ... Names are given first to arrays that can keep their own,
+    so a variable of an array's name always holds that array."""
+    wanted = {}
+    for var in ds.data_vars:
+        ours = ds[var].attrs.get("ndbridge", {})
+        name, segment = ours.get("array"), ours.get("segment", 0)
+        if name is not None:
+            wanted[var] = name if segment == 0 else f"{name}~{segment + 1}"
+    taken = set(COLUMNS) | {v for v in ds.variables if v not in wanted}
+    names = {}
+    for var, name in sorted(wanted.items(), key=lambda kv: kv[1]):
+        if name not in taken:
+            names[var] = name
+            taken.add(name)
+    for var in sorted(set(wanted) - set(names)):
+        name, k = var, 1
+        while name in taken:
+            k += 1
+            name = f"{var}~{k}"
+        names[var] = name
+        taken.add(name)
+    return {var: name for var, name in names.items() if var != name}
 
 
 def open_store(path: str | Path) -> Store:

@@ -68,16 +68,20 @@ pub(crate) struct Segment {
     pub(crate) chain: Chain,
     /// Records per shard.
     pub(crate) shard: u64,
+    /// Segments of the same array name before this one in its group (0 for the first).
+    pub(crate) index: u64,
 }
 
 impl Segment {
-    /// A new segment for `key`, its inner chunks encoded with `chain`.
-    pub(crate) fn new(key: SegmentKey, chain: Chain) -> Segment {
+    /// A new segment for `key`, its inner chunks encoded with `chain`, after `index` segments
+    /// of the same array name.
+    pub(crate) fn new(key: SegmentKey, chain: Chain, index: u64) -> Segment {
         let record_bytes = (key.shape.iter().product::<usize>() * key.dtype.itemsize()) as u64;
         Segment {
             shard: shard_records(record_bytes),
             key,
             chain,
+            index,
         }
     }
 
@@ -95,8 +99,9 @@ impl Segment {
         key
     }
 
-    /// The segment's `zarr.json` with `n` records.
-    pub(crate) fn metadata(&self, n: u64) -> Value {
+    /// The segment's `zarr.json` with `n` records, as node `node` (its axes after the first
+    /// are named `<node>_0`, `<node>_1`, ...: unique in the group).
+    pub(crate) fn metadata(&self, n: u64, node: &str) -> Value {
         let key = &self.key;
         let shape: Vec<u64> = std::iter::once(n)
             .chain(key.shape.iter().map(|&d| d as u64))
@@ -118,7 +123,7 @@ impl Segment {
         codecs.push(bytes_codec(key.dtype));
         codecs.extend(self.chain.codecs(key.dtype.itemsize()));
         let mut dims = vec!["record".to_owned()];
-        dims.extend((0..key.shape.len()).map(|i| format!("{}_{i}", key.name)));
+        dims.extend((0..key.shape.len()).map(|i| format!("{node}_{i}")));
         json!({
             "zarr_format": 3,
             "node_type": "array",
@@ -145,6 +150,7 @@ impl Segment {
                     "order": if key.order == Order::F { "F" } else { "C" },
                     "shuffle": self.chain.shuffle,
                     "zstd": self.chain.zstd,
+                    "segment": self.index,
                 },
             },
         })
@@ -191,7 +197,14 @@ impl Segment {
             shape: shape.iter().map(|&d| d as usize).collect(),
             order,
         };
-        Ok((Segment { key, chain, shard }, n))
+        let index = ours["segment"].as_u64().unwrap_or(0);
+        let segment = Segment {
+            key,
+            chain,
+            shard,
+            index,
+        };
+        Ok((segment, n))
     }
 }
 
@@ -261,6 +274,20 @@ fn fill_value(dtype: DType) -> Value {
 /// A group's `zarr.json`.
 pub(crate) fn group_metadata(attributes: Value) -> Value {
     json!({"zarr_format": 3, "node_type": "group", "attributes": attributes})
+}
+
+/// A record group's `zarr.json`, with its nodes' metadata consolidated in it (zarr-python's
+/// inline consolidated metadata): one file, replaced at once, gives readers that use it the
+/// same length for every node.
+pub(crate) fn record_group_metadata(
+    source: &str,
+    record: &str,
+    nodes: Map<String, Value>,
+) -> Value {
+    let mut meta = group_metadata(json!({"ndbridge": {"source": source, "record": record}}));
+    meta["consolidated_metadata"] =
+        json!({"kind": "inline", "must_understand": false, "metadata": nodes});
+    meta
 }
 
 /// One index column's type.
@@ -463,7 +490,7 @@ mod tests {
             shape: shape.to_vec(),
             order,
         };
-        Segment::new(key, chain)
+        Segment::new(key, chain, 0)
     }
 
     #[test]
@@ -482,7 +509,7 @@ mod tests {
             zstd: Some(3),
         };
         let s = segment(">f8", &[3, 4], Order::F, chain);
-        let meta = s.metadata(17);
+        let meta = s.metadata(17, "t");
         assert_eq!(meta["shape"], json!([17, 3, 4]));
         assert_eq!(meta["data_type"], "float64");
         let inner = &meta["codecs"][0]["configuration"];
@@ -506,7 +533,7 @@ mod tests {
         let s = segment("|u1", &[], Order::C, raw);
         assert_eq!(s.shard_key(5), "c/5");
         let s = segment("<i4", &[0, 2], Order::C, raw);
-        let meta = s.metadata(0);
+        let meta = s.metadata(0, "t");
         assert_eq!(
             meta["chunk_grid"]["configuration"]["chunk_shape"],
             json!([1024, 1, 2])

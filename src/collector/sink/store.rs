@@ -18,7 +18,7 @@ use crate::store::layout::{
     self, Chain, ColumnValues, Segment, SegmentKey, COLUMNS, COLUMN_CHUNK, EMPTY, JOURNAL, RESERVED,
 };
 use crate::store::{self as store_read, JournalEntry, StoreError};
-use crate::wire::{encode_buffer, shuffle, Codec, Compression, DecodedArray};
+use crate::wire::{encode_buffer, shuffle, ArrayMeta, Codec, Compression, DecodedArray};
 
 /// A shard's data waiting in memory is written out once it reaches this size.
 const PENDING_LIMIT: u64 = 16 << 20;
@@ -61,15 +61,32 @@ pub struct StoreSink {
     counts: Counts,
 }
 
+/// What commits did.
 #[derive(Default)]
 struct Counts {
-    records: AtomicU64,
-    verbatim: AtomicU64,
-    decoded: AtomicU64,
-    encoded: AtomicU64,
-    segments: AtomicU64,
     bytes: AtomicU64,
     commits: AtomicU64,
+}
+
+/// What a group took: kept under its lock, summed for the report.
+#[derive(Default, Clone, Copy)]
+struct Taken {
+    records: u64,
+    /// Arrays stored as their frame came.
+    as_they_came: u64,
+    /// Arrays stored decoded (they came compressed into a raw segment).
+    decoded: u64,
+    /// Arrays the sink encoded for their segment.
+    encoded: u64,
+    /// Segments created.
+    segments: u64,
+}
+
+/// How an array's inner chunk was made.
+enum Made {
+    AsItCame,
+    Decoded,
+    Encoded,
 }
 
 /// Every group of the store, and the node names taken.
@@ -79,12 +96,23 @@ struct Catalog {
     sources: HashMap<String, String>,
     /// Per source node, the record nodes taken.
     record_nodes: HashMap<String, HashSet<String>>,
-    groups: HashMap<(String, String), Arc<Mutex<Group>>>,
+    /// By source, then record name.
+    groups: HashMap<String, HashMap<String, Arc<Mutex<Group>>>>,
+}
+
+impl Catalog {
+    fn all(&self) -> Vec<Arc<Mutex<Group>>> {
+        self.groups
+            .values()
+            .flat_map(|g| g.values().cloned())
+            .collect()
+    }
 }
 
 struct Group {
     dir: PathBuf,
     source: String,
+    record: String,
     /// Records taken.
     n: u64,
     /// Records whose metadata says they are there.
@@ -96,8 +124,8 @@ struct Group {
     first: u64,
     columns: [ColumnValues; 5],
     segments: Vec<Seg>,
-    by_key: HashMap<SegmentKey, usize>,
     nodes: HashSet<String>,
+    taken: Taken,
 }
 
 struct Seg {
@@ -217,8 +245,7 @@ impl StoreSink {
 
     fn group(&self, source: &str, record: &str) -> Result<Arc<Mutex<Group>>, SinkError> {
         let mut catalog = self.catalog.lock().expect("catalog lock");
-        let key = (source.to_owned(), record.to_owned());
-        if let Some(group) = catalog.groups.get(&key) {
+        if let Some(group) = catalog.groups.get(source).and_then(|g| g.get(record)) {
             return Ok(group.clone());
         }
         let source_node = match catalog.sources.get(source) {
@@ -241,19 +268,21 @@ impl StoreSink {
         let node = layout::node_name(record, |n| taken.contains(n) || n == "zarr.json");
         let dir = self.root.join(&source_node).join(&node);
         create_dir(&dir)?;
-        for name in COLUMNS {
-            create_dir(&dir.join(name))?;
-            write_metadata(&dir.join(name), &layout::column_metadata(name, 0))?;
+        let group = Group::new(dir.clone(), source, record);
+        let (nodes, meta) = group.metadata(0);
+        for (node_dir, node_meta) in nodes {
+            create_dir(&node_dir)?;
+            write_metadata(&node_dir, &node_meta)?;
         }
-        let attrs = json!({"ndbridge": {"source": source, "record": record}});
-        write_metadata(&dir, &layout::group_metadata(attrs))?;
-        let group = Arc::new(Mutex::new(Group::new(dir, source)));
+        write_metadata(&dir, &meta)?;
+        let group = Arc::new(Mutex::new(group));
         catalog
             .record_nodes
             .get_mut(&source_node)
             .expect("source node")
             .insert(node);
-        catalog.groups.insert(key, group.clone());
+        let by_record = catalog.groups.entry(source.to_owned()).or_default();
+        by_record.insert(record.to_owned(), group.clone());
         Ok(group)
     }
 
@@ -264,7 +293,7 @@ impl StoreSink {
         chain: Chain,
         array: &DecodedArray,
         frame: &Bytes,
-    ) -> Result<Bytes, SinkError> {
+    ) -> Result<(Bytes, Made), SinkError> {
         let meta = array.meta();
         let itemsize = meta.dtype.itemsize();
         let arrived = Chain {
@@ -272,14 +301,12 @@ impl StoreSink {
             zstd: (meta.codec == Codec::Zstd).then_some(0),
         };
         if arrived.shuffle == chain.shuffle && arrived.zstd.is_some() == chain.zstd.is_some() {
-            self.counts.verbatim.fetch_add(1, Ordering::Relaxed);
-            return Ok(frame.clone());
+            return Ok((frame.clone(), Made::AsItCame));
         }
         let decoded = array.bytes();
         let encoded = match chain.zstd {
             None if !chain.shuffle => {
-                self.counts.decoded.fetch_add(1, Ordering::Relaxed);
-                return Ok(decoded.clone());
+                return Ok((decoded.clone(), Made::Decoded));
             }
             None => {
                 let mut out = vec![0; decoded.len()];
@@ -296,8 +323,7 @@ impl StoreSink {
                     .frame
             }
         };
-        self.counts.encoded.fetch_add(1, Ordering::Relaxed);
-        Ok(encoded)
+        Ok((encoded, Made::Encoded))
     }
 
     /// The chain of a new segment whose first array is `array`.
@@ -324,14 +350,7 @@ impl StoreSink {
     /// `durable`, syncs the file system before and after the metadata.
     fn commit(&self, durable: bool) -> Result<(), SinkError> {
         let _one = self.commit.lock().expect("commit lock");
-        let groups: Vec<_> = self
-            .catalog
-            .lock()
-            .expect("catalog lock")
-            .groups
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.catalog.lock().expect("catalog lock").all();
         let mut targets = Vec::new();
         for group in &groups {
             let mut g = group.lock().expect("group lock");
@@ -349,11 +368,14 @@ impl StoreSink {
             self.syncfs()?;
         }
         for (group, n) in targets {
-            let dir_and_meta = group.lock().expect("group lock").metadata(n);
-            for (dir, meta) in dir_and_meta {
-                write_metadata(&dir, &meta)?;
+            // Each node's own metadata, then the group's, which holds them all: replaced at
+            // once, it is the commit for readers of the group.
+            let (nodes, meta) = group.lock().expect("group lock").metadata(n);
+            for (dir, node_meta) in nodes {
+                write_metadata(&dir, &node_meta)?;
             }
             let mut g = group.lock().expect("group lock");
+            write_metadata(&g.dir, &meta)?;
             g.published = n;
             g.rewrite = false;
         }
@@ -381,49 +403,66 @@ impl StoreSink {
 }
 
 impl Group {
-    fn new(dir: PathBuf, source: &str) -> Group {
+    fn new(dir: PathBuf, source: &str, record: &str) -> Group {
         Group {
             dir,
             source: source.to_owned(),
+            record: record.to_owned(),
             n: 0,
             published: 0,
             rewrite: false,
             first: 0,
             columns: Default::default(),
             segments: Vec::new(),
-            by_key: HashMap::new(),
             nodes: RESERVED.iter().map(|&n| n.to_owned()).collect(),
+            taken: Taken::default(),
         }
     }
 
-    /// The segment for `key`, created (its node and metadata) if it is new.
+    /// The segment for an array of `meta`, created (its node and metadata) if it is new.
     fn segment(
         &mut self,
-        key: SegmentKey,
+        meta: &ArrayMeta,
         chain: impl FnOnce() -> Chain,
-    ) -> Result<(usize, bool), SinkError> {
-        if let Some(&i) = self.by_key.get(&key) {
-            return Ok((i, false));
+    ) -> Result<usize, SinkError> {
+        let same = |k: &SegmentKey| {
+            k.name == meta.name
+                && k.dtype == meta.dtype
+                && k.shape == meta.shape
+                && k.order == meta.order
+        };
+        if let Some(i) = self.segments.iter().position(|seg| same(&seg.segment.key)) {
+            return Ok(i);
         }
+        let key = SegmentKey {
+            name: meta.name.clone(),
+            dtype: meta.dtype,
+            shape: meta.shape.clone(),
+            order: meta.order,
+        };
         let node = layout::node_name(&key.name, |n| self.nodes.contains(n));
-        let segment = Segment::new(key.clone(), chain());
+        let earlier = self
+            .segments
+            .iter()
+            .filter(|s| s.segment.key.name == key.name);
+        let index = earlier.count() as u64;
+        let segment = Segment::new(key, chain(), index);
         let dir = self.dir.join(&node);
         create_dir(&dir)?;
-        write_metadata(&dir, &segment.metadata(self.published))?;
+        write_metadata(&dir, &segment.metadata(self.published, &node))?;
         self.nodes.insert(node.clone());
         self.segments.push(Seg {
             node,
             segment,
             shard: None,
         });
-        self.by_key.insert(key, self.segments.len() - 1);
-        Ok((self.segments.len() - 1, true))
+        self.taken.segments += 1;
+        Ok(self.segments.len() - 1)
     }
 
     /// Makes segment `s`'s shard for record `i` the open one, writing out the one before it,
     /// and writes out what waits in memory once it is large.
     fn prepare(&mut self, s: usize, i: u64) -> Result<(), SinkError> {
-        let dir = self.dir.join(&self.segments[s].node);
         let seg = &mut self.segments[s];
         let k = i / seg.segment.shard;
         if seg.shard.as_ref().is_some_and(|shard| shard.k != k) {
@@ -431,6 +470,7 @@ impl Group {
             seg.shard = None;
         }
         if seg.shard.is_none() {
+            let dir = self.dir.join(&seg.node);
             seg.shard = Some(Shard::create(&dir, &seg.segment, k)?);
         }
         let shard = seg.shard.as_mut().expect("shard");
@@ -476,15 +516,26 @@ impl Group {
     }
 
     /// Each node's directory and its metadata for `n` records.
-    fn metadata(&self, n: u64) -> Vec<(PathBuf, Value)> {
+    /// Each node's directory and metadata for `n` records, and the group's metadata that
+    /// consolidates them.
+    fn metadata(&self, n: u64) -> (Vec<(PathBuf, Value)>, Value) {
         let columns = COLUMNS
             .iter()
-            .map(|name| (self.dir.join(name), layout::column_metadata(name, n)));
+            .map(|&name| (name, layout::column_metadata(name, n)));
         let segments = self
             .segments
             .iter()
-            .map(|seg| (self.dir.join(&seg.node), seg.segment.metadata(n)));
-        columns.chain(segments).collect()
+            .map(|seg| (seg.node.as_str(), seg.segment.metadata(n, &seg.node)));
+        let nodes: Vec<(&str, Value)> = columns.chain(segments).collect();
+        let consolidated = nodes
+            .iter()
+            .map(|(name, meta)| ((*name).to_owned(), meta.clone()));
+        let group =
+            layout::record_group_metadata(&self.source, &self.record, consolidated.collect());
+        let dirs = nodes
+            .into_iter()
+            .map(|(name, meta)| (self.dir.join(name), meta));
+        (dirs.collect(), group)
     }
 
     fn push_columns(&mut self, message: &Received) {
@@ -628,9 +679,8 @@ fn load_catalog(root: &Path) -> Result<Catalog, SinkError> {
             catalog
                 .sources
                 .insert(info.source.clone(), source_node.clone());
-            catalog
-                .groups
-                .insert((info.source, info.record), Arc::new(Mutex::new(group)));
+            let by_record = catalog.groups.entry(info.source).or_default();
+            by_record.insert(info.record, Arc::new(Mutex::new(group)));
             taken.insert(record_node);
         }
         catalog.record_nodes.insert(source_node, taken);
@@ -641,7 +691,7 @@ fn load_catalog(root: &Path) -> Result<Catalog, SinkError> {
 /// A group read back, ready to take its next record.
 fn continue_group(root: &Path, info: &store_read::Group) -> Result<Group, SinkError> {
     let dir = root.join(&info.path);
-    let mut group = Group::new(dir.clone(), &info.source);
+    let mut group = Group::new(dir.clone(), &info.source, &info.record);
     let n = info.records;
     group.n = n;
     // Its nodes may say more records than `n` (a crash between two metadata writes):
@@ -662,9 +712,6 @@ fn continue_group(root: &Path, info: &store_read::Group) -> Result<Group, SinkEr
             None
         };
         group.nodes.insert(array.node.clone());
-        group
-            .by_key
-            .insert(segment.key.clone(), group.segments.len());
         group.segments.push(Seg {
             node: array.node.clone(),
             segment,
@@ -692,16 +739,7 @@ impl Sink for StoreSink {
         let mut chunks = Vec::with_capacity(message.record.arrays.len());
         for (a, array) in message.record.arrays.iter().enumerate() {
             let meta = array.meta();
-            let key = SegmentKey {
-                name: meta.name.clone(),
-                dtype: meta.dtype,
-                shape: meta.shape.clone(),
-                order: meta.order,
-            };
-            let (s, new) = g.segment(key, || self.first_chain(array))?;
-            if new {
-                self.counts.segments.fetch_add(1, Ordering::Relaxed);
-            }
+            let s = g.segment(meta, || self.first_chain(array))?;
             if meta.nbytes == 0 {
                 continue;
             }
@@ -709,14 +747,20 @@ impl Sink for StoreSink {
             let chain = g.segments[s].segment.chain;
             chunks.push((s, self.chunk_bytes(chain, array, &message.frames[1 + a])?));
         }
-        for (s, bytes) in chunks {
+        for (s, (bytes, made)) in chunks {
+            let taken = &mut g.taken;
+            match made {
+                Made::AsItCame => taken.as_they_came += 1,
+                Made::Decoded => taken.decoded += 1,
+                Made::Encoded => taken.encoded += 1,
+            }
             let shard_len = g.segments[s].segment.shard;
             let shard = g.segments[s].shard.as_mut().expect("prepared");
             shard.place((i % shard_len) as usize, bytes);
         }
         g.push_columns(message);
         g.n += 1;
-        self.counts.records.fetch_add(1, Ordering::Relaxed);
+        g.taken.records += 1;
         Ok(())
     }
 
@@ -756,14 +800,7 @@ impl Sink for StoreSink {
     }
 
     fn stored_before(&self, each: &mut dyn FnMut(&str, &str, u64)) {
-        let groups: Vec<_> = self
-            .catalog
-            .lock()
-            .expect("catalog lock")
-            .groups
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.catalog.lock().expect("catalog lock").all();
         for group in groups {
             let g = lock(&group);
             let path = g
@@ -809,14 +846,23 @@ impl Sink for StoreSink {
     fn report(&self) -> serde_json::Map<String, Value> {
         let c = &self.counts;
         let load = |a: &AtomicU64| json!(a.load(Ordering::Relaxed));
+        let mut t = Taken::default();
+        for group in self.catalog.lock().expect("catalog lock").all() {
+            let g = lock(&group).taken;
+            t.records += g.records;
+            t.as_they_came += g.as_they_came;
+            t.decoded += g.decoded;
+            t.encoded += g.encoded;
+            t.segments += g.segments;
+        }
         let mut m = serde_json::Map::new();
         m.insert("out".into(), json!(self.root.to_string_lossy()));
-        m.insert("records".into(), load(&c.records));
+        m.insert("records".into(), json!(t.records));
         m.insert("bytes".into(), load(&c.bytes));
-        m.insert("arrays_as_they_came".into(), load(&c.verbatim));
-        m.insert("arrays_decoded".into(), load(&c.decoded));
-        m.insert("arrays_encoded".into(), load(&c.encoded));
-        m.insert("segments".into(), load(&c.segments));
+        m.insert("arrays_as_they_came".into(), json!(t.as_they_came));
+        m.insert("arrays_decoded".into(), json!(t.decoded));
+        m.insert("arrays_encoded".into(), json!(t.encoded));
+        m.insert("segments".into(), json!(t.segments));
         m.insert("commits".into(), load(&c.commits));
         m
     }
