@@ -4,7 +4,7 @@ The store is Zarr v3 (``docs/store.md``): a group per source and record name, in
 per array name with the record as its first axis, and the index columns ``seq``, ``session``,
 ``time``, ``received`` and ``attrs``. :func:`open_store` opens every group lazily with
 xarray and zarr-python 3 (``pip install zarr xarray``); plain ``zarr.open_group`` and
-``xr.open_zarr(path, group="<source>/<record>")`` read it as well::
+``xr.open_zarr("<path>/<source>/<record>")`` read it as well::
 
     import ndbridge
     store = ndbridge.open_store("run.zarr")

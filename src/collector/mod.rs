@@ -455,7 +455,7 @@ fn bound_endpoints(socket: &zmq::Socket, endpoints: &[Endpoint]) -> Vec<String> 
 }
 
 /// How often the collector flushes its sinks ([`Sink::flush`]).
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// Flushes the sinks every [`FLUSH_EVERY`] and logs a stats line every `report_every`: the
 /// counters are read before the flush, so a line counts as stored only what is flushed.

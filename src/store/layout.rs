@@ -14,8 +14,8 @@ const COLUMN_LEVEL: i32 = 1;
 /// A shard holds about this many bytes of decoded records (at most [`MAX_SHARD_RECORDS`]).
 const SHARD_TARGET_BYTES: u64 = 32 << 20;
 
-/// Most records in one shard: its index (16 bytes a record) stays at most 16 KiB.
-const MAX_SHARD_RECORDS: u64 = 1024;
+/// Most records in one shard: its index (16 bytes a record) stays at most 64 KiB.
+const MAX_SHARD_RECORDS: u64 = 4096;
 
 /// One entry of a shard's index: where an inner chunk (one record) starts and how long it is.
 pub(crate) type IndexEntry = (u64, u64);
@@ -227,7 +227,7 @@ impl Chain {
 }
 
 /// Records per shard for records of `record_bytes`: about 32 MiB a shard, a power of two
-/// from 1 to 1024.
+/// from 1 to 4096.
 pub(crate) fn shard_records(record_bytes: u64) -> u64 {
     let fit = SHARD_TARGET_BYTES / record_bytes.max(1);
     if fit == 0 {
@@ -494,9 +494,10 @@ mod tests {
     }
 
     #[test]
-    fn shards_hold_about_32_mib_and_at_most_1024_records() {
-        assert_eq!(shard_records(800), 1024);
-        assert_eq!(shard_records(0), 1024);
+    fn shards_hold_about_32_mib_and_at_most_4096_records() {
+        assert_eq!(shard_records(800), 4096);
+        assert_eq!(shard_records(8000), 4096);
+        assert_eq!(shard_records(0), 4096);
         assert_eq!(shard_records(80_000), 256);
         assert_eq!(shard_records(8 << 20), 4);
         assert_eq!(shard_records(100 << 20), 1);
@@ -536,7 +537,7 @@ mod tests {
         let meta = s.metadata(0, "t");
         assert_eq!(
             meta["chunk_grid"]["configuration"]["chunk_shape"],
-            json!([1024, 1, 2])
+            json!([4096, 1, 2])
         );
         assert_eq!(s.shard_key(1), "c/1/0/0");
     }

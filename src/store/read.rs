@@ -323,24 +323,33 @@ pub(crate) fn read_group(root: &Path, path: String) -> Result<Group, StoreError>
             "not a record group (no attributes.ndbridge.source and .record)",
         ));
     };
+    // The group's consolidated metadata is its last commit; each node's own zarr.json may be
+    // older, or newer after a crash.
+    let Some(nodes) = meta["consolidated_metadata"]["metadata"].as_object() else {
+        return Err(StoreError::new(
+            &dir,
+            "no consolidated_metadata: not a group ndbridge wrote",
+        ));
+    };
+    let length = |name: &str| -> Result<u64, StoreError> {
+        let shape = nodes.get(name).and_then(|m| m["shape"][0].as_u64());
+        shape.ok_or_else(|| {
+            StoreError::new(&dir, format!("consolidated metadata: no {name} length"))
+        })
+    };
     let mut records = u64::MAX;
     for name in COLUMNS {
-        let meta = read_json(&dir.join(name).join("zarr.json"))?;
-        let n = meta["shape"][0]
-            .as_u64()
-            .ok_or_else(|| StoreError::new(&dir.join(name), "no shape"))?;
-        records = records.min(n);
+        records = records.min(length(name)?);
     }
     let mut arrays = Vec::new();
-    for node in subdirectories(&dir)? {
+    for (node, node_meta) in nodes {
         if COLUMNS.contains(&node.as_str()) {
             continue;
         }
-        let node_dir = dir.join(&node);
-        let meta = read_json(&node_dir.join("zarr.json"))?;
-        let (segment, n) = Segment::parse(&meta).map_err(|e| StoreError::new(&node_dir, e))?;
+        let (segment, n) =
+            Segment::parse(node_meta).map_err(|e| StoreError::new(&dir.join(node), e))?;
         records = records.min(n);
-        arrays.push((node, segment));
+        arrays.push((node.clone(), segment));
     }
     let arrays = arrays
         .into_iter()

@@ -937,7 +937,7 @@ fn print_demo_summary(out: &mut impl Write, report: &DemoReport) -> std::io::Res
     writeln!(out, "  import xarray as xr")?;
     writeln!(
         out,
-        "  ds = xr.open_zarr('{store}', group='sim-0/temperature', consolidated=False); print(ds.temperature.mean('record'))"
+        "  ds = xr.open_zarr('{store}/sim-0/temperature'); print(ds.temperature.mean('record'))"
     )?;
     out.flush()?;
     Ok(sent)

@@ -171,7 +171,7 @@ pub trait Sink: Send + Sync {
 
     /// Makes every record taken so far visible to readers and whole after a crash of the
     /// collector (not of the machine): a sink that takes records into memory writes them out.
-    /// The collector calls it every 200 ms and before each stats line, from one thread; errors
+    /// The collector calls it every 500 ms and before each stats line, from one thread; errors
     /// are logged, and the records wait for the next flush. Default: nothing to do (a sink
     /// whose `write` leaves nothing in memory).
     fn flush(&self) -> Result<(), SinkError> {

@@ -23,6 +23,17 @@ use crate::wire::{encode_buffer, shuffle, ArrayMeta, Codec, Compression, Decoded
 /// A shard's data waiting in memory is written out once it reaches this size.
 const PENDING_LIMIT: u64 = 16 << 20;
 
+/// A node's own `zarr.json` is written every this many commits of its group (and by the last):
+/// the group's, which consolidates them, is written by every commit.
+const NODE_COMMITS: u32 = 5;
+
+/// Inner chunks of at least this many bytes start on a page boundary (costing at most 0.4% of
+/// them).
+const ALIGN_FROM: u64 = 1 << 20;
+
+/// The page size the alignment assumes.
+const PAGE: u64 = 4096;
+
 /// Inner chunks smaller than this are copied together before they are written; larger ones
 /// are written from the frame they came in.
 const SMALL_CHUNK: usize = 64 << 10;
@@ -37,11 +48,13 @@ const SMALL_CHUNK: usize = 64 << 10;
 /// [`write`](Sink::write) only takes a record into memory (a large array's frame is kept, not
 /// copied). A commit ([`flush`](Sink::flush), [`sync`](Sink::sync), [`finish`](Sink::finish))
 /// writes the records taken so far: each shard's new inner chunks, then its index (at the
-/// start of its file), then the index columns' chunks, and only then each array's `zarr.json`
-/// with the new length (written to a temporary name and renamed), so that a reader sees whole
-/// records only and a crash of the collector loses nothing committed. `sync` also syncs the
+/// start of its file), then the index columns' chunks, and only then the group's `zarr.json`
+/// with every node's metadata consolidated in it at the new length (written to a temporary
+/// name and renamed), so that a reader sees whole records only, every node of a group at one
+/// length, and a crash of the collector loses nothing committed. Each node's own `zarr.json`
+/// follows every fifth commit of its group, and the last. `sync` also syncs the
 /// file system before and after the metadata is written: what it committed survives a crash
-/// of the machine. The collector flushes its sinks every 200 ms, and before each stats line,
+/// of the machine. The collector flushes its sinks every 500 ms, and before each stats line,
 /// so every record a stats line counts as stored is committed.
 ///
 /// # Arrays as they arrived
@@ -117,6 +130,8 @@ struct Group {
     n: u64,
     /// Records whose metadata says they are there.
     published: u64,
+    /// Commits since each node's own `zarr.json` was written.
+    node_commits: u32,
     /// The metadata is to be written again even with no new record (a group continued after
     /// a crash, whose nodes may not agree on its length).
     rewrite: bool,
@@ -143,10 +158,13 @@ struct Shard {
     index_dirty: bool,
     /// Where the next inner chunk goes.
     end: u64,
-    /// Inner chunks taken and not yet written, from file offset `pending_at`.
-    pending: Vec<Bytes>,
+    /// Inner chunks taken and not yet written, with their offsets in the file.
+    pending: Vec<(u64, Bytes)>,
+    /// Small inner chunks taken and not yet written, together, from offset `small_at`.
     small: BytesMut,
-    pending_at: u64,
+    small_at: u64,
+    /// Bytes waiting in `pending` and `small`.
+    waiting: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
@@ -348,7 +366,7 @@ impl StoreSink {
 
     /// Writes every record taken so far and then the metadata that makes it visible; with
     /// `durable`, syncs the file system before and after the metadata.
-    fn commit(&self, durable: bool) -> Result<(), SinkError> {
+    fn commit(&self, durable: bool, every_node: bool) -> Result<(), SinkError> {
         let _one = self.commit.lock().expect("commit lock");
         let groups = self.catalog.lock().expect("catalog lock").all();
         let mut targets = Vec::new();
@@ -368,15 +386,19 @@ impl StoreSink {
             self.syncfs()?;
         }
         for (group, n) in targets {
-            // Each node's own metadata, then the group's, which holds them all: replaced at
-            // once, it is the commit for readers of the group.
+            // The group's metadata, which holds its nodes': replaced at once, it is the commit.
+            // Each node's own follows every NODE_COMMITS commits, for readers of one array.
             let (nodes, meta) = group.lock().expect("group lock").metadata(n);
-            for (dir, node_meta) in nodes {
-                write_metadata(&dir, &node_meta)?;
-            }
             let mut g = group.lock().expect("group lock");
             write_metadata(&g.dir, &meta)?;
             g.published = n;
+            g.node_commits += 1;
+            if every_node || g.rewrite || g.node_commits >= NODE_COMMITS {
+                for (dir, node_meta) in nodes {
+                    write_metadata(&dir, &node_meta)?;
+                }
+                g.node_commits = 0;
+            }
             g.rewrite = false;
         }
         if durable {
@@ -411,6 +433,7 @@ impl Group {
             n: 0,
             published: 0,
             rewrite: false,
+            node_commits: 0,
             first: 0,
             columns: Default::default(),
             segments: Vec::new(),
@@ -474,7 +497,7 @@ impl Group {
             seg.shard = Some(Shard::create(&dir, &seg.segment, k)?);
         }
         let shard = seg.shard.as_mut().expect("shard");
-        if shard.end - shard.pending_at >= PENDING_LIMIT {
+        if shard.waiting >= PENDING_LIMIT {
             shard.write_out()?;
         }
         Ok(())
@@ -580,7 +603,8 @@ impl Shard {
             end,
             pending: Vec::new(),
             small: BytesMut::new(),
-            pending_at: end,
+            small_at: end,
+            waiting: 0,
         })
     }
 
@@ -617,38 +641,50 @@ impl Shard {
             end,
             pending: Vec::new(),
             small: BytesMut::new(),
-            pending_at: end,
+            small_at: end,
+            waiting: 0,
         }))
     }
 
-    /// Takes inner chunk `j`.
+    /// Takes inner chunk `j`. A large one starts on a page boundary: the kernel copies whole
+    /// pages into its cache at about twice the speed of pages it shares with other writes.
     fn place(&mut self, j: usize, bytes: Bytes) {
-        self.index[j] = (self.end, bytes.len() as u64);
-        self.end += bytes.len() as u64;
+        let len = bytes.len() as u64;
+        self.waiting += len;
         self.index_dirty = true;
         if bytes.len() < SMALL_CHUNK {
+            if self.small.is_empty() {
+                self.small_at = self.end;
+            }
             self.small.extend_from_slice(&bytes);
         } else {
-            if !self.small.is_empty() {
-                self.pending.push(self.small.split().freeze());
+            self.take_small();
+            if len >= ALIGN_FROM {
+                self.end = self.end.next_multiple_of(PAGE);
             }
-            self.pending.push(bytes);
+            self.pending.push((self.end, bytes));
+        }
+        self.index[j] = (self.end, len);
+        self.end += len;
+    }
+
+    /// Moves the small chunks waiting together into `pending`.
+    fn take_small(&mut self) {
+        if !self.small.is_empty() {
+            self.pending
+                .push((self.small_at, self.small.split().freeze()));
         }
     }
 
     /// Writes the inner chunks waiting in memory, then the index. Returns the bytes written.
     fn write_out(&mut self) -> Result<u64, SinkError> {
-        if !self.small.is_empty() {
-            self.pending.push(self.small.split().freeze());
+        self.take_small();
+        for (at, bytes) in &self.pending {
+            self.file.write_all_at(bytes, *at).map_err(io(&self.path))?;
         }
-        let mut at = self.pending_at;
-        for bytes in &self.pending {
-            self.file.write_all_at(bytes, at).map_err(io(&self.path))?;
-            at += bytes.len() as u64;
-        }
-        let written = at - self.pending_at;
+        let written = self.waiting;
         self.pending.clear();
-        self.pending_at = at;
+        self.waiting = 0;
         if self.index_dirty {
             let index = layout::encode_index(&self.index);
             self.file.write_all_at(&index, 0).map_err(io(&self.path))?;
@@ -786,17 +822,19 @@ impl Sink for StoreSink {
     /// Commits: makes every record taken so far visible, and whole after a crash of the
     /// collector.
     fn flush(&self) -> Result<(), SinkError> {
-        self.commit(false)
+        self.commit(false, false)
     }
 
     /// Commits, syncing the file system before and after the metadata: durable.
     fn sync(&self) -> Result<(), SinkError> {
-        self.commit(true)?;
+        self.commit(true, false)?;
         self.syncfs()
     }
 
+    /// The last commit, durable, every node's own metadata written.
     fn finish(&self) -> Result<(), SinkError> {
-        self.sync()
+        self.commit(true, true)?;
+        self.syncfs()
     }
 
     fn stored_before(&self, each: &mut dyn FnMut(&str, &str, u64)) {
