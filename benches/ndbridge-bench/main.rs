@@ -75,6 +75,10 @@ struct RunArgs {
     /// this level (sink `zarr-zN`).
     #[arg(long)]
     store_zstd: Option<i32>,
+    /// The sinks to measure, instead of what --disk and --disk-only choose: `none`, `zarr`,
+    /// `npy`, `zarr-zN` (e.g. `none,zarr`).
+    #[arg(long, value_delimiter = ',')]
+    sinks: Vec<String>,
     /// Bytes of payload per case (the message count follows from the size).
     #[arg(long, default_value_t = 1 << 30)]
     bytes_per_case: u64,
@@ -890,7 +894,16 @@ fn run_all(args: &RunArgs) -> Result<()> {
     }
     let mut stores = vec!["zarr".to_owned(), "npy".to_owned()];
     stores.extend(args.store_zstd.map(|level| format!("zarr-z{level}")));
-    let sinks: Vec<&str> = if args.disk_only || args.disk {
+    let sinks: Vec<&str> = if !args.sinks.is_empty() {
+        fn name(s: &String) -> &str {
+            if s == "none" {
+                "-"
+            } else {
+                s
+            }
+        }
+        args.sinks.iter().map(name).collect()
+    } else if args.disk_only || args.disk {
         let none = (!args.disk_only).then_some("-");
         none.into_iter()
             .chain(stores.iter().map(String::as_str))

@@ -11,7 +11,8 @@ Each way of moving them is timed from the moment both workers start sending (the
 states before that) until the receiver has stored every record on disk:
 
 - ndbridge's native publisher (the Rust publisher, from ``pip install ./python`` with a Rust
-  toolchain) into ``ndbridge collect --out DIR``: the default codec (``auto``) and ``raw``;
+  toolchain) into ``ndbridge collect --format npy --out DIR`` (one file per record, as the
+  Python receivers write them): the default codec (``auto``) and ``raw``;
 - ndbridge's pure-Python publisher, default codec, into the same collector;
 - pickle protocol 5 with out-of-band buffers over pyzmq (``copy=False``) into a Python receiver
   that saves each record with ``np.savez``;
@@ -167,7 +168,8 @@ def run_collector_way(way: str, workers: int, records: int, tmp: str) -> float:
     out = tempfile.mkdtemp(dir=tmp)
     binary = RELEASE / "ndbridge"
     collector = subprocess.Popen([str(binary), "collect", "--bind", "tcp://127.0.0.1:*",
-                                  "--out", out, "--print-endpoints", "--stats-every", "0"],
+                                  "--format", "npy", "--out", out, "--print-endpoints",
+                                  "--stats-every", "0"],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert collector.stdout is not None

@@ -338,6 +338,64 @@ fn a_store_continues_after_a_restart_and_after_a_crash() {
 }
 
 #[test]
+fn what_a_crash_left_past_the_last_commit_never_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run.zarr");
+    // 8 MiB arrays: 4 records a shard.
+    let big = |seq: u64| {
+        let a = ndarray::Array1::<f64>::from_elem(1 << 20, seq as f64);
+        ("big".to_owned(), ArrayBuffer::from_owned(a))
+    };
+    let sink = StoreSink::new(&root).unwrap();
+    for seq in 0..2 {
+        let mut arrays = numbered(seq, 10);
+        arrays.push(big(seq));
+        sink.write(&message("r", "w", seq, arrays, Compression::Raw))
+            .unwrap();
+    }
+    sink.flush().unwrap();
+    // Past the commit: `big` in this shard and the next, and a new array; written out (the
+    // shard switch writes the first), never committed.
+    for seq in 2..8 {
+        let mut arrays = numbered(seq, 10);
+        arrays.push(big(seq));
+        if seq == 7 {
+            let a = ndarray::Array1::<i8>::from_elem(3, 7);
+            arrays.push(("new".to_owned(), ArrayBuffer::from_owned(a)));
+        }
+        sink.write(&message("r", "w", seq, arrays, Compression::Raw))
+            .unwrap();
+    }
+    drop(sink);
+
+    // The next collector's records have no `big`: the group grows over what was left.
+    let sink = StoreSink::new(&root).unwrap();
+    for seq in 2..10 {
+        sink.write(&message("r", "w", seq, numbered(seq, 10), Compression::Raw))
+            .unwrap();
+    }
+    sink.finish().unwrap();
+    let records = read_all(&root);
+    assert_eq!(records.len(), 10);
+    for (_, _, record) in records {
+        let names: Vec<&str> = record.arrays.iter().map(|a| a.name()).collect();
+        let expected: &[&str] = if record.header.seq < 2 {
+            &["big", "v"]
+        } else {
+            &["v"]
+        };
+        assert_eq!(names, expected, "seq {}", record.header.seq);
+    }
+    let store = Store::open(&root).unwrap();
+    let nodes: Vec<&str> = store.groups()[0]
+        .arrays
+        .iter()
+        .map(|a| a.node.as_str())
+        .collect();
+    assert_eq!(nodes, ["big", "v"]);
+}
+
+#[test]
 fn a_reader_sees_whole_records_only_while_the_store_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("run.zarr");
@@ -505,4 +563,109 @@ fn every_record_a_stats_line_counted_is_in_the_store_after_a_kill() {
     assert!(held >= counted, "{held} < {counted}");
     check_numbered(&root, held, false);
     drop(publisher);
+}
+
+/// Runs `ndbridge` with `args`; its standard output, failing the test if it fails.
+fn ndbridge(args: &[&std::ffi::OsStr]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ndbridge"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ndbridge {args:?}: {stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn ls_lists_a_store_and_replay_sends_it_again_as_it_came() {
+    let _watchdog = watchdog("ls and replay", Duration::from_secs(120));
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.zarr");
+    let sink = StoreSink::new(&first).unwrap();
+    // One session: `r` at the even seqs (compressed or not), `state` at the odd ones.
+    for k in 0..40u64 {
+        let compression = if k % 2 == 0 {
+            Compression::zstd(1).with_shuffle(true)
+        } else {
+            Compression::Raw
+        };
+        let r = message("r", "w", 2 * k, numbered(2 * k, 3000), compression);
+        sink.write(&r).unwrap();
+        let s = ndarray::Array1::<u8>::from_elem(5, k as u8);
+        let state = vec![("s".to_owned(), ArrayBuffer::from_owned(s))];
+        sink.write(&message("state", "w", 2 * k + 1, state, Compression::Raw))
+            .unwrap();
+    }
+    let mut end = message("end", "w", 80, vec![], Compression::Raw);
+    end.record.header.end = true;
+    sink.end(&end).unwrap();
+    sink.finish().unwrap();
+    drop(sink);
+
+    let listing = ndbridge(&["ls".as_ref(), first.as_os_str()]);
+    let rows: Vec<Vec<&str>> = listing
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r[..6] == ["w", "r", "40", "v", "<f4", "[3000]"] && r[6] == "shuffle+zstd"),
+        "{listing}"
+    );
+    assert!(
+        rows.iter().any(|r| r[..4] == ["w", "state", "40", "s"]),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("80 records in 2 groups") && listing.contains("1 session ended"),
+        "{listing}"
+    );
+
+    // Into a collector of its own: the same records, sessions, seqs, attrs and frames.
+    let second = dir.path().join("second.zarr");
+    let log = dir.path().join("collect.log");
+    let mut collector =
+        crate::common::CollectorProcess::start(&["--out".as_ref(), second.as_os_str()], &log);
+    ndbridge(&[
+        "replay".as_ref(),
+        first.as_os_str(),
+        "--to".as_ref(),
+        collector.endpoint.as_ref(),
+    ]);
+    let store = || Store::open(&second).ok();
+    crate::common::wait_until("the replayed records", Duration::from_secs(30), || {
+        store().is_some_and(|s| s.groups().iter().map(|g| g.records).sum::<u64>() == 80)
+            && store().is_some_and(|s| !s.journal().unwrap().is_empty())
+    });
+    assert!(collector.stop().success(), "{}", collector.log());
+    let (a, b) = (Store::open(&first).unwrap(), Store::open(&second).unwrap());
+    assert_eq!(a.journal().unwrap(), b.journal().unwrap());
+    for (ga, gb) in a.groups().iter().zip(b.groups()) {
+        assert_eq!(
+            (&ga.source, &ga.record, ga.records),
+            (&gb.source, &gb.record, gb.records)
+        );
+        let (mut ra, mut rb) = (a.reader(ga).unwrap(), b.reader(gb).unwrap());
+        let mut by_seq = std::collections::BTreeMap::new();
+        for i in 0..rb.len() {
+            let (header, frames) = rb.message(i).unwrap();
+            by_seq.insert(header.seq, (header, frames));
+        }
+        for i in 0..ra.len() {
+            let (header, frames) = ra.message(i).unwrap();
+            let (h, f) = &by_seq[&header.seq];
+            assert_eq!(
+                (&h.session, h.time, &h.attrs),
+                (&header.session, header.time, &header.attrs)
+            );
+            assert_eq!(
+                &f[1..],
+                &frames[1..],
+                "{} seq {}: frames differ",
+                ga.record,
+                header.seq
+            );
+        }
+    }
 }

@@ -739,6 +739,7 @@ fn continue_group(root: &Path, info: &store_read::Group) -> Result<Group, SinkEr
         *values =
             store_read::read_column(&dir.join(name), name, group.first, n).map_err(unreadable)?;
     }
+    remove_uncommitted(&dir, info)?;
     for array in &info.arrays {
         let segment = array.segment.clone();
         let used = (n % segment.shard) as usize;
@@ -755,6 +756,40 @@ fn continue_group(root: &Path, info: &store_read::Group) -> Result<Group, SinkEr
         });
     }
     Ok(group)
+}
+
+/// Removes what a crash left past a group's last commit: nodes its metadata does not list
+/// (segments created since), and shards whose records all lie past its length. Left, they
+/// would show their records once the group grew over them.
+fn remove_uncommitted(dir: &Path, info: &store_read::Group) -> Result<(), SinkError> {
+    let listed: HashSet<&str> = info.arrays.iter().map(|a| a.node.as_str()).collect();
+    for node in store_read::subdirectories(dir).map_err(unreadable)? {
+        if !COLUMNS.contains(&node.as_str()) && !listed.contains(node.as_str()) {
+            let path = dir.join(&node);
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    for array in &info.arrays {
+        // `c/<k>`: a directory of the shard's further key parts, or the shard itself (0-d).
+        let shards = dir.join(&array.node).join("c");
+        let Ok(found) = fs::read_dir(&shards) else {
+            continue;
+        };
+        for entry in found.flatten() {
+            let name = entry.file_name();
+            let k = name.to_str().and_then(|k| k.parse::<u64>().ok());
+            if k.is_some_and(|k| k * array.segment.shard >= info.records) {
+                let path = entry.path();
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.map_err(io(&path))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lock(group: &Mutex<Group>) -> MutexGuard<'_, Group> {
@@ -792,7 +827,14 @@ impl Sink for StoreSink {
             }
             let shard_len = g.segments[s].segment.shard;
             let shard = g.segments[s].shard.as_mut().expect("prepared");
+            let large = bytes.len() as u64 >= ALIGN_FROM;
             shard.place((i % shard_len) as usize, bytes);
+            // A large frame is written at once, so that its buffer is freed and used again
+            // (fresh memory costs more than the write); should that fail, the commit retries
+            // it and reports the error.
+            if large {
+                let _ = shard.write_out();
+            }
         }
         g.push_columns(message);
         g.n += 1;
