@@ -68,7 +68,8 @@ def test_readme_documents_the_essentials() -> None:
                    "--delivery acked", "window_bytes", "refused", "spool_dir",
                    "BlockingIOError", "recovered"):
         assert needle in text, needle
-    assert len(python_blocks()) == 4
+    # Subscribe, publish, acked, CURVE; and reading a store (run by test_store_docs.py).
+    assert len(python_blocks()) == 5
 
 
 def test_readme_subscribe_and_publish_blocks(tmp_path: Path) -> None:
