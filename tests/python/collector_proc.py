@@ -49,8 +49,10 @@ class Collector:
 
     `bind` is the input endpoint (default an ephemeral loopback port; a restarted collector
     binds the port of the one before, ``bind=old.input``); `delivery` is ``--delivery`` (default
-    the collector's, fire-and-forget). The log is appended to, so that a collector restarted on
-    the same `out` keeps the log of the runs before.
+    the collector's, fire-and-forget); `format` is ``--format`` (``npy`` here by default, for the
+    manifest); `log` is where its stderr goes (default beside `out`, and its stats JSON beside
+    that). The log is appended to, so that a collector restarted on the same `out` keeps the log
+    of the runs before.
 
     Attributes:
         input: The endpoint publishers connect to (the collector's PULL socket; its ROUTER
@@ -61,17 +63,20 @@ class Collector:
     """
 
     def __init__(self, out: Path, extra_args: Sequence[str] = (), forward: bool = True,
-                 bind: str = "tcp://127.0.0.1:*", delivery: Optional[str] = None) -> None:
+                 bind: str = "tcp://127.0.0.1:*", delivery: Optional[str] = None,
+                 format: str = "npy", log: Optional[Path] = None,
+                 stats_every: str = "0") -> None:
         binary = require_binary()
         self.out = out
-        self.stats_path = out.parent / f"{out.name}-stats.json"
-        self.log_path = out.parent / f"{out.name}-collector.log"
+        self.log_path = log if log is not None else out.parent / f"{out.name}-collector.log"
+        self.stats_path = (log.with_suffix(".stats.json") if log is not None
+                           else out.parent / f"{out.name}-stats.json")
         self.stats: Optional[Dict[str, Any]] = None
         args = [str(binary), "collect", "--bind", bind,
                 *(["--forward", "tcp://127.0.0.1:*"] if forward else []),
                 *(["--delivery", delivery] if delivery else []),
-                "--format", "npy", "--out", str(out), "--print-endpoints",
-                "--stats-json", str(self.stats_path), "--stats-every", "0", *extra_args]
+                "--format", format, "--out", str(out), "--print-endpoints",
+                "--stats-json", str(self.stats_path), "--stats-every", stats_every, *extra_args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)
         try:

@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -38,8 +35,7 @@ zarr = pytest.importorskip("zarr", minversion="3")
 xr = pytest.importorskip("xarray")
 
 import ndbridge  # noqa: E402
-from collector_proc import WAIT_S, require_binary  # noqa: E402
-from golden_io import REPO  # noqa: E402
+from collector_proc import WAIT_S, Collector  # noqa: E402
 from samples import BIG_ENDIAN, DTYPES, sample  # noqa: E402
 
 pytestmark = [
@@ -60,41 +56,15 @@ NODE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 # A collector writing a store, and reading the store's metadata
 
 
-class StoreCollector:
-    """A running ``ndbridge collect --format zarr`` process writing the store `out`.
-
-    `bind` is the input endpoint (a restarted collector binds the one before: ``bind=old.input``);
-    its stderr goes to `log` (appended to, so that a restarted collector keeps the log of the
-    runs before). It commits every 200 ms and before each stats line (every 0.2 s).
-    """
+class StoreCollector(Collector):
+    """A running ``ndbridge collect --format zarr`` process writing the store `out`, its stderr
+    to `log` (see :class:`collector_proc.Collector`). It commits every 500 ms and before each
+    stats line (every 0.2 s)."""
 
     def __init__(self, out: Path, log: Path, bind: str = "tcp://127.0.0.1:*",
                  delivery: Optional[str] = None, extra_args: Sequence[str] = ()) -> None:
-        self.out = out
-        self.log_path = log
-        self.stats_path = log.with_suffix(".stats.json")
-        self.stats: Optional[Dict[str, Any]] = None
-        args = [str(require_binary()), "collect", "--bind", bind, "--format", "zarr",
-                "--out", str(out), "--print-endpoints", "--stats-every", "0.2",
-                "--stats-json", str(self.stats_path),
-                *(["--delivery", delivery] if delivery else []), *extra_args]
-        self._log = open(log, "ab")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)
-        try:
-            assert self.proc.stdout is not None
-            ready, _, _ = select.select([self.proc.stdout], [], [], WAIT_S)
-            line = self.proc.stdout.readline().decode() if ready else ""
-            assert line, f"the collector printed no endpoints; log:\n{self.log()}"
-            self.input: str = json.loads(line)["input"][0]
-        except BaseException:
-            self.kill()
-            raise
-
-    def log(self) -> str:
-        """What the collector wrote to stderr so far."""
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        super().__init__(out, extra_args, forward=False, bind=bind, delivery=delivery,
+                         format="zarr", log=log, stats_every="0.2")
 
     def wait_committed(self, key: Tuple[str, str], count: int) -> None:
         """Waits until the store shows `count` records of group `key` (source, record)."""
@@ -107,36 +77,6 @@ class StoreCollector:
                 raise AssertionError(f"{key}: {committed(self.out).get(key, 0)} of {count} "
                                      f"records committed after {WAIT_S} s; log:\n{self.log()}")
             time.sleep(0.02)
-
-    def stop(self) -> Dict[str, Any]:
-        """Stops the collector with SIGINT (it commits and exits 0); returns its stats JSON."""
-        if self.stats is not None:
-            return self.stats
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            code = self.proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"the collector did not stop within {WAIT_S} s of SIGINT; "
-                                 f"log:\n{self.log()}") from None
-        self._close_files()
-        assert code == 0, f"the collector exited with {code}; log:\n{self.log()}"
-        self.stats = json.loads(self.stats_path.read_text(encoding="utf-8"))
-        return self.stats
-
-    def kill(self) -> None:
-        """SIGKILL: the collector ends at once, wherever it is."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT_S)
-        self._close_files()
-
-    def _close_files(self) -> None:
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.proc.stdout.close()
-        if not self._log.closed:
-            self._log.close()
 
 
 @pytest.fixture
