@@ -388,8 +388,8 @@ impl StoreSink {
         for (group, n) in targets {
             // The group's metadata, which holds its nodes': replaced at once, it is the commit.
             // Each node's own follows every NODE_COMMITS commits, for readers of one array.
-            let (nodes, meta) = group.lock().expect("group lock").metadata(n);
             let mut g = group.lock().expect("group lock");
+            let (nodes, meta) = g.metadata(n);
             write_metadata(&g.dir, &meta)?;
             g.published = n;
             g.node_commits += 1;
