@@ -165,6 +165,14 @@ pub enum DecodeError {
         /// zstd's explanation.
         reason: String,
     },
+    /// A `zstd-chunks` frame whose chunk table does not describe the array and the frame.
+    #[error("array `{array}`: invalid chunk table: {reason}")]
+    Chunks {
+        /// The array's name.
+        array: String,
+        /// What is wrong with the table.
+        reason: String,
+    },
 }
 
 impl DecodeError {
@@ -189,6 +197,7 @@ impl DecodeError {
             DecodeError::Expansion { .. } => "expansion",
             DecodeError::InvalidBool { .. } => "invalid_bool",
             DecodeError::Zstd { .. } => "zstd",
+            DecodeError::Chunks { .. } => "chunks",
         }
     }
 

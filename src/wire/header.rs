@@ -322,8 +322,13 @@ fn parse_array(index: usize, entry: &Value, limits: &Limits) -> Result<ArrayMeta
     let order = Order::from_wire(order)
         .ok_or_else(|| invalid_str(&path("order"), "\"C\" or \"F\"", order))?;
     let codec = get_str(obj, "codec", &path("codec"))?;
-    let codec = Codec::from_wire(codec)
-        .ok_or_else(|| invalid_str(&path("codec"), "\"raw\" or \"zstd\"", codec))?;
+    let codec = Codec::from_wire(codec).ok_or_else(|| {
+        invalid_str(
+            &path("codec"),
+            "\"raw\", \"zstd\" or \"zstd-chunks\"",
+            codec,
+        )
+    })?;
     let filters = parse_filters(index, obj)?;
     let meta = ArrayMeta {
         name: name.to_owned(),
@@ -400,11 +405,12 @@ impl Order {
 }
 
 impl Codec {
-    /// The codec named on the wire (`"raw"` or `"zstd"`).
+    /// The codec named on the wire (`"raw"`, `"zstd"` or `"zstd-chunks"`).
     fn from_wire(name: &str) -> Option<Codec> {
         match name {
             "raw" => Some(Codec::Raw),
             "zstd" => Some(Codec::Zstd),
+            "zstd-chunks" => Some(Codec::ZstdChunks),
             _ => None,
         }
     }

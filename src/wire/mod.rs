@@ -31,7 +31,8 @@ mod template;
 pub use ack::Ack;
 pub(crate) use codec::{decode_allocation, DecodeAllocation};
 pub use codec::{
-    decode_buffer, encode_buffer, shuffle, unshuffle, Codec, Compression, EncodedBuffer, Filter,
+    decode_buffer, encode_buffer, encode_buffer_chunked, shuffle, unshuffle, Codec, Compression,
+    EncodedBuffer, Filter,
 };
 pub use decode::{decode, DecodedArray, Decoder, DynArray, Record};
 pub use dtype::{ByteOrder, DType, DTypeError, Element, Kind};

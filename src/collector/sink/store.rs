@@ -318,7 +318,11 @@ impl StoreSink {
             shuffle: meta.is_shuffled() && itemsize > 1,
             zstd: (meta.codec == Codec::Zstd).then_some(0),
         };
-        if arrived.shuffle == chain.shuffle && arrived.zstd.is_some() == chain.zstd.is_some() {
+        // A `zstd-chunks` frame is no inner chunk's bytes: it is stored as a raw one would be.
+        if meta.codec != Codec::ZstdChunks
+            && arrived.shuffle == chain.shuffle
+            && arrived.zstd.is_some() == chain.zstd.is_some()
+        {
             return Ok((frame.clone(), Made::AsItCame));
         }
         let decoded = array.bytes();
@@ -353,12 +357,19 @@ impl StoreSink {
                 shuffle: meta.is_shuffled() && itemsize > 1,
                 zstd: Some(level.unwrap_or(1)),
             },
-            (Codec::Raw, Some(level)) => Chain {
+            (Codec::Raw | Codec::ZstdChunks, Some(level)) => Chain {
                 shuffle: itemsize > 1,
                 zstd: Some(level),
             },
             (Codec::Raw, None) => Chain {
                 shuffle: meta.is_shuffled() && itemsize > 1,
+                zstd: None,
+            },
+            // Decoded (in parallel, by the collector's pool) and stored raw, as arrays that
+            // came raw are: recompressing them on the store's thread would cost more than the
+            // link saved.
+            (Codec::ZstdChunks, None) => Chain {
+                shuffle: false,
                 zstd: None,
             },
         }

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 pub(crate) mod buffer;
+mod chunks;
 mod shuffle;
 mod zstd_blocks;
 mod zstd_frame;
@@ -44,6 +45,10 @@ pub enum Codec {
     Raw,
     /// One zstd frame with its content size set.
     Zstd,
+    /// A table, then independent zstd frames of consecutive chunks of whole elements, compressed
+    /// and decompressed in parallel (`chunks`: the layout).
+    #[serde(rename = "zstd-chunks")]
+    ZstdChunks,
 }
 
 impl Codec {
@@ -52,6 +57,7 @@ impl Codec {
         match self {
             Codec::Raw => "raw",
             Codec::Zstd => "zstd",
+            Codec::ZstdChunks => "zstd-chunks",
         }
     }
 }
@@ -224,13 +230,73 @@ fn zstd_encode_error(e: std::io::Error) -> EncodeError {
     }
 }
 
+/// Compresses `data` as one zstd frame, after a byte shuffle of its `itemsize`-byte elements
+/// when `shuffled`.
+fn compress_piece(
+    data: &[u8],
+    itemsize: usize,
+    level: i32,
+    shuffled: bool,
+) -> Result<Bytes, EncodeError> {
+    if shuffled {
+        with_scratch(data.len(), |scratch| {
+            shuffle(data, scratch, itemsize);
+            zstd_streams::compress_shuffled(scratch, itemsize, level)
+                .unwrap_or_else(|| compress(scratch, level))
+        })
+    } else {
+        compress(data, level)
+    }
+}
+
 /// Encodes one decoded buffer (`data`, elements of `itemsize` bytes) under `policy`.
 ///
-/// `Raw`, and `Auto` when compression does not pay, return `data` itself (no copy).
+/// `Raw`, and `Auto` when compression does not pay, return `data` itself (no copy). A
+/// compressed buffer is one zstd frame ([`Codec::Zstd`]); see [`encode_buffer_chunked`] for the
+/// parallel form.
 pub fn encode_buffer(
     data: &Bytes,
     itemsize: usize,
     policy: Compression,
+) -> Result<EncodedBuffer, EncodeError> {
+    encode_buffer_as(data, itemsize, policy, false)
+}
+
+/// Encodes one decoded buffer as [`encode_buffer`] does, except that a buffer of at least two
+/// chunks (2 MiB) that is compressed becomes [`Codec::ZstdChunks`]: chunks of about 1 MiB of
+/// whole elements, compressed at once on rayon's worker threads (one per core), and decoded in
+/// parallel the same way. On a link faster than one core compresses, this is what lets
+/// compression keep up.
+///
+/// ```
+/// use bytes::Bytes;
+/// use ndbridge::wire::{decode_buffer, encode_buffer_chunked, ArrayMeta, Codec, Compression};
+/// use ndbridge::wire::{DType, Filter, Limits, Order};
+///
+/// let field: Vec<u8> = (0..1u32 << 20).flat_map(|i| (i as f32).sin().to_le_bytes()).collect();
+/// let data = Bytes::from(field);
+/// let encoded = encode_buffer_chunked(&data, 4, Compression::zstd(1).with_shuffle(true))?;
+/// assert_eq!((encoded.codec, encoded.filters.as_slice()), (Codec::ZstdChunks, &[Filter::Shuffle][..]));
+/// let meta = ArrayMeta {
+///     name: "u".into(), dtype: "<f4".parse::<DType>()?, shape: vec![1 << 20], order: Order::C,
+///     codec: encoded.codec, filters: encoded.filters, nbytes: data.len() as u64,
+/// };
+/// assert_eq!(decode_buffer(&meta, &encoded.frame, &Limits::default())?, data);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn encode_buffer_chunked(
+    data: &Bytes,
+    itemsize: usize,
+    policy: Compression,
+) -> Result<EncodedBuffer, EncodeError> {
+    encode_buffer_as(data, itemsize, policy, true)
+}
+
+fn encode_buffer_as(
+    data: &Bytes,
+    itemsize: usize,
+    policy: Compression,
+    may_chunk: bool,
 ) -> Result<EncodedBuffer, EncodeError> {
     let (level, want_shuffle, max_ratio) = match policy {
         Compression::Raw => return Ok(raw(data)),
@@ -242,14 +308,13 @@ pub fn encode_buffer(
         } => (level, shuffle, Some(max_ratio)),
     };
     let shuffled = want_shuffle && itemsize > 1;
-    let compressed = if shuffled {
-        with_scratch(data.len(), |scratch| {
-            shuffle(data, scratch, itemsize);
-            zstd_streams::compress_shuffled(scratch, itemsize, level)
-                .unwrap_or_else(|| compress(scratch, level))
+    let chunked = may_chunk && data.len() >= 2 * chunks::CHUNK_BYTES;
+    let compressed = if chunked {
+        chunks::encode_chunked(data, itemsize, |chunk| {
+            compress_piece(chunk, itemsize, level, shuffled)
         })?
     } else {
-        compress(data, level)?
+        compress_piece(data, itemsize, level, shuffled)?
     };
     if let Some(max_ratio) = max_ratio {
         if compressed.len() as f64 > max_ratio * data.len() as f64
@@ -259,7 +324,11 @@ pub fn encode_buffer(
         }
     }
     Ok(EncodedBuffer {
-        codec: Codec::Zstd,
+        codec: if chunked {
+            Codec::ZstdChunks
+        } else {
+            Codec::Zstd
+        },
         filters: if shuffled {
             vec![Filter::Shuffle]
         } else {
@@ -317,13 +386,17 @@ impl std::ops::Add for DecodeAllocation {
 
 /// What decoding the array `meta` describes allocates (see [`DecodeAllocation`]).
 pub(crate) fn decode_allocation(meta: &ArrayMeta) -> DecodeAllocation {
+    let shuffled = meta.is_shuffled() && meta.dtype.itemsize() > 1;
     let (output, scratch) = match meta.codec {
         Codec::Raw if meta.is_shuffled() => (meta.nbytes, 0),
         Codec::Raw => (0, 0),
-        Codec::Zstd if meta.is_shuffled() && meta.dtype.itemsize() > 1 => {
-            (meta.nbytes, meta.nbytes)
-        }
+        Codec::Zstd if shuffled => (meta.nbytes, meta.nbytes),
         Codec::Zstd => (meta.nbytes, 0),
+        // Each worker thread shuffles one chunk at a time: a chunk is at most the array, and
+        // an encoder's chunks are about `CHUNK_BYTES`; a hostile table's larger chunks are
+        // bounded by the array.
+        Codec::ZstdChunks if shuffled => (meta.nbytes, meta.nbytes),
+        Codec::ZstdChunks => (meta.nbytes, 0),
     };
     DecodeAllocation { output, scratch }
 }
@@ -344,6 +417,7 @@ pub(super) fn check_buffer(
         }),
         Codec::Raw => Ok(()),
         Codec::Zstd => check_zstd_frame(meta, frame, limits),
+        Codec::ZstdChunks => check_chunks(meta, frame, limits).map(|_| ()),
     }
 }
 
@@ -378,37 +452,71 @@ pub fn decode_buffer(
         }
         Codec::Zstd => {
             check_zstd_frame(meta, frame, limits)?;
-            let len = nbytes as usize;
             // Every byte is written below (the decompressed length is checked) before the
             // buffer is handed out.
-            let mut out = AlignedBuf::for_overwrite(len);
-            if meta.is_shuffled() && meta.dtype.itemsize() > 1 {
-                let itemsize = meta.dtype.itemsize();
-                with_scratch(len, |scratch| {
-                    // Block by block where possible: raw blocks are unshuffled straight from
-                    // the frame, with no copy into the scratch buffer first.
-                    if let Some(pieces) = decode_in_pieces(frame, scratch) {
-                        let parts: Vec<&[u8]> =
-                            pieces.iter().map(|p| p.bytes(frame, scratch)).collect();
-                        unshuffle_parts(&parts, out.as_mut_slice(), itemsize);
-                    } else {
-                        decompress_exact(meta, frame, scratch)?;
-                        unshuffle(scratch, out.as_mut_slice(), itemsize);
-                    }
-                    Ok::<_, DecodeError>(())
-                })?;
-            } else {
-                decompress_exact(meta, frame, out.as_mut_slice())?;
-            }
+            let mut out = AlignedBuf::for_overwrite(nbytes as usize);
+            decompress_piece(meta, frame, out.as_mut_slice())?;
+            Ok(out.into_bytes())
+        }
+        Codec::ZstdChunks => {
+            let table = check_chunks(meta, frame, limits)?;
+            let mut out = AlignedBuf::for_overwrite(nbytes as usize);
+            let itemsize = meta.dtype.itemsize();
+            // Each chunk's frame is checked against its own length before it is decoded, and
+            // the chunks cover the buffer: every byte is written before it is handed out.
+            chunks::decode_chunked(&table, frame, itemsize, out.as_mut_slice(), |part, dst| {
+                check_frame_declares(meta, part, dst.len() as u64)?;
+                decompress_piece(meta, part, dst)
+            })?;
             Ok(out.into_bytes())
         }
     }
+}
+
+/// Decompresses the zstd frame `frame` of the array `meta` into `out`, whose length it must
+/// decode to exactly, undoing the byte shuffle when `meta` has it.
+fn decompress_piece(meta: &ArrayMeta, frame: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    let itemsize = meta.dtype.itemsize();
+    if !(meta.is_shuffled() && itemsize > 1) {
+        return decompress_exact(meta, frame, out);
+    }
+    with_scratch(out.len(), |scratch| {
+        // Block by block where possible: raw blocks are unshuffled straight from the frame,
+        // with no copy into the scratch buffer first.
+        if let Some(pieces) = decode_in_pieces(frame, scratch) {
+            let parts: Vec<&[u8]> = pieces.iter().map(|p| p.bytes(frame, scratch)).collect();
+            unshuffle_parts(&parts, out, itemsize);
+        } else {
+            decompress_exact(meta, frame, scratch)?;
+            unshuffle(scratch, out, itemsize);
+        }
+        Ok(())
+    })
+}
+
+/// Checks a `zstd-chunks` frame's table against `meta`, and the whole frame against the
+/// expansion limit (the chunks' own frames are checked as they are decoded).
+fn check_chunks(
+    meta: &ArrayMeta,
+    frame: &[u8],
+    limits: &Limits,
+) -> Result<chunks::ChunkTable, DecodeError> {
+    let table = chunks::read_table(&meta.name, frame, meta.nbytes, meta.dtype.itemsize())?;
+    check_expansion(meta, frame.len() as u64, limits)?;
+    Ok(table)
 }
 
 /// Checks a zstd frame's headers against `meta` and `limits` without decompressing: one frame
 /// filling the buffer, declaring `nbytes`, whose blocks can hold that many bytes, within the
 /// expansion limit.
 fn check_zstd_frame(meta: &ArrayMeta, frame: &[u8], limits: &Limits) -> Result<(), DecodeError> {
+    check_frame_declares(meta, frame, meta.nbytes)?;
+    check_expansion(meta, frame.len() as u64, limits)
+}
+
+/// Checks that `frame` is one zstd frame filling the buffer, declaring `expected` bytes, whose
+/// blocks can hold that many.
+fn check_frame_declares(meta: &ArrayMeta, frame: &[u8], expected: u64) -> Result<(), DecodeError> {
     let zstd_error = |reason: String| DecodeError::Zstd {
         array: meta.name.clone(),
         reason,
@@ -418,13 +526,13 @@ fn check_zstd_frame(meta: &ArrayMeta, frame: &[u8], limits: &Limits) -> Result<(
         .content_size
         .ok_or_else(|| DecodeError::ZstdContentSize {
             array: meta.name.clone(),
-            expected: meta.nbytes,
+            expected,
             found: "not declared".to_owned(),
         })?;
-    if declared != meta.nbytes {
+    if declared != expected {
         return Err(DecodeError::ZstdContentSize {
             array: meta.name.clone(),
-            expected: meta.nbytes,
+            expected,
             found: declared.to_string(),
         });
     }
@@ -441,11 +549,16 @@ fn check_zstd_frame(meta: &ArrayMeta, frame: &[u8], limits: &Limits) -> Result<(
             layout.capacity
         )));
     }
-    let frame_bytes = frame.len() as u64;
-    if declared > EXPANSION_FREE_BYTES && declared / limits.max_expansion.max(1) > frame_bytes {
+    Ok(())
+}
+
+/// Checks an array of `meta.nbytes` from `frame_bytes` against the expansion limit.
+fn check_expansion(meta: &ArrayMeta, frame_bytes: u64, limits: &Limits) -> Result<(), DecodeError> {
+    let nbytes = meta.nbytes;
+    if nbytes > EXPANSION_FREE_BYTES && nbytes / limits.max_expansion.max(1) > frame_bytes {
         return Err(DecodeError::Expansion {
             array: meta.name.clone(),
-            nbytes: declared,
+            nbytes,
             frame_bytes,
             max_expansion: limits.max_expansion,
         });
@@ -537,6 +650,101 @@ mod tests {
             unshuffle(&shuffled, &mut expected, 8);
             assert_eq!(&decoded[..], &expected[..]);
         }
+    }
+
+    fn meta_of(dtype: &str, nbytes: usize, codec: Codec, filters: Vec<Filter>) -> ArrayMeta {
+        let dtype = dtype.parse::<DType>().unwrap();
+        ArrayMeta {
+            name: "a".into(),
+            shape: vec![nbytes / dtype.itemsize()],
+            dtype,
+            order: Order::C,
+            codec,
+            filters,
+            nbytes: nbytes as u64,
+        }
+    }
+
+    #[test]
+    fn chunked_frames_round_trip_for_every_width_and_either_filter() {
+        for (dtype, elements) in [("<f8", 300_001), ("<f4", 1 << 20), ("<i2", 1_500_000)] {
+            let itemsize = dtype[2..].parse::<usize>().unwrap();
+            let field = crate::synth::smooth_field(1, elements, 0.0, 3);
+            let data: Vec<u8> = field
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .take(elements * itemsize)
+                .collect();
+            let data = Bytes::from(data);
+            for shuffle in [false, true] {
+                let policy = Compression::zstd(1).with_shuffle(shuffle);
+                let encoded = encode_buffer_chunked(&data, itemsize, policy).unwrap();
+                assert_eq!(encoded.codec, Codec::ZstdChunks, "{dtype}");
+                let elements_per = u64::from_le_bytes(encoded.frame[..8].try_into().unwrap());
+                assert!(elements_per as usize * itemsize <= chunks::CHUNK_BYTES);
+                let meta = meta_of(dtype, data.len(), encoded.codec, encoded.filters);
+                let decoded = decode_buffer(&meta, &encoded.frame, &Limits::default()).unwrap();
+                assert_eq!(decoded, data, "{dtype} shuffle={shuffle}");
+                // The same array in one frame decodes to the same bytes.
+                let whole = encode_buffer(&data, itemsize, policy).unwrap();
+                assert_eq!(whole.codec, Codec::Zstd);
+            }
+        }
+    }
+
+    #[test]
+    fn small_arrays_stay_one_frame_and_auto_still_sends_noise_raw() {
+        let small = Bytes::from(vec![1u8; (2 << 20) - 8]);
+        let encoded = encode_buffer_chunked(&small, 8, Compression::zstd(1)).unwrap();
+        assert_eq!(encoded.codec, Codec::Zstd);
+        let mut rng = SplitMix64::new(4);
+        let noise: Vec<u8> = (0..4 << 20).map(|_| rng.next_u64() as u8).collect();
+        let noise = Bytes::from(noise);
+        let auto = encode_buffer_chunked(&noise, 8, Compression::auto()).unwrap();
+        assert_eq!(auto.codec, Codec::Raw);
+        assert_eq!(auto.frame.as_ptr(), noise.as_ptr());
+    }
+
+    /// Chunks whose frames do not match the table's chunk sizes, or a frame over the expansion
+    /// limit, are refused before or while decoding, naming the array.
+    #[test]
+    fn chunked_frames_that_lie_are_refused() {
+        let data = Bytes::from(vec![7u8; 3 << 20]);
+        let encoded = encode_buffer_chunked(&data, 8, Compression::zstd(1)).unwrap();
+        let meta = meta_of("<f8", data.len(), Codec::ZstdChunks, Vec::new());
+        let limits = Limits::default();
+        // One element fewer per chunk: every chunk's frame declares 8 bytes more than it holds.
+        let mut fewer = encoded.frame.to_vec();
+        let m = u64::from_le_bytes(fewer[..8].try_into().unwrap());
+        fewer[..8].copy_from_slice(&(m - 1).to_le_bytes());
+        let err = decode_buffer(&meta, &Bytes::from(fewer), &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Chunks { .. } | DecodeError::ZstdContentSize { .. }
+            ),
+            "{err}"
+        );
+        // A chunk frame cut short.
+        let mut cut = encoded.frame.to_vec();
+        let first = u64::from_le_bytes(cut[8..16].try_into().unwrap());
+        cut[8..16].copy_from_slice(&(first - 1).to_le_bytes());
+        let second = u64::from_le_bytes(cut[16..24].try_into().unwrap());
+        cut[16..24].copy_from_slice(&(second + 1).to_le_bytes());
+        assert!(decode_buffer(&meta, &Bytes::from(cut), &limits).is_err());
+        // Large arrays are held to the expansion limit as a whole.
+        let big = meta_of("<f8", 512 << 20, Codec::ZstdChunks, Vec::new());
+        let tight = Limits::default().max_expansion(2);
+        let err = decode_buffer(&big, &encoded.frame, &tight).unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::Chunks { .. } | DecodeError::Expansion { .. }
+        ));
+        assert_eq!(
+            decode_buffer(&meta, &encoded.frame, &limits).unwrap(),
+            data,
+            "the frame itself is fine"
+        );
     }
 
     #[test]
