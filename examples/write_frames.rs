@@ -14,13 +14,17 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use half::f16;
 use ndarray::{ArrayD, IxDyn, ShapeBuilder};
-use ndbridge::wire::{encode, ArrayBuffer, ByteOrder, Compression, Element, Envelope, Order};
+use ndbridge::wire::{
+    encode, ArrayBuffer, ByteOrder, Compression, Element, Encoder, Envelope, Order,
+};
 use num_complex::Complex;
 use serde_json::{json, Value};
 
 struct Writer {
     dir: PathBuf,
     cases: Vec<Value>,
+    /// Compress large arrays in parallel chunks (`zstd-chunks`).
+    chunked: bool,
 }
 
 impl Writer {
@@ -50,7 +54,12 @@ impl Writer {
             }));
             buffers.push((name, buffer));
         }
-        let msg = encode(envelope, buffers, compression).map_err(std::io::Error::other)?;
+        let msg = if self.chunked {
+            Encoder::default().encode_chunked(envelope, buffers, compression)
+        } else {
+            encode(envelope, buffers, compression)
+        }
+        .map_err(std::io::Error::other)?;
         let mut out = Vec::new();
         for frame in &msg.frames {
             out.extend_from_slice(&(frame.len() as u64).to_le_bytes());
@@ -184,6 +193,7 @@ fn run(dir: &Path) -> std::io::Result<()> {
     let mut w = Writer {
         dir: dir.to_owned(),
         cases: Vec::new(),
+        chunked: false,
     };
     write_type::<bool>(&mut w, "b1")?;
     write_type::<i8>(&mut w, "i1")?;
@@ -222,6 +232,17 @@ fn run(dir: &Path) -> std::io::Result<()> {
         Compression::auto(),
         Some(json!({"step": 7, "units": "K", "nested": {"a": [1, 2.5, null]}})),
     )?;
+
+    // 2 MiB and more in F order, shuffled: three chunks of `zstd-chunks`.
+    w.chunked = true;
+    let (big, expected) = sample_array::<f64>(&[512, 520], Order::F);
+    w.write(
+        "chunked",
+        vec![("chunked".into(), big, expected)],
+        Compression::zstd(1).with_shuffle(true),
+        None,
+    )?;
+    w.chunked = false;
 
     let manifest = serde_json::to_vec_pretty(&json!({"cases": w.cases}))?;
     std::fs::write(dir.join("manifest.json"), manifest)?;

@@ -151,20 +151,75 @@ def decode_buffer(meta: ArrayMeta, frame: memoryview, limits: Limits = DEFAULT_L
     is not exactly one frame declaring ``nbytes`` as its content size, and
     :class:`~ndbridge.LimitError` for one over ``limits.max_expansion``.
     """
+    if meta.codec == "zstd-chunks":
+        return _decode_chunks(meta, frame, limits)
     if meta.codec == "raw":
         if len(frame) != meta.nbytes:
             raise FrameError(meta.field, f"raw buffer frame holds {len(frame)} bytes, "
                                          f"nbytes declares {meta.nbytes}")
         data: Buffer = frame
     else:
-        data = _decompress(meta, frame, limits)
+        data = _decompress(meta, frame, limits, meta.nbytes)
+    return _unfilter(meta, data)
+
+
+def _unfilter(meta: ArrayMeta, data: Buffer) -> Buffer:
     for name in reversed(meta.filters):
         if name == "shuffle" and meta.dtype.itemsize > 1:
             data = unshuffle(data, meta.dtype.itemsize)
     return data
 
 
-def _decompress(meta: ArrayMeta, frame: memoryview, limits: Limits) -> bytes:
+#: A ``zstd-chunks`` array of more than one chunk has chunks of at least this many bytes.
+MIN_CHUNK_BYTES = 64 << 10
+
+
+def _chunk_table(meta: ArrayMeta, frame: memoryview) -> Tuple[int, list]:
+    """Reads a ``zstd-chunks`` frame's table: elements per chunk and each chunk's
+    ``(start, end)`` in the frame, checked to fill the frame exactly (docs/wire-format.md)."""
+    def bad(reason: str) -> CodecError:
+        return CodecError(meta.field, f"invalid chunk table: {reason}")
+    if len(frame) < 8:
+        raise bad(f"{len(frame)} bytes, no chunk table")
+    per = int.from_bytes(frame[:8], "little")
+    if per == 0:
+        raise bad("0 elements per chunk")
+    itemsize = meta.dtype.itemsize
+    count = -(-(meta.nbytes // itemsize) // per)
+    if count > 1 and per * itemsize < MIN_CHUNK_BYTES:
+        raise bad(f"{count} chunks of {per * itemsize} bytes: chunks below {MIN_CHUNK_BYTES} "
+                  f"bytes are allowed only alone")
+    at = 8 * (count + 1)
+    if at > len(frame):
+        raise bad(f"a table of {count} chunks does not fit a frame of {len(frame)} bytes")
+    lengths = np.frombuffer(frame, "<u8", count, 8).tolist()
+    places = []
+    for i, length in enumerate(lengths):
+        if at + length > len(frame):
+            raise bad(f"chunk {i} of {length} bytes runs past the frame's {len(frame)} bytes")
+        places.append((at, at + length))
+        at += length
+    if at != len(frame):
+        raise bad(f"the chunks end at byte {at} but the frame holds {len(frame)} bytes")
+    return per, places
+
+
+def _decode_chunks(meta: ArrayMeta, frame: memoryview, limits: Limits) -> Buffer:
+    per, places = _chunk_table(meta, frame)
+    if over_expansion(meta.nbytes, len(frame), limits):
+        raise LimitError(meta.field, "max_expansion", meta.nbytes // max(1, len(frame)),
+                         limits.max_expansion, what="decoded/compressed size ratio")
+    out = np.empty(meta.nbytes, np.uint8)
+    step = per * meta.dtype.itemsize
+    for i, (start, end) in enumerate(places):
+        length = min(step, meta.nbytes - i * step)
+        chunk = _decompress(meta, frame[start:end], limits, length)
+        out[i * step:i * step + length] = np.frombuffer(_unfilter(meta, chunk), np.uint8)
+    return out
+
+
+def _decompress(meta: ArrayMeta, frame: memoryview, limits: Limits, nbytes: int) -> bytes:
+    """One zstd frame of `meta`'s array (or of one of its chunks) decoding to `nbytes`."""
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError:
@@ -172,15 +227,15 @@ def _decompress(meta: ArrayMeta, frame: memoryview, limits: Limits) -> bytes:
                                      f"{bytes(frame[:8]).hex() or '(empty)'}") from None
     if declared < 0:
         raise CodecError(meta.field, f"zstd frame does not declare its content size; expected "
-                                     f"{meta.nbytes} (nbytes)")
-    if declared != meta.nbytes:
+                                     f"{nbytes} (nbytes)")
+    if declared != nbytes:
         raise CodecError(meta.field, f"zstd content size {declared} declared, nbytes declares "
-                                     f"{meta.nbytes}")
+                                     f"{nbytes}")
     if over_expansion(declared, len(frame), limits):
         raise LimitError(meta.field, "max_expansion", declared // max(1, len(frame)),
                          limits.max_expansion, what="decoded/compressed size ratio")
     try:
-        if meta.nbytes == 0:
+        if nbytes == 0:
             # An empty frame takes the streaming path, which reports trailing bytes reliably.
             dobj = _decompressor().decompressobj()
             out = dobj.decompress(frame)
@@ -188,11 +243,11 @@ def _decompress(meta: ArrayMeta, frame: memoryview, limits: Limits) -> bytes:
                 raise CodecError(meta.field, "expected exactly one complete zstd frame, found "
                                              "a truncated frame or bytes after it")
         else:
-            out = _decompressor().decompress(frame, max_output_size=meta.nbytes,
+            out = _decompressor().decompress(frame, max_output_size=nbytes,
                                              allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise CodecError(meta.field, f"corrupt zstd frame: {e}") from None
-    if len(out) != meta.nbytes:
+    if len(out) != nbytes:
         raise CodecError(meta.field, f"zstd frame decompressed to {len(out)} bytes, nbytes "
-                                     f"declares {meta.nbytes}")
+                                     f"declares {nbytes}")
     return out

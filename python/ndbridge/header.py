@@ -52,7 +52,7 @@ class ArrayMeta:
         dtype: The numpy dtype, byte order as sent.
         shape: Length of each axis; ``()`` for a 0-d array.
         order: ``"C"`` or ``"F"``: the element order of the decoded buffer.
-        codec: ``"raw"`` or ``"zstd"``.
+        codec: ``"raw"``, ``"zstd"`` or ``"zstd-chunks"`` (independent chunks of whole elements).
         filters: Filters applied before the codec, in order (only ``"shuffle"`` exists).
         nbytes: Decoded length in bytes, equal to ``product(shape) * itemsize``.
     """
@@ -272,8 +272,9 @@ def _parse_entry(index: int, entry: object, limits: Limits) -> ArrayMeta:
     if order not in ("C", "F"):
         raise HeaderError(f"{path}.order", f"expected \"C\" or \"F\", found {order[:32]!r}")
     codec = _get_str(entry, "codec", f"{path}.codec")
-    if codec not in ("raw", "zstd"):
-        raise HeaderError(f"{path}.codec", f"expected \"raw\" or \"zstd\", found {codec[:32]!r}")
+    if codec not in ("raw", "zstd", "zstd-chunks"):
+        raise HeaderError(f"{path}.codec", f"expected \"raw\", \"zstd\" or \"zstd-chunks\", "
+                                           f"found {codec[:32]!r}")
 
     filters_value = entry.get("filters")
     if filters_value is None:

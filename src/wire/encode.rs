@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use super::codec::buffer::bytes_from_vec;
-use super::codec::{encode_buffer, Compression};
+use super::codec::{encode_buffer, encode_buffer_chunked, Compression};
 use super::dtype::{DType, Element};
 use super::error::EncodeError;
 use super::header::{check_name_for_encode, ArrayMeta, Header, Order};
@@ -250,7 +250,7 @@ pub fn encode(
     arrays: Vec<(String, ArrayBuffer)>,
     compression: Compression,
 ) -> Result<EncodedMessage, EncodeError> {
-    encode_with(envelope, arrays, compression, Header::to_json)
+    encode_with(envelope, arrays, compression, false, Header::to_json)
 }
 
 /// Encodes a stream of messages, as [`encode`] does, writing the headers through a
@@ -288,7 +288,21 @@ impl Encoder {
         arrays: Vec<(String, ArrayBuffer)>,
         compression: Compression,
     ) -> Result<EncodedMessage, EncodeError> {
-        encode_with(envelope, arrays, compression, |header| {
+        encode_with(envelope, arrays, compression, false, |header| {
+            self.headers.write(header)
+        })
+    }
+
+    /// Encodes as [`encode`](Self::encode) does, except that compressed arrays of 2 MiB or more
+    /// are compressed in parallel chunks ([`encode_buffer_chunked`](super::encode_buffer_chunked),
+    /// codec `zstd-chunks`).
+    pub fn encode_chunked(
+        &mut self,
+        envelope: Envelope,
+        arrays: Vec<(String, ArrayBuffer)>,
+        compression: Compression,
+    ) -> Result<EncodedMessage, EncodeError> {
+        encode_with(envelope, arrays, compression, true, |header| {
             self.headers.write(header)
         })
     }
@@ -298,6 +312,7 @@ fn encode_with(
     envelope: Envelope,
     arrays: Vec<(String, ArrayBuffer)>,
     compression: Compression,
+    chunked: bool,
     write_header: impl FnOnce(&Header) -> Vec<u8>,
 ) -> Result<EncodedMessage, EncodeError> {
     check_names(&envelope.name, &arrays)?;
@@ -312,7 +327,12 @@ fn encode_with(
     let mut frames = Vec::with_capacity(arrays.len() + 1);
     frames.push(Bytes::new());
     for (name, buffer) in arrays {
-        let encoded = encode_buffer(&buffer.data, buffer.dtype.itemsize(), compression)?;
+        let itemsize = buffer.dtype.itemsize();
+        let encoded = if chunked {
+            encode_buffer_chunked(&buffer.data, itemsize, compression)?
+        } else {
+            encode_buffer(&buffer.data, itemsize, compression)?
+        };
         metas.push(ArrayMeta {
             name,
             dtype: buffer.dtype,

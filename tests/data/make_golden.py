@@ -131,8 +131,9 @@ class Spec:
     def __init__(self, name: str, array: np.ndarray, order: str = "C", codec: str = "raw",
                  shuffled: bool = False, dtype_str: str | None = None,
                  explicit_filters: bool = False, extra: dict[str, Any] | None = None,
-                 checksum: bool = False) -> None:
+                 checksum: bool = False, chunk: int = 0) -> None:
         self.name = name
+        self.chunk = chunk  # zstd-chunks: elements per chunk
         self.array = array
         self.order = order
         self.codec = codec
@@ -150,6 +151,15 @@ class Spec:
         body = shuffle(decoded, a.dtype.itemsize) if self.shuffled else decoded
         if self.codec == "zstd":
             body = zstd_frame(body, checksum=self.checksum)
+        elif self.codec == "zstd-chunks":
+            # The table (elements per chunk, each chunk's frame length), then the frames; each
+            # chunk is its own elements, shuffled on their own.
+            step = self.chunk * a.dtype.itemsize
+            pieces = [decoded[at:at + step] for at in range(0, len(decoded), step)]
+            frames = [zstd_frame(shuffle(p, a.dtype.itemsize) if self.shuffled else p)
+                      for p in pieces]
+            table = struct.pack(f"<{len(frames) + 1}Q", self.chunk, *map(len, frames))
+            body = table + b"".join(frames)
         entry: dict[str, Any] = {
             "name": self.name,
             "dtype": self.dtype_str,
@@ -298,6 +308,14 @@ def build_cases() -> list[Case]:
     # A larger smooth field: more than one zstd block, where shuffle pays.
     add(Case("smooth_field_zstd_shuffle", "field", [
         Spec("field", smooth_field((130, 130)), codec="zstd", shuffled=True)]))
+
+    # zstd-chunks: three chunks of 8192 float64 (64 KiB, the smallest allowed), the last
+    # short, shuffled; and two chunks of a float32 field in F order.
+    add(Case("smooth_field_zstd_chunks_shuffle", "field", [
+        Spec("field", smooth_field((100, 200)), codec="zstd-chunks", shuffled=True, chunk=8192)]))
+    add(Case("f4_F_zstd_chunks", "f4", [
+        Spec("f4", smooth_field((200, 100)).astype("<f4"), "F", codec="zstd-chunks",
+             chunk=16384)]))
 
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"

@@ -72,3 +72,10 @@ def test_rust_frames_decode_with_the_spec_snippet(rust_dir: Path,
         push.send_multipart(read_frames(rust_dir / case["file"]))
         _, arrays = recv_arrays(pull)
         check_case(rust_dir, case, arrays)
+
+
+def test_rust_frames_include_every_codec(rust_dir: Path, rust_cases: List[Dict[str, Any]]) -> None:
+    """The cases above cover each codec the Rust encoder writes, `zstd-chunks` included."""
+    codecs = {meta["codec"] for case in rust_cases
+              for meta in json.loads(read_frames(rust_dir / case["file"])[0])["arrays"]}
+    assert codecs == {"raw", "zstd", "zstd-chunks"}
