@@ -60,7 +60,7 @@ pub use collector::{Collector, CollectorBuilder, Sink};
 pub use delivery::Delivery;
 pub use error::Error;
 pub use keys::{Allowlist, KeyPair, PublicKey};
-pub use publisher::{FullPolicy, Link, Publisher, PublisherBuilder, PublisherStats};
+pub use publisher::{Chunking, FullPolicy, Link, Publisher, PublisherBuilder, PublisherStats};
 pub use subscriber::{Subscriber, SubscriberBuilder};
 pub use transport::{SocketKind, SocketOptions};
 pub use wire::{ArrayBuffer, Compression, Limits};

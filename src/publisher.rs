@@ -67,6 +67,23 @@ impl Link {
     }
 }
 
+/// When a publisher compresses an array of 2 MiB or more in parallel chunks (the `zstd-chunks`
+/// codec: chunks of about 1 MiB on every core, decoded in parallel too) instead of as one zstd
+/// frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Chunking {
+    /// With [`Compression::Auto`] on a network link, when one core compresses slower than the
+    /// link takes compressed bytes (10 Gbit/s and faster links): the compressor would set the
+    /// pace. Never with [`Compression::Zstd`], which measures nothing.
+    #[default]
+    Auto,
+    /// Every compressed array of 2 MiB or more, whatever the link.
+    Always,
+    /// Never: every compressed array is one zstd frame (what a collector's store keeps as it
+    /// came, without decoding it).
+    Never,
+}
+
 /// What `send` does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FullPolicy {
@@ -156,6 +173,7 @@ pub struct PublisherBuilder {
     window_bytes: u64,
     spool_dir: Option<PathBuf>,
     spool_bytes: u64,
+    chunking: Chunking,
 }
 
 impl Default for PublisherBuilder {
@@ -175,6 +193,7 @@ impl Default for PublisherBuilder {
             window_bytes: 512 << 20,
             spool_dir: None,
             spool_bytes: 16 << 30,
+            chunking: Chunking::Auto,
         }
     }
 }
@@ -296,6 +315,12 @@ impl PublisherBuilder {
     }
 
     /// Whether the link is local ([`Link`]), detected from the endpoints unless set.
+    /// When large arrays are compressed in parallel chunks (default [`Chunking::Auto`]).
+    pub fn chunking(mut self, chunking: Chunking) -> Self {
+        self.chunking = chunking;
+        self
+    }
+
     fn local_link(&self) -> bool {
         match self.link {
             Link::Detect => {
@@ -394,7 +419,11 @@ impl PublisherBuilder {
             seq: 0,
             compression: self.compression,
             local_link,
-            pacing: LinkPacing::default(),
+            pacing: LinkPacing::with_cores(match self.chunking {
+                Chunking::Never => 1,
+                Chunking::Auto | Chunking::Always => rayon::current_num_threads(),
+            }),
+            chunking: self.chunking,
             started: Instant::now(),
             linger: self.options.linger,
             shared: Arc::clone(&shared),
@@ -858,6 +887,8 @@ struct SendLoop {
     local_link: bool,
     /// The automatic codec on a network link: what the link delivers, and whether to compress.
     pacing: LinkPacing,
+    /// When large arrays are compressed in parallel chunks.
+    chunking: Chunking,
     /// The zero of the monotonic clock `pacing` is given.
     started: Instant,
     linger: Duration,
@@ -1063,8 +1094,8 @@ impl SendLoop {
         } else {
             0
         };
-        let policy = self.choose_compression(&arrays, raw_bytes);
-        let Some(message) = self.encode(name, arrays, attrs, policy) else {
+        let (policy, chunked) = self.choose_compression(&arrays, raw_bytes);
+        let Some(message) = self.encode(name, arrays, attrs, policy, chunked) else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -1158,6 +1189,7 @@ impl SendLoop {
         arrays: SmallVec<[(CompactString, ArrayBuffer); 1]>,
         attrs: Option<Map<String, Value>>,
         policy: Compression,
+        chunked: bool,
     ) -> Option<EncodedMessage> {
         // The header takes the ids for the message and they are taken back from it afterwards:
         // no copy per message.
@@ -1174,7 +1206,12 @@ impl SendLoop {
             .into_iter()
             .map(|(name, array)| (name.into_string(), array))
             .collect();
-        let mut message = match self.encoder.encode(envelope, arrays, policy) {
+        let encoded = if chunked {
+            self.encoder.encode_chunked(envelope, arrays, policy)
+        } else {
+            self.encoder.encode(envelope, arrays, policy)
+        };
+        let mut message = match encoded {
             Ok(message) => message,
             Err(e) => {
                 self.source.clone_from(&self.ids.0);
@@ -1191,6 +1228,7 @@ impl SendLoop {
                 message.raw_bytes(),
                 message.wire_bytes() - header,
                 started.elapsed().as_secs_f64(),
+                chunked,
             );
         }
         Some(message)
@@ -1266,27 +1304,30 @@ enum Sent {
 }
 
 impl SendLoop {
-    /// The policy for the next message, of `raw_bytes`. `Auto` goes raw unless the link
-    /// delivers more compressed (see [`LinkPacing`]); then it compresses, and keeps the result
-    /// only when it saves enough.
+    /// The policy for the next message, of `raw_bytes`, and whether its large arrays are
+    /// compressed in parallel chunks. `Auto` goes raw unless the link delivers more compressed
+    /// (see [`LinkPacing`]); then it compresses, in chunks when one core would be too slow,
+    /// and keeps the result only when it saves enough.
     fn choose_compression(
         &mut self,
         arrays: &[(CompactString, ArrayBuffer)],
         raw_bytes: u64,
-    ) -> Compression {
+    ) -> (Compression, bool) {
+        let always = self.chunking == Chunking::Always;
         let Compression::Auto { level, shuffle, .. } = self.compression else {
-            return self.compression;
+            return (self.compression, always);
         };
         if self.local_link {
-            return Compression::Raw;
+            return (Compression::Raw, false);
         }
         if self.pacing.wants_sample(raw_bytes) {
             self.measure_sample(arrays, Compression::Zstd { level, shuffle });
         }
         if self.pacing.should_compress() {
-            self.compression
+            let chunked = always || self.chunking == Chunking::Auto && self.pacing.should_chunk();
+            (self.compression, chunked)
         } else {
-            Compression::Raw
+            (Compression::Raw, false)
         }
     }
 
@@ -1308,7 +1349,7 @@ impl SendLoop {
         if let Ok(encoded) = encode_buffer(&sample, itemsize, policy) {
             let secs = started.elapsed().as_secs_f64();
             self.pacing
-                .observe_compress(len as u64, encoded.frame.len() as u64, secs);
+                .observe_compress(len as u64, encoded.frame.len() as u64, secs, false);
         }
     }
 }

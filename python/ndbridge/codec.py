@@ -19,6 +19,7 @@ from .limits import DEFAULT_LIMITS, EXPANSION_FREE_BYTES, Limits
 
 __all__ = [
     "AUTO_MAX_RATIO",
+    "CHUNKINGS",
     "CODECS",
     "shuffle",
     "unshuffle",
@@ -33,6 +34,10 @@ AUTO_MAX_RATIO = 0.9
 
 #: The codec choices an encoder accepts.
 CODECS = ("raw", "zstd", "auto")
+
+#: What ``Publisher(chunking=...)`` accepts: when arrays of 2 MiB or more are compressed in
+#: parallel chunks (codec ``zstd-chunks``, by the native core).
+CHUNKINGS = ("auto", "always", "never")
 
 Buffer = Union[bytes, memoryview, np.ndarray]
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import lifetime
 from .acked import DEFAULT_WINDOW_BYTES, check_delivery, check_window_bytes
+from .codec import CHUNKINGS
 from .curve import KeySource, PathLike, load_curve
 from .errors import DeliveryError, WireError
 from .header import parse_header
@@ -224,6 +225,11 @@ class Publisher:
             publisher holds raises ``BlockingIOError``.
         spool_bytes: The most bytes the spool holds; beyond them sending waits for
             acknowledgements. Default 16 GiB.
+        chunking: When arrays of 2 MiB or more are compressed in parallel chunks on every core
+            (codec ``zstd-chunks``, decoded in parallel too; ``PublisherBuilder::chunking``):
+            ``"auto"`` (default: with ``codec="auto"`` on a network link, when one core
+            compresses slower than the link takes compressed bytes), ``"always"`` or
+            ``"never"`` (one zstd frame per array).
     """
 
     def __init__(self, endpoint: Union[str, Sequence[str]], source: Optional[str] = None,
@@ -237,8 +243,10 @@ class Publisher:
                  curve_secret: Optional[PathLike] = None, delivery: str = "fire-and-forget",
                  window_bytes: int = DEFAULT_WINDOW_BYTES,
                  spool_dir: Optional[PathLike] = None,
-                 spool_bytes: int = DEFAULT_SPOOL_BYTES) -> None:
+                 spool_bytes: int = DEFAULT_SPOOL_BYTES, chunking: str = "auto") -> None:
         native = _require()
+        if chunking not in CHUNKINGS:
+            raise ValueError(f"chunking: expected one of {list(CHUNKINGS)}, found {chunking!r}")
         if context is not None:
             raise ValueError("context: the Rust publisher has a ZeroMQ context of its own; "
                              "use ndbridge.Publisher(..., native=False) to share one")
@@ -279,7 +287,7 @@ class Publisher:
             queue_bytes=queue_bytes, on_full=on_full,
             linger=60.0 if timeout is None else timeout, copy_threshold=copy_threshold,
             delivery=self.delivery, window_bytes=window_bytes, spool_dir=spool,
-            spool_bytes=spool_bytes,
+            spool_bytes=spool_bytes, chunking=chunking,
             **({} if curve is None else {"curve_server": curve.server.decode("ascii"),
                                          "curve_secret": curve.secret_path}))
         self._last_stats: Optional[Dict[str, Any]] = None

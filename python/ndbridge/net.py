@@ -46,7 +46,7 @@ from . import lifetime
 from .acked import (DEFAULT_WINDOW_BYTES, HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS, MAX_UNACKED,
                     PER_MESSAGE_BYTES, Window, check_delivery, check_window_bytes, parse_ack)
 from .curve import CurveKeys, KeySource, PathLike, load_curve
-from .codec import CODECS, check_level, encode_buffer
+from .codec import CHUNKINGS, CODECS, check_level, encode_buffer
 from .errors import DeliveryError, WireError
 from .limits import DEFAULT_LIMITS, Limits
 from .pacing import SAMPLE_BYTES, TIME_SENDS_EVERY_BYTES, Pacing
@@ -752,6 +752,12 @@ class Publisher:
             acknowledgements (and raises :class:`~ndbridge.DeliveryError` after `timeout`, the
             record not sent). A record larger than that still goes, once nothing else is
             unacknowledged. Default 16 GiB.
+        chunking: When arrays of 2 MiB or more are compressed in parallel chunks on every
+            core (codec ``zstd-chunks``), which only the native core does: ``"auto"``
+            (default; the native core with ``codec="auto"`` on a network link, when one core
+            compresses slower than the link takes compressed bytes), ``"always"`` (native
+            only: this pure-Python publisher raises ``ValueError``) or ``"never"``. This
+            publisher sends every array as one frame.
 
     Attributes:
         session: This publisher's session id, 16 hex characters.
@@ -803,7 +809,12 @@ class Publisher:
                  curve_server: Optional[KeySource] = None,
                  curve_secret: Optional[PathLike] = None, delivery: str = "fire-and-forget",
                  window_bytes: int = DEFAULT_WINDOW_BYTES, spool_dir: Optional[PathLike] = None,
-                 spool_bytes: int = DEFAULT_SPOOL_BYTES) -> None:
+                 spool_bytes: int = DEFAULT_SPOOL_BYTES, chunking: str = "auto") -> None:
+        if chunking not in CHUNKINGS:
+            raise ValueError(f"chunking: expected one of {list(CHUNKINGS)}, found {chunking!r}")
+        if chunking == "always":
+            raise ValueError("chunking='always': parallel chunks (zstd-chunks) are compressed by "
+                             "the native core, which this publisher does not use")
         if kind not in (zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.PAIR):
             raise ValueError(f"kind: expected zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER or "
                              f"zmq.PAIR, found {kind!r}")

@@ -17,6 +17,7 @@ mod common;
 mod synth;
 
 mod acked;
+mod chunks;
 mod cli_errors;
 mod curve;
 mod delivery;

@@ -590,7 +590,7 @@ impl NativePublisher {
     /// `ValueError`; a spool that cannot be opened raises `OSError` (`BlockingIOError` when
     /// another publisher holds it).
     #[new]
-    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None, delivery="fire-and-forget", window_bytes=512 << 20, spool_dir=None, spool_bytes=16 << 30))]
+    #[pyo3(signature = (endpoints, *, bind=false, kind="push", codec="auto", level=1, shuffle=true, link=None, source=None, queue_bytes=256 << 20, on_full=None, linger=2.0, copy_threshold=Some(64 << 10), curve_server=None, curve_secret=None, delivery="fire-and-forget", window_bytes=512 << 20, spool_dir=None, spool_bytes=16 << 30, chunking="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -612,6 +612,7 @@ impl NativePublisher {
         window_bytes: u64,
         spool_dir: Option<PathBuf>,
         spool_bytes: u64,
+        chunking: &str,
     ) -> PyResult<Self> {
         if endpoints.is_empty() {
             return Err(PyValueError::new_err(
@@ -637,6 +638,16 @@ impl NativePublisher {
                 max_ratio,
             },
             c => c,
+        };
+        let chunking = match chunking {
+            "auto" => ndbridge::Chunking::Auto,
+            "always" => ndbridge::Chunking::Always,
+            "never" => ndbridge::Chunking::Never,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "chunking: expected 'auto', 'always' or 'never', found {other:?}"
+                )))
+            }
         };
         let link = match link {
             None => Link::Detect,
@@ -712,6 +723,7 @@ impl NativePublisher {
             .delivery(delivery)
             .window_bytes(window_bytes)
             .spool_bytes(spool_bytes)
+            .chunking(chunking)
             .socket_options(options);
         if let Some(dir) = spool_dir {
             builder = builder.spool_dir(dir);

@@ -13,7 +13,7 @@ use ndbridge::collector::{
 };
 use ndbridge::wire::{DecodeError, Limits, Record};
 use ndbridge::{
-    Allowlist, ArrayBuffer, Compression, Delivery, KeyPair, Link, Publisher, SocketKind,
+    Allowlist, ArrayBuffer, Chunking, Compression, Delivery, KeyPair, Link, Publisher, SocketKind,
     SocketOptions, Subscriber,
 };
 
@@ -207,6 +207,27 @@ enum CodecArg {
     Auto,
 }
 
+/// `--chunking`: [`Chunking`] on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum ChunkingArg {
+    /// With --codec auto, when one core compresses slower than the link takes compressed bytes.
+    Auto,
+    /// Every compressed array of 2 MiB or more.
+    Always,
+    /// One zstd frame per array.
+    Never,
+}
+
+impl From<ChunkingArg> for Chunking {
+    fn from(arg: ChunkingArg) -> Chunking {
+        match arg {
+            ChunkingArg::Auto => Chunking::Auto,
+            ChunkingArg::Always => Chunking::Always,
+            ChunkingArg::Never => Chunking::Never,
+        }
+    }
+}
+
 #[derive(Args)]
 struct CodecArgs {
     /// Codec policy.
@@ -258,6 +279,11 @@ struct SendArgs {
     timeout: f64,
     #[command(flatten)]
     codec: CodecArgs,
+    /// When arrays of 2 MiB or more are compressed in parallel chunks on every core (codec
+    /// zstd-chunks, decoded in parallel too): auto (with --codec auto, when one core compresses
+    /// slower than the link takes compressed bytes), always, or never (one zstd frame each).
+    #[arg(long, value_enum, default_value = "auto")]
+    chunking: ChunkingArg,
     /// The link, for --codec auto: detect (local for loopback and ipc endpoints), local (always
     /// raw), or network (weigh the link against the compressor; e.g. a local port that is an
     /// SSH tunnel to another machine).
@@ -717,6 +743,7 @@ fn send(args: SendArgs) -> Result<()> {
     let mut builder = Publisher::builder()
         .connect(&args.to)
         .compression(args.codec.compression())
+        .chunking(args.chunking.into())
         .delivery(args.delivery.into())
         .link(args.link.into());
     if let Some((server, own)) = args.keys.load()? {
