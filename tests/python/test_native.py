@@ -10,6 +10,7 @@ toolchain, or ``NDBRIDGE_NATIVE=0``).
 from __future__ import annotations
 
 import gc
+import json
 import socket
 import subprocess
 import sys
@@ -326,3 +327,27 @@ def test_subscribers_decode_with_the_rust_decoder_unless_told_otherwise(ctx: zmq
         for sub in subs:
             sub.close()
         pub.close(linger=0)
+
+
+@pytest.mark.parametrize("chunking, codec", [("always", "zstd-chunks"), ("never", "zstd")])
+def test_chunking_always_sends_parallel_chunks_that_every_decoder_reads(
+        ctx: zmq.Context, chunking: str, codec: str) -> None:
+    pull = ctx.socket(zmq.PULL)
+    pull.rcvtimeo = 20000
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    field = sample("<f8", (600, 700))  # 3.2 MiB: four chunks
+    with native.Publisher(f"tcp://127.0.0.1:{port}", codec="zstd", chunking=chunking,
+                          timeout=10) as pub:
+        pub.send("u", field)
+    frames = pull.recv_multipart()
+    pull.close(0)
+    assert json.loads(frames[0])["arrays"][0]["codec"] == codec
+    for decode in (ndbridge.wire.decode, native.decode):  # the pure decoder, the Rust one
+        np.testing.assert_array_equal(decode(frames)["u"], field)
+
+
+def test_chunking_is_checked_and_the_pure_publisher_refuses_always() -> None:
+    with pytest.raises(ValueError, match="chunking: expected one of"):
+        native.Publisher("tcp://127.0.0.1:1", chunking="sometimes")
+    with pytest.raises(ValueError, match="native core"):
+        ndbridge.Publisher("tcp://127.0.0.1:1", chunking="always", native=False)
