@@ -2,7 +2,8 @@
 //! fields (f64, f32) and on random data, over a sweep of sizes. Throughput is bytes of the
 //! decoded array per second.
 //!
-//! The `stream` group measures whole small messages one at a time and as a stream.
+//! The `stream` group measures whole small messages one at a time and as a stream; `chunks`
+//! compares one zstd frame with parallel chunks (`zstd-chunks`) on 8 MB arrays.
 //!
 //! `cargo bench --bench codec`; add `NDBRIDGE_BENCH_LARGE=1` for the 128 MB size, and a filter
 //! such as `cargo bench --bench codec -- 8MB` to run a subset.
@@ -137,6 +138,39 @@ fn codec(c: &mut Criterion) {
     }
 }
 
+/// One 8 MB array as one shuffle + zstd 1 frame against `zstd-chunks` (parallel chunks on
+/// rayon's threads, one per core), both directions: what compressing on every core gains.
+fn chunks(c: &mut Criterion) {
+    let policy = Compression::zstd(1).with_shuffle(true);
+    for (data_name, buffer) in inputs(8_000_000).into_iter().take(2) {
+        let mut group = c.benchmark_group(format!("chunks/{data_name}/8MB"));
+        group.throughput(Throughput::Bytes(buffer.data().len() as u64));
+        group.sample_size(20);
+        group.measurement_time(std::time::Duration::from_secs(3));
+        for chunked in [false, true] {
+            let name = if chunked { "chunks" } else { "one_frame" };
+            let one = |buffer: &ArrayBuffer| {
+                let arrays = vec![("u".to_owned(), buffer.clone())];
+                let mut encoder = Encoder::default();
+                if chunked {
+                    encoder.encode_chunked(envelope(), arrays, policy)
+                } else {
+                    encoder.encode(envelope(), arrays, policy)
+                }
+                .expect("encodable")
+            };
+            group.bench_with_input(BenchmarkId::new("encode", name), &buffer, |b, buffer| {
+                b.iter(|| one(buffer))
+            });
+            let frames = one(&buffer).frames;
+            group.bench_with_input(BenchmarkId::new("decode", name), &frames, |b, f| {
+                b.iter(|| decode(f, &Limits::default()).expect("decodable"))
+            });
+        }
+        group.finish();
+    }
+}
+
 /// The byte shuffle alone, both directions, for 4- and 8-byte elements.
 fn shuffle(c: &mut Criterion) {
     let bytes = 8_000_000;
@@ -234,5 +268,5 @@ fn stream(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, shuffle, codec, stream);
+criterion_group!(benches, shuffle, codec, chunks, stream);
 criterion_main!(benches);
