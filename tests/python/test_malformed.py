@@ -411,3 +411,29 @@ def test_total_decoded_size_of_a_message_is_limited(no_decompress: None) -> None
     err = raises(message(h, *[zstd(bytes(96))] * 3), LimitError, "exceeds the limit max_message_bytes=200",
                  limits=Limits(max_message_bytes=200))
     assert (err.limit, err.value, err.maximum) == ("max_message_bytes", 288, 200)
+
+
+def chunks_message(per: int, lengths: List[int], body: bytes, n: int = 16384) -> List[bytes]:
+    """A float64 array of `n` elements as ``zstd-chunks``: the table, then `body`."""
+    h = base_header()
+    h["arrays"][0].update(shape=[n], codec="zstd-chunks", nbytes=n * 8)
+    table = np.array([per] + lengths, "<u8").tobytes()
+    return message(h, table + body)
+
+
+def test_zstd_chunks_decode_and_bad_tables_are_refused_naming_what_is_wrong() -> None:
+    field = np.sin(np.arange(16384) * 0.01)
+    parts = [zstandard.ZstdCompressor(write_content_size=True).compress(p.tobytes())
+             for p in (field[:8192], field[8192:])]
+    good = chunks_message(8192, [len(p) for p in parts], b"".join(parts))
+    for decode in (ndbridge.decode,) + ((native.decode,) if native.AVAILABLE else ()):
+        np.testing.assert_array_equal(decode(good)["u"], field)
+    lengths, body = [len(p) for p in parts], b"".join(parts)
+    raises(chunks_message(0, lengths, body), CodecError, "0 elements per chunk")
+    raises(chunks_message(16, [1] * 1024, b"\0" * 1024), CodecError, "allowed only alone")
+    raises(chunks_message(8192, lengths[:1], body), CodecError, "runs past")
+    raises(chunks_message(8192, [lengths[0], lengths[1] + 5], body), CodecError, "runs past")
+    raises(chunks_message(8192, lengths, body + b"\0"), CodecError, "end at byte")
+    # Each chunk's frame must declare the chunk's own size.
+    raises(chunks_message(16384, [len(parts[0])], parts[0]), CodecError,
+           "content size 65536 declared, nbytes declares 131072")
