@@ -1,6 +1,6 @@
 //! ndbridge moves numpy / ndarray arrays between processes over ZeroMQ: named arrays as
 //! multipart messages, a JSON header and one buffer frame per array, raw or zstd (optionally
-//! byte-shuffled), never pickled. Any pyzmq + numpy program reads them in a few lines.
+//! byte-shuffled; large arrays in parallel chunks on fast links), never pickled. Any pyzmq + numpy program reads them in a few lines.
 //!
 //! # The contract
 //! - [`Publisher`] (built by [`PublisherBuilder`]): the handle simulation threads share to send

@@ -256,27 +256,35 @@ impl LinkPacing {
     }
 
     /// Compress the next message's large arrays in parallel chunks? True when more than one
-    /// core may compress and one core compresses slower than the link takes compressed bytes
-    /// (with a margin): the compressor would set the pace.
+    /// core may compress, one core compresses slower than the link takes compressed bytes
+    /// (with a margin: the compressor would set the pace), and the parallel compressor is
+    /// faster than one core (as estimated until it is measured: where the other cores are busy,
+    /// with the receiver or the kernel's network work, it may not be, and one core serves).
     pub(crate) fn should_chunk(&self) -> bool {
         let (Some(drain), Some(speed), Some(ratio)) = (self.drain, self.codec_speed, self.ratio)
         else {
             return false;
         };
-        self.cores > 1 && speed < CHUNK_MARGIN * drain / ratio.max(1e-6)
+        self.cores > 1
+            && speed < CHUNK_MARGIN * drain / ratio.max(1e-6)
+            && self.parallel_estimate(speed) > PROMISE * speed
+    }
+
+    /// The parallel compressor's speed: measured, or estimated from one core's.
+    fn parallel_estimate(&self, single: f64) -> f64 {
+        self.parallel_speed
+            .unwrap_or(single * f64::from(self.cores) * PARALLEL_SHARE)
     }
 
     /// Raw bytes per second the compressor takes as the sender would run it now: on one core,
-    /// or in parallel chunks (measured, or estimated from one core's speed until it is).
+    /// or in parallel chunks.
     fn effective_speed(&self) -> Option<f64> {
         let single = self.codec_speed?;
-        if !self.should_chunk() {
-            return Some(single);
-        }
-        Some(
-            self.parallel_speed
-                .unwrap_or(single * f64::from(self.cores) * PARALLEL_SHARE),
-        )
+        Some(if self.should_chunk() {
+            self.parallel_estimate(single)
+        } else {
+            single
+        })
     }
 
     /// Compress the next message?
@@ -808,6 +816,32 @@ mod tests {
             let alone = simulate(Setup { cores: 1, ..s }, Policy::Auto);
             assert!(share(&alone.compressed) < 0.2 && !alone.chunked.contains(&true));
         }
+    }
+
+    /// Where chunks turn out no faster than one core (the other core busy), auto measures
+    /// that and compresses on one core.
+    #[test]
+    fn chunks_that_do_not_pay_give_way_to_one_core() {
+        let s = Setup {
+            messages: 300,
+            codec_speed: 1.8 * GB,
+            link: 1.25 * GB,
+            link_after: 1.25 * GB,
+            kernel: 8 << 20,
+            kernel_max: 8 << 20,
+            cores: 2,
+            parallel: 1.0,
+            ..setup()
+        };
+        let raw = simulate(s, Policy::Raw).seconds;
+        let one_core = simulate(s, Policy::Compressed).seconds;
+        assert!(one_core < 0.9 * raw, "{one_core} {raw}");
+        let auto = simulate(s, Policy::Auto);
+        let ratio = one_core / auto.seconds;
+        assert!(ratio >= 0.9, "auto at {ratio:.2} of one core");
+        let chunked = auto.chunked.iter().filter(|&&c| c).count();
+        assert!(chunked < 30, "{chunked} messages chunked");
+        assert!(share(&auto.compressed) > 0.8);
     }
 
     /// On a link slower than one core, compressed arrays stay one zstd frame each (what the

@@ -26,7 +26,7 @@ use crate::keys::{KeyPair, PublicKey};
 use crate::link_pacing::LinkPacing;
 use crate::transport::{self, Curve, Endpoint, SocketKind, SocketOptions};
 use crate::wire::check_names;
-use crate::wire::encode_buffer;
+use crate::wire::{encode_buffer, CHUNKED_FROM};
 use crate::wire::{ArrayBuffer, Compression, Element, EncodedMessage, Encoder, Envelope, Header};
 use acked::AckedLink;
 
@@ -314,13 +314,13 @@ impl PublisherBuilder {
         self
     }
 
-    /// Whether the link is local ([`Link`]), detected from the endpoints unless set.
     /// When large arrays are compressed in parallel chunks (default [`Chunking::Auto`]).
     pub fn chunking(mut self, chunking: Chunking) -> Self {
         self.chunking = chunking;
         self
     }
 
+    /// Whether the link is local ([`Link`]), detected from the endpoints unless set.
     fn local_link(&self) -> bool {
         match self.link {
             Link::Detect => {
@@ -1315,7 +1315,8 @@ impl SendLoop {
     ) -> (Compression, bool) {
         let always = self.chunking == Chunking::Always;
         let Compression::Auto { level, shuffle, .. } = self.compression else {
-            return (self.compression, always);
+            let large = || arrays.iter().any(|(_, a)| a.data().len() >= CHUNKED_FROM);
+            return (self.compression, always && large());
         };
         if self.local_link {
             return (Compression::Raw, false);
@@ -1324,8 +1325,11 @@ impl SendLoop {
             self.measure_sample(arrays, Compression::Zstd { level, shuffle });
         }
         if self.pacing.should_compress() {
-            let chunked = always || self.chunking == Chunking::Auto && self.pacing.should_chunk();
-            (self.compression, chunked)
+            // Only an array of two chunks or more is compressed in parallel: a message without
+            // one is compressed on one core, and measured as such.
+            let large = arrays.iter().any(|(_, a)| a.data().len() >= CHUNKED_FROM);
+            let wanted = always || self.chunking == Chunking::Auto && self.pacing.should_chunk();
+            (self.compression, wanted && large)
         } else {
             (Compression::Raw, false)
         }

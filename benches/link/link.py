@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -91,15 +92,18 @@ pull = ctx.socket(zmq.PULL)
 pull.rcvhwm = 64
 pull.bind(endpoint)
 print("ready", flush=True)
-raw = wire = 0
-for i in range(count):
+raw = wire = records = 0
+while True:
     frames = pull.recv_multipart(copy=False)
     header = json.loads(frames[0].bytes)
+    if header.get("end"):
+        break  # the session's end, after the last record: the worker's close returns at once
     raw += sum(a["nbytes"] for a in header["arrays"])
     wire += sum(len(f) for f in frames[1:])
-    if i == 0:
-        first = time.time()
-print(json.dumps({"end": time.time(), "raw": raw, "wire": wire}))
+    records += 1
+    if records == count:
+        last = time.time()
+print(json.dumps({"end": last, "raw": raw, "wire": wire}))
 '''
 
 
@@ -124,6 +128,8 @@ def run_case(field: str, count: int, codec: str, publisher: str, port: int) -> D
 
 
 def main() -> None:
+    # A SIGTERM ends the run through the `finally` below, which removes the namespace and veth.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="1gbit,10gbit")

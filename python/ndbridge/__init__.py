@@ -2,7 +2,7 @@
 
 A message is ``[header, buf_0, ..., buf_{n-1}]`` (with the record name as a topic frame first on
 PUB/SUB): a JSON header describing each array, then one frame per array, raw or zstd-compressed
-(optionally byte-shuffled). ``docs/wire-format.md`` in the repository is the contract.
+(optionally byte-shuffled; ``zstd-chunks`` for large arrays compressed on every core). ``docs/wire-format.md`` in the repository is the contract.
 
 Receive::
 

@@ -8,7 +8,7 @@ contexts are kept per thread and reused. Nothing here touches a socket.
 from __future__ import annotations
 
 import threading
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import zstandard
@@ -153,8 +153,9 @@ def decode_buffer(meta: ArrayMeta, frame: memoryview, limits: Limits = DEFAULT_L
 
     A raw frame without filters is returned as is (no copy). Raises :class:`~ndbridge.FrameError`
     for a raw frame of the wrong length, :class:`~ndbridge.CodecError` for a zstd frame that
-    is not exactly one frame declaring ``nbytes`` as its content size, and
-    :class:`~ndbridge.LimitError` for one over ``limits.max_expansion``.
+    is not exactly one frame declaring ``nbytes`` as its content size (for ``zstd-chunks``: a
+    chunk table that does not describe the array and the frame, or a chunk frame not declaring
+    its chunk's size), and :class:`~ndbridge.LimitError` for one over ``limits.max_expansion``.
     """
     if meta.codec == "zstd-chunks":
         return _decode_chunks(meta, frame, limits)
@@ -214,17 +215,20 @@ def _decode_chunks(meta: ArrayMeta, frame: memoryview, limits: Limits) -> Buffer
     if over_expansion(meta.nbytes, len(frame), limits):
         raise LimitError(meta.field, "max_expansion", meta.nbytes // max(1, len(frame)),
                          limits.max_expansion, what="decoded/compressed size ratio")
-    out = np.empty(meta.nbytes, np.uint8)
     step = per * meta.dtype.itemsize
-    for i, (start, end) in enumerate(places):
-        length = min(step, meta.nbytes - i * step)
-        chunk = _decompress(meta, frame[start:end], limits, length)
+    lengths = [min(step, meta.nbytes - i * step) for i in range(len(places))]
+    for (start, end), length in zip(places, lengths):  # every header, before decoding any
+        _check_declared(meta, frame[start:end], length)
+    out = np.empty(meta.nbytes, np.uint8)
+    for i, ((start, end), length) in enumerate(zip(places, lengths)):
+        # The expansion limit was checked for the frame as a whole, as the spec says.
+        chunk = _decompress(meta, frame[start:end], None, length)
         out[i * step:i * step + length] = np.frombuffer(_unfilter(meta, chunk), np.uint8)
     return out
 
 
-def _decompress(meta: ArrayMeta, frame: memoryview, limits: Limits, nbytes: int) -> bytes:
-    """One zstd frame of `meta`'s array (or of one of its chunks) decoding to `nbytes`."""
+def _check_declared(meta: ArrayMeta, frame: memoryview, nbytes: int) -> int:
+    """The content size `frame`'s zstd header declares, which must be `nbytes`."""
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError:
@@ -236,7 +240,15 @@ def _decompress(meta: ArrayMeta, frame: memoryview, limits: Limits, nbytes: int)
     if declared != nbytes:
         raise CodecError(meta.field, f"zstd content size {declared} declared, nbytes declares "
                                      f"{nbytes}")
-    if over_expansion(declared, len(frame), limits):
+    return declared
+
+
+def _decompress(meta: ArrayMeta, frame: memoryview, limits: Optional[Limits],
+                nbytes: int) -> bytes:
+    """One zstd frame of `meta`'s array (or of one of its chunks, `limits` ``None``: its
+    array's frame was held to the expansion limit) decoding to `nbytes`."""
+    declared = _check_declared(meta, frame, nbytes)
+    if limits is not None and over_expansion(declared, len(frame), limits):
         raise LimitError(meta.field, "max_expansion", declared // max(1, len(frame)),
                          limits.max_expansion, what="decoded/compressed size ratio")
     try:

@@ -3,7 +3,8 @@
 //!
 //! A message is `[header, buf_0, ..., buf_{n-1}]` (on PUB/SUB sockets a topic frame comes
 //! first). The header is a JSON object ([`Header`]) with one entry per buffer frame
-//! ([`ArrayMeta`]); each buffer is raw or zstd, optionally byte-shuffled ([`Compression`]).
+//! ([`ArrayMeta`]); each buffer is raw, zstd or zstd in parallel chunks, optionally
+//! byte-shuffled ([`Compression`], [`Codec`]).
 //! `docs/wire-format.md` is the full contract.
 //!
 //! The format, in this folder:
@@ -14,7 +15,8 @@
 //! - `encode`, `decode`: whole messages ([`encode()`], [`decode()`], [`Decoder`])
 //! - `ack`: the collector's acknowledgement in acked delivery ([`Ack`])
 //!
-//! and the codec engine in `codec/`: frames raw or zstd, shuffled or not, in both directions
+//! and the codec engine in `codec/`: frames raw, zstd or `zstd-chunks`, shuffled or not, in both
+//! directions
 //! ([`encode_buffer`], [`decode_buffer`]), with the per-thread and per-process state it keeps
 //! to save allocations and the bounds of that state.
 
@@ -29,7 +31,7 @@ mod limits;
 mod template;
 
 pub use ack::Ack;
-pub(crate) use codec::{decode_allocation, DecodeAllocation};
+pub(crate) use codec::{decode_allocation, DecodeAllocation, CHUNKED_FROM};
 pub use codec::{
     decode_buffer, encode_buffer, encode_buffer_chunked, shuffle, unshuffle, Codec, Compression,
     EncodedBuffer, Filter,

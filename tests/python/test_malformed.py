@@ -138,7 +138,7 @@ def test_unknown_version(version: int) -> None:
                                    "boolean true"),
     ("arrays.0.shape", [0, 2 ** 62], "arrays[0].shape: expected axes whose non-zero lengths"),
     ("arrays.0.order", "A", 'arrays[0].order: expected "C" or "F", found \'A\''),
-    ("arrays.0.codec", "lz4", 'arrays[0].codec: expected "raw" or "zstd", found \'lz4\''),
+    ("arrays.0.codec", "lz4", 'arrays[0].codec: expected "raw", "zstd" or "zstd-chunks", found \'lz4\''),
     ("arrays.0.filters", ["delta"], 'arrays[0].filters[0]: expected one of [\'shuffle\'], '
                                     'found string "delta"'),
     ("arrays.0.filters", "shuffle", 'arrays[0].filters: expected a list of filter names'),

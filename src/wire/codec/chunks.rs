@@ -13,8 +13,9 @@
 //! Chunk `i` holds elements `i*m` up to `min((i+1)*m, n)` of the array's buffer, in its
 //! `order`. Filters apply to each chunk on its own (a shuffled chunk is the byte shuffle of its
 //! own elements), and each chunk's frame follows the `zstd` codec's rules with the chunk's bytes
-//! as its content size. Every chunk but a lone one holds at least [`MIN_CHUNK_BYTES`], which
-//! bounds the table (8 bytes a chunk) and the per-chunk overhead a frame may claim.
+//! as its content size. With more than one chunk, `m` elements are at least
+//! [`MIN_CHUNK_BYTES`], which bounds the table (8 bytes a chunk) and the per-chunk overhead a
+//! frame may claim.
 //!
 //! The parsing here is pure; [`encode_chunked`] and [`decode_chunked`] run the chunks on
 //! rayon's worker threads (one per core) through the caller-supplied per-chunk functions.
@@ -44,8 +45,8 @@ pub(crate) struct ChunkTable {
 }
 
 /// Reads and checks a frame's table for an array of `nbytes` bytes with `itemsize`-byte
-/// elements: the table fits the frame, the chunks' lengths fill the rest exactly, and no chunk
-/// but a lone one is below [`MIN_CHUNK_BYTES`]. Nothing is allocated before the chunk count is
+/// elements: the table fits the frame, the chunks' lengths fill the rest exactly, and `m`
+/// elements are at least [`MIN_CHUNK_BYTES`] when there is more than one chunk. Nothing is allocated before the chunk count is
 /// known to fit the frame.
 pub(crate) fn read_table(
     array: &str,
@@ -62,7 +63,13 @@ pub(crate) fn read_table(
         Some(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
     };
     let elements = word(0).ok_or_else(|| bad(format!("{} bytes, no chunk table", frame.len())))?;
-    let n = nbytes / itemsize.max(1) as u64;
+    let itemsize = itemsize.max(1);
+    if !nbytes.is_multiple_of(itemsize as u64) {
+        return Err(bad(format!(
+            "{nbytes} bytes are not whole elements of {itemsize} bytes"
+        )));
+    }
+    let n = nbytes / itemsize as u64;
     if elements == 0 {
         return Err(bad("0 elements per chunk".to_owned()));
     }
@@ -158,8 +165,22 @@ pub(crate) fn decode_chunked(
     out: &mut [u8],
     decode_chunk: impl Fn(&[u8], &mut [u8]) -> Result<(), DecodeError> + Sync,
 ) -> Result<(), DecodeError> {
-    let chunk_bytes = (table.elements as usize).saturating_mul(itemsize.max(1));
-    out.par_chunks_mut(chunk_bytes.max(1))
+    let chunk_bytes = usize::try_from(table.elements)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(itemsize.max(1));
+    // The table was read for `out`'s length: one frame per chunk of the output. Checked again
+    // here, so that no part of `out` can be left unwritten.
+    if out.len().div_ceil(chunk_bytes) != table.frames.len() {
+        return Err(DecodeError::Chunks {
+            array: String::new(),
+            reason: format!(
+                "{} chunk frames for {} bytes in chunks of {chunk_bytes}",
+                table.frames.len(),
+                out.len()
+            ),
+        });
+    }
+    out.par_chunks_mut(chunk_bytes)
         .zip(table.frames.par_iter())
         .try_for_each(|(chunk_out, range)| decode_chunk(&frame[range.clone()], chunk_out))
 }

@@ -230,6 +230,9 @@ fn zstd_encode_error(e: std::io::Error) -> EncodeError {
     }
 }
 
+/// The smallest array [`encode_buffer_chunked`] compresses in chunks: two of them.
+pub(crate) const CHUNKED_FROM: usize = 2 * chunks::CHUNK_BYTES;
+
 /// Compresses `data` as one zstd frame, after a byte shuffle of its `itemsize`-byte elements
 /// when `shuffled`.
 fn compress_piece(
@@ -308,7 +311,7 @@ fn encode_buffer_as(
         } => (level, shuffle, Some(max_ratio)),
     };
     let shuffled = want_shuffle && itemsize > 1;
-    let chunked = may_chunk && data.len() >= 2 * chunks::CHUNK_BYTES;
+    let chunked = may_chunk && data.len() >= CHUNKED_FROM;
     let compressed = if chunked {
         chunks::encode_chunked(data, itemsize, |chunk| {
             compress_piece(chunk, itemsize, level, shuffled)
@@ -402,7 +405,8 @@ pub(crate) fn decode_allocation(meta: &ArrayMeta) -> DecodeAllocation {
 }
 
 /// The checks [`decode_buffer`] makes before it allocates anything: a raw frame's length, a zstd
-/// frame's declared content size and its extent. Cheap (no decompression), so that a receiver can
+/// frame's declared content size and its extent, a `zstd-chunks` frame's table and each of its
+/// chunk frames' headers. Cheap (no decompression), so that a receiver can
 /// refuse a malformed message before it weighs what decoding it would take.
 pub(super) fn check_buffer(
     meta: &ArrayMeta,
@@ -426,7 +430,9 @@ pub(super) fn check_buffer(
 /// A raw, unfiltered frame is returned as is (no copy). A zstd frame must declare a content
 /// size equal to `nbytes` and be a single frame filling the buffer; it is decompressed straight
 /// into a new buffer aligned for every element type, so nothing larger than `nbytes` (already
-/// checked against the limits) is ever allocated.
+/// checked against the limits) is ever allocated. A `zstd-chunks` frame's table and every chunk
+/// frame's headers are checked the same way first; its chunks are then decompressed in
+/// parallel, each straight into its place in the buffer.
 pub fn decode_buffer(
     meta: &ArrayMeta,
     frame: &Bytes,
@@ -462,10 +468,10 @@ pub fn decode_buffer(
             let table = check_chunks(meta, frame, limits)?;
             let mut out = AlignedBuf::for_overwrite(nbytes as usize);
             let itemsize = meta.dtype.itemsize();
-            // Each chunk's frame is checked against its own length before it is decoded, and
-            // the chunks cover the buffer: every byte is written before it is handed out.
+            // Every chunk's frame declares its chunk's length (checked above), each decodes to
+            // exactly that, and the chunks cover the buffer: every byte is written before it
+            // is handed out.
             chunks::decode_chunked(&table, frame, itemsize, out.as_mut_slice(), |part, dst| {
-                check_frame_declares(meta, part, dst.len() as u64)?;
                 decompress_piece(meta, part, dst)
             })?;
             Ok(out.into_bytes())
@@ -494,15 +500,23 @@ fn decompress_piece(meta: &ArrayMeta, frame: &[u8], out: &mut [u8]) -> Result<()
     })
 }
 
-/// Checks a `zstd-chunks` frame's table against `meta`, and the whole frame against the
-/// expansion limit (the chunks' own frames are checked as they are decoded).
+/// Checks a `zstd-chunks` frame without decompressing, before anything is allocated for it:
+/// its table against `meta`, each chunk's zstd frame headers against the chunk's length (as
+/// [`check_zstd_frame`] does for a whole array), and the whole frame against the expansion
+/// limit.
 fn check_chunks(
     meta: &ArrayMeta,
     frame: &[u8],
     limits: &Limits,
 ) -> Result<chunks::ChunkTable, DecodeError> {
-    let table = chunks::read_table(&meta.name, frame, meta.nbytes, meta.dtype.itemsize())?;
+    let itemsize = meta.dtype.itemsize() as u64;
+    let table = chunks::read_table(&meta.name, frame, meta.nbytes, itemsize as usize)?;
     check_expansion(meta, frame.len() as u64, limits)?;
+    let chunk_bytes = table.elements.saturating_mul(itemsize);
+    for (i, range) in table.frames.iter().enumerate() {
+        let left = meta.nbytes - chunk_bytes.saturating_mul(i as u64).min(meta.nbytes);
+        check_frame_declares(meta, &frame[range.clone()], left.min(chunk_bytes))?;
+    }
     Ok(table)
 }
 
@@ -745,6 +759,18 @@ mod tests {
             data,
             "the frame itself is fine"
         );
+    }
+
+    /// A chunk frame that cannot hold its chunk is refused from its headers, before the array's
+    /// buffer is weighed or allocated: 17 bytes cannot make a receiver take 64 MiB.
+    #[test]
+    fn chunk_frames_are_checked_before_anything_is_allocated() {
+        let meta = meta_of("<f8", 64 << 20, Codec::ZstdChunks, Vec::new());
+        let n = (64u64 << 20) / 8;
+        let mut frame: Vec<u8> = [n, 1].iter().flat_map(|w| w.to_le_bytes()).collect();
+        frame.push(0x28);
+        let err = check_buffer(&meta, &frame, &Limits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Zstd { .. }), "{err}");
     }
 
     #[test]
