@@ -769,6 +769,21 @@ mod tests {
         compressed.iter().filter(|&&c| c).count() as f64 / compressed.len() as f64
     }
 
+    /// A 10 Gbit/s link, a sender with two cores: one compresses at `codec_speed`, both in
+    /// parallel chunks at `parallel` times that.
+    fn ten_gbit_two_cores(codec_speed: f64, parallel: f64) -> Setup {
+        Setup {
+            codec_speed,
+            link: 1.25 * GB,
+            link_after: 1.25 * GB,
+            kernel: 8 << 20,
+            kernel_max: 8 << 20,
+            cores: 2,
+            parallel,
+            ..setup()
+        }
+    }
+
     /// 10 Gbit/s against one core at 1 GB/s: one core would make compression slower than raw,
     /// two in parallel chunks make it faster, and auto finds that.
     #[test]
@@ -776,14 +791,7 @@ mod tests {
         for messages in [30, 300] {
             let s = Setup {
                 messages,
-                codec_speed: 1.0 * GB,
-                link: 1.25 * GB,
-                link_after: 1.25 * GB,
-                kernel: 8 << 20,
-                kernel_max: 8 << 20,
-                cores: 2,
-                parallel: 1.8,
-                ..setup()
+                ..ten_gbit_two_cores(1.0 * GB, 1.8)
             };
             let raw = simulate(s, Policy::Raw).seconds;
             let one_core = simulate(s, Policy::Compressed).seconds;
@@ -824,14 +832,7 @@ mod tests {
     fn chunks_that_do_not_pay_give_way_to_one_core() {
         let s = Setup {
             messages: 300,
-            codec_speed: 1.8 * GB,
-            link: 1.25 * GB,
-            link_after: 1.25 * GB,
-            kernel: 8 << 20,
-            kernel_max: 8 << 20,
-            cores: 2,
-            parallel: 1.0,
-            ..setup()
+            ..ten_gbit_two_cores(1.8 * GB, 1.0)
         };
         let raw = simulate(s, Policy::Raw).seconds;
         let one_core = simulate(s, Policy::Compressed).seconds;
