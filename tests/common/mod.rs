@@ -336,7 +336,13 @@ impl CollectorProcess {
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let endpoints: Value = serde_json::from_str(&line).expect("the endpoints line");
+        let endpoints: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let _ = child.wait();
+            panic!(
+                "no endpoints line from ndbridge collect ({e}: {line:?}); its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
         let endpoint = endpoints["input"][0].as_str().unwrap().to_owned();
         CollectorProcess {
             child,
@@ -391,6 +397,23 @@ impl Drop for CollectorProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port for collectors that are restarted on it: free now, and below Linux's
+/// ephemeral range (32768 and up), so that no outgoing connection takes it as its own port while
+/// nothing listens there. A client reconnecting to a port in that range can be given that very
+/// port and connect to itself, and the restarted collector's bind then fails.
+pub fn restart_port() -> u16 {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 10_000) as u16;
+    for _ in 0..10_000 {
+        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 29999")
 }
 
 /// A relay on loopback that keeps a copy of every byte it passes, in both directions: what a

@@ -9,7 +9,7 @@ use ndarray::Array1;
 use ndbridge::collector::{Collector, DiskSink};
 use ndbridge::{Compression, Delivery, Error, Limits, Publisher};
 
-use crate::common::{manifest, manifest_ends, wait_until, watchdog, Tmpfs};
+use crate::common::{manifest, manifest_ends, restart_port, wait_until, watchdog, Tmpfs};
 
 /// An [`Error::Unacknowledged`]'s records not acknowledged, refused, and the spool keeping them;
 /// `None` for another error.
@@ -163,11 +163,7 @@ fn what_no_collector_acknowledged_stays_in_the_spool_for_the_next_publisher() {
     let _watchdog = watchdog("acked spool", Duration::from_secs(60));
     let spool = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let endpoint = format!("tcp://127.0.0.1:{}", restart_port());
     let spooling = |source: &str| {
         Publisher::builder()
             .connect(&endpoint)

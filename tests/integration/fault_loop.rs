@@ -14,21 +14,12 @@ use ndbridge::{ArrayBuffer, Compression, Delivery, Publisher};
 
 use ndbridge::store::{JournalEntry, Store};
 
-use crate::common::{example, manifest, manifest_ends, watchdog, CollectorProcess};
+use crate::common::{example, manifest, manifest_ends, restart_port, watchdog, CollectorProcess};
 
 /// Records each publisher sends, publishers, and kills of the collector.
 const RECORDS: u64 = 400;
 const PUBLISHERS: usize = 4;
 const KILLS: usize = 10;
-
-/// A loopback port free now, for collectors to bind one after the other.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Collectors one after the other on the same port and `--out`, each with `args` besides and a
 /// log of its own in `dir`.
@@ -41,7 +32,7 @@ struct Restarts<'a> {
 
 impl<'a> Restarts<'a> {
     fn new(dir: &'a std::path::Path, args: &'a [&'a str]) -> Restarts<'a> {
-        let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+        let endpoint = format!("tcp://127.0.0.1:{}", restart_port());
         Restarts {
             dir,
             endpoint,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import select
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -42,6 +44,23 @@ def require_binary() -> Path:
     pytest.fail(f"{BINARY} is missing: run `cargo build` in {REPO} first (or set "
                 f"NDBRIDGE_ALLOW_MISSING_RUST=1 to skip these tests)", pytrace=False)
     raise AssertionError("unreachable")
+
+
+def restart_endpoint() -> str:
+    """A loopback endpoint for collectors restarted on it: a port free now and below Linux's
+    ephemeral range (32768 and up), so that no outgoing connection takes it as its own port while
+    nothing listens there (a client reconnecting to a port in that range can be given that very
+    port, connect to itself, and make the restarted collector's bind fail)."""
+    start = random.randrange(10_000)
+    for i in range(10_000):
+        port = 30_000 + (start + i) % 2_700
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return f"tcp://127.0.0.1:{port}"
+    raise AssertionError("no free loopback port between 30000 and 32699")
 
 
 class Collector:

@@ -25,7 +25,7 @@ import ndbridge
 from ndbridge import DeliveryError, VersionError, WireError, native
 from ndbridge.acked import (DEFAULT_WINDOW_BYTES, MAX_UNACKED, PER_MESSAGE_BYTES, Ack, Window,
                             parse_ack)
-from collector_proc import Collector
+from collector_proc import Collector, restart_endpoint
 from golden_io import bind_loopback, socket
 
 #: The publishers under test: the pure-Python one always, the Rust one when the core is built.
@@ -174,7 +174,7 @@ def test_a_collector_killed_and_restarted_loses_nothing(tmp_path: Path,
                                                         use_native: bool) -> None:
     out = tmp_path / "out"
     count, kill_at, restart_at = 600, 200, 400
-    first = Collector(out, forward=False, delivery="acked")
+    first = Collector(out, forward=False, delivery="acked", bind=restart_endpoint())
     second: Optional[Collector] = None
     try:
         with publisher(first.input, use_native, timeout=30) as pub:

@@ -20,7 +20,7 @@ import pytest
 
 import ndbridge
 from ndbridge import native
-from collector_proc import Collector, require_binary
+from collector_proc import Collector, require_binary, restart_endpoint
 from golden_io import TARGET_DIR
 
 #: The Rust worker example, built by ``cargo build --all-targets``.
@@ -72,7 +72,7 @@ def test_killed_collectors_lose_nothing_from_rust_and_python_publishers(tmp_path
     seed = random.randrange(1 << 32)
     print(f"kill schedule seed {seed}", file=sys.stderr)
     rng = random.Random(seed)
-    collector = Collector(out, forward=False, delivery="acked")
+    collector = Collector(out, forward=False, delivery="acked", bind=restart_endpoint())
     endpoint = collector.input
     results: Dict[str, Any] = {}
     threads = [threading.Thread(target=python_publisher, args=(endpoint, n, f"py-{i}", results))
