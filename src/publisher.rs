@@ -1340,7 +1340,9 @@ impl SendLoop {
         }
     }
 
-    /// Compresses up to 256 KiB from the middle of the largest array to measure the codec.
+    /// Compresses up to 256 KiB from the middle of the largest array to measure the codec,
+    /// twice, and counts the faster: the first time in a stream runs on cold caches and fresh
+    /// buffers, at half the speed or less.
     fn measure_sample(&mut self, arrays: &[(CompactString, ArrayBuffer)], policy: Compression) {
         const SAMPLE: usize = 256 << 10;
         let Some((_, largest)) = arrays.iter().max_by_key(|(_, a)| a.data().len()) else {
@@ -1354,11 +1356,20 @@ impl SendLoop {
         }
         let start = (data.len() - len) / 2 / itemsize * itemsize;
         let sample = data.slice(start..start + len);
-        let started = Instant::now();
-        if let Ok(encoded) = encode_buffer(&sample, itemsize, policy) {
+        let mut fastest: Option<(f64, usize)> = None;
+        for _ in 0..2 {
+            let started = Instant::now();
+            let Ok(encoded) = encode_buffer(&sample, itemsize, policy) else {
+                return;
+            };
             let secs = started.elapsed().as_secs_f64();
+            if fastest.is_none_or(|(best, _)| secs < best) {
+                fastest = Some((secs, encoded.frame.len()));
+            }
+        }
+        if let Some((secs, compressed)) = fastest {
             self.pacing
-                .observe_compress(len as u64, encoded.frame.len() as u64, secs, false);
+                .observe_compress(len as u64, compressed as u64, secs, false);
         }
     }
 }
