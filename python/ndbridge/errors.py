@@ -63,7 +63,8 @@ class FrameError(WireError):
 
 
 class CodecError(WireError):
-    """A buffer frame cannot be decoded: not a zstd frame, wrong content size, corrupt data."""
+    """A buffer frame cannot be decoded: not a zstd frame, wrong content size, corrupt data,
+    or (codec ``zstd-chunks``) a chunk table that does not describe the array."""
 
 
 class LimitError(WireError):

@@ -26,8 +26,9 @@ class Limits:
         max_ndim: Most dimensions of one array. Default 64.
         max_message_bytes: Most decoded bytes (``nbytes`` summed over the arrays) of one
             message. Default 4 GiB.
-        max_expansion: Largest ratio of an array's decoded size to its zstd frame's size, for
-            arrays over 64 MiB (:data:`EXPANSION_FREE_BYTES`). Default 1024: a small message
+        max_expansion: Largest ratio of an array's decoded size to its zstd frame's size (for
+            ``zstd-chunks``, to the whole buffer frame's), for arrays over 64 MiB
+            (:data:`EXPANSION_FREE_BYTES`). Default 1024: a small message
             cannot make a reader allocate gigabytes. Smooth fields compress far less; an array
             of one repeated value compresses about 30,000 to 1, so raise this to receive such
             arrays over 64 MiB compressed (a collector: ``--max-expansion 0``).
