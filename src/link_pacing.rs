@@ -11,10 +11,11 @@
 //! Sending raw, the link delivers `D` bytes per second; compressing at `C` raw bytes per second
 //! (on the publisher's thread, beside ZeroMQ's I/O thread) to a ratio `r`, it delivers
 //! `min(C, D / r)` raw bytes per second. Compression is tried when that promises 5% more than
-//! raw, and kept only when it delivers 5% more (and at least half the gain promised),
-//! measured over two stretches in a row: a receiver that is the bottleneck (it decodes or
-//! stores raw bytes at its own speed) gains nothing from compressed data, so the trial ends
-//! and raw resumes; trials then come further and further apart. The link is re-examined in raw
+//! raw, and kept only when it delivers 10% more (5% where the compressor, not the link or the
+//! receiver, set the pace) and at least half the gain promised, measured over two stretches in
+//! a row: a receiver that is the bottleneck (it decodes or stores raw bytes at its own speed)
+//! gains nothing from compressed data, so the trial ends and raw resumes; trials then come
+//! further and further apart. The link is re-examined in raw
 //! every few seconds, and raw resumes whenever the publisher no longer waits for room: the link
 //! keeps up; or, for a few windows in a row, the compressor sets the pace, and the link may
 //! have become faster. Then raw is measured, and compression resumes at once if it delivered
@@ -44,7 +45,11 @@ const STRONG_PROMISE: f64 = 1.2;
 /// A trial is kept when compression delivers this much more than raw did, and at least half
 /// the gain it promised: records leave in bursts (as the kernel's and the receiver's buffers
 /// free space), so a short measurement is noisy, and a small promised gain needs a margin.
-const VERDICT: f64 = 1.05;
+const VERDICT: f64 = 1.1;
+/// The margin for a stretch in which the sender never waited for room: the compressor set its
+/// pace, not the link or the receiver, so the buffers beyond ZeroMQ did not shape it (and the
+/// other stretch of the trial must deliver too).
+const BOUND_VERDICT: f64 = 1.05;
 /// Raw is measured over at least this many windows and seconds before a trial (after one
 /// window that fills the buffers); a trial runs at least as long, and this many messages,
 /// before it can fail.
@@ -114,15 +119,19 @@ struct Span {
     secs: f64,
     raw: u64,
     messages: u64,
+    /// Windows in which the sender waited for room.
+    pressed: u32,
 }
 
 impl Span {
-    fn add(self, secs: f64, w: &Window) -> Span {
+    /// The span and one more window, of `secs` seconds (`pressed`: the sender waited for room).
+    fn add(self, secs: f64, w: &Window, pressed: bool) -> Span {
         Span {
             windows: self.windows + 1,
             secs: self.secs + secs,
             raw: self.raw + w.raw,
             messages: self.messages + w.messages,
+            pressed: self.pressed + u32::from(pressed),
         }
     }
 
@@ -153,7 +162,8 @@ enum Mode {
     /// after the first.
     Raw { pressed: u32, span: Span },
     /// Compressing on trial against `baseline` raw bytes per second measured raw: kept if it
-    /// delivers `needed` raw bytes per second. The first
+    /// delivers more by [`VERDICT`] (by [`BOUND_VERDICT`] in a stretch the compressor set the
+    /// pace of) and by `half` the gain promised. The first
     /// `settle` wire bytes released are not measured: the buffers beyond ZeroMQ (the kernel's,
     /// the receiver's) still hold raw records, and as those drain, compressed records take
     /// their place several to one, so the link seems to deliver more than it will.
@@ -162,7 +172,7 @@ enum Mode {
     /// several to one, cannot make a passing trial: that gain fades in the second stretch.
     Trial {
         baseline: f64,
-        needed: f64,
+        half: f64,
         settle: u64,
         span: Span,
         spent: u32,
@@ -182,6 +192,7 @@ const NO_SPAN: Span = Span {
     secs: 0.0,
     raw: 0,
     messages: 0,
+    pressed: 0,
 };
 
 const RAW: Mode = Mode::Raw {
@@ -464,26 +475,29 @@ impl LinkPacing {
             Mode::Raw { pressed, span } => self.after_raw(pressed + 1, span, wall, &w),
             Mode::Trial {
                 baseline,
-                needed,
+                half,
                 settle: 0,
                 span,
                 spent,
                 passed,
-            } if w.compressed == w.messages => {
-                self.after_trial((baseline, needed), span.add(wall, &w), spent + 1, passed)
-            }
+            } if w.compressed == w.messages => self.after_trial(
+                (baseline, half),
+                span.add(wall, &w, pressed),
+                spent + 1,
+                passed,
+            ),
             // Compressed messages settling into the buffers beyond ZeroMQ, or raw messages from
             // before draining.
             Mode::Trial {
                 baseline,
-                needed,
+                half,
                 settle,
                 span,
                 spent,
                 passed,
             } => Mode::Trial {
                 baseline,
-                needed,
+                half,
                 settle: if w.compressed == w.messages {
                     settle.saturating_sub(w.wire)
                 } else {
@@ -544,14 +558,14 @@ impl LinkPacing {
         // A span grown old is started again, so a trial compares with what raw does now.
         let span = match pressed {
             1 => span,
-            _ if span.secs >= RAW_SPAN_SECS => Span::default().add(wall, w),
-            _ => span.add(wall, w),
+            _ if span.secs >= RAW_SPAN_SECS => NO_SPAN.add(wall, w, true),
+            _ => span.add(wall, w, true),
         };
         if span.complete() {
             // Raw measured after compressor-bound windows: compression resumes if they
             // delivered more, and raw is checked again four times as late.
             if let Some(rate) = self.bound_rate.take() {
-                if rate >= VERDICT * span.rate() {
+                if rate >= BOUND_VERDICT * span.rate() {
                     self.bound_windows = (self.bound_windows * 4).min(RECHECK_WINDOWS);
                     return COMPRESSED;
                 }
@@ -566,7 +580,7 @@ impl LinkPacing {
         {
             return Mode::Trial {
                 baseline: span.rate(),
-                needed: span.rate() * VERDICT.max((1.0 + promise) / 2.0),
+                half: (1.0 + promise) / 2.0,
                 settle: self.buffered,
                 span: Span::default(),
                 spent: 0,
@@ -577,15 +591,21 @@ impl LinkPacing {
     }
 
     /// A trial after a window: `span` measured so far in this stretch against raw's
-    /// `baseline` and the rate `needed` to keep it, `spent` windows since it began, `passed`
-    /// when a first stretch delivered.
+    /// `baseline` and `half` the gain promised, `spent` windows since it began, `passed` when
+    /// a first stretch delivered.
     fn after_trial(
         &mut self,
-        (baseline, needed): (f64, f64),
+        (baseline, half): (f64, f64),
         span: Span,
         spent: u32,
         passed: bool,
     ) -> Mode {
+        let margin = if span.pressed == 0 {
+            BOUND_VERDICT
+        } else {
+            VERDICT
+        };
+        let needed = baseline * margin.max(half);
         // Failing: not even halfway from raw's rate to the rate needed.
         let failing = span.judged() && span.rate() < (baseline + needed) / 2.0;
         let delivered = span.confirmed() && span.rate() >= needed;
@@ -593,9 +613,9 @@ impl LinkPacing {
             // Measuring on; after a first stretch that delivered, a second one.
             return Mode::Trial {
                 baseline,
-                needed,
+                half,
                 settle: 0,
-                span: if delivered { Span::default() } else { span },
+                span: if delivered { NO_SPAN } else { span },
                 spent,
                 passed: passed || delivered,
             };
@@ -622,7 +642,7 @@ impl LinkPacing {
     ) -> Mode {
         let (bound, span) = match pressed {
             true => (0, NO_SPAN),
-            false if w.compressed == w.messages => (bound + 1, span.add(wall, w)),
+            false if w.compressed == w.messages => (bound + 1, span.add(wall, w, false)),
             false => (bound + 1, span),
         };
         if bound >= self.bound_windows && span.windows > 0 {
