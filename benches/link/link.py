@@ -170,7 +170,7 @@ def main() -> None:
     if rows:
         print("\n| link | field | records | raw s | zstd s (wire) | chunks s (wire) "
               "| auto s (wire) | auto GB/s | auto / better of raw, zstd | auto / best |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("|" + " --- |" * 10)
         print("\n".join(rows))
 
 
