@@ -11,15 +11,13 @@
 //! Sending raw, the link delivers `D` bytes per second; compressing at `C` raw bytes per second
 //! (on the publisher's thread, beside ZeroMQ's I/O thread) to a ratio `r`, it delivers
 //! `min(C, D / r)` raw bytes per second. Compression is tried when that promises 5% more than
-//! raw, and kept only when it delivers 10% more (5% where the compressor, not the link or the
-//! receiver, set the pace) and at least half the gain promised, measured over two stretches in
-//! a row: a receiver that is the bottleneck (it decodes or stores raw bytes at its own speed)
-//! gains nothing from compressed data, so the trial ends and raw resumes; trials then come
-//! further and further apart. The link is re-examined in raw
-//! every few seconds, and raw resumes whenever the publisher no longer waits for room: the link
-//! keeps up; or, for a few windows in a row, the compressor sets the pace, and the link may
-//! have become faster. Then raw is measured, and compression resumes at once if it delivered
-//! more than raw now does (the next such check comes four times later).
+//! raw, and kept only when it delivers 10% more (5% in a stretch in which the publisher never
+//! waited for room) and at least half the gain promised, measured over two stretches in a row:
+//! a receiver that is the bottleneck (it decodes or stores raw bytes at its own speed) gains
+//! nothing from compressed data, so the trial ends and raw resumes; trials then come further
+//! and further apart. The link is re-examined in raw every few seconds, and raw resumes
+//! whenever the publisher no longer waits for room (the link keeps up; or, for a few windows in
+//! a row, the compressor became the bottleneck, and the link may have become faster).
 //!
 //! A link faster than one core compresses (10 Gbit/s and up) is fed by compressing each large
 //! array in parallel chunks (codec `zstd-chunks`): when the compressor on one core is slower
@@ -38,17 +36,23 @@ const ALPHA: f64 = 0.3;
 const WINDOW_SECS: f64 = 0.02;
 /// Compression is tried when it promises this much more than raw.
 const PROMISE: f64 = 1.05;
-/// A promise this large starts a trial after one measured window of raw, not
-/// [`MEASURE_WINDOWS`]: a short burst on a slow link would otherwise go mostly raw while it is
-/// measured. The trial is judged as any other, so a promise that was wrong costs a short trial.
+/// A promise this large starts a trial once raw has been measured over [`STRONG_BYTES`] (one
+/// window of large records), not [`MEASURE_WINDOWS`]: a short burst on a slow link would
+/// otherwise go mostly raw while it is measured. The trial is judged as any other, so a promise
+/// that was wrong costs a short trial.
 const STRONG_PROMISE: f64 = 1.2;
+/// Raw bytes a measurement must span for a strong promise to start a trial on it: records
+/// leave in bursts, and one window of small records (1 MB) can take twice as long as the next,
+/// so that a trial measured against it seems to deliver twice as much, and is kept.
+const STRONG_BYTES: u64 = 4 << 20;
 /// A trial is kept when compression delivers this much more than raw did, and at least half
 /// the gain it promised: records leave in bursts (as the kernel's and the receiver's buffers
 /// free space), so a short measurement is noisy, and a small promised gain needs a margin.
 const VERDICT: f64 = 1.1;
-/// The margin for a stretch in which the sender never waited for room: the compressor set its
-/// pace, not the link or the receiver, so the buffers beyond ZeroMQ did not shape it (and the
-/// other stretch of the trial must deliver too).
+/// The margin for a stretch in which the sender never waited for room: nothing beyond ZeroMQ
+/// pushed back, so the gain measured is the compressor's, not buffers taking compressed records
+/// several to one. Where the link or the receiver cannot take that gain, the buffers fill, the
+/// sender waits, and the other stretch of the trial is held to [`VERDICT`].
 const BOUND_VERDICT: f64 = 1.05;
 /// Raw is measured over at least this many windows and seconds before a trial (after one
 /// window that fills the buffers); a trial runs at least as long, and this many messages,
@@ -74,8 +78,6 @@ const BACKOFF_MAX: u32 = 64;
 const RECHECK_WINDOWS: u32 = 150;
 /// Windows in compressed mode in which the sender neither waited for room nor for the producer
 /// (the compressor is the limit) after which raw is measured again: the link may now be faster.
-/// When raw then delivers less than those windows did, compression resumes at once, and the
-/// next such check comes four times as many windows later (up to [`RECHECK_WINDOWS`]).
 const COMPRESSOR_BOUND_WINDOWS: u32 = 5;
 /// Bytes ZeroMQ may hold for the link, at least; and how many seconds of the link, at most
 /// more than that.
@@ -162,8 +164,8 @@ enum Mode {
     /// after the first.
     Raw { pressed: u32, span: Span },
     /// Compressing on trial against `baseline` raw bytes per second measured raw: kept if it
-    /// delivers more by [`VERDICT`] (by [`BOUND_VERDICT`] in a stretch the compressor set the
-    /// pace of) and by `half` the gain promised. The first
+    /// delivers more by [`VERDICT`] (by [`BOUND_VERDICT`] in a stretch in which the sender
+    /// never waited for room) and by `half` the gain promised. The first
     /// `settle` wire bytes released are not measured: the buffers beyond ZeroMQ (the kernel's,
     /// the receiver's) still hold raw records, and as those drain, compressed records take
     /// their place several to one, so the link seems to deliver more than it will.
@@ -178,13 +180,8 @@ enum Mode {
         spent: u32,
         passed: bool,
     },
-    /// Compressing, confirmed: `windows` since, `bound` of them in a row compressor-bound,
-    /// whose raw bytes delivered `span` measures.
-    Compressed {
-        windows: u32,
-        bound: u32,
-        span: Span,
-    },
+    /// Compressing, confirmed: `windows` since, `bound` of them in a row compressor-bound.
+    Compressed { windows: u32, bound: u32 },
 }
 
 const NO_SPAN: Span = Span {
@@ -203,7 +200,6 @@ const RAW: Mode = Mode::Raw {
 const COMPRESSED: Mode = Mode::Compressed {
     windows: 0,
     bound: 0,
-    span: NO_SPAN,
 };
 
 /// The automatic codec's state on one network link. Nothing known: raw.
@@ -235,11 +231,6 @@ pub(crate) struct LinkPacing {
     cores: u32,
     parallel_speed: Option<f64>,
     mode: Mode,
-    /// Raw bytes per second compression delivered in the compressor-bound windows before raw
-    /// was measured again (while that measurement runs), and how many such windows the next
-    /// check of raw waits for.
-    bound_rate: Option<f64>,
-    bound_windows: u32,
     /// Windows before the next trial may start, and the wait after the next failure.
     wait: u32,
     backoff: u32,
@@ -266,8 +257,6 @@ impl Default for LinkPacing {
             cores: 1,
             parallel_speed: None,
             mode: RAW,
-            bound_rate: None,
-            bound_windows: COMPRESSOR_BOUND_WINDOWS,
             wait: 0,
             backoff: BACKOFF_FIRST,
             since_sample: 0,
@@ -468,10 +457,9 @@ impl LinkPacing {
         }
         self.estimate_buffered(&w, pressed);
         self.mode = match self.mode {
-            _ if idle && !pressed => self.keeping_up(),
+            _ if idle && !pressed => RAW,
             mode if idle => mode,
-            Mode::Raw { .. } if !pressed => self.keeping_up(),
-            Mode::Raw { .. } if w.compressed > 0 => RAW,
+            Mode::Raw { .. } if !pressed || w.compressed > 0 => RAW,
             Mode::Raw { pressed, span } => self.after_raw(pressed + 1, span, wall, &w),
             Mode::Trial {
                 baseline,
@@ -507,18 +495,15 @@ impl LinkPacing {
                 spent: spent + 1,
                 passed,
             },
-            Mode::Compressed {
-                windows,
-                bound,
-                span,
-            } => self.after_compressed(windows, (bound, span), wall, &w, pressed),
+            Mode::Compressed { windows, bound } => self.after_compressed(windows, bound, pressed),
         };
     }
 
     /// Takes `rate`, the wire bytes per second a window with waiting released, into the
-    /// link's drain. The first such window after a start also filled the buffers beyond
-    /// ZeroMQ, faster than the link drains them: its figure only stands in while nothing else
-    /// is known, and the next window replaces it.
+    /// link's drain. The first such window after windows without waiting (at a start, or when
+    /// the sender caught up) also filled the buffers beyond ZeroMQ, faster than the link drains
+    /// them: its figure only stands in while nothing else is known, and the next window
+    /// replaces it; once the drain is known, it is left out.
     fn measure_drain(&mut self, rate: f64) {
         let filling = self.unpressed.is_some();
         let provisional = self.drain.is_none() || self.drain_filling;
@@ -546,13 +531,6 @@ impl LinkPacing {
         }
     }
 
-    /// Raw, and the link keeps up: nothing to compare compression with.
-    fn keeping_up(&mut self) -> Mode {
-        self.bound_rate = None;
-        self.bound_windows = COMPRESSOR_BOUND_WINDOWS;
-        RAW
-    }
-
     fn after_raw(&mut self, pressed: u32, span: Span, wall: f64, w: &Window) -> Mode {
         // The first window under pressure includes filling the kernel's buffers: not measured.
         // A span grown old is started again, so a trial compares with what raw does now.
@@ -561,21 +539,10 @@ impl LinkPacing {
             _ if span.secs >= RAW_SPAN_SECS => NO_SPAN.add(wall, w, true),
             _ => span.add(wall, w, true),
         };
-        if span.complete() {
-            // Raw measured after compressor-bound windows: compression resumes if they
-            // delivered more, and raw is checked again four times as late.
-            if let Some(rate) = self.bound_rate.take() {
-                if rate >= BOUND_VERDICT * span.rate() {
-                    self.bound_windows = (self.bound_windows * 4).min(RECHECK_WINDOWS);
-                    return COMPRESSED;
-                }
-                self.bound_windows = COMPRESSOR_BOUND_WINDOWS;
-            }
-        }
         let promise = self.promise().unwrap_or(0.0);
         if self.wait > 0 {
             self.wait -= 1;
-        } else if (span.complete() || span.windows >= 1 && promise >= STRONG_PROMISE)
+        } else if (span.complete() || span.raw >= STRONG_BYTES && promise >= STRONG_PROMISE)
             && promise >= PROMISE
         {
             return Mode::Trial {
@@ -630,35 +597,15 @@ impl LinkPacing {
         }
     }
 
-    /// Compressed after a window: `windows` since compression was confirmed, `bound` of them
-    /// in a row compressor-bound and their `span`; this one spanned `wall` seconds.
-    fn after_compressed(
-        &mut self,
-        windows: u32,
-        (bound, span): (u32, Span),
-        wall: f64,
-        w: &Window,
-        pressed: bool,
-    ) -> Mode {
-        let (bound, span) = match pressed {
-            true => (0, NO_SPAN),
-            false if w.compressed == w.messages => (bound + 1, span.add(wall, w, false)),
-            false => (bound + 1, span),
-        };
-        if bound >= self.bound_windows && span.windows > 0 {
-            self.bound_rate = Some(span.rate());
-            return RAW;
-        }
+    fn after_compressed(&mut self, windows: u32, bound: u32, pressed: bool) -> Mode {
+        let bound = if pressed { 0 } else { bound + 1 };
         let unpromising = self.ratio.is_some_and(|r| r * PROMISE > 1.0);
-        if windows >= RECHECK_WINDOWS || unpromising {
-            self.bound_rate = None;
-            self.bound_windows = COMPRESSOR_BOUND_WINDOWS;
+        if windows >= RECHECK_WINDOWS || bound >= COMPRESSOR_BOUND_WINDOWS || unpromising {
             return RAW;
         }
         Mode::Compressed {
             windows: windows + 1,
             bound,
-            span,
         }
     }
 }
@@ -1027,6 +974,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Compressing on a link a little slower than the compressor, which then becomes far
+    /// faster: the compressor sets the pace, raw is measured again, and raw is kept.
+    #[test]
+    fn a_link_that_outgrows_the_compressor_gets_raw_again() {
+        let s = Setup {
+            messages: 600,
+            codec_speed: 1.32 * GB,
+            link: 1.18 * GB,
+            link_after: 3.0 * GB,
+            change_at: 1.5,
+            kernel: 8 << 20,
+            kernel_max: 8 << 20,
+            ..setup()
+        };
+        let (ratio, auto) = against_best(s);
+        let early = share(&auto.compressed[..150]);
+        let late = share(&auto.compressed[450..]);
+        assert!(
+            ratio >= 0.9 && early > 0.6 && late < 0.2,
+            "auto at {ratio:.3} of the best, {early:.2} compressed early, {late:.2} late"
+        );
     }
 
     #[test]
