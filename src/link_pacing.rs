@@ -16,8 +16,10 @@
 //! a receiver that is the bottleneck (it decodes or stores raw bytes at its own speed) gains
 //! nothing from compressed data, so the trial ends and raw resumes; trials then come further
 //! and further apart. The link is re-examined in raw every few seconds, and raw resumes
-//! whenever the publisher no longer waits for room (the link keeps up; or, for a few windows in
-//! a row, the compressor became the bottleneck, and the link may have become faster).
+//! whenever the publisher no longer waits for room: the link keeps up; or, for a few windows in
+//! a row, the compressor sets the pace, and the link may have become faster. Then raw is
+//! measured, and compression resumes at once if it delivered more than raw now does (the next
+//! such check comes four times later, and at least every 20 windows).
 //!
 //! A link faster than one core compresses (10 Gbit/s and up) is fed by compressing each large
 //! array in parallel chunks (codec `zstd-chunks`): when the compressor on one core is slower
@@ -78,7 +80,11 @@ const BACKOFF_MAX: u32 = 64;
 const RECHECK_WINDOWS: u32 = 150;
 /// Windows in compressed mode in which the sender neither waited for room nor for the producer
 /// (the compressor is the limit) after which raw is measured again: the link may now be faster.
+/// When raw then delivers less than those windows did, compression resumes at once, and the
+/// next such check comes four times as many windows later, up to [`BOUND_WINDOWS_MAX`]: a link
+/// that became faster than the compressor is found within about half a second.
 const COMPRESSOR_BOUND_WINDOWS: u32 = 5;
+const BOUND_WINDOWS_MAX: u32 = 20;
 /// Bytes ZeroMQ may hold for the link, at least; and how many seconds of the link, at most
 /// more than that.
 const MIN_BACKLOG: u64 = 4 << 20;
@@ -164,8 +170,8 @@ enum Mode {
     /// after the first.
     Raw { pressed: u32, span: Span },
     /// Compressing on trial against `baseline` raw bytes per second measured raw: kept if it
-    /// delivers more by [`VERDICT`] (by [`BOUND_VERDICT`] in a stretch in which the sender
-    /// never waited for room) and by `half` the gain promised. The first
+    /// delivers more by [`VERDICT`] (by [`BOUND_VERDICT`] in a stretch the compressor set the
+    /// pace of) and by `half` the gain promised. The first
     /// `settle` wire bytes released are not measured: the buffers beyond ZeroMQ (the kernel's,
     /// the receiver's) still hold raw records, and as those drain, compressed records take
     /// their place several to one, so the link seems to deliver more than it will.
@@ -180,8 +186,13 @@ enum Mode {
         spent: u32,
         passed: bool,
     },
-    /// Compressing, confirmed: `windows` since, `bound` of them in a row compressor-bound.
-    Compressed { windows: u32, bound: u32 },
+    /// Compressing, confirmed: `windows` since, `bound` of them in a row compressor-bound,
+    /// whose raw bytes delivered `span` measures.
+    Compressed {
+        windows: u32,
+        bound: u32,
+        span: Span,
+    },
 }
 
 const NO_SPAN: Span = Span {
@@ -200,6 +211,7 @@ const RAW: Mode = Mode::Raw {
 const COMPRESSED: Mode = Mode::Compressed {
     windows: 0,
     bound: 0,
+    span: NO_SPAN,
 };
 
 /// The automatic codec's state on one network link. Nothing known: raw.
@@ -231,6 +243,11 @@ pub(crate) struct LinkPacing {
     cores: u32,
     parallel_speed: Option<f64>,
     mode: Mode,
+    /// Raw bytes per second compression delivered in the compressor-bound windows before raw
+    /// was measured again (while that measurement runs), and how many such windows the next
+    /// check of raw waits for.
+    bound_rate: Option<f64>,
+    bound_windows: u32,
     /// Windows before the next trial may start, and the wait after the next failure.
     wait: u32,
     backoff: u32,
@@ -257,6 +274,8 @@ impl Default for LinkPacing {
             cores: 1,
             parallel_speed: None,
             mode: RAW,
+            bound_rate: None,
+            bound_windows: COMPRESSOR_BOUND_WINDOWS,
             wait: 0,
             backoff: BACKOFF_FIRST,
             since_sample: 0,
@@ -457,9 +476,10 @@ impl LinkPacing {
         }
         self.estimate_buffered(&w, pressed);
         self.mode = match self.mode {
-            _ if idle && !pressed => RAW,
+            _ if idle && !pressed => self.keeping_up(),
             mode if idle => mode,
-            Mode::Raw { .. } if !pressed || w.compressed > 0 => RAW,
+            Mode::Raw { .. } if !pressed => self.keeping_up(),
+            Mode::Raw { .. } if w.compressed > 0 => RAW,
             Mode::Raw { pressed, span } => self.after_raw(pressed + 1, span, wall, &w),
             Mode::Trial {
                 baseline,
@@ -495,7 +515,11 @@ impl LinkPacing {
                 spent: spent + 1,
                 passed,
             },
-            Mode::Compressed { windows, bound } => self.after_compressed(windows, bound, pressed),
+            Mode::Compressed {
+                windows,
+                bound,
+                span,
+            } => self.after_compressed(windows, (bound, span), wall, &w, pressed),
         };
     }
 
@@ -531,6 +555,13 @@ impl LinkPacing {
         }
     }
 
+    /// Raw, and the link keeps up: nothing to compare compression with.
+    fn keeping_up(&mut self) -> Mode {
+        self.bound_rate = None;
+        self.bound_windows = COMPRESSOR_BOUND_WINDOWS;
+        RAW
+    }
+
     fn after_raw(&mut self, pressed: u32, span: Span, wall: f64, w: &Window) -> Mode {
         // The first window under pressure includes filling the kernel's buffers: not measured.
         // A span grown old is started again, so a trial compares with what raw does now.
@@ -539,10 +570,22 @@ impl LinkPacing {
             _ if span.secs >= RAW_SPAN_SECS => NO_SPAN.add(wall, w, true),
             _ => span.add(wall, w, true),
         };
+        if span.complete() {
+            // Raw measured after compressor-bound windows: compression resumes if they
+            // delivered more, and raw is checked again four times as late.
+            if let Some(rate) = self.bound_rate.take() {
+                if rate >= BOUND_VERDICT * span.rate() {
+                    self.bound_windows = (self.bound_windows * 4).min(BOUND_WINDOWS_MAX);
+                    return COMPRESSED;
+                }
+                self.bound_windows = COMPRESSOR_BOUND_WINDOWS;
+            }
+        }
         let promise = self.promise().unwrap_or(0.0);
         if self.wait > 0 {
             self.wait -= 1;
-        } else if (span.complete() || span.raw >= STRONG_BYTES && promise >= STRONG_PROMISE)
+        } else if (span.complete()
+            || self.bound_rate.is_none() && span.raw >= STRONG_BYTES && promise >= STRONG_PROMISE)
             && promise >= PROMISE
         {
             return Mode::Trial {
@@ -597,15 +640,35 @@ impl LinkPacing {
         }
     }
 
-    fn after_compressed(&mut self, windows: u32, bound: u32, pressed: bool) -> Mode {
-        let bound = if pressed { 0 } else { bound + 1 };
+    /// Compressed after a window: `windows` since compression was confirmed, `bound` of them
+    /// in a row compressor-bound and their `span`; this one spanned `wall` seconds.
+    fn after_compressed(
+        &mut self,
+        windows: u32,
+        (bound, span): (u32, Span),
+        wall: f64,
+        w: &Window,
+        pressed: bool,
+    ) -> Mode {
+        let (bound, span) = match pressed {
+            true => (0, NO_SPAN),
+            false if w.compressed == w.messages => (bound + 1, span.add(wall, w, false)),
+            false => (bound, span),
+        };
+        if bound >= self.bound_windows && span.windows > 0 {
+            self.bound_rate = Some(span.rate());
+            return RAW;
+        }
         let unpromising = self.ratio.is_some_and(|r| r * PROMISE > 1.0);
-        if windows >= RECHECK_WINDOWS || bound >= COMPRESSOR_BOUND_WINDOWS || unpromising {
+        if windows >= RECHECK_WINDOWS || unpromising {
+            self.bound_rate = None;
+            self.bound_windows = COMPRESSOR_BOUND_WINDOWS;
             return RAW;
         }
         Mode::Compressed {
             windows: windows + 1,
             bound,
+            span,
         }
     }
 }
