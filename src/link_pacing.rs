@@ -92,6 +92,9 @@ const BACKLOG_SECS: f64 = 0.03;
 /// Arrays are compressed in parallel chunks when one core compresses less than this many times
 /// what the link takes compressed (the compressor would be, or come close to, the limit).
 const CHUNK_MARGIN: f64 = 1.25;
+/// Parallel chunks are used only when they compress this much faster than one core: the
+/// threads' hand-offs and the copy into one frame are worth it only with a clear gain.
+const CHUNK_GAIN: f64 = 1.1;
 /// Until the parallel compressor is measured, it is taken to run this share of one core's
 /// speed times the cores (chunks, the threads' hand-offs and the copy into one frame cost).
 const PARALLEL_SHARE: f64 = 0.7;
@@ -170,8 +173,8 @@ enum Mode {
     /// after the first.
     Raw { pressed: u32, span: Span },
     /// Compressing on trial against `baseline` raw bytes per second measured raw: kept if it
-    /// delivers more by [`VERDICT`] (by [`BOUND_VERDICT`] in a stretch the compressor set the
-    /// pace of) and by `half` the gain promised. The first
+    /// delivers more by [`VERDICT`] (by [`BOUND_VERDICT`] in a stretch in which the sender never
+    /// waited for room) and by `half` the gain promised. The first
     /// `settle` wire bytes released are not measured: the buffers beyond ZeroMQ (the kernel's,
     /// the receiver's) still hold raw records, and as those drain, compressed records take
     /// their place several to one, so the link seems to deliver more than it will.
@@ -313,7 +316,7 @@ impl LinkPacing {
         };
         self.cores > 1
             && speed < CHUNK_MARGIN * drain / ratio.max(1e-6)
-            && self.parallel_estimate(speed) > PROMISE * speed
+            && self.parallel_estimate(speed) > CHUNK_GAIN * speed
     }
 
     /// The parallel compressor's speed: measured, or estimated from one core's.
