@@ -345,7 +345,9 @@ fn acked_send_waits_for_the_collector_and_fails_without_one() {
         ],
         &dir.path().join("collect.log"),
     );
-    let send = |to: &str| {
+    // A collector that is there has 30 s to store and acknowledge (other tests load the
+    // machine and its disk); the sends that can never be acknowledged give up after 3.
+    let send = |to: &str, timeout: &str| {
         ndbridge(&[
             "send",
             "--delivery",
@@ -353,11 +355,11 @@ fn acked_send_waits_for_the_collector_and_fails_without_one() {
             "--to",
             to,
             "--timeout",
-            "3",
+            timeout,
             file.to_str().unwrap(),
         ])
     };
-    let output = send(&collect.endpoint);
+    let output = send(&collect.endpoint, "30");
     let stderr = stderr_of(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -376,7 +378,7 @@ fn acked_send_waits_for_the_collector_and_fails_without_one() {
         format!("tcp://127.0.0.1:{}", fresh_port()),
         plain.endpoint().to_owned(),
     ] {
-        let output = send(&to);
+        let output = send(&to, "3");
         let stderr = stderr_of(&output);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(
