@@ -338,6 +338,65 @@ fn a_store_continues_after_a_restart_and_after_a_crash() {
 }
 
 #[test]
+fn groups_whose_creation_a_crash_cut_short_do_not_stop_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run.zarr");
+    let sink = StoreSink::new(&root).unwrap();
+    for seq in 0..3 {
+        sink.write(&message("r", "w", seq, numbered(seq, 10), Compression::Raw))
+            .unwrap();
+    }
+    sink.finish().unwrap();
+    drop(sink);
+    // What a collector killed while creating groups leaves: a record group and a source group
+    // half built in the hidden staging directory, and a source group whose first record group
+    // was never begun.
+    let half = root.join(".new").join("w#state");
+    std::fs::create_dir_all(half.join("seq")).unwrap();
+    std::fs::write(half.join("seq").join("zarr.json"), "{}").unwrap();
+    std::fs::create_dir_all(root.join(".new").join("v")).unwrap();
+    std::fs::create_dir(root.join("x")).unwrap();
+    let source_x = r#"{"zarr_format": 3, "node_type": "group",
+        "attributes": {"ndbridge": {"source": "x"}}}"#;
+    std::fs::write(root.join("x").join("zarr.json"), source_x).unwrap();
+
+    // Readers skip the hidden directories; the next collector removes them and goes on.
+    assert_eq!(read_all(&root).len(), 3);
+    let sink = StoreSink::new(&root).unwrap();
+    assert!(!root.join(".new").exists());
+    for seq in 3..5 {
+        sink.write(&message("r", "w", seq, numbered(seq, 10), Compression::Raw))
+            .unwrap();
+        for (source, record) in [("w", "state"), ("x", "r"), ("v", "r")] {
+            sink.write(&message(
+                record,
+                source,
+                seq,
+                numbered(seq, 10),
+                Compression::Raw,
+            ))
+            .unwrap();
+        }
+    }
+    sink.finish().unwrap();
+    let mut groups: Vec<(String, String, u64)> = Store::open(&root)
+        .unwrap()
+        .groups()
+        .iter()
+        .map(|g| (g.path.clone(), g.source.clone(), g.records))
+        .collect();
+    groups.sort();
+    let expected = [
+        ("v/r", "v", 2),
+        ("w/r", "w", 5),
+        ("w/state", "w", 2),
+        ("x/r", "x", 2),
+    ]
+    .map(|(path, source, n)| (path.to_owned(), source.to_owned(), n));
+    assert_eq!(groups, expected, "the source group x is continued, not x~2");
+}
+
+#[test]
 fn what_a_crash_left_past_the_last_commit_never_shows() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("run.zarr");
