@@ -45,17 +45,20 @@ fn block_waits_for_room_and_loses_nothing() {
     let collector = slow_collector(Duration::from_millis(20));
     let publisher = small_queue_publisher(collector.endpoint(), FullPolicy::Block);
     let started = Instant::now();
-    for _ in 0..40 {
+    for _ in 0..80 {
         publisher
             .send_owned("block", Array1::<f64>::zeros(64 << 10))
             .unwrap();
     }
-    // 40 x 512 KiB through a 20 ms-per-record collector: the sender had to wait.
-    assert!(started.elapsed() > Duration::from_millis(200));
+    // 80 x 512 KiB through a 20 ms-per-record collector: the buffers on the way (the queues,
+    // and loopback's socket buffers of up to about 10 MB) hold some 30 of them, so the sender
+    // waited for about 50 x 20 ms.
+    let waited = started.elapsed();
+    assert!(waited > Duration::from_millis(200), "{waited:?}");
     let stats = publisher.close(Duration::from_secs(20)).unwrap();
-    assert_eq!((stats.sent, stats.dropped), (40, 0));
-    wait_until("all 40 stored", Duration::from_secs(20), || {
-        collector.stats().stored == 40
+    assert_eq!((stats.sent, stats.dropped), (80, 0));
+    wait_until("all 80 stored", Duration::from_secs(20), || {
+        collector.stats().stored == 80
     });
     assert_eq!(collector.stop().stats.gaps, 0);
 }
