@@ -58,8 +58,6 @@ class Store(Mapping):
             raise ValueError(f"{self.path}: a Zarr group, not an ndbridge store")
         self._groups: dict[tuple[str, str], str] = {}
         for meta_path in sorted(self.path.glob("*/*/zarr.json")):
-            if any(part.startswith(".") for part in meta_path.relative_to(self.path).parts):
-                continue  # a group the collector is creating
             attrs = json.loads(meta_path.read_text()).get("attributes", {}).get("ndbridge", {})
             if "source" in attrs and "record" in attrs:
                 node = meta_path.parent.relative_to(self.path).as_posix()

@@ -100,6 +100,16 @@ impl Store {
         let mut groups = Vec::new();
         for source_node in subdirectories(&root)? {
             for record_node in subdirectories(&root.join(&source_node))? {
+                // A group the collector is creating (or whose creation a crash cut short) has
+                // no `zarr.json` yet, and no records.
+                if !root
+                    .join(&source_node)
+                    .join(&record_node)
+                    .join("zarr.json")
+                    .exists()
+                {
+                    continue;
+                }
                 let path = format!("{source_node}/{record_node}");
                 groups.push(read_group(&root, path)?);
             }
@@ -451,18 +461,14 @@ pub(crate) fn read_json(path: &Path) -> Result<Value, StoreError> {
     serde_json::from_slice(&bytes).map_err(|e| StoreError::new(path, format!("not JSON: {e}")))
 }
 
-/// The names of the directories in `dir` (never through a link), sorted; hidden ones (a group
-/// the collector is creating) are left out.
+/// The names of the directories in `dir` (never through a link), sorted.
 pub(crate) fn subdirectories(dir: &Path) -> Result<Vec<String>, StoreError> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
         let entry = entry.map_err(|e| StoreError::io(dir, e))?;
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if let (true, Ok(name)) = (is_dir, entry.file_name().into_string()) {
-            // Hidden: a group the collector is creating (node names never start with a dot).
-            if !name.starts_with('.') {
-                names.push(name);
-            }
+            names.push(name);
         }
     }
     names.sort();

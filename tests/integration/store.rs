@@ -349,21 +349,21 @@ fn groups_whose_creation_a_crash_cut_short_do_not_stop_the_store() {
     sink.finish().unwrap();
     drop(sink);
     // What a collector killed while creating groups leaves: a record group and a source group
-    // half built in the hidden staging directory, and a source group whose first record group
+    // without their `zarr.json` (written last), and a source group whose first record group
     // was never begun.
-    let half = root.join(".new").join("w#state");
+    let half = root.join("w").join("state");
     std::fs::create_dir_all(half.join("seq")).unwrap();
     std::fs::write(half.join("seq").join("zarr.json"), "{}").unwrap();
-    std::fs::create_dir_all(root.join(".new").join("v")).unwrap();
+    std::fs::create_dir_all(root.join("v")).unwrap();
     std::fs::create_dir(root.join("x")).unwrap();
     let source_x = r#"{"zarr_format": 3, "node_type": "group",
         "attributes": {"ndbridge": {"source": "x"}}}"#;
     std::fs::write(root.join("x").join("zarr.json"), source_x).unwrap();
 
-    // Readers skip the hidden directories; the next collector removes them and goes on.
+    // Readers skip them; the next collector removes them and creates those groups anew.
     assert_eq!(read_all(&root).len(), 3);
     let sink = StoreSink::new(&root).unwrap();
-    assert!(!root.join(".new").exists());
+    assert!(!half.exists() && !root.join("v").exists());
     for seq in 3..5 {
         sink.write(&message("r", "w", seq, numbered(seq, 10), Compression::Raw))
             .unwrap();

@@ -762,25 +762,21 @@ HOSTILE = [
 
 def test_a_group_a_crash_left_half_created_is_skipped_and_then_removed(tmp_path: Path,
                                                                        collectors) -> None:
-    """Shows that what the collector builds a new group in before renaming it into place
-    (``.new/<source node>#<record node>``, ``.new/<source node>``), as a collector killed
-    meanwhile leaves it, is skipped by ``open_store`` and plain zarr, and removed by the next
-    collector on the store, which then creates those groups whole."""
+    """Shows that groups whose creation a killed collector cut short (directories without
+    their ``zarr.json``, which is written last) are skipped by ``open_store`` and plain zarr,
+    and removed by the next collector on the store, which then creates those groups whole."""
     store = tmp_path / "run.zarr"
     c = start(collectors, store, tmp_path / "logs")
     with ndbridge.Publisher(c.input, source="w", timeout=20) as pub:
         pub.send("r", {"v": np.arange(4.0)})
     c.wait_committed(("w", "r"), 1)
     c.stop()
-    # A whole record group under its hidden name (the rename never came), and a source group.
-    hidden = [store / ".new" / "w#state", store / ".new" / "v"]
-    hidden[0].mkdir(parents=True)
-    meta = json.loads((store / "w" / "r" / "zarr.json").read_text())
-    meta["attributes"]["ndbridge"]["record"] = "state"
-    (hidden[0] / "zarr.json").write_text(json.dumps(meta))
-    hidden[1].mkdir()
-    (hidden[1] / "zarr.json").write_text(json.dumps(
-        {"zarr_format": 3, "node_type": "group", "attributes": {"ndbridge": {"source": "v"}}}))
+    # A record group with its columns but not its own zarr.json, and an empty source group.
+    half = [store / "w" / "state", store / "v"]
+    (half[0] / "seq").mkdir(parents=True)
+    meta = json.loads((store / "w" / "r" / "seq" / "zarr.json").read_text())
+    (half[0] / "seq" / "zarr.json").write_text(json.dumps(meta))
+    half[1].mkdir()
 
     assert list(ndbridge.open_store(store)) == [("w", "r")]
     assert sorted(group_nodes(store)) == [("w", "r")]
@@ -791,7 +787,7 @@ def test_a_group_a_crash_left_half_created_is_skipped_and_then_removed(tmp_path:
     for source in ("w", "v"):
         c.wait_committed((source, "state"), 1)
     c.stop()
-    assert not (store / ".new").exists()
+    assert (half[0] / "zarr.json").exists() and (half[1] / "zarr.json").exists()
     opened = ndbridge.open_store(store)
     assert sorted(opened) == [("v", "state"), ("w", "r"), ("w", "state")]
     np.testing.assert_array_equal(opened["v", "state"]["v"].values, [np.arange(3.0)])

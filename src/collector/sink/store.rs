@@ -196,43 +196,17 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// The hidden directory in the store's root in which a new group is built before it is renamed
-/// into place. It holds no `zarr.json`: it is no Zarr node, and ndbridge's readers skip it.
-const STAGING: &str = ".new";
-
-/// Creates the group directory `dir` (below `root`) whole: `fill` writes its content into a
-/// directory in [`STAGING`], which is then renamed to `dir`. A crash before the rename leaves
-/// only that directory, which readers skip and the next [`StoreSink::new`] removes; never a
-/// group without its `zarr.json`, which would stop the store from opening.
-fn create_node(
-    root: &Path,
-    dir: &Path,
-    fill: impl FnOnce(&Path) -> Result<(), SinkError>,
-) -> Result<(), SinkError> {
-    let staging = root.join(STAGING);
-    create_dir(&staging)?;
-    // `#` is in no node name: `<source node>#<record node>` names one group alone.
-    let relative = dir.strip_prefix(root).expect("a node of the store");
-    let name: Vec<_> = relative.iter().map(|c| c.to_string_lossy()).collect();
-    let tmp = staging.join(name.join("#"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+/// Removes the directories in `dir` that hold no `zarr.json`: groups whose creation a crash cut
+/// short. A group's `zarr.json` is written last when it is created, before any record of it is
+/// committed, so such a directory holds nothing committed.
+fn remove_unfinished_groups(dir: &Path) -> Result<(), SinkError> {
+    for node in store_read::subdirectories(dir).map_err(unreadable)? {
+        let path = dir.join(&node);
+        if !path.join("zarr.json").exists() {
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
     }
-    fs::create_dir(&tmp).map_err(io(&tmp))?;
-    fill(&tmp)?;
-    fs::rename(&tmp, dir).map_err(io(dir))?;
-    // Empty now, unless another group is being built (the catalog lock prevents that).
-    let _ = fs::remove_dir(&staging);
     Ok(())
-}
-
-/// Removes what groups whose creation a crash cut short left in [`STAGING`].
-fn remove_unfinished_nodes(root: &Path) -> Result<(), SinkError> {
-    let staging = root.join(STAGING);
-    match fs::remove_dir_all(&staging) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&staging)(e)),
-        _ => Ok(()),
-    }
 }
 
 fn create_dir(path: &Path) -> Result<(), SinkError> {
@@ -312,10 +286,10 @@ impl StoreSink {
                     catalog.record_nodes.contains_key(n) || n == "zarr.json" || n == JOURNAL
                 };
                 let node = layout::node_name(source, taken);
+                let dir = self.root.join(&node);
+                create_dir(&dir)?;
                 let attrs = json!({"ndbridge": layout::name_attributes("source", source)});
-                create_node(&self.root, &self.root.join(&node), |tmp| {
-                    write_metadata(tmp, &layout::group_metadata(attrs))
-                })?;
+                write_metadata(&dir, &layout::group_metadata(attrs))?;
                 catalog.sources.insert(source.to_owned(), node.clone());
                 catalog.record_nodes.insert(node.clone(), HashSet::new());
                 node
@@ -324,16 +298,15 @@ impl StoreSink {
         let taken = &catalog.record_nodes[&source_node];
         let node = layout::node_name(record, |n| taken.contains(n) || n == "zarr.json");
         let dir = self.root.join(&source_node).join(&node);
+        create_dir(&dir)?;
         let group = Group::new(dir.clone(), source, record);
         let (nodes, meta) = group.metadata(0);
-        create_node(&self.root, &dir, |tmp| {
-            for (node_dir, node_meta) in nodes {
-                let node_dir = tmp.join(node_dir.strip_prefix(&dir).expect("a node of the group"));
-                create_dir(&node_dir)?;
-                write_metadata(&node_dir, &node_meta)?;
-            }
-            write_metadata(tmp, &meta)
-        })?;
+        for (node_dir, node_meta) in nodes {
+            create_dir(&node_dir)?;
+            write_metadata(&node_dir, &node_meta)?;
+        }
+        // Last: readers skip a group directory without it (see `remove_unfinished_groups`).
+        write_metadata(&dir, &meta)?;
         let group = Arc::new(Mutex::new(group));
         catalog
             .record_nodes
@@ -756,8 +729,9 @@ fn load_catalog(root: &Path) -> Result<Catalog, SinkError> {
         )));
     }
     let mut catalog = Catalog::default();
-    remove_unfinished_nodes(root)?;
+    remove_unfinished_groups(root)?;
     for source_node in store_read::subdirectories(root).map_err(unreadable)? {
+        remove_unfinished_groups(&root.join(&source_node))?;
         // A source group without record groups yet (a crash came between the two) is reused.
         let source_meta = store_read::read_json(&root.join(&source_node).join("zarr.json"));
         if let Some(source) = source_meta
