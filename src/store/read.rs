@@ -100,18 +100,12 @@ impl Store {
         let mut groups = Vec::new();
         for source_node in subdirectories(&root)? {
             for record_node in subdirectories(&root.join(&source_node))? {
+                let path = format!("{source_node}/{record_node}");
                 // A group the collector is creating (or whose creation a crash cut short) has
                 // no `zarr.json` yet, and no records.
-                if !root
-                    .join(&source_node)
-                    .join(&record_node)
-                    .join("zarr.json")
-                    .exists()
-                {
-                    continue;
+                if root.join(&path).join("zarr.json").exists() {
+                    groups.push(read_group(&root, path)?);
                 }
-                let path = format!("{source_node}/{record_node}");
-                groups.push(read_group(&root, path)?);
             }
         }
         groups.sort_by(|a, b| (&a.source, &a.record).cmp(&(&b.source, &b.record)));

@@ -359,15 +359,21 @@ fn groups_whose_creation_a_crash_cut_short_do_not_stop_the_store() {
     let source_x = r#"{"zarr_format": 3, "node_type": "group",
         "attributes": {"ndbridge": {"source": "x"}}}"#;
     std::fs::write(root.join("x").join("zarr.json"), source_x).unwrap();
+    // And a directory that is not a collector's (it holds a file of its own): it is left, and
+    // its name is not given to a group.
+    let foreign = root.join("w").join("notes");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("todo.txt"), "mine").unwrap();
 
     // Readers skip them; the next collector removes them and creates those groups anew.
     assert_eq!(read_all(&root).len(), 3);
     let sink = StoreSink::new(&root).unwrap();
     assert!(!half.exists() && !root.join("v").exists());
+    assert_eq!(std::fs::read(foreign.join("todo.txt")).unwrap(), b"mine");
     for seq in 3..5 {
         sink.write(&message("r", "w", seq, numbered(seq, 10), Compression::Raw))
             .unwrap();
-        for (source, record) in [("w", "state"), ("x", "r"), ("v", "r")] {
+        for (source, record) in [("w", "state"), ("x", "r"), ("v", "r"), ("w", "notes")] {
             sink.write(&message(
                 record,
                 source,
@@ -388,12 +394,14 @@ fn groups_whose_creation_a_crash_cut_short_do_not_stop_the_store() {
     groups.sort();
     let expected = [
         ("v/r", "v", 2),
+        ("w/notes~2", "w", 2),
         ("w/r", "w", 5),
         ("w/state", "w", 2),
         ("x/r", "x", 2),
     ]
     .map(|(path, source, n)| (path.to_owned(), source.to_owned(), n));
     assert_eq!(groups, expected, "the source group x is continued, not x~2");
+    assert_eq!(std::fs::read(foreign.join("todo.txt")).unwrap(), b"mine");
 }
 
 #[test]

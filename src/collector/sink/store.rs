@@ -198,15 +198,36 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 
 /// Removes the directories in `dir` that hold no `zarr.json`: groups whose creation a crash cut
 /// short. A group's `zarr.json` is written last when it is created, before any record of it is
-/// committed, so such a directory holds nothing committed.
+/// committed, so such a directory holds nothing committed. Only a directory holding nothing
+/// but directories and metadata files (what creating a group writes) is removed: anything else
+/// was not written by a collector, and is left.
 fn remove_unfinished_groups(dir: &Path) -> Result<(), SinkError> {
     for node in store_read::subdirectories(dir).map_err(unreadable)? {
         let path = dir.join(&node);
-        if !path.join("zarr.json").exists() {
+        if !path.join("zarr.json").exists() && only_metadata(&path) {
             fs::remove_dir_all(&path).map_err(io(&path))?;
         }
     }
     Ok(())
+}
+
+/// Whether `dir` holds, at any depth, only directories and `zarr.json` files (and their
+/// temporaries); false when it cannot be read.
+fn only_metadata(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.into_iter().all(|entry| {
+        let Ok(entry) = entry else { return false };
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => only_metadata(&entry.path()),
+            Ok(t) if t.is_file() => {
+                let name = entry.file_name();
+                name == "zarr.json" || name == "zarr.json.tmp"
+            }
+            _ => false,
+        }
+    })
 }
 
 fn create_dir(path: &Path) -> Result<(), SinkError> {
@@ -731,22 +752,26 @@ fn load_catalog(root: &Path) -> Result<Catalog, SinkError> {
     let mut catalog = Catalog::default();
     remove_unfinished_groups(root)?;
     for source_node in store_read::subdirectories(root).map_err(unreadable)? {
-        remove_unfinished_groups(&root.join(&source_node))?;
+        let source_dir = root.join(&source_node);
+        let mut taken = HashSet::new();
+        // What still has no `zarr.json` is no collector's: its name stays taken, and it is
+        // left alone.
+        let Ok(source_meta) = store_read::read_json(&source_dir.join("zarr.json")) else {
+            catalog.record_nodes.insert(source_node, taken);
+            continue;
+        };
+        remove_unfinished_groups(&source_dir)?;
         // A source group without record groups yet (a crash came between the two) is reused.
-        let source_meta = store_read::read_json(&root.join(&source_node).join("zarr.json"));
-        if let Some(source) = source_meta
-            .as_ref()
-            .ok()
-            .and_then(|m| m["attributes"]["ndbridge"]["source"].as_str())
-        {
+        if let Some(source) = source_meta["attributes"]["ndbridge"]["source"].as_str() {
             catalog
                 .sources
                 .insert(source.to_owned(), source_node.clone());
         }
-        let mut taken = HashSet::new();
-        for record_node in
-            store_read::subdirectories(&root.join(&source_node)).map_err(unreadable)?
-        {
+        for record_node in store_read::subdirectories(&source_dir).map_err(unreadable)? {
+            if !source_dir.join(&record_node).join("zarr.json").exists() {
+                taken.insert(record_node);
+                continue;
+            }
             let info = store_read::read_group(root, format!("{source_node}/{record_node}"))
                 .map_err(unreadable)?;
             let group = continue_group(root, &info)?;
